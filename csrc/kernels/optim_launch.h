@@ -1,0 +1,44 @@
+// Launcher interface of the fused optimizers: raw pointers and sizes only, no torch.
+#pragma once
+#include "adamw.h"
+#include "rmsprop.h"
+
+namespace fastext::kern {
+
+// One parameter with its gradient and up to three state buffers, all of one dtype and
+// one dense memory layout, so element i of each lies at offset i.
+// AdamW: s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (amsgrad).
+// RMSprop: s0 = square_avg, s1 = grad_avg (centered), s2 = momentum_buffer.
+struct OptimSlot {
+  void* param;
+  const void* grad;
+  void* s0;
+  void* s1;
+  void* s2;
+  int64_t numel;
+  float* step;  // already advanced for this step (AdamW's bias correction reads it)
+};
+
+// CPU: elements [begin, end) of one slot. The caller splits work and runs ranges in parallel.
+void adamw_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, const AdamWHyper& h,
+               double lr, double inv_scale);
+void rmsprop_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, const RMSpropHyper& h,
+                 double lr, double inv_scale);
+
+// The instruction set the CPU kernels dispatched to on this machine ("avx512", "avx2", "baseline").
+const char* cpu_isa();
+
+// CUDA: all slots in a few multi-tensor launches on `stream` (a cudaStream_t). Scalars that
+// may live on the device: lr_ptr (overrides lr when set), grad_scale (gradients are divided
+// by it), found_inf (when non-zero the whole step, step counters included, is skipped).
+struct DeviceScalars {
+  const float* lr_ptr;
+  const float* grad_scale;
+  const float* found_inf;
+};
+void adamw_cuda(const OptimSlot* slots, int n, DType dt, const AdamWHyper& h,
+                const DeviceScalars& s, void* stream);
+void rmsprop_cuda(const OptimSlot* slots, int n, DType dt, const RMSpropHyper& h,
+                  const DeviceScalars& s, void* stream);
+
+}  // namespace fastext::kern

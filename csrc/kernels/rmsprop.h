@@ -1,0 +1,45 @@
+// RMSprop, one element at a time: the math both launchers run. Mirrors
+// torch.optim.RMSprop (foreach=False): coupled weight decay, optional centering
+// and momentum, computed in fp32 (or fp64).
+#pragma once
+#include "hd.h"
+
+namespace fastext::kern {
+
+struct RMSpropHyper {
+  double lr, alpha, eps, weight_decay, momentum;
+  bool centered, maximize;
+};
+
+template <typename M>
+struct RMSpropCoeffs {
+  M lr, alpha, eps, weight_decay, momentum, inv_scale;
+};
+
+template <typename M>
+FX_HD RMSpropCoeffs<M> rmsprop_coeffs(const RMSpropHyper& h, double lr, double inv_scale) {
+  return {M(lr), M(h.alpha), M(h.eps), M(h.weight_decay), M(h.momentum), M(inv_scale)};
+}
+
+template <typename M, bool CENTERED, bool MOMENTUM, bool MAXIMIZE>
+FX_HD void rmsprop_update(M& p, M g, M& sq, M& gavg, M& buf, const RMSpropCoeffs<M>& c) {
+  g = g * c.inv_scale;
+  if (MAXIMIZE) g = -g;
+  g = g + c.weight_decay * p;
+  sq = sq * c.alpha + (M(1) - c.alpha) * g * g;
+  M avg;
+  if (CENTERED) {
+    gavg = lerp(gavg, g, M(1) - c.alpha);
+    avg = fx_sqrt(sq - gavg * gavg) + c.eps;
+  } else {
+    avg = fx_sqrt(sq) + c.eps;
+  }
+  if (MOMENTUM) {
+    buf = buf * c.momentum + g / avg;
+    p = p - c.lr * buf;
+  } else {
+    p = p - c.lr * (g / avg);
+  }
+}
+
+}  // namespace fastext::kern

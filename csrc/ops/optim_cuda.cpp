@@ -1,0 +1,81 @@
+// CUDA implementations of fastext::adamw_ / rmsprop_: validate on the host (shapes,
+// dtypes, devices: no device reads), then hand raw pointers to the multi-tensor launcher
+// on the current stream. lr, grad_scale and found_inf stay on the device.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "optim_slots.h"
+
+namespace fastext::ops {
+namespace {
+
+struct ScalarTensors {
+  std::optional<at::Tensor> lr, grad_scale, found_inf;
+  kern::DeviceScalars ptrs() const {
+    auto p = [](const std::optional<at::Tensor>& t) -> const float* {
+      return t ? t->data_ptr<float>() : nullptr;
+    };
+    return {p(lr), p(grad_scale), p(found_inf)};
+  }
+};
+
+ScalarTensors device_scalars(const char* op, const at::Device& dev,
+                             const std::optional<at::Tensor>& lr,
+                             const std::optional<at::Tensor>& grad_scale,
+                             const std::optional<at::Tensor>& found_inf) {
+  return {scalar_arg(op, "lr_tensor", lr, dev), scalar_arg(op, "grad_scale", grad_scale, dev),
+          scalar_arg(op, "found_inf", found_inf, dev)};
+}
+
+void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
+                double lr, double beta1, double beta2, double eps, double weight_decay,
+                bool amsgrad, bool maximize, const std::optional<at::Tensor>& lr_tensor,
+                const std::optional<at::Tensor>& grad_scale,
+                const std::optional<at::Tensor>& found_inf) {
+  const char* op = "fastext::adamw_";
+  if (params.empty()) return;
+  TORCH_CHECK(!amsgrad || !max_exp_avg_sqs.empty(), op, ": amsgrad needs max_exp_avg_sqs");
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  auto ps = prepare_slots(op, params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()}, steps);
+  const auto sc = device_scalars(op, params[0].device(), lr_tensor, grad_scale, found_inf);
+  const kern::AdamWHyper h{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
+  kern::adamw_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, h, sc.ptrs(),
+                   c10::cuda::getCurrentCUDAStream().stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ps.write_back();
+}
+
+void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
+                  at::TensorList grad_avgs, at::TensorList momentum_buffers, at::TensorList steps,
+                  double lr, double alpha, double eps, double weight_decay, double momentum,
+                  bool centered, bool maximize, const std::optional<at::Tensor>& lr_tensor,
+                  const std::optional<at::Tensor>& grad_scale,
+                  const std::optional<at::Tensor>& found_inf) {
+  const char* op = "fastext::rmsprop_";
+  if (params.empty()) return;
+  TORCH_CHECK(!centered || !grad_avgs.empty(), op, ": centered needs grad_avgs");
+  TORCH_CHECK(momentum <= 0 || !momentum_buffers.empty(), op, ": momentum needs momentum_buffers");
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  auto ps = prepare_slots(op, params, grads,
+                          {square_avgs, centered ? grad_avgs : at::TensorList(),
+                           momentum > 0 ? momentum_buffers : at::TensorList()},
+                          steps);
+  const auto sc = device_scalars(op, params[0].device(), lr_tensor, grad_scale, found_inf);
+  const kern::RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  kern::rmsprop_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, h, sc.ptrs(),
+                     c10::cuda::getCurrentCUDAStream().stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ps.write_back();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastext, CUDA, m) {
+  m.impl("adamw_", &adamw_cuda);
+  m.impl("rmsprop_", &rmsprop_cuda);
+}
+
+}  // namespace fastext::ops

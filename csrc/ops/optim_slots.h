@@ -1,0 +1,35 @@
+// Torch glue shared by the CPU and CUDA fused-optimizer ops: validates the tensor
+// lists and turns them into raw OptimSlots for the kernels.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <array>
+#include <optional>
+#include <vector>
+
+#include "../kernels/optim_launch.h"
+
+namespace fastext::ops {
+
+struct PreparedSlots {
+  std::vector<kern::OptimSlot> slots;
+  kern::DType dtype = kern::DType::f32;
+  // Contiguous stand-ins for tensors whose layout differs from their parameter's:
+  // (original, temporary) pairs, copied back after the kernel ran.
+  std::vector<std::pair<at::Tensor, at::Tensor>> writebacks;
+  std::vector<at::Tensor> keep_alive;
+
+  void write_back() {
+    for (auto& [orig, tmp] : writebacks) orig.copy_(tmp);
+  }
+};
+
+// `states` are the optional state lists (each empty or one tensor per parameter).
+PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
+                            std::array<at::TensorList, 3> states, at::TensorList steps);
+
+// Checks an optional scalar tensor (lr, grad_scale, found_inf) and returns it as float32.
+std::optional<at::Tensor> scalar_arg(const char* op, const char* name,
+                                     const std::optional<at::Tensor>& t, const at::Device& dev);
+
+}  // namespace fastext::ops
