@@ -1,1 +1,81 @@
+"""Typed Python entry points to the native ops, and their fake (meta) kernels.
 
+Every op is registered with the dispatcher as ``torch.ops.fastext.<name>`` (schemas in
+``csrc/ops/schemas.cpp``), so it works under ``torch.compile``, CUDA graphs and
+``torch.library.opcheck`` like a built-in. The fake kernels below tell the compiler what
+each op does to shapes: the optimizer ops update their arguments in place and return
+nothing.
+
+>>> import torch, fastext
+>>> p, g = [torch.ones(3)], [torch.ones(3)]
+>>> m, v, step = [torch.zeros(3)], [torch.zeros(3)], [torch.zeros(())]
+>>> fastext.ops.adamw_(p, g, m, v, [], step, lr=0.1)
+>>> round(p[0][0].item(), 4), step[0].item()
+(0.89, 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import _C  # noqa: F401  (registers torch.ops.fastext.*)
+
+__all__ = ["adamw_", "rmsprop_"]
+
+
+@torch.library.register_fake("fastext::adamw_")
+def _adamw_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2,
+                eps, weight_decay, amsgrad, maximize, lr_tensor=None, grad_scale=None,
+                found_inf=None) -> None:
+    return None
+
+
+@torch.library.register_fake("fastext::rmsprop_")
+def _rmsprop_fake(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, lr, alpha, eps,
+                  weight_decay, momentum, centered, maximize, lr_tensor=None, grad_scale=None,
+                  found_inf=None) -> None:
+    return None
+
+
+def _lr_args(lr: float | Tensor) -> tuple[float, Tensor | None]:
+    return (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
+
+
+def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
+           exp_avg_sqs: Sequence[Tensor], max_exp_avg_sqs: Sequence[Tensor],
+           steps: Sequence[Tensor], *, lr: float | Tensor = 1e-3, beta1: float = 0.9,
+           beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 1e-2,
+           amsgrad: bool = False, maximize: bool = False, grad_scale: Tensor | None = None,
+           found_inf: Tensor | None = None) -> None:
+    """One fused AdamW step over lists of same-device, same-dtype tensors, in place.
+
+    ``steps`` are one-element float32 tensors on the params' device, advanced by one.
+    ``grad_scale`` divides every gradient; a non-zero ``found_inf`` skips the whole step
+    (step counters included). Both may live on the device: nothing here syncs with it.
+    """
+    lr_f, lr_t = _lr_args(lr)
+    torch.ops.fastext.adamw_(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
+                             list(max_exp_avg_sqs), list(steps), lr_f, float(beta1),
+                             float(beta2), float(eps), float(weight_decay), bool(amsgrad),
+                             bool(maximize), lr_t, grad_scale, found_inf)
+
+
+def rmsprop_(params: Sequence[Tensor], grads: Sequence[Tensor], square_avgs: Sequence[Tensor],
+             grad_avgs: Sequence[Tensor], momentum_buffers: Sequence[Tensor],
+             steps: Sequence[Tensor], *, lr: float | Tensor = 1e-2, alpha: float = 0.99,
+             eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+             centered: bool = False, maximize: bool = False, grad_scale: Tensor | None = None,
+             found_inf: Tensor | None = None) -> None:
+    """One fused RMSprop step over lists of same-device, same-dtype tensors, in place.
+
+    ``grad_avgs`` is used when ``centered``, ``momentum_buffers`` when ``momentum > 0``
+    (pass empty lists otherwise). Scalars as in :func:`adamw_`.
+    """
+    lr_f, lr_t = _lr_args(lr)
+    torch.ops.fastext.rmsprop_(list(params), list(grads), list(square_avgs), list(grad_avgs),
+                               list(momentum_buffers), list(steps), lr_f, float(alpha),
+                               float(eps), float(weight_decay), float(momentum), bool(centered),
+                               bool(maximize), lr_t, grad_scale, found_inf)

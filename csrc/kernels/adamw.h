@@ -14,7 +14,7 @@ struct AdamWHyper {
 // Per-tensor scalars that depend on the step count.
 template <typename M>
 struct AdamWCoeffs {
-  M lr, beta1, beta2, eps, decay, step_size, bc2_sqrt, inv_scale;
+  M beta2, one_minus_beta1, one_minus_beta2, eps, decay, step_size, bc2_sqrt, inv_scale;
 };
 
 // `step` is the count after this step's increment (1 on the first step).
@@ -22,7 +22,7 @@ template <typename M>
 FX_HD AdamWCoeffs<M> adamw_coeffs(const AdamWHyper& h, double lr, double step, double inv_scale) {
   const double bc1 = 1.0 - pow(h.beta1, step);
   const double bc2 = 1.0 - pow(h.beta2, step);
-  return {M(lr), M(h.beta1), M(h.beta2), M(h.eps), M(1.0 - lr * h.weight_decay),
+  return {M(h.beta2), M(1.0 - h.beta1), M(1.0 - h.beta2), M(h.eps), M(1.0 - lr * h.weight_decay),
           M(lr / bc1), M(sqrt(bc2)), M(inv_scale)};
 }
 
@@ -31,8 +31,8 @@ FX_HD void adamw_update(M& p, M g, M& m, M& v, M& vmax, const AdamWCoeffs<M>& c)
   g = g * c.inv_scale;
   if (MAXIMIZE) g = -g;
   p = p * c.decay;
-  m = lerp(m, g, M(1) - c.beta1);
-  v = v * c.beta2 + (M(1) - c.beta2) * g * g;
+  m = lerp(m, g, c.one_minus_beta1);
+  v = v * c.beta2 + c.one_minus_beta2 * g * g;
   M vhat = v;
   if (AMSGRAD) {
     vmax = vmax > v ? vmax : v;

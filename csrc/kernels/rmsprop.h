@@ -13,12 +13,12 @@ struct RMSpropHyper {
 
 template <typename M>
 struct RMSpropCoeffs {
-  M lr, alpha, eps, weight_decay, momentum, inv_scale;
+  M lr, alpha, one_minus_alpha, eps, weight_decay, momentum, inv_scale;
 };
 
 template <typename M>
 FX_HD RMSpropCoeffs<M> rmsprop_coeffs(const RMSpropHyper& h, double lr, double inv_scale) {
-  return {M(lr), M(h.alpha), M(h.eps), M(h.weight_decay), M(h.momentum), M(inv_scale)};
+  return {M(lr), M(h.alpha), M(1.0 - h.alpha), M(h.eps), M(h.weight_decay), M(h.momentum), M(inv_scale)};
 }
 
 template <typename M, bool CENTERED, bool MOMENTUM, bool MAXIMIZE>
@@ -26,10 +26,10 @@ FX_HD void rmsprop_update(M& p, M g, M& sq, M& gavg, M& buf, const RMSpropCoeffs
   g = g * c.inv_scale;
   if (MAXIMIZE) g = -g;
   g = g + c.weight_decay * p;
-  sq = sq * c.alpha + (M(1) - c.alpha) * g * g;
+  sq = sq * c.alpha + c.one_minus_alpha * g * g;
   M avg;
   if (CENTERED) {
-    gavg = lerp(gavg, g, M(1) - c.alpha);
+    gavg = lerp(gavg, g, c.one_minus_alpha);
     avg = fx_sqrt(sq - gavg * gavg) + c.eps;
   } else {
     avg = fx_sqrt(sq) + c.eps;

@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the suite).
+# Both create .venv (see scripts/venv.sh), build the extension and run from it.
+.PHONY: setup demo test lint bench wheel clean
+
+setup:
+	@bash scripts/venv.sh
+
+demo: setup
+	.venv/bin/python -m fastext run mnist
+
+test: setup
+	.venv/bin/python -m pytest -q tests
+
+lint: setup
+	.venv/bin/ruff check fastext tests bench
+
+bench: setup
+	.venv/bin/python -m fastext.bench optim --json bench/results/optim-cpu.json
+
+wheel: setup
+	.venv/bin/pip wheel --no-build-isolation --no-deps -w dist .
+
+clean:
+	rm -rf build dist .venv

@@ -1,0 +1,119 @@
+"""What the fused optimizers share: lazy state, one native call per (device, dtype)
+bucket of a param group, step counters kept on the params' device, the AMP
+``grad_scale``/``found_inf`` protocol, and the optional flat layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._flat import FlatBuffers
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+
+class FusedOptimizer(torch.optim.Optimizer):
+    """Base of :class:`fastext.optim.AdamW` and :class:`fastext.optim.RMSprop`.
+
+    Subclasses name their state buffers (:meth:`_buffer_names`) and launch the native
+    op for one bucket (:meth:`_launch`). Everything else, including ``state_dict``
+    compatibility with ``torch.optim``, lives here.
+    """
+
+    # torch.amp.GradScaler hands over `grad_scale` / `found_inf` as attributes and lets
+    # the step unscale and skip on the device, with no host sync.
+    _step_supports_amp_scaling = True
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any], *, flat: bool = False) -> None:
+        if defaults.get("differentiable"):
+            raise NotImplementedError("fastext optimizers do not support differentiable=True")
+        self.flat = bool(flat)
+        self._flat: list[FlatBuffers] = []
+        super().__init__(params, defaults)
+
+    # -- subclass hooks -------------------------------------------------------------
+    def _buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _launch(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                states: list[dict[str, Tensor]], grad_scale: Tensor | None,
+                found_inf: Tensor | None) -> None:
+        raise NotImplementedError
+
+    # -- torch.optim.Optimizer API ------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if self.flat:
+            self._flat.extend(FlatBuffers.flatten(self.param_groups[-1]["params"]))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As ``torch.optim.Optimizer.zero_grad``; with ``flat=True`` gradients stay
+        allocated (views into one buffer) and are zeroed with one fill per buffer."""
+        if not self.flat:
+            return super().zero_grad(set_to_none)
+        for fb in self._flat:
+            fb.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Performs one optimization step (see ``torch.optim.Optimizer.step``)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        for fb in self._flat:
+            fb.adopt_grads()
+        for group in self.param_groups:
+            buckets: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients "
+                        "(use torch.optim.SparseAdam)")
+                ps, gs, ss = buckets.setdefault((p.device, p.dtype), ([], [], []))
+                ps.append(p)
+                gs.append(p.grad)
+                ss.append(self._state_for(p, group))
+            for ps, gs, ss in buckets.values():
+                self._launch(group, ps, gs, ss, grad_scale, found_inf)
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # torch keeps `step` on the CPU for its non-fused paths; ours lives with the param.
+        for p, st in self.state.items():
+            if "step" in st:
+                st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(p.device).reshape(())
+        if self.flat:
+            for fb in self._flat:
+                fb.adopt_states(self.state)
+
+    # -- state ----------------------------------------------------------------------
+    def _state_for(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        state = self.state[p]
+        if "step" not in state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        missing = [n for n in self._buffer_names(group) if n not in state]
+        if missing:
+            fb = self._flat_of(p)
+            for name in missing:
+                state[name] = (fb.state_view(name, p) if fb is not None
+                               else torch.zeros_like(p, memory_format=torch.preserve_format))
+        return state
+
+    def _flat_of(self, p: Tensor) -> FlatBuffers | None:
+        for fb in self._flat:
+            if fb.owns(p):
+                return fb
+        return None
+
+    @staticmethod
+    def _collect(states: list[dict[str, Tensor]], name: str | None) -> list[Tensor]:
+        return [] if name is None else [s[name] for s in states]

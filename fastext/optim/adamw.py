@@ -1,0 +1,73 @@
+"""Fused AdamW: a drop-in for ``torch.optim.AdamW``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from .. import ops
+from ._fused import FusedOptimizer, ParamsT
+
+
+class AdamW(FusedOptimizer):
+    """AdamW (Loshchilov & Hutter, decoupled weight decay) in one fused pass per
+    (device, dtype) bucket: same arguments, defaults, param-group keys and ``state_dict``
+    as ``torch.optim.AdamW``.
+
+    The update of each element (``p``, ``grad``, ``exp_avg``, ``exp_avg_sq``) is read and
+    written once, in fp32 (fp64 for fp64 params) whatever the storage dtype. Step
+    counters live on the params' device, so a step never waits for the GPU, and CUDA
+    steps can be captured in a graph (``capturable`` is accepted and always true).
+    ``foreach`` and ``fused`` are accepted for compatibility and ignored.
+
+    Args: as ``torch.optim.AdamW``, plus ``flat`` (see :mod:`fastext.optim._flat`).
+
+    >>> import torch, fastext
+    >>> model = torch.nn.Linear(10, 1)
+    >>> opt = fastext.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    >>> for _ in range(3):
+    ...     opt.zero_grad()
+    ...     model(torch.randn(32, 10)).pow(2).mean().backward()
+    ...     opt.step()
+    >>> opt.state[model.weight]["step"].item()
+    3.0
+    """
+
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 flat: bool = False) -> None:
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, foreach=foreach, capturable=capturable,
+                        differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
+        super().__init__(params, defaults, flat=flat)
+
+    def _buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        if group["amsgrad"]:
+            return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+        return ("exp_avg", "exp_avg_sq")
+
+    def _launch(self, group, params, grads, states, grad_scale, found_inf) -> None:
+        beta1, beta2 = group["betas"]
+        ops.adamw_(params, grads, self._collect(states, "exp_avg"),
+                   self._collect(states, "exp_avg_sq"),
+                   self._collect(states, "max_exp_avg_sq" if group["amsgrad"] else None),
+                   self._collect(states, "step"), lr=group["lr"], beta1=beta1, beta2=beta2,
+                   eps=group["eps"], weight_decay=group["weight_decay"],
+                   amsgrad=group["amsgrad"], maximize=group["maximize"],
+                   grad_scale=grad_scale, found_inf=found_inf)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Makes ./.venv ready: a virtual environment with requirements.txt, kept in a cache folder
+# keyed by that file's hash (so clones share the 5.6 GB torch install), rebuilt from
+# nothing when missing or incomplete; then builds and installs fastext into it (editable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+hash=$(sha256sum requirements.txt | cut -c1-12)
+cache=${FASTEXT_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastext}
+venv="$cache/venv-$hash"
+
+if [ ! -f "$venv/.complete" ]; then
+  echo "== creating $venv (torch and friends, a few minutes the first time)"
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  "$PY" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -r requirements.txt
+  touch "$venv/.complete"
+fi
+if [ "$(readlink .venv 2>/dev/null)" != "$venv" ]; then
+  rm -rf .venv
+  ln -s "$venv" .venv
+fi
+
+# Rebuild when sources changed or when the shared venv's editable install points elsewhere.
+stamp=build/.installed-$hash
+srcs=$(find csrc CMakeLists.txt pyproject.toml -type f -newer "$stamp" 2>/dev/null | head -1 || true)
+owner=$(.venv/bin/python - <<'PY' 2>/dev/null || true
+import importlib.util, os
+spec = importlib.util.find_spec("fastext")
+print(os.path.dirname(os.path.dirname(spec.origin)) if spec and spec.origin else "")
+PY
+)
+if [ ! -f "$stamp" ] || [ -n "$srcs" ] || [ "$owner" != "$PWD" ]; then
+  echo "== building fastext (C++/CUDA extension)"
+  mkdir -p build
+  .venv/bin/pip install -q --no-build-isolation --no-deps -e .
+  touch "$stamp"
+fi
