@@ -1,0 +1,82 @@
+"""Smoke test of ``python -m fastext.bench optim --quick``: schema and sanity of the output,
+never speed (timed assertions do not belong in the test suite)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fastext.bench import main
+from fastext.bench.optim import _resnet50_shapes_by_hand, resnet50_shapes
+
+EXPECTED_IMPLS = {
+    "AdamW": {"torch-forloop", "torch-foreach", "torch-fused", "fastext"},
+    "RMSprop": {"torch-forloop", "torch-foreach", "fastext"},
+}
+WORKLOADS = {"resnet50", "10M", "1000x"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick CPU run writing both the JSON and the plot (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("bench")
+    json_path, png_path = out / "optim.json", out / "optim.png"
+    rc = main(["optim", "--quick", "--device", "cpu", "--json", str(json_path),
+               "--plot", str(png_path)])
+    return rc, json.loads(json_path.read_text()), png_path
+
+
+def test_json_schema(quick_run):
+    rc, doc, _ = quick_run
+    assert rc == 0
+    assert set(doc) == {"suite", "device", "torch", "stream_gbs", "machine", "build", "date",
+                        "rows"}
+    assert doc["suite"] == "optim"
+    assert doc["device"] == "cpu"
+    assert isinstance(doc["torch"], str)
+    assert isinstance(doc["stream_gbs"], float) and math.isfinite(doc["stream_gbs"])
+    assert doc["stream_gbs"] > 0
+    assert isinstance(doc["machine"], dict) and doc["machine"]["cores"] >= 1
+    assert "cpu_isa" in doc["build"]
+    for row in doc["rows"]:
+        assert set(row) == {"case", "impl", "ms", "gbs"}
+        for key in ("ms", "gbs"):
+            assert isinstance(row[key], float) and math.isfinite(row[key]) and row[key] > 0
+
+
+def test_every_case_has_all_impls(quick_run):
+    _, doc, _ = quick_run
+    impls: dict[str, set[str]] = {}
+    for row in doc["rows"]:
+        impls.setdefault(row["case"], set()).add(row["impl"])
+    expected = {f"{opt}/{w}": names for opt, names in EXPECTED_IMPLS.items() for w in WORKLOADS}
+    assert impls == expected
+    assert len(doc["rows"]) == sum(len(v) for v in expected.values())  # no duplicates
+
+
+def test_plot_is_png(quick_run):
+    _, _, png = quick_run
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_printed(quick_run):
+    from fastext.bench.report import format_table
+
+    _, doc, _ = quick_run
+    table = format_table(doc)
+    assert "| case | impl | ms | GB/s | % of stream | fastext speed-up |" in table
+    assert "| AdamW/resnet50 | fastext |" in table and "1.00x" in table
+
+
+def test_resnet50_shapes():
+    shapes = resnet50_shapes()
+    assert len(shapes) == 161
+    assert sum(math.prod(s) for s in shapes) == 25_557_032
+    assert shapes == _resnet50_shapes_by_hand()  # the fallback without torchvision agrees
+
+
+def test_unknown_suite_is_an_error():
+    with pytest.raises(SystemExit):
+        main(["no-such-suite"])

@@ -1,0 +1,200 @@
+"""Drop-in behaviour: state_dict both ways, LR schedulers, GradScaler, torch.compile,
+and clear errors for bad input."""
+
+import pytest
+import torch
+from optim_reference import assert_close, run_pair
+
+import fastext
+
+PAIRS = {
+    "adamw": (fastext.optim.AdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+    "rmsprop": (fastext.optim.RMSprop, torch.optim.RMSprop,
+                dict(lr=1e-3, momentum=0.9, centered=True, weight_decay=0.1)),
+}
+
+
+def _model(device):
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).to(device)
+
+
+def _train(model, opt, steps, seed, sched=None):
+    g = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    for _ in range(steps):
+        x = torch.randn(32, 8, generator=g).to(dev)
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+@pytest.mark.parametrize("direction", ["ours_to_torch", "torch_to_ours"])
+def test_state_dict_round_trip(device, kind, direction):
+    """Train 5 steps with one optimizer, hand its state_dict to the other, train 5 more:
+    equal to training 10 steps with torch alone."""
+    ours_cls, ref_cls, kw = PAIRS[kind]
+    first, second = (ours_cls, ref_cls) if direction == "ours_to_torch" else (ref_cls, ours_cls)
+    m_a, m_ref = _model(device), _model(device)
+    m_ref.load_state_dict(m_a.state_dict())
+    opt_ref = ref_cls(m_ref.parameters(), foreach=False, **kw)
+    _train(m_ref, opt_ref, 10, seed=1)
+
+    opt_a = first(m_a.parameters(), **kw)
+    _train(m_a, opt_a, 5, seed=1)
+    sd = opt_a.state_dict()
+    opt_b = second(m_a.parameters(), **kw)
+    opt_b.load_state_dict(sd)
+    assert opt_b.state_dict()["param_groups"] == sd["param_groups"]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):  # replay the first five batches' RNG draws, then train on
+        torch.randn(32, 8, generator=g)
+    for _ in range(5):
+        x = torch.randn(32, 8, generator=g).to(device)
+        opt_b.zero_grad()
+        m_a(x).pow(2).mean().backward()
+        opt_b.step()
+    assert_close(list(m_a.parameters()), list(m_ref.parameters()))
+    steps = {float(s["step"]) for s in opt_b.state.values()}
+    assert steps == {10.0}
+
+
+def test_state_dict_keys_match_torch():
+    p = torch.nn.Parameter(torch.randn(3))
+    for ours_cls, ref_cls, kw in PAIRS.values():
+        a, b = ours_cls([p], **kw), ref_cls([p], **kw)
+        p.grad = torch.randn(3)
+        a.step()
+        b.step()
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa["param_groups"][0].keys() == sb["param_groups"][0].keys()
+        assert sa["state"][0].keys() == sb["state"][0].keys()
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_one_cycle_scheduler_cycles_momentum(device, kind):
+    """OneCycleLR drives lr and betas[0] (AdamW) / momentum (RMSprop) the same way."""
+    ours_cls, ref_cls, kw = PAIRS[kind]
+
+    def sched(opt):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=12)
+
+    p, r, opt, ref_opt = run_pair(lambda ps: ours_cls(ps, **kw),
+                                  lambda ps: ref_cls(ps, foreach=False, **kw),
+                                  [torch.randn(6, 4, device=device)], steps=12, sched=sched)
+    assert_close(p, r)
+    key = "betas" if kind == "adamw" else "momentum"
+    assert opt.param_groups[0][key] == ref_opt.param_groups[0][key]
+
+
+def test_step_and_cosine_schedulers(device):
+    for make in (lambda o: torch.optim.lr_scheduler.StepLR(o, 3, gamma=0.5),
+                 lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10)):
+        p, r, _, _ = run_pair(lambda ps: fastext.optim.AdamW(ps, lr=1e-2),
+                              lambda ps: torch.optim.AdamW(ps, lr=1e-2, foreach=False),
+                              [torch.randn(5, device=device)], steps=10, sched=make)
+        assert_close(p, r)
+
+
+def test_grad_scaler_protocol(device):
+    """torch.amp.GradScaler hands grad_scale/found_inf to the step (no separate unscale
+    pass); the trajectory equals GradScaler + torch AdamW, including a skipped step."""
+    models = [_model(device), _model(device)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [fastext.optim.AdamW(models[0].parameters(), lr=1e-2),
+            torch.optim.AdamW(models[1].parameters(), lr=1e-2, foreach=False)]
+    scalers = [torch.amp.GradScaler(device, init_scale=2.0**10, growth_interval=3) for _ in opts]
+    for step in range(8):
+        x = torch.randn(16, 8, device=device)
+        for m, o, s in zip(models, opts, scalers):
+            o.zero_grad()
+            s.scale(m(x).pow(2).mean()).backward()
+            if step == 2:
+                m[0].weight.grad[0, 0] = float("inf")
+            s.step(o)
+            s.update()
+    assert scalers[0].get_scale() == scalers[1].get_scale()
+    assert_close(list(models[0].parameters()), list(models[1].parameters()))
+    assert opts[0].state[models[0][0].weight]["step"].item() == 7
+
+
+def test_found_inf_skips_and_grad_scale_divides(device):
+    p = [torch.randn(50, device=device)]
+    g = [torch.randn(50, device=device) * 8]
+    m, v, st = [torch.zeros(50, device=device)], [torch.zeros(50, device=device)], [torch.zeros((), device=device)]
+    before = p[0].clone()
+    fastext.ops.adamw_(p, g, m, v, [], st, lr=0.1, found_inf=torch.ones((), device=device))
+    assert torch.equal(p[0], before) and st[0].item() == 0 and not m[0].any()
+    ref = [before.clone()]
+    mr, vr, sr = [torch.zeros(50, device=device)], [torch.zeros(50, device=device)], [torch.zeros((), device=device)]
+    fastext.ops.adamw_(p, g, m, v, [], st, lr=0.1, grad_scale=torch.tensor(8.0, device=device),
+                       found_inf=torch.zeros((), device=device))
+    fastext.ops.adamw_(ref, [g[0] / 8], mr, vr, [], sr, lr=0.1)
+    torch.testing.assert_close(p[0], ref[0])
+    torch.testing.assert_close(m[0], mr[0])
+
+
+def test_compiled_training_step():
+    """A torch.compile'd step (forward, backward, fused optimizer) matches eager."""
+    torch.manual_seed(0)
+    m_c, m_e = _model("cpu"), _model("cpu")
+    m_e.load_state_dict(m_c.state_dict())
+    o_c = fastext.optim.AdamW(m_c.parameters(), lr=1e-2, weight_decay=0.1)
+    o_e = fastext.optim.AdamW(m_e.parameters(), lr=1e-2, weight_decay=0.1)
+
+    def train_step(model, opt, x):
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    compiled = torch.compile(train_step)
+    for _ in range(4):
+        x = torch.randn(16, 8)
+        torch.testing.assert_close(compiled(m_c, o_c, x), train_step(m_e, o_e, x))
+    assert_close(list(m_c.parameters()), list(m_e.parameters()))
+
+
+# -- bad input -------------------------------------------------------------------------
+
+def test_sparse_grad_is_a_clear_error():
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = fastext.optim.AdamW(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+
+
+def test_bad_arguments():
+    p = [torch.nn.Parameter(torch.randn(2))]
+    with pytest.raises(ValueError, match="learning rate"):
+        fastext.optim.AdamW(p, lr=-1)
+    with pytest.raises(ValueError, match="beta"):
+        fastext.optim.AdamW(p, betas=(1.0, 0.9))
+    with pytest.raises(ValueError, match="momentum"):
+        fastext.optim.RMSprop(p, momentum=-0.1)
+    with pytest.raises(NotImplementedError, match="differentiable"):
+        fastext.optim.AdamW(p, differentiable=True)
+
+
+def test_op_input_checks():
+    f32 = torch.zeros(4)
+    st = [torch.zeros(())]
+    with pytest.raises(RuntimeError, match="same length"):
+        fastext.ops.adamw_([f32], [], [f32.clone()], [f32.clone()], [], st)
+    with pytest.raises(RuntimeError, match="share a dtype"):
+        fastext.ops.adamw_([f32], [f32.double()], [f32.clone()], [f32.clone()], [], st)
+    with pytest.raises(RuntimeError, match="float32, float64, float16 or bfloat16"):
+        i = torch.zeros(4, dtype=torch.int32)
+        fastext.ops.adamw_([i], [i], [i], [i], [], st)
+    with pytest.raises(RuntimeError, match="grad shape"):
+        fastext.ops.adamw_([f32], [torch.zeros(5)], [f32.clone()], [f32.clone()], [], st)
+    with pytest.raises(RuntimeError, match="one-element float32"):
+        fastext.ops.adamw_([f32], [f32.clone()], [f32.clone()], [f32.clone()], [], [torch.zeros(2)])
+    with pytest.raises(RuntimeError, match="amsgrad needs"):
+        fastext.ops.adamw_([f32], [f32.clone()], [f32.clone()], [f32.clone()], [], st, amsgrad=True)
+    with pytest.raises(RuntimeError, match="centered needs"):
+        fastext.ops.rmsprop_([f32], [f32.clone()], [f32.clone()], [], [], st, centered=True)

@@ -1,0 +1,148 @@
+"""fastext.optim against torch.optim (foreach=False; float64 for fp16/bf16): every option,
+dtype, layout and param-group split, over 10 steps."""
+
+import pytest
+import torch
+from optim_reference import LOW, assert_close, run_pair
+
+import fastext
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def shapes_params(device: str, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Awkward shapes and layouts: 0-d, empty, one element, odd sizes, several CPU work
+    ranges, transposed, strided (non-dense), misaligned and channels-last."""
+    base = torch.randn(9, 14, device=device)
+    return [t.to(dtype) for t in [
+        torch.randn((), device=device),
+        torch.randn(0, device=device),
+        torch.randn(1, device=device),
+        torch.randn(3, 5, device=device),
+        torch.randn(100_003, device=device),
+        torch.randn(7, 13, device=device).t(),
+        base[:, ::2],
+        base.view(-1)[1:40],  # storage offset 1: not 16-byte aligned
+        torch.randn(2, 3, 4, 5, device=device).contiguous(memory_format=torch.channels_last),
+    ]]
+
+
+def adamw_pair(**kw):
+    return (lambda ps: fastext.optim.AdamW(ps, **kw),
+            lambda ps: torch.optim.AdamW(ps, foreach=False, **kw))
+
+
+def rmsprop_pair(**kw):
+    return (lambda ps: fastext.optim.RMSprop(ps, **kw),
+            lambda ps: torch.optim.RMSprop(ps, foreach=False, **kw))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adamw_matches_torch(device, dtype, amsgrad, maximize, weight_decay):
+    ours, ref = adamw_pair(lr=1e-2, betas=(0.8, 0.99), weight_decay=weight_decay,
+                           amsgrad=amsgrad, maximize=maximize)
+    p, r, opt, _ = run_pair(ours, ref, shapes_params(device, dtype))
+    assert_close(p, r)
+    assert all(s["step"].item() == 10 for s in opt.state.values())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_rmsprop_matches_torch(device, dtype, centered, momentum, weight_decay, maximize):
+    ours, ref = rmsprop_pair(lr=1e-3, alpha=0.9, centered=centered, momentum=momentum,
+                             weight_decay=weight_decay, maximize=maximize)
+    p, r, opt, _ = run_pair(ours, ref, shapes_params(device, dtype))
+    assert_close(p, r)
+    keys = {"step", "square_avg"} | ({"momentum_buffer"} if momentum else set()) | (
+        {"grad_avg"} if centered else set())
+    assert all(set(s) == keys for s in opt.state.values())
+
+
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+def test_state_matches_torch(device, make):
+    ours, ref = make(lr=1e-2, weight_decay=0.1)
+    p, r, opt, ref_opt = run_pair(ours, ref, [torch.randn(4, 6, device=device)])
+    for name, value in ref_opt.state[r[0]].items():
+        torch.testing.assert_close(opt.state[p[0]][name].cpu(), value.cpu(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+def test_param_groups_and_missing_grads(device, make):
+    """Two groups with their own hyper-parameters; one param gets a grad every other step
+    (its step count lags), one never does (it has no state)."""
+    ours, ref = make(lr=1e-2)
+    params = [torch.randn(5, 3, device=device) for _ in range(4)]
+
+    def groups(maker):
+        def build(ps):
+            return maker([{"params": ps[:2], "lr": 3e-2, "weight_decay": 0.2},
+                          {"params": ps[2:]}])
+        return build
+
+    p, r, opt, ref_opt = run_pair(groups(ours), groups(ref), params,
+                                  grad_mask=lambda step, i: i != 3 and (i != 1 or step % 2 == 0))
+    assert_close(p, r)
+    assert opt.state[p[1]]["step"].item() == 5 and p[3] not in opt.state
+    assert len(opt.state) == len(ref_opt.state) == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_tensor_lr(device, dtype):
+    ours, ref = adamw_pair(lr=torch.tensor(0.01), weight_decay=0.1)
+    p, r, _, _ = run_pair(ours, ref, [torch.randn(64, device=device, dtype=dtype)])
+    assert_close(p, r)
+
+
+def test_mixed_dtypes_in_one_group(device):
+    """A group holding fp32 and fp64 params is split into one fused call per dtype."""
+    ours, ref = adamw_pair(lr=1e-2)
+    params = [torch.randn(10, device=device), torch.randn(10, device=device, dtype=torch.float64)]
+    p, r, _, _ = run_pair(ours, ref, params)
+    assert_close(p, r)
+
+
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+def test_flat_layout_matches_torch(device, make):
+    """flat=True keeps params/grads/states as views of one buffer and behaves like torch with
+    zero_grad(set_to_none=False), also after a Module.zero_grad() that drops the views."""
+    torch.manual_seed(1)
+    m_ours = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)).to(device)
+    m_ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)).to(device)
+    m_ref.load_state_dict(m_ours.state_dict())
+    _, make_ref = make(lr=1e-2, weight_decay=0.1)
+    kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
+    opt = kind(m_ours.parameters(), lr=1e-2, weight_decay=0.1, flat=True)
+    ref_opt = make_ref(list(m_ref.parameters()))
+    bufs = {p.data_ptr() - opt._flat[0].param_buf.data_ptr() for p in m_ours.parameters()}
+    assert len(bufs) == 4 and opt._flat[0].param_buf.numel() == sum(p.numel() for p in m_ours.parameters())
+    for step in range(8):
+        x = torch.randn(16, 6, device=device)
+        for m, o in ((m_ours, opt), (m_ref, ref_opt)):
+            if step == 4:
+                m.zero_grad(set_to_none=True)  # drops the flat grad views; step must recover
+            else:
+                o.zero_grad(set_to_none=False)
+            m(x).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(m_ours.parameters(), m_ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    flat_grad = opt._flat[0].grad_buf
+    assert all(p.grad.untyped_storage().data_ptr() == flat_grad.untyped_storage().data_ptr()
+               for p in m_ours.parameters())
+
+
+def test_low_precision_state_dtype(device):
+    """Like torch, state buffers keep the parameter's dtype; the math runs in fp32."""
+    p = torch.nn.Parameter(torch.randn(8, device=device, dtype=torch.bfloat16))
+    opt = fastext.optim.AdamW([p])
+    p.grad = torch.randn_like(p)
+    opt.step()
+    assert opt.state[p]["exp_avg"].dtype == torch.bfloat16
+    assert opt.state[p]["step"].dtype == torch.float32 and opt.state[p]["step"].device == p.device
+    assert LOW  # the float64 reference above covers the values
