@@ -17,7 +17,8 @@ TOL = {
 }
 
 
-def clone_params(tensors: list[torch.Tensor], dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+def clone_params(tensors: list[torch.Tensor],
+                 dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     """Leaf copies with the same strides (so transposed / sliced layouts survive)."""
     out = []
     for t in tensors:
@@ -29,7 +30,7 @@ def clone_params(tensors: list[torch.Tensor], dtype: torch.dtype | None = None) 
 
 def run_pair(make_ours: Callable, make_ref: Callable, params: list[torch.Tensor], steps: int = 10,
              grad_mask: Callable[[int, int], bool] = lambda step, i: True,
-             sched: Callable | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], object, object]:
+             sched: Callable | None = None) -> tuple[list, list, object, object]:
     """Steps fastext (in the params' dtype) and the reference (same dtype; for fp16 / bf16 in
     float64, rounded to the low dtype after every step as ours stores it) with identical
     gradients; returns both parameter lists and optimizers."""
@@ -39,7 +40,7 @@ def run_pair(make_ours: Callable, make_ref: Callable, params: list[torch.Tensor]
     opt, ref_opt = make_ours(ours), make_ref(ref)
     scheds = (sched(opt), sched(ref_opt)) if sched else ()
     for step in range(steps):
-        for i, (p, r) in enumerate(zip(ours, ref)):
+        for i, (p, r) in enumerate(zip(ours, ref, strict=True)):
             if grad_mask(step, i):
                 g = torch.randn(p.shape, device=p.device).to(p.dtype)
                 p.grad, r.grad = g.clone(), g.to(r.dtype)
@@ -58,5 +59,5 @@ def run_pair(make_ours: Callable, make_ref: Callable, params: list[torch.Tensor]
 
 
 def assert_close(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
-    for p, r in zip(ours, ref):
+    for p, r in zip(ours, ref, strict=True):
         torch.testing.assert_close(p.detach().double(), r.detach().double(), **TOL[p.dtype])

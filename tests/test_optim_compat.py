@@ -8,14 +8,16 @@ from optim_reference import assert_close, run_pair
 import fastext
 
 PAIRS = {
-    "adamw": (fastext.optim.AdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+    "adamw": (fastext.optim.AdamW, torch.optim.AdamW,
+              dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
     "rmsprop": (fastext.optim.RMSprop, torch.optim.RMSprop,
                 dict(lr=1e-3, momentum=0.9, centered=True, weight_decay=0.1)),
 }
 
 
 def _model(device):
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).to(device)
+    layers = [torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)]
+    return torch.nn.Sequential(*layers).to(device)
 
 
 def _train(model, opt, steps, seed, sched=None):
@@ -108,7 +110,7 @@ def test_grad_scaler_protocol(device):
     scalers = [torch.amp.GradScaler(device, init_scale=2.0**10, growth_interval=3) for _ in opts]
     for step in range(8):
         x = torch.randn(16, 8, device=device)
-        for m, o, s in zip(models, opts, scalers):
+        for m, o, s in zip(models, opts, scalers, strict=True):
             o.zero_grad()
             s.scale(m(x).pow(2).mean()).backward()
             if step == 2:
@@ -123,12 +125,15 @@ def test_grad_scaler_protocol(device):
 def test_found_inf_skips_and_grad_scale_divides(device):
     p = [torch.randn(50, device=device)]
     g = [torch.randn(50, device=device) * 8]
-    m, v, st = [torch.zeros(50, device=device)], [torch.zeros(50, device=device)], [torch.zeros((), device=device)]
+    def zeros(*shape):
+        return [torch.zeros(shape, device=device)]
+
+    m, v, st = zeros(50), zeros(50), zeros()
     before = p[0].clone()
     fastext.ops.adamw_(p, g, m, v, [], st, lr=0.1, found_inf=torch.ones((), device=device))
     assert torch.equal(p[0], before) and st[0].item() == 0 and not m[0].any()
     ref = [before.clone()]
-    mr, vr, sr = [torch.zeros(50, device=device)], [torch.zeros(50, device=device)], [torch.zeros((), device=device)]
+    mr, vr, sr = zeros(50), zeros(50), zeros()
     fastext.ops.adamw_(p, g, m, v, [], st, lr=0.1, grad_scale=torch.tensor(8.0, device=device),
                        found_inf=torch.zeros((), device=device))
     fastext.ops.adamw_(ref, [g[0] / 8], mr, vr, [], sr, lr=0.1)

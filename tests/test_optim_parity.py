@@ -112,15 +112,19 @@ def test_flat_layout_matches_torch(device, make):
     """flat=True keeps params/grads/states as views of one buffer and behaves like torch with
     zero_grad(set_to_none=False), also after a Module.zero_grad() that drops the views."""
     torch.manual_seed(1)
-    m_ours = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)).to(device)
-    m_ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)).to(device)
+    def mlp():
+        layers = [torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)]
+        return torch.nn.Sequential(*layers).to(device)
+
+    m_ours, m_ref = mlp(), mlp()
     m_ref.load_state_dict(m_ours.state_dict())
     _, make_ref = make(lr=1e-2, weight_decay=0.1)
     kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
     opt = kind(m_ours.parameters(), lr=1e-2, weight_decay=0.1, flat=True)
     ref_opt = make_ref(list(m_ref.parameters()))
     bufs = {p.data_ptr() - opt._flat[0].param_buf.data_ptr() for p in m_ours.parameters()}
-    assert len(bufs) == 4 and opt._flat[0].param_buf.numel() == sum(p.numel() for p in m_ours.parameters())
+    total = sum(p.numel() for p in m_ours.parameters())
+    assert len(bufs) == 4 and opt._flat[0].param_buf.numel() == total
     for step in range(8):
         x = torch.randn(16, 6, device=device)
         for m, o in ((m_ours, opt), (m_ref, ref_opt)):
@@ -130,7 +134,7 @@ def test_flat_layout_matches_torch(device, make):
                 o.zero_grad(set_to_none=False)
             m(x).pow(2).mean().backward()
             o.step()
-    for a, b in zip(m_ours.parameters(), m_ref.parameters()):
+    for a, b in zip(m_ours.parameters(), m_ref.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     flat_grad = opt._flat[0].grad_buf
     assert all(p.grad.untyped_storage().data_ptr() == flat_grad.untyped_storage().data_ptr()

@@ -89,5 +89,6 @@ class FlatBuffers:
     def _is_grad_view(self, p: Tensor) -> bool:
         g = p.grad
         start, _ = self._slices[p]
-        return (g is not None and g.data_ptr() == self.grad_buf.data_ptr() + start * g.element_size()
-                and g.shape == p.shape and g.is_contiguous())
+        expected = self.grad_buf.data_ptr() + start * self.grad_buf.element_size()
+        return (g is not None and g.data_ptr() == expected and g.shape == p.shape
+                and g.is_contiguous())

@@ -90,7 +90,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         # torch keeps `step` on the CPU for its non-fused paths; ours lives with the param.
         for p, st in self.state.items():
             if "step" in st:
-                st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(p.device).reshape(())
+                step = torch.as_tensor(st["step"], dtype=torch.float32)
+                st["step"] = step.to(p.device).reshape(())
         if self.flat:
             for fb in self._flat:
                 fb.adopt_states(self.state)

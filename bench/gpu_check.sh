@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one prepared command for a lent GPU machine (see ../shared/ENVIRONMENT.md):
+# build against the torch installed there, run the CUDA tests, run the GPU benchmarks.
+# Usage: bash bench/gpu_check.sh OUTDIR   -> OUTDIR/gpu_check.log, OUTDIR/*-cuda.json
+set -uo pipefail
+out=${1:?usage: bench/gpu_check.sh OUTDIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FASTEXT_CUDA=on
+PY=${PYTHON:-python3}
+log="$out/gpu_check.log"
+status=0
+step() { echo "== $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; local rc=${PIPESTATUS[0]}; [ "$rc" = 0 ] || status=$rc; return "$rc"; }
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; "$PY" -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$log"
+step "$PY" -m pip install -q --no-build-isolation --no-deps -e . || { echo "build failed" | tee -a "$log"; exit 1; }
+step "$PY" -c "import fastext, json; print(json.dumps(fastext.build_info()))"
+# Every CUDA twin of the test suite (ids carry 'cuda'), plus the CUDA-only module.
+step timeout 300 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_optim_parity.py \
+  tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py
+step timeout 240 "$PY" -m fastext.bench optim --device cuda --json "$out/optim-cuda.json"
+echo "== done (status $status)" | tee -a "$log"
+exit "$status"

@@ -1,0 +1,7 @@
+"""``python -m fastext ...``: the same as the ``fastext`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

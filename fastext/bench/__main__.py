@@ -1,0 +1,7 @@
+"""``python -m fastext.bench``: see :func:`fastext.bench.main`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""Presenting benchmark results: machine description, progress lines, Markdown tables and
+the speed-up bar chart."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+
+import torch
+
+BASELINE = "fastext"  # the implementation every other one is compared with
+
+
+def machine_info(device: torch.device | str) -> dict:
+    """CPU model, core count and torch's thread count; the GPU's name when ``device`` is CUDA."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # not Linux
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform()}
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+class Progress:
+    """Progress lines on stderr, ``[suite] message``; overwritten in place on a terminal so
+    that a long run leaves one line behind, appended one per line otherwise (CI logs)."""
+
+    def __init__(self, suite: str, stream=None) -> None:
+        self.suite = suite
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._width = 0
+
+    def __call__(self, msg: str) -> None:
+        """Show ``msg`` as the current step."""
+        line = f"[{self.suite}] {msg}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the in-place line (no-op when not on a terminal)."""
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+def speedups(rows: Sequence[dict]) -> dict[tuple[str, str], float]:
+    """(case, impl) -> time of ``impl`` / time of fastext on the same case (> 1: fastext
+    is faster). Cases without a fastext row are left out."""
+    base = {r["case"]: r["ms"] for r in rows if r["impl"] == BASELINE}
+    return {(r["case"], r["impl"]): r["ms"] / base[r["case"]] for r in rows if r["case"] in base}
+
+
+def _bw_label(result: dict) -> str:
+    # On CUDA the reference is a device-to-device copy, not a STREAM triad.
+    return "copy" if result["device"] == "cuda" else "stream"
+
+
+def format_table(result: dict) -> str:
+    """One suite's result object as a header line plus a Markdown table."""
+    m = result.get("machine", {})
+    where = m.get("gpu") or f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+    bw = _bw_label(result)
+    lines = [
+        f"## {result['suite']} — {result['device']}, torch {result['torch']}, "
+        f"{bw} {result['stream_gbs']:.1f} GB/s, {where}",
+        "",
+        f"| case | impl | ms | GB/s | % of {bw} | fastext speed-up |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    ups = speedups(result["rows"])
+    for r in result["rows"]:
+        up = ups.get((r["case"], r["impl"]))
+        pct = 100.0 * r["gbs"] / result["stream_gbs"] if result["stream_gbs"] > 0 else math.nan
+        lines.append(f"| {r['case']} | {r['impl']} | {r['ms']:.3f} | {r['gbs']:.1f} | "
+                     f"{pct:.0f}% | {'—' if up is None else f'{up:.2f}x'} |")
+    return "\n".join(lines)
+
+
+def write_plot(results: Sequence[dict], path: str) -> None:
+    """Bar chart (PNG) of fastext's speed-up over each other implementation, per case; one
+    panel per suite. A bar above 1 means fastext is faster."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(10, 4 * len(results)), squeeze=False)
+    for ax, result in zip(axes[:, 0], results, strict=True):
+        ups = speedups(result["rows"])
+        cases = list(dict.fromkeys(r["case"] for r in result["rows"]))
+        impls = list(dict.fromkeys(r["impl"] for r in result["rows"] if r["impl"] != BASELINE))
+        width = 0.8 / max(1, len(impls))
+        for i, impl in enumerate(impls):
+            xs = [c + (i - (len(impls) - 1) / 2) * width for c in range(len(cases))]
+            ys = [ups.get((case, impl), math.nan) for case in cases]  # NaN: no such impl
+            bars = ax.bar(xs, ys, width, label=f"vs {impl}")
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        finite = [u for u in ups.values() if math.isfinite(u) and u > 0]
+        if finite and max(finite) / min(finite) > 10:  # 0.6x and 30x on one readable axis
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(cases)), cases, rotation=20, ha="right")
+        ax.set_ylabel("fastext speed-up (x)")
+        m = result.get("machine", {})
+        ax.set_title(f"{result['suite']} on {result['device']} "
+                     f"({m.get('gpu') or m.get('cpu', '?')}), torch {result['torch']}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,113 @@
+"""Timing helpers shared by every benchmark suite.
+
+Implementations of one case are timed *alternating* in one process: repetition ``r`` runs
+implementation A, then B, then C, ... once each, so that slow drifts of the machine (clock
+boost, other jobs on a shared host, thermal state) hit every implementation alike. The
+reported number is the median over repetitions, which ignores the odd preempted run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for all work queued on ``device`` (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_alternating(fns: Mapping[str, Callable[[], object]], device: torch.device | str,
+                     reps: int, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds of one call of each function, timed alternating.
+
+    Args:
+        fns: implementation name -> zero-argument callable doing one unit of work
+            (e.g. one ``optimizer.step()``).
+        device: where the work runs; CUDA work is timed with CUDA events, CPU work with
+            ``time.perf_counter``.
+        reps: timed repetitions per implementation (at least 1).
+        warmup: untimed alternating rounds first (lazy state allocation, caches, autotuning).
+
+    Returns:
+        implementation name -> median time of one call, in milliseconds.
+    """
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    dev = torch.device(device)
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    synchronize(dev)
+
+    if dev.type == "cuda":
+        # Events are recorded on the stream, so the host never waits inside the loop and
+        # launch overhead overlaps with the previous implementation's kernels, as in training.
+        events = {n: [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(reps)] for n in names}
+        for r in range(reps):
+            for name in names:
+                start, end = events[name][r]
+                start.record()
+                fns[name]()
+                end.record()
+        torch.cuda.synchronize(dev)
+        times = {n: [s.elapsed_time(e) for s, e in events[n]] for n in names}
+    else:
+        times = {n: [] for n in names}
+        for _ in range(reps):
+            for name in names:
+                t0 = time.perf_counter()
+                fns[name]()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {n: statistics.median(ts) for n, ts in times.items()}
+
+
+def measure_bandwidth(device: torch.device | str, numel: int | None = None,
+                      runs: int = 5) -> float:
+    """Memory bandwidth of ``device`` in GB/s (1e9 bytes per second), best of ``runs``.
+
+    On the CPU this is a STREAM triad ``a = b + s*c`` over three float32 arrays of
+    ``numel`` elements (default 64M, i.e. 256 MB each: far beyond any L3 cache) on all of
+    torch's intra-op threads, counting 3 arrays x 4 bytes per element. On CUDA it is a
+    device-to-device copy ``dst.copy_(src)`` of ``numel`` floats (default 256M, 1 GiB),
+    counting 2 x 4 bytes per element. Pass a smaller ``numel`` only for smoke tests: the
+    result then measures caches, not memory.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        n = numel or 256 * 2**20
+        src = torch.ones(n, dtype=torch.float32, device=dev)
+        dst = torch.empty_like(src)
+        dst.copy_(src)  # warm-up: first touch of the pages, kernel load
+        best = float("inf")
+        for _ in range(runs):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        del src, dst
+        return 2 * 4 * n / best / 1e9
+
+    n = numel or 64 * 2**20
+    # Fill with torch ops so that pages are first touched by the same thread pool that
+    # runs the triad (matters on NUMA machines).
+    a = torch.empty(n, dtype=torch.float32)
+    b = torch.ones(n, dtype=torch.float32)
+    c = torch.full((n,), 2.0, dtype=torch.float32)
+    a.zero_()
+    torch.add(b, c, alpha=3.0, out=a)  # warm-up
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        torch.add(b, c, alpha=3.0, out=a)
+        best = min(best, time.perf_counter() - t0)
+    return 3 * 4 * n / best / 1e9

@@ -1,0 +1,100 @@
+"""The ``fastext`` command line: ``fastext info``, ``fastext bench ...``, ``fastext run NAME``.
+
+Installed as the ``fastext`` console script and runnable as ``python -m fastext``.
+
+>>> from fastext.cli import main
+>>> main(["run", "mnist", "--quick", "--no-bench"])  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DEMOS", "main"]
+
+
+def _run_mnist(args: argparse.Namespace) -> dict[str, Any]:
+    from .demos import mnist  # imported here so `fastext info` stays fast
+
+    return mnist.run(data=args.data, epochs=args.epochs, quick=args.quick,
+                     json_path=args.json, bench=not args.bench_off)
+
+
+#: Demo name -> function taking the parsed ``run`` arguments (``data``, ``epochs``, ``quick``,
+#: ``json``, ``bench_off``) and returning the record it wrote. New demos register here.
+DEMOS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "mnist": _run_mnist,
+}
+
+
+def _info(args: argparse.Namespace) -> int:
+    import fastext
+
+    print(json.dumps(fastext.build_info(), indent=2, sort_keys=True))
+    return 0
+
+
+def _bench(rest: list[str]) -> int:
+    try:
+        from . import bench
+    except ImportError as e:
+        print(f"fastext bench is not available in this build: {e}", file=sys.stderr)
+        return 1
+    return int(bench.main(rest) or 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    DEMOS[args.name](args)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastext", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="print fastext.build_info() as JSON")
+    info.set_defaults(func=_info)
+
+    bench = sub.add_parser("bench", help="benchmarks (python -m fastext.bench); "
+                           "arguments go to it unchanged", add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=lambda args: _bench(list(args.rest)))
+
+    run = sub.add_parser("run", help="run a demo end to end")
+    run.add_argument("name", choices=sorted(DEMOS), help="which demo")
+    run.add_argument("--json", metavar="PATH", help="write the result record here")
+    run.add_argument("--data", metavar="DIR",
+                     help="data directory (default: $FASTEXT_DATA, data/, ../shared/data)")
+    run.add_argument("--epochs", type=int, metavar="N", help="training epochs (demo default)")
+    run.add_argument("--quick", action="store_true",
+                     help="a few batches on the shipped small subset (for tests)")
+    run.add_argument("--no-bench", dest="bench_off", action="store_true",
+                     help="skip the benchmark that follows the demo")
+    run.set_defaults(func=_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code.
+
+    >>> main(["info"])  # doctest: +ELLIPSIS
+    {
+    ...
+    0
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # Hand everything to the bench's own parser: argparse's REMAINDER would reject
+        # options that come first (`fastext bench --help`).
+        return _bench(argv[1:])
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
