@@ -3,7 +3,8 @@ in one contiguous buffer, and so do their gradients and each optimizer state; ev
 per-parameter tensor is a view into those buffers.
 
 Trade-off: the update, ``zero_grad`` (one fill) and any whole-model pass (norms, inf
-checks) then stream through a few long buffers instead of many small tensors, but
+checks) then stream through a few long buffers instead of many small tensors, on the CPU
+backed by huge pages (see :mod:`fastext.optim._memory`), but
 gradients are kept allocated and zeroed in place, as with ``zero_grad(set_to_none=False)``:
 a parameter that got no gradient since the last ``zero_grad`` is still stepped with a
 zero gradient (weight decay and momentum apply), and parameter memory is re-laid out as
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ._memory import empty_buffer, zeros_buffer
 
 
 class FlatBuffers:
@@ -27,8 +30,8 @@ class FlatBuffers:
             self._slices[p] = (total, p.numel())
             total += p.numel()
         ref = params[0]
-        self.param_buf = torch.empty(total, dtype=ref.dtype, device=ref.device)
-        self.grad_buf = torch.zeros(total, dtype=ref.dtype, device=ref.device)
+        self.param_buf = empty_buffer(total, ref.dtype, ref.device)
+        self.grad_buf = zeros_buffer(total, ref.dtype, ref.device)
         self.state_bufs: dict[str, Tensor] = {}
         with torch.no_grad():
             for p in params:
@@ -59,7 +62,8 @@ class FlatBuffers:
     def state_view(self, name: str, p: Tensor) -> Tensor:
         """Per-parameter view of state buffer ``name`` (allocated, zeroed, on first use)."""
         if name not in self.state_bufs:
-            self.state_bufs[name] = torch.zeros_like(self.param_buf)
+            self.state_bufs[name] = zeros_buffer(self.param_buf.numel(), self.param_buf.dtype,
+                                                 self.param_buf.device)
         return self._view(self.state_bufs[name], p)
 
     def zero_grad(self) -> None:
