@@ -16,7 +16,7 @@ def test_buffers(numel, dtype):
     assert z.shape == (numel,) and z.dtype == dtype and not z.any()
     e = empty_buffer(numel, dtype, torch.device("cpu"))
     e.fill_(1)  # writable end to end
-    assert e.sum().item() == numel
+    assert bool((e == 1).all())
     if sys.platform.startswith("linux") and numel * z.element_size() >= 2 << 20:
         assert z.data_ptr() % (2 << 20) == 0  # starts on a huge-page boundary
 
