@@ -150,3 +150,13 @@ def test_low_precision_state_dtype(device):
     assert opt.state[p]["exp_avg"].dtype == torch.bfloat16
     assert opt.state[p]["step"].dtype == torch.float32 and opt.state[p]["step"].device == p.device
     assert LOW  # the float64 reference above covers the values
+
+
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+def test_transposed_param_with_contiguous_grad(device, make):
+    """The layout torch 2.14.1's fused CPU AdamW gets wrong: a transposed parameter whose
+    gradient is contiguous. Ours must equal the for-loop reference."""
+    ours, ref = make(lr=0.1)
+    p, r, _, _ = run_pair(ours, ref, [torch.randn(7, 13, device=device).t()], steps=3)
+    assert p[0].stride() == (1, 13)
+    assert_close(p, r)
