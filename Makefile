@@ -9,7 +9,7 @@ demo: setup
 	.venv/bin/python -m fastext run mnist
 
 test: setup
-	.venv/bin/python -m pytest -q tests
+	.venv/bin/python -m pytest -q  # tests/ and the docstring examples in fastext/
 
 lint: setup
 	.venv/bin/ruff check fastext tests bench

@@ -10,8 +10,8 @@ nothing.
 >>> p, g = [torch.ones(3)], [torch.ones(3)]
 >>> m, v, step = [torch.zeros(3)], [torch.zeros(3)], [torch.zeros(())]
 >>> fastext.ops.adamw_(p, g, m, v, [], step, lr=0.1)
->>> round(p[0][0].item(), 4), step[0].item()
-(0.89, 1.0)
+>>> round(p[0][0].item(), 4), step[0].item()  # 1 * (1 - 0.1 * 0.01) - 0.1
+(0.899, 1.0)
 """
 
 from __future__ import annotations
@@ -23,20 +23,36 @@ from torch import Tensor
 
 from . import _C  # noqa: F401  (registers torch.ops.fastext.*)
 
-__all__ = ["adamw_", "rmsprop_"]
+__all__ = ["adamw_", "check_finite_", "rmsprop_", "unscale_and_check_", "update_scale_"]
 
 
 @torch.library.register_fake("fastext::adamw_")
-def _adamw_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2,
-                eps, weight_decay, amsgrad, maximize, lr_tensor=None, grad_scale=None,
+def _adamw_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, model_params, lr,
+                beta1, beta2, eps, weight_decay, amsgrad, maximize, lr_tensor=None, grad_scale=None,
                 found_inf=None) -> None:
     return None
 
 
 @torch.library.register_fake("fastext::rmsprop_")
-def _rmsprop_fake(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, lr, alpha, eps,
-                  weight_decay, momentum, centered, maximize, lr_tensor=None, grad_scale=None,
-                  found_inf=None) -> None:
+def _rmsprop_fake(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, model_params, lr,
+                  alpha, eps, weight_decay, momentum, centered, maximize, lr_tensor=None,
+                  grad_scale=None, found_inf=None) -> None:
+    return None
+
+
+@torch.library.register_fake("fastext::check_finite_")
+def _check_finite_fake(tensors, found_inf) -> None:
+    return None
+
+
+@torch.library.register_fake("fastext::unscale_and_check_")
+def _unscale_and_check_fake(tensors, found_inf, inv_scale) -> None:
+    return None
+
+
+@torch.library.register_fake("fastext::update_scale_")
+def _update_scale_fake(scale, growth_tracker, found_inf, growth_factor, backoff_factor,
+                       growth_interval) -> None:
     return None
 
 
@@ -49,16 +65,20 @@ def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence
            steps: Sequence[Tensor], *, lr: float | Tensor = 1e-3, beta1: float = 0.9,
            beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 1e-2,
            amsgrad: bool = False, maximize: bool = False, grad_scale: Tensor | None = None,
-           found_inf: Tensor | None = None) -> None:
+           found_inf: Tensor | None = None, model_params: Sequence[Tensor] = ()) -> None:
     """One fused AdamW step over lists of same-device, same-dtype tensors, in place.
 
     ``steps`` are one-element float32 tensors on the params' device, advanced by one.
     ``grad_scale`` divides every gradient; a non-zero ``found_inf`` skips the whole step
     (step counters included). Both may live on the device: nothing here syncs with it.
+    With ``model_params`` (fp16/bf16, one per param), ``params`` are fp32 master weights,
+    ``grads`` have the model's dtype, and the step also writes the updated masters, rounded,
+    into ``model_params``.
     """
     lr_f, lr_t = _lr_args(lr)
     torch.ops.fastext.adamw_(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
-                             list(max_exp_avg_sqs), list(steps), lr_f, float(beta1),
+                             list(max_exp_avg_sqs), list(steps), list(model_params), lr_f,
+                             float(beta1),
                              float(beta2), float(eps), float(weight_decay), bool(amsgrad),
                              bool(maximize), lr_t, grad_scale, found_inf)
 
@@ -68,14 +88,43 @@ def rmsprop_(params: Sequence[Tensor], grads: Sequence[Tensor], square_avgs: Seq
              steps: Sequence[Tensor], *, lr: float | Tensor = 1e-2, alpha: float = 0.99,
              eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
              centered: bool = False, maximize: bool = False, grad_scale: Tensor | None = None,
-             found_inf: Tensor | None = None) -> None:
+             found_inf: Tensor | None = None, model_params: Sequence[Tensor] = ()) -> None:
     """One fused RMSprop step over lists of same-device, same-dtype tensors, in place.
 
     ``grad_avgs`` is used when ``centered``, ``momentum_buffers`` when ``momentum > 0``
-    (pass empty lists otherwise). Scalars as in :func:`adamw_`.
+    (pass empty lists otherwise). Scalars and ``model_params`` as in :func:`adamw_`.
     """
     lr_f, lr_t = _lr_args(lr)
     torch.ops.fastext.rmsprop_(list(params), list(grads), list(square_avgs), list(grad_avgs),
-                               list(momentum_buffers), list(steps), lr_f, float(alpha),
+                               list(momentum_buffers), list(steps), list(model_params), lr_f,
+                               float(alpha),
                                float(eps), float(weight_decay), float(momentum), bool(centered),
                                bool(maximize), lr_t, grad_scale, found_inf)
+
+
+def check_finite_(tensors: Sequence[Tensor], found_inf: Tensor) -> None:
+    """Sets ``found_inf`` (a one-element float32 tensor on the tensors' device) to 1 if any
+    element of ``tensors`` is inf or NaN; never clears it. One read-only pass, no host sync.
+
+    >>> import torch, fastext
+    >>> flag = torch.zeros(())
+    >>> fastext.ops.check_finite_([torch.ones(3), torch.tensor([float("nan")])], flag)
+    >>> flag.item()
+    1.0
+    """
+    torch.ops.fastext.check_finite_(list(tensors), found_inf)
+
+
+def unscale_and_check_(tensors: Sequence[Tensor], found_inf: Tensor, inv_scale: Tensor) -> None:
+    """:func:`check_finite_` fused with multiplying every element by ``inv_scale`` (a
+    one-element float32 tensor on the same device) in place."""
+    torch.ops.fastext.unscale_and_check_(list(tensors), found_inf, inv_scale)
+
+
+def update_scale_(scale: Tensor, growth_tracker: Tensor, found_inf: Tensor, growth_factor: float,
+                  backoff_factor: float, growth_interval: int) -> None:
+    """Dynamic loss-scale update on the device, as ``torch._amp_update_scale_``: back off on
+    ``found_inf``, else grow every ``growth_interval`` clean steps (never to inf).
+    ``scale`` is float32, ``growth_tracker`` int32, both one element."""
+    torch.ops.fastext.update_scale_(scale, growth_tracker, found_inf, float(growth_factor),
+                                    float(backoff_factor), int(growth_interval))

@@ -24,7 +24,7 @@ def test_opcheck_adamw(device, amsgrad, scalars):
         "tensor_lr": (torch.tensor(1e-3, device=device), None, None),
         "amp": (None, torch.tensor(4.0, device=device), torch.zeros((), device=device)),
     }[scalars]
-    args = (p, g, m, v, vmax, steps, 1e-3, 0.9, 0.999, 1e-8, 0.01, amsgrad, False, *extra)
+    args = (p, g, m, v, vmax, steps, [], 1e-3, 0.9, 0.999, 1e-8, 0.01, amsgrad, False, *extra)
     torch.library.opcheck(torch.ops.fastext.adamw_.default, args)
 
 
@@ -35,7 +35,7 @@ def test_opcheck_rmsprop(device, centered, momentum):
     sq = [t.abs() + 1 for t in _lists(3, device)[0]]
     buf = [torch.zeros_like(t) for t in p] if momentum else []
     steps = [torch.zeros((), device=device) for _ in p]
-    args = (p, g, sq, gavg if centered else [], buf, steps, 1e-2, 0.99, 1e-8, 0.0, momentum,
+    args = (p, g, sq, gavg if centered else [], buf, steps, [], 1e-2, 0.99, 1e-8, 0.0, momentum,
             centered, False)
     torch.library.opcheck(torch.ops.fastext.rmsprop_.default, args)
 

@@ -5,8 +5,10 @@
 
 namespace fastext::kern {
 
-// One parameter with its gradient and up to three state buffers, all of one dtype and
-// one dense memory layout, so element i of each lies at offset i.
+// One parameter with its gradient and up to three state buffers, all in one dense memory
+// layout, so element i of each lies at offset i. The param and states share a dtype; the
+// gradient shares it too, except with fp32 master weights, where grad and `model` (the
+// low-precision copy of the param that the step also writes) are fp16 or bf16.
 // AdamW: s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (amsgrad).
 // RMSprop: s0 = square_avg, s1 = grad_avg (centered), s2 = momentum_buffer.
 struct OptimSlot {
@@ -15,15 +17,17 @@ struct OptimSlot {
   void* s0;
   void* s1;
   void* s2;
+  void* model;  // master weights only, else nullptr
   int64_t numel;
   float* step;  // already advanced for this step (AdamW's bias correction reads it)
 };
 
 // CPU: elements [begin, end) of one slot. The caller splits work and runs ranges in parallel.
-void adamw_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, const AdamWHyper& h,
-               double lr, double inv_scale);
-void rmsprop_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, const RMSpropHyper& h,
-                 double lr, double inv_scale);
+// Return false for an unsupported (dt, grad_dt) pair.
+bool adamw_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, DType grad_dt,
+               const AdamWHyper& h, double lr, double inv_scale);
+bool rmsprop_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, DType grad_dt,
+                 const RMSpropHyper& h, double lr, double inv_scale);
 
 // The instruction set the CPU kernels dispatched to on this machine ("avx512", "avx2", "baseline").
 const char* cpu_isa();
@@ -36,9 +40,9 @@ struct DeviceScalars {
   const float* grad_scale;
   const float* found_inf;
 };
-void adamw_cuda(const OptimSlot* slots, int n, DType dt, const AdamWHyper& h,
+bool adamw_cuda(const OptimSlot* slots, int n, DType dt, DType grad_dt, const AdamWHyper& h,
                 const DeviceScalars& s, void* stream);
-void rmsprop_cuda(const OptimSlot* slots, int n, DType dt, const RMSpropHyper& h,
+bool rmsprop_cuda(const OptimSlot* slots, int n, DType dt, DType grad_dt, const RMSpropHyper& h,
                   const DeviceScalars& s, void* stream);
 
 }  // namespace fastext::kern

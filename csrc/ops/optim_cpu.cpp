@@ -1,5 +1,6 @@
 // CPU implementations of fastext::adamw_ / rmsprop_: validate, advance the step
-// counters, then run the kernel over fixed-size ranges on torch's thread pool.
+// counters, then run the kernel over fixed-size ranges on torch's thread pool. (The dtype
+// pair the kernels return false for is rejected by prepare_slots first.)
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -49,6 +50,7 @@ void bump_steps(const PreparedSlots& ps) {
 
 void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
+               at::TensorList model_params,
                double lr, double beta1, double beta2, double eps, double weight_decay,
                bool amsgrad, bool maximize, const std::optional<at::Tensor>& lr_tensor,
                const std::optional<at::Tensor>& grad_scale,
@@ -60,17 +62,19 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
               ": amsgrad needs max_exp_avg_sqs");
   const auto sc = read_scalars(op, lr, lr_tensor, grad_scale, found_inf);
   if (sc.skip) return;
-  auto ps = prepare_slots(op, params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()}, steps);
+  auto ps = prepare_slots(op, params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()}, steps,
+                          model_params);
   bump_steps(ps);
   const kern::AdamWHyper h{sc.lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
-    kern::adamw_cpu(s, b, e, ps.dtype, h, sc.lr, sc.inv_scale);
+    kern::adamw_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale);
   });
   ps.write_back();
 }
 
 void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
                  at::TensorList grad_avgs, at::TensorList momentum_buffers, at::TensorList steps,
+                 at::TensorList model_params,
                  double lr, double alpha, double eps, double weight_decay, double momentum,
                  bool centered, bool maximize, const std::optional<at::Tensor>& lr_tensor,
                  const std::optional<at::Tensor>& grad_scale,
@@ -85,11 +89,11 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
-                          steps);
+                          steps, model_params);
   bump_steps(ps);
   const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
-    kern::rmsprop_cpu(s, b, e, ps.dtype, h, sc.lr, sc.inv_scale);
+    kern::rmsprop_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale);
   });
   ps.write_back();
 }

@@ -31,6 +31,7 @@ ScalarTensors device_scalars(const char* op, const at::Device& dev,
 
 void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
+               at::TensorList model_params,
                 double lr, double beta1, double beta2, double eps, double weight_decay,
                 bool amsgrad, bool maximize, const std::optional<at::Tensor>& lr_tensor,
                 const std::optional<at::Tensor>& grad_scale,
@@ -39,17 +40,20 @@ void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_
   if (params.empty()) return;
   TORCH_CHECK(!amsgrad || !max_exp_avg_sqs.empty(), op, ": amsgrad needs max_exp_avg_sqs");
   const c10::cuda::CUDAGuard guard(params[0].device());
-  auto ps = prepare_slots(op, params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()}, steps);
+  auto ps = prepare_slots(op, params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()}, steps,
+                          model_params);
   const auto sc = device_scalars(op, params[0].device(), lr_tensor, grad_scale, found_inf);
   const kern::AdamWHyper h{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
-  kern::adamw_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, h, sc.ptrs(),
-                   c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(kern::adamw_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype, h,
+                               sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),
+              op, ": unsupported dtypes");
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   ps.write_back();
 }
 
 void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
                   at::TensorList grad_avgs, at::TensorList momentum_buffers, at::TensorList steps,
+                 at::TensorList model_params,
                   double lr, double alpha, double eps, double weight_decay, double momentum,
                   bool centered, bool maximize, const std::optional<at::Tensor>& lr_tensor,
                   const std::optional<at::Tensor>& grad_scale,
@@ -62,11 +66,12 @@ void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList sq
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
-                          steps);
+                          steps, model_params);
   const auto sc = device_scalars(op, params[0].device(), lr_tensor, grad_scale, found_inf);
   const kern::RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
-  kern::rmsprop_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, h, sc.ptrs(),
-                     c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(kern::rmsprop_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype,
+                                 h, sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),
+              op, ": unsupported dtypes");
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   ps.write_back();
 }

@@ -1,7 +1,6 @@
 #include "optim_slots.h"
 
 namespace fastext::ops {
-namespace {
 
 kern::DType to_kern(at::ScalarType t, const char* op) {
   switch (t) {
@@ -9,23 +8,34 @@ kern::DType to_kern(at::ScalarType t, const char* op) {
     case at::kDouble: return kern::DType::f64;
     case at::kHalf: return kern::DType::f16;
     case at::kBFloat16: return kern::DType::bf16;
-    default: TORCH_CHECK(false, op, ": parameters must be float32, float64, float16 or bfloat16, got ", t);
+    default: TORCH_CHECK(false, op, ": tensors must be float32, float64, float16 or bfloat16, got ", t);
   }
 }
 
-}  // namespace
-
 PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
-                            std::array<at::TensorList, 3> states, at::TensorList steps) {
+                            std::array<at::TensorList, 3> states, at::TensorList steps,
+                            at::TensorList models) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && steps.size() == n, op,
               ": params, grads and steps must have the same length");
+  TORCH_CHECK(models.empty() || models.size() == n, op,
+              ": model_params must be empty or one per param");
   for (auto& s : states) TORCH_CHECK(s.empty() || s.size() == n, op, ": state list length mismatch");
   PreparedSlots out;
   if (n == 0) return out;
   const auto dev = params[0].device();
   const auto dtype = params[0].scalar_type();
+  const auto grad_dtype = grads[0].scalar_type();
   out.dtype = to_kern(dtype, op);
+  out.grad_dtype = to_kern(grad_dtype, op);
+  if (models.empty()) {
+    TORCH_CHECK(grad_dtype == dtype, op, ": all params and grads of one call must share a dtype (",
+                dtype, "), got grads of ", grad_dtype);
+  } else {
+    TORCH_CHECK(dtype == at::kFloat && (grad_dtype == at::kHalf || grad_dtype == at::kBFloat16),
+                op, ": master weights need float32 params with float16 or bfloat16 grads, got ",
+                dtype, " and ", grad_dtype);
+  }
   out.slots.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     const auto& p = params[i];
@@ -36,8 +46,8 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
     TORCH_CHECK(p.device() == dev && g.device() == dev, op,
                 ": all params and grads must be on one device (", dev, "), got ", p.device(),
                 " and ", g.device());
-    TORCH_CHECK(p.scalar_type() == dtype && g.scalar_type() == dtype, op,
-                ": all params and grads of one call must share a dtype (", dtype, ")");
+    TORCH_CHECK(p.scalar_type() == dtype && g.scalar_type() == grad_dtype, op,
+                ": all params (and all grads) of one call must share a dtype (", dtype, ")");
     TORCH_CHECK(g.sizes() == p.sizes(), op, ": grad shape ", g.sizes(), " != param shape ", p.sizes());
     TORCH_CHECK(!p.is_complex(), op, ": complex parameters are not supported");
     const auto& st = steps[i];
@@ -45,7 +55,13 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
                 ": each step must be a one-element float32 tensor on ", dev);
 
     // The kernels walk every buffer linearly: that is right when all share p's dense layout.
-    std::array<at::Tensor, 5> bufs = {p, g, at::Tensor(), at::Tensor(), at::Tensor()};
+    std::array<at::Tensor, 6> bufs = {p, g, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!models.empty()) {
+      const auto& mp = models[i];
+      TORCH_CHECK(mp.device() == dev && mp.scalar_type() == grad_dtype && mp.sizes() == p.sizes(),
+                  op, ": each model param must match its grad's dtype and its master's shape");
+      bufs[5] = mp;
+    }
     for (int k = 0; k < 3; ++k) {
       if (states[k].empty()) continue;
       const auto& s = states[k][i];
@@ -56,7 +72,7 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
     bool same_layout = p.is_non_overlapping_and_dense();
     for (auto& b : bufs) same_layout = same_layout && (!b.defined() || b.strides() == p.strides());
     if (!same_layout) {
-      for (int k = 0; k < 5; ++k) {
+      for (int k = 0; k < 6; ++k) {
         if (!bufs[k].defined()) continue;
         auto tmp = bufs[k].contiguous();
         if (k != 1 && !tmp.is_same(bufs[k])) out.writebacks.emplace_back(bufs[k], tmp);
@@ -66,7 +82,7 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
     }
     auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
     out.slots.push_back({ptr(bufs[0]), ptr(bufs[1]), ptr(bufs[2]), ptr(bufs[3]), ptr(bufs[4]),
-                         p.numel(), st.data_ptr<float>()});
+                         ptr(bufs[5]), p.numel(), st.data_ptr<float>()});
   }
   return out;
 }

@@ -13,7 +13,8 @@ namespace fastext::ops {
 
 struct PreparedSlots {
   std::vector<kern::OptimSlot> slots;
-  kern::DType dtype = kern::DType::f32;
+  kern::DType dtype = kern::DType::f32;       // params and states
+  kern::DType grad_dtype = kern::DType::f32;  // grads (and model copies)
   // Contiguous stand-ins for tensors whose layout differs from their parameter's:
   // (original, temporary) pairs, copied back after the kernel ran.
   std::vector<std::pair<at::Tensor, at::Tensor>> writebacks;
@@ -24,9 +25,14 @@ struct PreparedSlots {
   }
 };
 
-// `states` are the optional state lists (each empty or one tensor per parameter).
+// `states` are the optional state lists (each empty or one tensor per parameter). `models`
+// is empty, or (fp32 master weights) the fp16/bf16 model params matching the grads' dtype,
+// which the step overwrites with the updated masters.
 PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
-                            std::array<at::TensorList, 3> states, at::TensorList steps);
+                            std::array<at::TensorList, 3> states, at::TensorList steps,
+                            at::TensorList models);
+
+kern::DType to_kern(at::ScalarType t, const char* op);
 
 // Checks an optional scalar tensor (lr, grad_scale, found_inf) and returns it as float32.
 std::optional<at::Tensor> scalar_arg(const char* op, const char* name,

@@ -2,17 +2,26 @@
 // (optim_cpu.cpp, optim_cuda.cpp); fake kernels live in fastext/ops.py.
 #include <torch/library.h>
 
+// model_params: empty, or the fp16/bf16 model copies of fp32 master params (written by the step).
 TORCH_LIBRARY(fastext, m) {
   m.def(
       "adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, "
+      "Tensor(f!)[] model_params, "
       "float lr, float beta1, float beta2, float eps, float weight_decay, bool amsgrad, "
       "bool maximize, Tensor? lr_tensor=None, Tensor? grad_scale=None, "
       "Tensor? found_inf=None) -> ()");
   m.def(
       "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, "
       "Tensor(c!)[] grad_avgs, Tensor(d!)[] momentum_buffers, Tensor(e!)[] steps, "
+      "Tensor(f!)[] model_params, "
       "float lr, float alpha, float eps, float weight_decay, float momentum, bool centered, "
       "bool maximize, Tensor? lr_tensor=None, Tensor? grad_scale=None, "
       "Tensor? found_inf=None) -> ()");
+  // Loss scaling: found_inf is raised (set to 1), never cleared, by the checks.
+  m.def("check_finite_(Tensor[] tensors, Tensor(a!) found_inf) -> ()");
+  m.def("unscale_and_check_(Tensor(a!)[] tensors, Tensor(b!) found_inf, Tensor inv_scale) -> ()");
+  m.def(
+      "update_scale_(Tensor(a!) scale, Tensor(b!) growth_tracker, Tensor found_inf, "
+      "float growth_factor, float backoff_factor, int growth_interval) -> ()");
 }

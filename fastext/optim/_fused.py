@@ -1,9 +1,10 @@
 """What the fused optimizers share: lazy state, one native call per (device, dtype)
 bucket of a param group, step counters kept on the params' device, the AMP
-``grad_scale``/``found_inf`` protocol, and the optional flat layout."""
+``grad_scale``/``found_inf`` protocol, fp32 master weights, and the optional flat layout."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,8 @@ from torch import Tensor
 from ._flat import FlatBuffers
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+_LOW = (torch.float16, torch.bfloat16)
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -27,10 +30,14 @@ class FusedOptimizer(torch.optim.Optimizer):
     # the step unscale and skip on the device, with no host sync.
     _step_supports_amp_scaling = True
 
-    def __init__(self, params: ParamsT, defaults: dict[str, Any], *, flat: bool = False) -> None:
+    def __init__(self, params: ParamsT, defaults: dict[str, Any], *, flat: bool = False,
+                 master_weights: bool = False) -> None:
         if defaults.get("differentiable"):
             raise NotImplementedError("fastext optimizers do not support differentiable=True")
+        if flat and master_weights:
+            raise ValueError("flat=True and master_weights=True cannot be combined")
         self.flat = bool(flat)
+        self.master_weights = bool(master_weights)
         self._flat: list[FlatBuffers] = []
         super().__init__(params, defaults)
 
@@ -39,8 +46,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _launch(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                states: list[dict[str, Tensor]], grad_scale: Tensor | None,
-                found_inf: Tensor | None) -> None:
+                states: list[dict[str, Tensor]], models: list[Tensor],
+                grad_scale: Tensor | None, found_inf: Tensor | None) -> None:
+        """One native call. With master weights ``params`` are the fp32 masters and
+        ``models`` the fp16/bf16 params they are copied back to (else ``models`` is empty)."""
         raise NotImplementedError
 
     # -- torch.optim.Optimizer API ------------------------------------------------
@@ -69,7 +78,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         for fb in self._flat:
             fb.adopt_grads()
         for group in self.param_groups:
-            buckets: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = {}
+            # (device, dtype, master?) -> params (or masters), grads, states, model params
+            buckets: dict[tuple, tuple[list, list, list, list]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -77,16 +87,30 @@ class FusedOptimizer(torch.optim.Optimizer):
                     raise RuntimeError(
                         f"{type(self).__name__} does not support sparse gradients "
                         "(use torch.optim.SparseAdam)")
-                ps, gs, ss = buckets.setdefault((p.device, p.dtype), ([], [], []))
-                ps.append(p)
+                state = self._state_for(p, group)
+                master = self._uses_master(p)
+                ps, gs, ss, ms = buckets.setdefault((p.device, p.dtype, master), ([], [], [], []))
+                ps.append(state["master"] if master else p)
                 gs.append(p.grad)
-                ss.append(self._state_for(p, group))
-            for ps, gs, ss in buckets.values():
-                self._launch(group, ps, gs, ss, grad_scale, found_inf)
+                ss.append(state)
+                if master:
+                    ms.append(p)
+            for ps, gs, ss, ms in buckets.values():
+                self._launch(group, ps, gs, ss, ms, grad_scale, found_inf)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch casts every floating state tensor to its param's dtype; master-weight state
+        # (fp32 for an fp16/bf16 param) must keep fp32, so set it aside and restore it.
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        own = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        keep = {p: {k: v for k, v in state_dict["state"].get(pid, {}).items()
+                    if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
+                for pid, p in zip(saved_ids, own, strict=False) if self._uses_master(p)}
         super().load_state_dict(state_dict)
+        for p, values in keep.items():
+            for k, v in values.items():
+                self.state[p][k] = v.to(device=p.device, dtype=torch.float32)
         # torch keeps `step` on the CPU for its non-fused paths; ours lives with the param.
         for p, st in self.state.items():
             if "step" in st:
@@ -97,16 +121,23 @@ class FusedOptimizer(torch.optim.Optimizer):
                 fb.adopt_states(self.state)
 
     # -- state ----------------------------------------------------------------------
+    def _uses_master(self, p: Tensor) -> bool:
+        return self.master_weights and p.dtype in _LOW
+
     def _state_for(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         state = self.state[p]
         if "step" not in state:
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        master = self._uses_master(p)
+        if master and "master" not in state:
+            state["master"] = p.detach().clone(memory_format=torch.preserve_format).float()
         missing = [n for n in self._buffer_names(group) if n not in state]
         if missing:
             fb = self._flat_of(p)
+            like = state["master"] if master else p
             for name in missing:
                 state[name] = (fb.state_view(name, p) if fb is not None
-                               else torch.zeros_like(p, memory_format=torch.preserve_format))
+                               else torch.zeros_like(like, memory_format=torch.preserve_format))
         return state
 
     def _flat_of(self, p: Tensor) -> FlatBuffers | None:

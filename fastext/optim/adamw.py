@@ -21,7 +21,10 @@ class AdamW(FusedOptimizer):
     steps can be captured in a graph (``capturable`` is accepted and always true).
     ``foreach`` and ``fused`` are accepted for compatibility and ignored.
 
-    Args: as ``torch.optim.AdamW``, plus ``flat`` (see :mod:`fastext.optim._flat`).
+    Args: as ``torch.optim.AdamW``, plus ``flat`` (see :mod:`fastext.optim._flat`) and
+    ``master_weights``: for fp16/bf16 params keep fp32 master copies (state ``"master"``)
+    and fp32 state; the step reads the low-precision gradient, updates the master and writes
+    it back rounded into the param, in the same pass (see :func:`fastext.amp.to_fp16`).
 
     >>> import torch, fastext
     >>> model = torch.nn.Linear(10, 1)
@@ -39,7 +42,7 @@ class AdamW(FusedOptimizer):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 flat: bool = False) -> None:
+                 flat: bool = False, master_weights: bool = False) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:
@@ -55,14 +58,14 @@ class AdamW(FusedOptimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
-        super().__init__(params, defaults, flat=flat)
+        super().__init__(params, defaults, flat=flat, master_weights=master_weights)
 
     def _buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         if group["amsgrad"]:
             return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
         return ("exp_avg", "exp_avg_sq")
 
-    def _launch(self, group, params, grads, states, grad_scale, found_inf) -> None:
+    def _launch(self, group, params, grads, states, models, grad_scale, found_inf) -> None:
         beta1, beta2 = group["betas"]
         ops.adamw_(params, grads, self._collect(states, "exp_avg"),
                    self._collect(states, "exp_avg_sq"),
@@ -70,4 +73,5 @@ class AdamW(FusedOptimizer):
                    self._collect(states, "step"), lr=group["lr"], beta1=beta1, beta2=beta2,
                    eps=group["eps"], weight_decay=group["weight_decay"],
                    amsgrad=group["amsgrad"], maximize=group["maximize"],
-                   grad_scale=grad_scale, found_inf=found_inf)
+                   grad_scale=grad_scale,
+                   found_inf=found_inf, model_params=models)

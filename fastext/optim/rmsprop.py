@@ -19,7 +19,8 @@ class RMSprop(FusedOptimizer):
     step where this makes one. Math in fp32 (fp64 for fp64 params). ``foreach`` is
     accepted and ignored; ``capturable`` is always true on CUDA.
 
-    Args: as ``torch.optim.RMSprop``, plus ``flat`` (see :mod:`fastext.optim._flat`).
+    Args: as ``torch.optim.RMSprop``, plus ``flat`` (see :mod:`fastext.optim._flat`) and
+    ``master_weights`` (as :class:`fastext.optim.AdamW`).
 
     >>> import torch, fastext
     >>> w = torch.nn.Parameter(torch.ones(3))
@@ -34,7 +35,8 @@ class RMSprop(FusedOptimizer):
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
                  centered: bool = False, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False, *, flat: bool = False) -> None:
+                 differentiable: bool = False, *, flat: bool = False,
+                 master_weights: bool = False) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:
@@ -50,7 +52,7 @@ class RMSprop(FusedOptimizer):
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
-        super().__init__(params, defaults, flat=flat)
+        super().__init__(params, defaults, flat=flat, master_weights=master_weights)
 
     def _buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         names = ["square_avg"]
@@ -60,11 +62,12 @@ class RMSprop(FusedOptimizer):
             names.append("grad_avg")
         return tuple(names)
 
-    def _launch(self, group, params, grads, states, grad_scale, found_inf) -> None:
+    def _launch(self, group, params, grads, states, models, grad_scale, found_inf) -> None:
         ops.rmsprop_(params, grads, self._collect(states, "square_avg"),
                      self._collect(states, "grad_avg" if group["centered"] else None),
                      self._collect(states, "momentum_buffer" if group["momentum"] > 0 else None),
                      self._collect(states, "step"), lr=group["lr"], alpha=group["alpha"],
                      eps=group["eps"], weight_decay=group["weight_decay"],
                      momentum=group["momentum"], centered=group["centered"],
-                     maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf)
+                     maximize=group["maximize"], grad_scale=grad_scale,
+                     found_inf=found_inf, model_params=models)

@@ -1,112 +1,28 @@
-// CUDA launchers of the fused optimizers: multi-tensor apply. Each block updates one
-// chunk of one tensor; tensor addresses travel in the kernel's argument block, so a step
-// costs a few launches and no host-device copy. Scalars (lr, grad scale, found_inf, step
-// counts) are read on the device, so a step never syncs with the host and can be captured
-// in a CUDA graph.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
+// CUDA launchers of the fused optimizers on top of multi-tensor apply. Scalars (lr, grad
+// scale, found_inf, step counts) are read on the device, so a step never syncs with the
+// host and can be captured in a CUDA graph.
 #include <algorithm>
 
+#include "../dtype_dispatch.h"
 #include "../optim_launch.h"
+#include "multi_tensor.cuh"
 
 namespace fastext::kern {
 namespace {
+using namespace cuda;
 
-constexpr int kThreads = 512;
-constexpr int kIlp = 4;            // elements per thread per iteration (one 128-bit load for fp32)
-constexpr int64_t kChunk = 65536;  // elements per block
-// Sized so that the argument block stays under the classic 4 KiB kernel-parameter limit.
-constexpr int kMaxSlots = 36;
-constexpr int kMaxBlocks = 320;
+constexpr int kMaxSlots = 32;  // 32 x 64-byte slots + block tables stay under 4 KiB
 constexpr int kMaxSteps = 480;
+using Meta = TensorChunks<OptimSlot, kMaxSlots>;
 
-struct LaunchMeta {
-  OptimSlot slots[kMaxSlots];
-  int block_chunk[kMaxBlocks];
-  unsigned char block_slot[kMaxBlocks];
-};
 struct StepMeta {
   float* steps[kMaxSteps];
   int n;
 };
 
-template <typename T>
-struct DIo {
-  using M = T;
-  static __device__ __forceinline__ M ld(T x) { return x; }
-  static __device__ __forceinline__ T st(M x) { return x; }
-};
-template <>
-struct DIo<Half> {
-  using M = float;
-  static __device__ __forceinline__ M ld(Half x) { return __half2float(__ushort_as_half(x.bits)); }
-  static __device__ __forceinline__ Half st(M x) { return {__half_as_ushort(__float2half_rn(x))}; }
-};
-template <>
-struct DIo<BFloat16> {
-  using M = float;
-  static __device__ __forceinline__ M ld(BFloat16 x) {
-    return __bfloat162float(__ushort_as_bfloat16(x.bits));
-  }
-  static __device__ __forceinline__ BFloat16 st(M x) {
-    return {__bfloat16_as_ushort(__float2bfloat16_rn(x))};
-  }
-};
-
-template <typename T>
-struct alignas(sizeof(T) * kIlp) Pack {
-  T v[kIlp];
-};
-
 __device__ __forceinline__ bool skip_step(const DeviceScalars& s) {
   return s.found_inf != nullptr && *s.found_inf != 0.f;
 }
-
-__global__ void bump_steps(StepMeta meta, DeviceScalars s) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < meta.n && !skip_step(s)) *meta.steps[i] += 1.f;
-}
-
-// Runs `op(regs[0..NBUF))` over one chunk, with 128-bit loads when every buffer is aligned.
-// regs[k][j] holds element j of buffer k; buffer 1 (the gradient) is only read.
-template <typename T, int NBUF, typename Op>
-__device__ __forceinline__ void chunk_apply(void* const* bufs, int64_t begin, int64_t end, Op op) {
-  using M = typename DIo<T>::M;
-  uintptr_t addr_bits = 0;
-  for (int k = 0; k < NBUF; ++k) addr_bits |= reinterpret_cast<uintptr_t>(bufs[k]);
-  const bool aligned = addr_bits % sizeof(Pack<T>) == 0;
-  int64_t i = begin + int64_t(threadIdx.x) * kIlp;
-  const int64_t stride = int64_t(blockDim.x) * kIlp;
-  M r[NBUF][kIlp];
-  if (aligned) {
-    for (; i + kIlp <= end; i += stride) {
-      for (int k = 0; k < NBUF; ++k) {
-        const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(static_cast<const T*>(bufs[k]) + i);
-        for (int j = 0; j < kIlp; ++j) r[k][j] = DIo<T>::ld(pk.v[j]);
-      }
-      for (int j = 0; j < kIlp; ++j) op(r, j);
-      for (int k = 0; k < NBUF; ++k) {
-        if (k == 1) continue;
-        Pack<T> pk;
-        for (int j = 0; j < kIlp; ++j) pk.v[j] = DIo<T>::st(r[k][j]);
-        *reinterpret_cast<Pack<T>*>(static_cast<T*>(bufs[k]) + i) = pk;
-      }
-    }
-  }
-  // Tail of an aligned chunk, or every element of an unaligned one, kIlp per thread.
-  for (; i < end; i += stride) {
-    for (int j = 0; j < kIlp; ++j) {
-      if (i + j >= end) break;
-      for (int k = 0; k < NBUF; ++k) r[k][j] = DIo<T>::ld(static_cast<const T*>(bufs[k])[i + j]);
-      op(r, j);
-      for (int k = 0; k < NBUF; ++k)
-        if (k != 1) static_cast<T*>(bufs[k])[i + j] = DIo<T>::st(r[k][j]);
-    }
-  }
-}
-
 __device__ __forceinline__ double inv_scale_of(const DeviceScalars& s) {
   return s.grad_scale != nullptr ? 1.0 / double(*s.grad_scale) : 1.0;
 }
@@ -114,41 +30,110 @@ __device__ __forceinline__ double lr_of(const DeviceScalars& s, double lr) {
   return s.lr_ptr != nullptr ? double(*s.lr_ptr) : lr;
 }
 
-template <typename T, bool AMSGRAD, bool MAXIMIZE>
-__global__ void __launch_bounds__(kThreads)
-    adamw_kernel(LaunchMeta meta, AdamWHyper h, DeviceScalars s) {
+__global__ void bump_steps(StepMeta meta, DeviceScalars s) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < meta.n && !skip_step(s)) *meta.steps[i] += 1.f;
+}
+
+// Runs op(p, g, states) on elements [begin, end): p and the NS states are of type T, the
+// gradient (and the model copy written when COPY) of type G; math in DIo<T>::M.
+template <typename T, typename G, int NS, bool COPY, typename Op>
+__device__ __forceinline__ void apply_range(const OptimSlot& t, void* const* states,
+                                            int64_t begin, int64_t end, Op op) {
+  using M = typename DIo<T>::M;
+  T* p = static_cast<T*>(t.param);
+  const G* g = static_cast<const G*>(t.grad);
+  G* model = static_cast<G*>(t.model);
+  bool aligned = pack_aligned<T>(p) && pack_aligned<G>(g) && (!COPY || pack_aligned<G>(model));
+  for (int k = 0; k < NS; ++k) aligned = aligned && pack_aligned<T>(states[k]);
+
+  int64_t i = begin + int64_t(threadIdx.x) * kIlp;
+  const int64_t stride = int64_t(blockDim.x) * kIlp;
+  if (aligned) {
+    for (; i + kIlp <= end; i += stride) {
+      M rp[kIlp], rg[kIlp], rs[NS][kIlp];
+      const Pack<T> pp = *reinterpret_cast<const Pack<T>*>(p + i);
+      const Pack<G> pg = *reinterpret_cast<const Pack<G>*>(g + i);
+      Pack<T> ps[NS];
+#pragma unroll
+      for (int k = 0; k < NS; ++k) ps[k] = *reinterpret_cast<const Pack<T>*>(static_cast<T*>(states[k]) + i);
+#pragma unroll
+      for (int j = 0; j < kIlp; ++j) {
+        rp[j] = DIo<T>::ld(pp.v[j]);
+        rg[j] = M(DIo<G>::ld(pg.v[j]));
+#pragma unroll
+        for (int k = 0; k < NS; ++k) rs[k][j] = DIo<T>::ld(ps[k].v[j]);
+        M s[NS];
+#pragma unroll
+        for (int k = 0; k < NS; ++k) s[k] = rs[k][j];
+        op(rp[j], rg[j], s);
+#pragma unroll
+        for (int k = 0; k < NS; ++k) rs[k][j] = s[k];
+      }
+      Pack<T> out;
+#pragma unroll
+      for (int j = 0; j < kIlp; ++j) out.v[j] = DIo<T>::st(rp[j]);
+      *reinterpret_cast<Pack<T>*>(p + i) = out;
+#pragma unroll
+      for (int k = 0; k < NS; ++k) {
+#pragma unroll
+        for (int j = 0; j < kIlp; ++j) ps[k].v[j] = DIo<T>::st(rs[k][j]);
+        *reinterpret_cast<Pack<T>*>(static_cast<T*>(states[k]) + i) = ps[k];
+      }
+      if (COPY) {
+        Pack<G> mo;
+#pragma unroll
+        for (int j = 0; j < kIlp; ++j) mo.v[j] = DIo<G>::st(rp[j]);
+        *reinterpret_cast<Pack<G>*>(model + i) = mo;
+      }
+    }
+  }
+  // The tail of an aligned range, or all of an unaligned one, element by element.
+  for (; i < end; i += stride) {
+    for (int64_t e = i; e < i + kIlp && e < end; ++e) {
+      M rp = DIo<T>::ld(p[e]);
+      M s[NS];
+#pragma unroll
+      for (int k = 0; k < NS; ++k) s[k] = DIo<T>::ld(static_cast<T*>(states[k])[e]);
+      op(rp, M(DIo<G>::ld(g[e])), s);
+      p[e] = DIo<T>::st(rp);
+#pragma unroll
+      for (int k = 0; k < NS; ++k) static_cast<T*>(states[k])[e] = DIo<T>::st(s[k]);
+      if (COPY) model[e] = DIo<G>::st(rp);
+    }
+  }
+}
+
+template <typename T, typename G, bool COPY, bool AMSGRAD, bool MAXIMIZE>
+__global__ void __launch_bounds__(kThreads) adamw_kernel(Meta meta, AdamWHyper h, DeviceScalars s) {
   using M = typename DIo<T>::M;
   if (skip_step(s)) return;
-  const OptimSlot& t = meta.slots[meta.block_slot[blockIdx.x]];
-  const int64_t begin = int64_t(meta.block_chunk[blockIdx.x]) * kChunk;
-  const int64_t end = std::min(t.numel, begin + kChunk);
+  const OptimSlot& t = meta.slot();
+  const int64_t begin = meta.begin(), end = std::min(t.numel, begin + kChunk);
   const auto c = adamw_coeffs<M>(h, lr_of(s, h.lr), double(*t.step), inv_scale_of(s));
-  void* bufs[5] = {t.param, const_cast<void*>(t.grad), t.s0, t.s1, t.s2};
-  constexpr int N = AMSGRAD ? 5 : 4;
-  chunk_apply<T, N>(bufs, begin, end, [&](M (&r)[N][kIlp], int j) {
+  void* states[3] = {t.s0, t.s1, t.s2};
+  constexpr int NS = AMSGRAD ? 3 : 2;
+  apply_range<T, G, NS, COPY>(t, states, begin, end, [&](M& p, M g, M* v) {
     M unused = 0;
-    adamw_update<M, AMSGRAD, MAXIMIZE>(r[0][j], r[1][j], r[2][j], r[3][j],
-                                       AMSGRAD ? r[N - 1][j] : unused, c);
+    adamw_update<M, AMSGRAD, MAXIMIZE>(p, g, v[0], v[1], AMSGRAD ? v[NS - 1] : unused, c);
   });
 }
 
-// RMSprop buffers in order: param, grad, square_avg, then grad_avg and/or momentum_buffer.
-template <typename T, bool CENTERED, bool MOMENTUM, bool MAXIMIZE>
+// RMSprop states in order: square_avg, then grad_avg (centered), then momentum_buffer.
+template <typename T, typename G, bool COPY, bool CENTERED, bool MOMENTUM, bool MAXIMIZE>
 __global__ void __launch_bounds__(kThreads)
-    rmsprop_kernel(LaunchMeta meta, RMSpropHyper h, DeviceScalars s) {
+    rmsprop_kernel(Meta meta, RMSpropHyper h, DeviceScalars s) {
   using M = typename DIo<T>::M;
   if (skip_step(s)) return;
-  const OptimSlot& t = meta.slots[meta.block_slot[blockIdx.x]];
-  const int64_t begin = int64_t(meta.block_chunk[blockIdx.x]) * kChunk;
-  const int64_t end = std::min(t.numel, begin + kChunk);
+  const OptimSlot& t = meta.slot();
+  const int64_t begin = meta.begin(), end = std::min(t.numel, begin + kChunk);
   const auto c = rmsprop_coeffs<M>(h, lr_of(s, h.lr), inv_scale_of(s));
-  constexpr int N = 3 + int(CENTERED) + int(MOMENTUM);
-  void* bufs[5] = {t.param, const_cast<void*>(t.grad), t.s0, CENTERED ? t.s1 : t.s2, t.s2};
-  chunk_apply<T, N>(bufs, begin, end, [&](M (&r)[N][kIlp], int j) {
+  constexpr int NS = 1 + int(CENTERED) + int(MOMENTUM);
+  void* states[3] = {t.s0, CENTERED ? t.s1 : t.s2, t.s2};
+  apply_range<T, G, NS, COPY>(t, states, begin, end, [&](M& p, M g, M* v) {
     M unused_a = 0, unused_b = 0;
-    rmsprop_update<M, CENTERED, MOMENTUM, MAXIMIZE>(r[0][j], r[1][j], r[2][j],
-                                                    CENTERED ? r[3][j] : unused_a,
-                                                    MOMENTUM ? r[N - 1][j] : unused_b, c);
+    rmsprop_update<M, CENTERED, MOMENTUM, MAXIMIZE>(p, g, v[0], CENTERED ? v[1] : unused_a,
+                                                    MOMENTUM ? v[NS - 1] : unused_b, c);
   });
 }
 
@@ -164,95 +149,60 @@ void launch_bump(const OptimSlot* slots, int n, const DeviceScalars& s, cudaStre
   }
 }
 
-// Packs (slot, chunk) pairs into argument blocks and launches `launch(meta, nblocks)` per block.
-template <typename Launch>
-void multi_tensor_apply(const OptimSlot* slots, int n, Launch launch) {
-  LaunchMeta meta{};
-  int nslots = 0, nblocks = 0;
-  for (int i = 0; i < n; ++i) {
-    if (slots[i].numel == 0) continue;
-    meta.slots[nslots++] = slots[i];
-    const int64_t chunks = (slots[i].numel + kChunk - 1) / kChunk;
-    for (int64_t c = 0; c < chunks; ++c) {
-      meta.block_slot[nblocks] = static_cast<unsigned char>(nslots - 1);
-      meta.block_chunk[nblocks++] = static_cast<int>(c);
-      const bool blocks_full = nblocks == kMaxBlocks;
-      const bool slots_full = nslots == kMaxSlots && c == chunks - 1;
-      if (blocks_full || slots_full) {
-        launch(meta, nblocks);
-        nblocks = 0;
-        if (c == chunks - 1) {
-          nslots = 0;
-        } else {  // the tensor continues in the next launch
-          meta.slots[0] = meta.slots[nslots - 1];
-          nslots = 1;
-        }
-      }
-    }
-  }
-  if (nblocks > 0) launch(meta, nblocks);
-}
-
-template <typename T>
+template <typename T, typename G, bool COPY>
 void adamw_typed(const OptimSlot* slots, int n, const AdamWHyper& h, const DeviceScalars& s,
                  cudaStream_t st) {
-  multi_tensor_apply(slots, n, [&](const LaunchMeta& m, int nb) {
+  launch_bump(slots, n, s, st);
+  multi_tensor_apply<kMaxSlots>(slots, n, [&](const Meta& m, int nb) {
     if (h.amsgrad) {
-      if (h.maximize) adamw_kernel<T, true, true><<<nb, kThreads, 0, st>>>(m, h, s);
-      else adamw_kernel<T, true, false><<<nb, kThreads, 0, st>>>(m, h, s);
+      if (h.maximize) adamw_kernel<T, G, COPY, true, true><<<nb, kThreads, 0, st>>>(m, h, s);
+      else adamw_kernel<T, G, COPY, true, false><<<nb, kThreads, 0, st>>>(m, h, s);
     } else {
-      if (h.maximize) adamw_kernel<T, false, true><<<nb, kThreads, 0, st>>>(m, h, s);
-      else adamw_kernel<T, false, false><<<nb, kThreads, 0, st>>>(m, h, s);
+      if (h.maximize) adamw_kernel<T, G, COPY, false, true><<<nb, kThreads, 0, st>>>(m, h, s);
+      else adamw_kernel<T, G, COPY, false, false><<<nb, kThreads, 0, st>>>(m, h, s);
     }
   });
 }
 
-template <typename T, bool CENTERED, bool MOMENTUM>
-void rmsprop_launch(const LaunchMeta& m, int nb, const RMSpropHyper& h, const DeviceScalars& s,
+template <typename T, typename G, bool COPY, bool CENTERED, bool MOMENTUM>
+void rmsprop_launch(const Meta& m, int nb, const RMSpropHyper& h, const DeviceScalars& s,
                     cudaStream_t st) {
-  if (h.maximize) rmsprop_kernel<T, CENTERED, MOMENTUM, true><<<nb, kThreads, 0, st>>>(m, h, s);
-  else rmsprop_kernel<T, CENTERED, MOMENTUM, false><<<nb, kThreads, 0, st>>>(m, h, s);
+  if (h.maximize) rmsprop_kernel<T, G, COPY, CENTERED, MOMENTUM, true><<<nb, kThreads, 0, st>>>(m, h, s);
+  else rmsprop_kernel<T, G, COPY, CENTERED, MOMENTUM, false><<<nb, kThreads, 0, st>>>(m, h, s);
 }
 
-template <typename T>
+template <typename T, typename G, bool COPY>
 void rmsprop_typed(const OptimSlot* slots, int n, const RMSpropHyper& h, const DeviceScalars& s,
                    cudaStream_t st) {
+  launch_bump(slots, n, s, st);
   const bool momentum = h.momentum > 0;
-  multi_tensor_apply(slots, n, [&](const LaunchMeta& m, int nb) {
+  multi_tensor_apply<kMaxSlots>(slots, n, [&](const Meta& m, int nb) {
     if (h.centered) {
-      momentum ? rmsprop_launch<T, true, true>(m, nb, h, s, st)
-               : rmsprop_launch<T, true, false>(m, nb, h, s, st);
+      momentum ? rmsprop_launch<T, G, COPY, true, true>(m, nb, h, s, st)
+               : rmsprop_launch<T, G, COPY, true, false>(m, nb, h, s, st);
     } else {
-      momentum ? rmsprop_launch<T, false, true>(m, nb, h, s, st)
-               : rmsprop_launch<T, false, false>(m, nb, h, s, st);
+      momentum ? rmsprop_launch<T, G, COPY, false, true>(m, nb, h, s, st)
+               : rmsprop_launch<T, G, COPY, false, false>(m, nb, h, s, st);
     }
   });
 }
 
 }  // namespace
 
-void adamw_cuda(const OptimSlot* slots, int n, DType dt, const AdamWHyper& h,
+bool adamw_cuda(const OptimSlot* slots, int n, DType dt, DType grad_dt, const AdamWHyper& h,
                 const DeviceScalars& s, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
-  launch_bump(slots, n, s, st);
-  switch (dt) {
-    case DType::f32: return adamw_typed<float>(slots, n, h, s, st);
-    case DType::f64: return adamw_typed<double>(slots, n, h, s, st);
-    case DType::f16: return adamw_typed<Half>(slots, n, h, s, st);
-    case DType::bf16: return adamw_typed<BFloat16>(slots, n, h, s, st);
-  }
+  bool ok;
+  FX_DISPATCH_DTYPES(ok, dt, grad_dt, adamw_typed, slots, n, h, s, st);
+  return ok;
 }
 
-void rmsprop_cuda(const OptimSlot* slots, int n, DType dt, const RMSpropHyper& h,
+bool rmsprop_cuda(const OptimSlot* slots, int n, DType dt, DType grad_dt, const RMSpropHyper& h,
                   const DeviceScalars& s, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
-  launch_bump(slots, n, s, st);
-  switch (dt) {
-    case DType::f32: return rmsprop_typed<float>(slots, n, h, s, st);
-    case DType::f64: return rmsprop_typed<double>(slots, n, h, s, st);
-    case DType::f16: return rmsprop_typed<Half>(slots, n, h, s, st);
-    case DType::bf16: return rmsprop_typed<BFloat16>(slots, n, h, s, st);
-  }
+  bool ok;
+  FX_DISPATCH_DTYPES(ok, dt, grad_dt, rmsprop_typed, slots, n, h, s, st);
+  return ok;
 }
 
 }  // namespace fastext::kern

@@ -1,0 +1,92 @@
+// Multi-tensor apply: many tensors updated by a few launches. Each block handles one chunk of
+// one tensor; the tensors' addresses travel in the kernel's argument block (kept under the
+// classic 4 KiB limit), so a launch needs no host-to-device copy and no allocation.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "../hd.h"
+
+namespace fastext::kern::cuda {
+
+constexpr int kThreads = 512;
+constexpr int kIlp = 4;            // elements per thread per iteration (one 128-bit fp32 load)
+constexpr int64_t kChunk = 65536;  // elements per block
+constexpr int kMaxBlocks = 320;
+
+template <typename Slot, int MaxSlots>
+struct TensorChunks {
+  Slot slots[MaxSlots];
+  int block_chunk[kMaxBlocks];
+  unsigned char block_slot[kMaxBlocks];
+
+  __device__ const Slot& slot() const { return slots[block_slot[blockIdx.x]]; }
+  __device__ int64_t begin() const { return int64_t(block_chunk[blockIdx.x]) * kChunk; }
+};
+
+// Packs (slot, chunk) pairs of every non-empty slot and calls launch(meta, nblocks) per
+// argument block; a tensor cut by a full block list continues in the next launch.
+template <int MaxSlots, typename Slot, typename Launch>
+void multi_tensor_apply(const Slot* slots, int n, Launch launch) {
+  TensorChunks<Slot, MaxSlots> meta{};
+  int nslots = 0, nblocks = 0;
+  for (int i = 0; i < n; ++i) {
+    if (slots[i].numel == 0) continue;
+    meta.slots[nslots++] = slots[i];
+    const int64_t chunks = (slots[i].numel + kChunk - 1) / kChunk;
+    for (int64_t c = 0; c < chunks; ++c) {
+      meta.block_slot[nblocks] = static_cast<unsigned char>(nslots - 1);
+      meta.block_chunk[nblocks++] = static_cast<int>(c);
+      const bool last_chunk = c == chunks - 1;
+      if (nblocks == kMaxBlocks || (nslots == MaxSlots && last_chunk)) {
+        launch(meta, nblocks);
+        nblocks = 0;
+        if (last_chunk) {
+          nslots = 0;
+        } else {
+          meta.slots[0] = meta.slots[nslots - 1];
+          nslots = 1;
+        }
+      }
+    }
+  }
+  if (nblocks > 0) launch(meta, nblocks);
+}
+
+// Storage type -> math type, device loads and stores (round to nearest even).
+template <typename T>
+struct DIo {
+  using M = T;
+  static __device__ __forceinline__ M ld(T x) { return x; }
+  static __device__ __forceinline__ T st(M x) { return x; }
+};
+template <>
+struct DIo<Half> {
+  using M = float;
+  static __device__ __forceinline__ M ld(Half x) { return __half2float(__ushort_as_half(x.bits)); }
+  static __device__ __forceinline__ Half st(M x) { return {__half_as_ushort(__float2half_rn(x))}; }
+};
+template <>
+struct DIo<BFloat16> {
+  using M = float;
+  static __device__ __forceinline__ M ld(BFloat16 x) {
+    return __bfloat162float(__ushort_as_bfloat16(x.bits));
+  }
+  static __device__ __forceinline__ BFloat16 st(M x) {
+    return {__bfloat16_as_ushort(__float2bfloat16_rn(x))};
+  }
+};
+
+// kIlp consecutive elements, loaded or stored as one vector when aligned.
+template <typename T>
+struct alignas(sizeof(T) * kIlp) Pack {
+  T v[kIlp];
+};
+
+template <typename T>
+__device__ __forceinline__ bool pack_aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % sizeof(Pack<T>) == 0;
+}
+
+}  // namespace fastext::kern::cuda

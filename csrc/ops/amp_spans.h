@@ -1,0 +1,49 @@
+// Torch glue shared by the CPU and CUDA loss-scaling ops: validation and raw spans
+// grouped by dtype.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <map>
+#include <vector>
+
+#include "../kernels/amp_launch.h"
+#include "optim_slots.h"
+
+namespace fastext::ops {
+
+struct PreparedSpans {
+  std::map<kern::DType, std::vector<kern::Span>> by_dtype;
+  // Non-dense tensors are handled through contiguous copies, written back when mutated.
+  std::vector<std::pair<at::Tensor, at::Tensor>> writebacks;
+  std::vector<at::Tensor> keep_alive;
+
+  void write_back() {
+    for (auto& [orig, tmp] : writebacks) orig.copy_(tmp);
+  }
+};
+
+inline void check_flag(const char* op, const char* name, const at::Tensor& t,
+                       const at::Device& dev, at::ScalarType dtype) {
+  TORCH_CHECK(t.device() == dev && t.scalar_type() == dtype && t.numel() == 1, op, ": ", name,
+              " must be a one-element ", dtype, " tensor on ", dev);
+}
+
+inline PreparedSpans prepare_spans(const char* op, at::TensorList tensors, const at::Tensor& flag,
+                                   bool mutates) {
+  PreparedSpans out;
+  for (const auto& t : tensors) {
+    TORCH_CHECK(t.layout() == at::kStrided, op, ": sparse tensors are not supported");
+    TORCH_CHECK(t.device() == flag.device(), op, ": all tensors must be on ", flag.device(),
+                " (the found_inf tensor's device), got ", t.device());
+    at::Tensor dense = t;
+    if (!t.is_non_overlapping_and_dense()) {
+      dense = t.contiguous();
+      out.keep_alive.push_back(dense);
+      if (mutates) out.writebacks.emplace_back(t, dense);
+    }
+    out.by_dtype[to_kern(t.scalar_type(), op)].push_back({dense.data_ptr(), dense.numel()});
+  }
+  return out;
+}
+
+}  // namespace fastext::ops
