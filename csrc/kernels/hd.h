@@ -21,6 +21,10 @@ struct BFloat16 { uint16_t bits; };
 FX_HD float fx_sqrt(float x) { return sqrtf(x); }
 FX_HD double fx_sqrt(double x) { return sqrt(x); }
 
+// a * b + c rounded once, as torch's `add(x, alpha=...)` computes it.
+FX_HD float fx_fma(float a, float b, float c) { return fmaf(a, b, c); }
+FX_HD double fx_fma(double a, double b, double c) { return fma(a, b, c); }
+
 // torch.lerp's formula: exact at both ends whatever the weight.
 template <typename M>
 FX_HD M lerp(M a, M b, M w) {

@@ -25,7 +25,7 @@ template <typename M, bool CENTERED, bool MOMENTUM, bool MAXIMIZE>
 FX_HD void rmsprop_update(M& p, M g, M& sq, M& gavg, M& buf, const RMSpropCoeffs<M>& c) {
   g = g * c.inv_scale;
   if (MAXIMIZE) g = -g;
-  g = g + c.weight_decay * p;
+  g = fx_fma(c.weight_decay, p, g);  // grad.add(param, alpha=weight_decay)
   sq = sq * c.alpha + c.one_minus_alpha * g * g;
   M avg;
   if (CENTERED) {

@@ -40,7 +40,8 @@ from .timing import measure_bandwidth
 #: dependencies (torchvision, datasets) are only loaded when it runs.
 SUITES: dict[str, str] = {
     "optim": "fastext.bench.optim",
-    # later: "amp", "bn_relu", "feature_loss", "train"
+    "amp": "fastext.bench.amp",
+    # later: "bn_relu", "feature_loss", "train"
 }
 
 DEFAULT_REPS = {"cpu": 10, "cuda": 50}  # CUDA steps are short, so more reps cost little

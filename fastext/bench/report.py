@@ -78,19 +78,25 @@ def format_table(result: dict) -> str:
     m = result.get("machine", {})
     where = m.get("gpu") or f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
     bw = _bw_label(result)
+    # Suites that count host syncs per call (``amp`` on CUDA) get one more column.
+    syncs = any("host_syncs" in r for r in result["rows"])
     lines = [
         f"## {result['suite']} — {result['device']}, torch {result['torch']}, "
         f"{bw} {result['stream_gbs']:.1f} GB/s, {where}",
         "",
-        f"| case | impl | ms | GB/s | % of {bw} | fastext speed-up |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| case | impl | ms | GB/s | % of {bw} | fastext speed-up |"
+        + (" host syncs |" if syncs else ""),
+        "|---|---|---:|---:|---:|---:|" + ("---:|" if syncs else ""),
     ]
     ups = speedups(result["rows"])
     for r in result["rows"]:
         up = ups.get((r["case"], r["impl"]))
         pct = 100.0 * r["gbs"] / result["stream_gbs"] if result["stream_gbs"] > 0 else math.nan
-        lines.append(f"| {r['case']} | {r['impl']} | {r['ms']:.3f} | {r['gbs']:.1f} | "
-                     f"{pct:.0f}% | {'—' if up is None else f'{up:.2f}x'} |")
+        line = (f"| {r['case']} | {r['impl']} | {r['ms']:.3f} | {r['gbs']:.1f} | "
+                f"{pct:.0f}% | {'—' if up is None else f'{up:.2f}x'} |")
+        if syncs:
+            line += f" {r.get('host_syncs', '—')} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
