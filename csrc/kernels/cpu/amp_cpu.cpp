@@ -10,22 +10,22 @@ using cpu::Io;
 template <typename T>
 FX_HD bool non_finite_loop(const void* data, int64_t b, int64_t e) {
   const T* __restrict__ x = static_cast<const T*>(data);
-  bool bad = false;
-  for (int64_t i = b; i < e; ++i) bad |= non_finite(Io<T>::ld(x[i]));
-  return bad;
+  int bad = 0;  // an int accumulator vectorises; a bool one runs ~3x slower
+  for (int64_t i = b; i < e; ++i) bad |= int(non_finite(Io<T>::ld(x[i])));
+  return bad != 0;
 }
 
 template <typename T>
 FX_HD bool unscale_loop(void* data, int64_t b, int64_t e, float inv_scale) {
   using M = typename Io<T>::M;
   T* __restrict__ x = static_cast<T*>(data);
-  bool bad = false;
+  int bad = 0;
   for (int64_t i = b; i < e; ++i) {
     const M v = Io<T>::ld(x[i]);
-    bad |= non_finite(v);
+    bad |= int(non_finite(v));
     x[i] = Io<T>::st(v * M(inv_scale));
   }
-  return bad;
+  return bad != 0;
 }
 
 }  // namespace
