@@ -307,7 +307,7 @@ def test_autocast_path(device, dtype):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_scaled_step_has_no_host_sync():
+def test_cuda_scaled_step_has_no_host_sync():
     model = _mlp("cuda")
     opt = fastext.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = LossScaler("cuda")
