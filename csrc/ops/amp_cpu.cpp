@@ -63,10 +63,7 @@ void update_scale_cpu(const at::Tensor& scale, const at::Tensor& growth_tracker,
                       const at::Tensor& found_inf, double growth, double backoff,
                       int64_t interval) {
   const char* op = "fastext::update_scale_";
-  check_flag(op, "scale", scale, scale.device(), at::kFloat);
-  check_flag(op, "growth_tracker", growth_tracker, scale.device(), at::kInt);
-  check_flag(op, "found_inf", found_inf, scale.device(), at::kFloat);
-  TORCH_CHECK(interval > 0, op, ": growth_interval must be positive");
+  check_scale_args(op, scale, growth_tracker, found_inf, interval);
   float s = scale.item<float>();
   int tracker = growth_tracker.item<int>();
   kern::update_scale_rule(s, tracker, found_inf.item<float>() != 0.f, growth, backoff,

@@ -40,10 +40,7 @@ void update_scale_cuda(const at::Tensor& scale, const at::Tensor& growth_tracker
                        const at::Tensor& found_inf, double growth, double backoff,
                        int64_t interval) {
   const char* op = "fastext::update_scale_";
-  check_flag(op, "scale", scale, scale.device(), at::kFloat);
-  check_flag(op, "growth_tracker", growth_tracker, scale.device(), at::kInt);
-  check_flag(op, "found_inf", found_inf, scale.device(), at::kFloat);
-  TORCH_CHECK(interval > 0, op, ": growth_interval must be positive");
+  check_scale_args(op, scale, growth_tracker, found_inf, interval);
   const c10::cuda::CUDAGuard guard(scale.device());
   kern::update_scale_cuda(scale.data_ptr<float>(), growth_tracker.data_ptr<int>(),
                           found_inf.data_ptr<float>(), growth, backoff, int(interval), stream());

@@ -28,6 +28,16 @@ inline void check_flag(const char* op, const char* name, const at::Tensor& t,
               " must be a one-element ", dtype, " tensor on ", dev);
 }
 
+// The arguments of update_scale_, checked the same way on every backend.
+inline void check_scale_args(const char* op, const at::Tensor& scale,
+                             const at::Tensor& growth_tracker, const at::Tensor& found_inf,
+                             int64_t interval) {
+  check_flag(op, "scale", scale, scale.device(), at::kFloat);
+  check_flag(op, "growth_tracker", growth_tracker, scale.device(), at::kInt);
+  check_flag(op, "found_inf", found_inf, scale.device(), at::kFloat);
+  TORCH_CHECK(interval > 0, op, ": growth_interval must be positive");
+}
+
 inline PreparedSpans prepare_spans(const char* op, at::TensorList tensors, const at::Tensor& flag,
                                    bool mutates) {
   PreparedSpans out;

@@ -18,6 +18,17 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tens
 _LOW = (torch.float16, torch.bfloat16)
 
 
+def check_hypers(lr: float | Tensor, **non_negative: float) -> None:
+    """torch.optim's argument checks: a one-element tensor lr, non-negative values."""
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    for name, value in non_negative.items():
+        if not 0.0 <= value:
+            raise ValueError(f"Invalid {name} value: {value}")
+
+
 class FusedOptimizer(torch.optim.Optimizer):
     """Base of :class:`fastext.optim.AdamW` and :class:`fastext.optim.RMSprop`.
 

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from .. import ops
-from ._fused import FusedOptimizer, ParamsT
+from ._fused import FusedOptimizer, ParamsT, check_hypers
 
 
 class RMSprop(FusedOptimizer):
@@ -37,18 +37,7 @@ class RMSprop(FusedOptimizer):
                  foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False, *, flat: bool = False,
                  master_weights: bool = False) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= alpha:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_hypers(lr, epsilon=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
