@@ -1,0 +1,80 @@
+"""The Learner's event API: a callback is an object with methods named after the events it
+handles. Events run in order of ``Callback.order``; raising a ``Cancel*Exception`` skips the
+rest of that stage (see :class:`fastext.learner.Learner`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .learner import Learner
+
+__all__ = ["EVENTS", "Callback", "CancelBatchException", "CancelEpochException",
+           "CancelFitException", "CancelStepException", "CancelTrainException",
+           "CancelValidException"]
+
+EVENTS = ("before_fit", "before_epoch", "before_train", "before_batch", "after_pred",
+          "after_loss", "before_backward", "after_backward", "before_step", "after_step",
+          "after_batch", "after_train", "before_validate", "after_validate", "after_epoch",
+          "after_fit", "after_cancel_batch", "after_cancel_step", "after_cancel_train",
+          "after_cancel_validate", "after_cancel_epoch", "after_cancel_fit")
+
+
+class CancelBatchException(Exception):
+    """Skip the rest of this batch."""
+
+
+class CancelStepException(Exception):
+    """Skip this optimizer step and the zero_grad after it (keeps gradients accumulating)."""
+
+
+class CancelTrainException(Exception):
+    """Skip the rest of this epoch's training phase."""
+
+
+class CancelValidException(Exception):
+    """Skip this epoch's validation."""
+
+
+class CancelEpochException(Exception):
+    """Skip the rest of this epoch."""
+
+
+class CancelFitException(Exception):
+    """End the fit now (``after_cancel_fit`` then ``after_fit`` still run)."""
+
+
+class Callback:
+    """Base class: define any of :data:`EVENTS` as a method.
+
+    >>> class CountBatches(Callback):
+    ...     def before_fit(self): self.n = 0
+    ...     def after_batch(self): self.n += self.learn.training
+    """
+
+    order: int = 0
+    run_train: bool = True
+    run_valid: bool = True
+    learn: Learner
+
+    @property
+    def name(self) -> str:
+        """snake_case of the class name without a "Callback" suffix (``learn.<name>``)."""
+        base = re.sub(r"Callback$", "", type(self).__name__) or type(self).__name__
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+
+    def __call__(self, event: str) -> None:
+        method = getattr(self, event, None)
+        if method is None:
+            return
+        if event in _BATCH_EVENTS:  # run_train / run_valid filter the per-batch events
+            if not (self.run_train if self.learn.training else self.run_valid):
+                return
+        method()
+
+
+_BATCH_EVENTS = {"before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+                 "before_step", "after_step", "after_batch", "after_cancel_batch",
+                 "after_cancel_step"}

@@ -1,0 +1,636 @@
+"""The Learner's standard callbacks: recording, progress, early stopping, checkpoints, NaN
+guard, gradient clipping and accumulation, CSV logging.
+
+Orders (lower runs first within an event): :class:`TerminateOnNaN` 0,
+:class:`GradientAccumulation` 10 (its cancelled step must come before clipping and unscaling),
+:class:`GradientClip` 20, :class:`Recorder` 50, :class:`CSVLogger` 55,
+:class:`ProgressCallback` 60, :class:`SaveModel` 65, :class:`EarlyStopping` 70 (a tracker
+ends the fit after the epoch's row has been recorded, written and printed).
+
+Nothing here reads a tensor on the host during a training step except :class:`TerminateOnNaN`
+(opt-in): the Recorder keeps its per-batch numbers on the device and reads them once per epoch.
+
+>>> import torch
+>>> from fastext.learner import DataLoaders, Learner
+>>> x = torch.randn(64, 3); y = x @ torch.tensor([1.0, -2.0, 0.5])
+>>> dls = DataLoaders.from_tensors(x[:48], y[:48, None], x[48:], y[48:, None], bs=16, device="cpu")
+>>> learn = Learner(dls, torch.nn.Linear(3, 1), torch.nn.functional.mse_loss, quiet=True,
+...                 cbs=[EarlyStopping(patience=2), GradientClip(1.0)])
+>>> learn.fit(3, lr=1e-2)
+>>> learn.recorder.metric_names
+['epoch', 'train_loss', 'valid_loss', 'time']
+>>> len(learn.recorder.values), len(learn.recorder.losses)
+(3, 9)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .callback import Callback, CancelFitException, CancelStepException
+
+__all__ = ["CSVLogger", "EarlyStopping", "GradientAccumulation", "GradientClip",
+           "ProgressCallback", "Recorder", "SaveModel", "TerminateOnNaN", "TrackerCallback"]
+
+
+def _batch_size(learn: Any) -> int:
+    first = learn.yb[0] if learn.yb else learn.xb[0]
+    return first.shape[0] if first.ndim else 1
+
+
+def _to_float(v: Any) -> float:
+    return float(v.item()) if isinstance(v, Tensor) else float(v)
+
+
+def _group_mom(group: dict[str, Any]) -> float | Tensor:
+    if "betas" in group:
+        return group["betas"][0]
+    return group.get("momentum", math.nan)
+
+
+class _DeviceLog:
+    """Scalars appended as tensors on their device, read back to the host in one go."""
+
+    def __init__(self, chunk: int = 256) -> None:
+        self.chunk, self.host, self._chunks, self._pending = chunk, [], [], []
+
+    def append(self, t: Tensor) -> None:
+        self._pending.append(t)
+        if len(self._pending) >= self.chunk:  # bounds the number of live tensors (no sync)
+            self._chunks.append(torch.stack(self._pending))
+            self._pending = []
+
+    def flush(self) -> list[float]:
+        parts = self._chunks + ([torch.stack(self._pending)] if self._pending else [])
+        if parts:
+            self.host.extend(torch.cat(parts).tolist())
+        self._chunks, self._pending = [], []
+        return self.host
+
+    def __len__(self) -> int:
+        return len(self.host) + sum(len(c) for c in self._chunks) + len(self._pending)
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Recorder(Callback):
+    """Records the training losses, hyper-parameters and the epoch table of a fit.
+
+    Per training batch: the loss (:attr:`losses`), the debiased exponential moving average
+    of the loss with ``beta`` (:attr:`smooth_losses`, also set as ``learn.smooth_loss``, a
+    tensor), the learning rate and momentum (``betas[0]`` for Adam-like optimizers,
+    ``momentum`` otherwise) of every param group (:attr:`group_lrs`, :attr:`group_moms`,
+    one list per batch) and of the last group (:attr:`lrs`, :attr:`moms`, as fastai's).
+    Per epoch: ``[epoch, train_loss, valid_loss, *metrics, seconds]`` in :attr:`values`,
+    named by :attr:`metric_names`; ``train_loss`` is the batch-size weighted mean of the
+    epoch's losses, and ``learn.final_record`` is ``[train_loss, valid_loss, *metrics]``.
+    Everything is reset at the start of each fit.
+
+    >>> import torch
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True)
+    >>> learn.fit(2, lr=0.1)
+    >>> rec = learn.recorder
+    >>> len(rec.losses), rec.lrs[0], rec.group_moms[0]
+    (10, 0.1, [0.9, 0.9])
+    >>> [row[0] for row in rec.values], rec.values[-1][1] < rec.values[0][1]
+    ([0, 1], True)
+    """
+
+    order = 50
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = beta
+        self._reset()
+
+    def _reset(self) -> None:
+        self._losses, self._smooth = _DeviceLog(), _DeviceLog()
+        self._hypers: list[list[tuple[Any, Any]]] = []
+        self.values: list[list[float]] = []
+        self.iters: list[int] = []
+        self.metric_names: list[str] = ["epoch", "train_loss", "valid_loss", "time"]
+        self._avg: Tensor | None = None
+        self._count = 0
+
+    # -- recorded series ------------------------------------------------------------------
+    @property
+    def losses(self) -> list[float]:
+        """The training loss of every batch of the fit."""
+        return self._losses.flush()
+
+    @property
+    def smooth_losses(self) -> list[float]:
+        """The debiased moving average of the training loss after every batch."""
+        return self._smooth.flush()
+
+    @property
+    def group_lrs(self) -> list[list[float]]:
+        """Learning rate of every param group, per training batch."""
+        return [[_to_float(lr) for lr, _ in row] for row in self._hypers]
+
+    @property
+    def group_moms(self) -> list[list[float]]:
+        """Momentum of every param group, per training batch."""
+        return [[_to_float(m) for _, m in row] for row in self._hypers]
+
+    @property
+    def lrs(self) -> list[float]:
+        """Learning rate of the last param group (the head), per training batch."""
+        return [_to_float(row[-1][0]) for row in self._hypers]
+
+    @property
+    def moms(self) -> list[float]:
+        """Momentum of the last param group, per training batch."""
+        return [_to_float(row[-1][1]) for row in self._hypers]
+
+    # -- events ---------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        self._reset()
+        names = [m.name for m in getattr(self.learn, "metrics", [])]
+        self.metric_names = ["epoch", "train_loss", "valid_loss", *names, "time"]
+        self.learn.smooth_loss = torch.tensor(math.nan)
+
+    def before_epoch(self) -> None:
+        self._start = time.perf_counter()
+        self._epoch_sum: Tensor | float = 0.0
+        self._epoch_n = 0
+        self._valid: list[float] | None = None
+
+    def after_loss(self) -> None:
+        if not self.learn.training:
+            return
+        loss = self.learn.loss.detach().float()
+        self._avg = loss * (1 - self.beta) if self._avg is None else self._avg.lerp(
+            loss, 1 - self.beta)
+        self._count += 1
+        smooth = self._avg / (1 - self.beta**self._count)
+        self.learn.smooth_loss = smooth
+        self._losses.append(loss)
+        self._smooth.append(smooth)
+        bs = _batch_size(self.learn)
+        self._epoch_sum = self._epoch_sum + loss * bs
+        self._epoch_n += bs
+        opt = self.learn.opt
+        self._hypers.append([(g["lr"], _group_mom(g)) for g in opt.param_groups])
+
+    def before_validate(self) -> None:
+        self._valid = None
+
+    def after_cancel_validate(self) -> None:
+        self._valid = [math.nan] * (1 + len(self.learn.metrics))
+
+    def after_validate(self) -> None:
+        if self._valid is None:
+            self._valid = [float(self.learn.valid_loss), *map(float, self.learn.metric_values)]
+        self.learn.final_record = [self._train_loss(), *self._valid]
+
+    def _train_loss(self) -> float:
+        if self._epoch_n == 0:
+            return math.nan
+        return _to_float(self._epoch_sum) / self._epoch_n
+
+    def after_epoch(self) -> None:
+        valid = self._valid or [math.nan] * (1 + len(self.learn.metrics))
+        seconds = time.perf_counter() - self._start
+        self.values.append([self.learn.epoch, self._train_loss(), *valid, seconds])
+        self._losses.flush()
+        self._smooth.flush()
+        self.iters.append(len(self._losses))
+
+    # -- plots ----------------------------------------------------------------------------
+    def plot_loss(self, path: str | Path, skip_start: int = 5, with_valid: bool = True) -> Path:
+        """Writes a PNG of the training loss (raw and smoothed) per batch, from batch
+        ``skip_start`` on, and the validation loss at the end of each epoch."""
+        fig, ax = _figure()
+        losses, smooth = self.losses, self.smooth_losses
+        xs = range(skip_start, len(losses))
+        ax.plot(xs, losses[skip_start:], alpha=0.3, label="train (batch)")
+        ax.plot(xs, smooth[skip_start:], label="train (smoothed)")
+        if with_valid and self.values:
+            col = self.metric_names.index("valid_loss")
+            pts = [(i, row[col]) for i, row in zip(self.iters, self.values, strict=False)
+                   if i > skip_start]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label="valid")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        return _save(fig, path)
+
+    def plot_sched(self, path: str | Path) -> Path:
+        """Writes a PNG of the learning rate and momentum of each layer group per batch."""
+        fig, (ax_lr, ax_mom) = _figure(ncols=2, figsize=(10, 4))
+        groups = self.learn.opt.param_groups if self.learn.opt is not None else []
+        layer = [g.get("layer_group", i) for i, g in enumerate(groups)]
+        lrs, moms = self.group_lrs, self.group_moms
+        n_cols = len(lrs[0]) if lrs else 0
+        shown: set[Any] = set()
+        for j in range(n_cols):
+            lg = layer[j] if j < len(layer) else j
+            if lg in shown:  # decay / no-decay groups of one layer group share a schedule
+                continue
+            shown.add(lg)
+            ax_lr.plot([r[j] for r in lrs], label=f"group {lg}")
+            ax_mom.plot([r[j] for r in moms], label=f"group {lg}")
+        ax_lr.set_xlabel("batch")
+        ax_lr.set_ylabel("learning rate")
+        ax_mom.set_xlabel("batch")
+        ax_mom.set_ylabel("momentum")
+        if shown:
+            ax_lr.legend()
+        return _save(fig, path)
+
+
+def _figure(ncols: int = 1, figsize: tuple[float, float] = (6, 4)) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
+
+    fig = Figure(figsize=figsize, layout="tight")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+class ProgressCallback(Callback):
+    """A tqdm bar over the batches of each training and validation phase (only when stdout
+    is a terminal) and one table line per epoch; nothing at all when ``learn.quiet``.
+
+    >>> import torch
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss)
+    >>> learn.fit(1, lr=0.1)  # doctest: +ELLIPSIS
+    epoch  train_loss  valid_loss  time
+    0      ...
+    """
+
+    order = 60
+
+    def __init__(self, min_width: int = 10) -> None:
+        self.min_width = min_width
+        self.bar: Any = None
+
+    @property
+    def quiet(self) -> bool:
+        return bool(getattr(self.learn, "quiet", False))
+
+    def _show_bar(self) -> bool:
+        return not self.quiet and sys.stdout.isatty()
+
+    def _line(self, cells: list[str]) -> str:
+        widths = [max(self.min_width, len(n)) for n in self._names]
+        widths[0] = max(5, len(self._names[0]))
+        return "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    def before_fit(self) -> None:
+        rec = getattr(self.learn, "recorder", None)
+        self._names = list(rec.metric_names) if rec is not None else []
+        if not self.quiet and self._names:
+            print(self._line(self._names), flush=True)
+
+    def _open(self, total: int, desc: str) -> None:
+        self._close()
+        if self._show_bar():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False, file=sys.stdout,
+                            dynamic_ncols=True)
+            self._last_postfix = 0.0
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def before_train(self) -> None:
+        self._open(len(self.learn.dls.train), f"epoch {self.learn.epoch}")
+
+    def before_validate(self) -> None:
+        self._open(len(self.learn.dls.valid), "valid")
+
+    def after_batch(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = time.monotonic()
+        if self.learn.training and now - self._last_postfix > 0.5:  # a host read, twice a second
+            self._last_postfix = now
+            smooth = getattr(self.learn, "smooth_loss", None)
+            if smooth is not None:
+                self.bar.set_postfix(loss=f"{_to_float(smooth):.4f}", refresh=False)
+
+    def after_train(self) -> None:
+        self._close()
+
+    def after_validate(self) -> None:
+        self._close()
+
+    def after_epoch(self) -> None:
+        self._close()
+        rec = getattr(self.learn, "recorder", None)
+        if self.quiet or rec is None or not rec.values:
+            return
+        row = rec.values[-1]
+        cells = [str(int(row[0])), *(f"{v:.6f}" for v in row[1:-1]), _fmt_time(row[-1])]
+        print(self._line(cells), flush=True)
+
+    def after_fit(self) -> None:
+        self._close()
+
+
+class TrackerCallback(Callback):
+    """Base of callbacks that follow one column of the Recorder's table (``monitor``) and
+    note when it improves by more than ``min_delta``.
+
+    ``comp`` (``comp(new, best) -> bool`` for "better") defaults to less-is-better for names
+    containing "loss" or "error", greater-is-better otherwise. After each epoch
+    :attr:`improved` says whether the value beat :attr:`best`.
+
+    >>> TrackerCallback("valid_loss").comp(1.0, 2.0), TrackerCallback("accuracy").comp(1.0, 2.0)
+    (True, False)
+    """
+
+    order = 65
+
+    def __init__(self, monitor: str = "valid_loss",
+                 comp: Callable[[float, float], bool] | None = None, min_delta: float = 0.0,
+                 reset_on_fit: bool = True) -> None:
+        if comp is None:
+            lower = "loss" in monitor or "error" in monitor
+            comp = (lambda a, b: a < b) if lower else (lambda a, b: a > b)
+        self.monitor, self.comp, self.min_delta, self.reset_on_fit = (
+            monitor, comp, min_delta, reset_on_fit)
+        self.lower_is_better = bool(comp(0.0, 1.0))
+        self.best: float | None = None
+        self.improved = False
+
+    def before_fit(self) -> None:
+        names = self.learn.recorder.metric_names
+        if self.monitor not in names:
+            raise ValueError(f"{type(self).__name__}: cannot monitor {self.monitor!r}; "
+                             f"the recorder has {names}")
+        self._col = names.index(self.monitor)
+        if self.reset_on_fit or self.best is None:
+            self.best = math.inf if self.lower_is_better else -math.inf
+
+    def after_epoch(self) -> None:
+        value = float(self.learn.recorder.values[-1][self._col])
+        # better by more than min_delta: value + min_delta < best (or value - min_delta > best)
+        delta = self.min_delta if self.lower_is_better else -self.min_delta
+        self.improved = bool(self.comp(value + delta, self.best)) and not math.isnan(value)
+        if self.improved:
+            self.best = value
+
+
+class EarlyStopping(TrackerCallback):
+    """Ends the fit (``CancelFitException``) when ``monitor`` has not improved by more than
+    ``min_delta`` for ``patience`` epochs in a row.
+
+    >>> import torch
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True)
+    >>> learn.fit(10, lr=0.0, cbs=[EarlyStopping(patience=2)])  # lr 0: nothing improves
+    No improvement since epoch 0: early stopping at epoch 2.
+    >>> len(learn.recorder.values)
+    3
+    """
+
+    order = 70
+
+    def __init__(self, monitor: str = "valid_loss",
+                 comp: Callable[[float, float], bool] | None = None, min_delta: float = 0.0,
+                 patience: int = 1, reset_on_fit: bool = True) -> None:
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
+        self.patience = patience
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        self.wait = 0 if self.improved else self.wait + 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = self.learn.epoch
+            print(f"No improvement since epoch {self.learn.epoch - self.wait}: "
+                  f"early stopping at epoch {self.learn.epoch}.", flush=True)
+            raise CancelFitException()
+
+
+class SaveModel(TrackerCallback):
+    """Saves the learner (``learn.save(fname, with_opt)``) whenever ``monitor`` improves, or
+    after every epoch as ``{fname}_{epoch}`` with ``every_epoch``; with ``at_end`` loads the
+    best checkpoint back when the fit ends.
+
+    >>> import torch, tempfile
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True,
+    ...                 path=tempfile.mkdtemp())
+    >>> learn.fit(2, lr=0.1, cbs=[SaveModel(fname="best", at_end=True)])
+    >>> (learn.path / "models" / "best.pth").exists()
+    True
+    """
+
+    def __init__(self, monitor: str = "valid_loss",
+                 comp: Callable[[float, float], bool] | None = None, min_delta: float = 0.0,
+                 fname: str = "model", every_epoch: bool = False, with_opt: bool = True,
+                 at_end: bool = False, reset_on_fit: bool = True) -> None:
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
+        self.fname, self.every_epoch, self.with_opt, self.at_end = (
+            fname, every_epoch, with_opt, at_end)
+        self.saved: list[Path] = []
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.saved = []
+        self.best_epoch: int | None = None
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        if self.every_epoch:
+            self.saved.append(self.learn.save(f"{self.fname}_{self.learn.epoch}",
+                                              with_opt=self.with_opt))
+        elif self.improved:
+            self.best_epoch = self.learn.epoch
+            self.saved.append(self.learn.save(self.fname, with_opt=self.with_opt))
+
+    def after_fit(self) -> None:
+        if self.at_end and not self.every_epoch and self.best_epoch is not None:
+            self.learn.load(self.fname, with_opt=self.with_opt)
+
+
+class TerminateOnNaN(Callback):
+    """Ends the fit when a loss is infinite or NaN, printing where, and sets
+    ``learn.nan_stopped``. It reads the loss on the host after every batch (opt-in).
+
+    >>> import torch
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True)
+    >>> learn.fit(3, lr=1e20, cbs=[TerminateOnNaN()])  # doctest: +ELLIPSIS
+    TerminateOnNaN: the training loss is ... at epoch 0, batch ...; stopping the fit.
+    >>> learn.nan_stopped
+    True
+    """
+
+    order = 0
+
+    def before_fit(self) -> None:
+        self.learn.nan_stopped = False
+
+    def after_loss(self) -> None:
+        loss = self.learn.loss.detach()
+        if bool(torch.isfinite(loss).all()):
+            return
+        value = loss.float().sum().item() if loss.numel() else math.nan
+        phase = "training" if self.learn.training else "validation"
+        print(f"TerminateOnNaN: the {phase} loss is {value} at epoch {self.learn.epoch}, "
+              f"batch {self.learn.iter}; stopping the fit.", flush=True)
+        self.learn.nan_stopped = True
+        raise CancelFitException()
+
+
+class GradientClip(Callback):
+    """Clips the global norm of the gradients to ``max_norm`` before each step (unscaling
+    them first when the learner uses a loss scaler).
+
+    >>> import torch
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True)
+    >>> clip = GradientClip(0.1); learn.fit(1, lr=0.1, cbs=[clip])
+    >>> clip.last_norm is not None
+    True
+    """
+
+    order = 20
+
+    def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0) -> None:
+        self.max_norm, self.norm_type = max_norm, norm_type
+        self.last_norm: Tensor | None = None
+
+    def before_step(self) -> None:
+        scaler = getattr(self.learn, "scaler", None)
+        if scaler is not None:
+            scaler.unscale_(self.learn.opt)
+        params = [p for p in self.learn.model.parameters() if p.grad is not None]
+        # total norm before clipping, a device tensor (no host read)
+        self.last_norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type)
+
+
+class GradientAccumulation(Callback):
+    """Steps the optimizer only once ``n_acc`` samples have gone through, accumulating the
+    gradients of the batches in between: with a mean loss the update equals that of one
+    batch of ``n_acc`` samples (the loss each batch back-propagates is scaled by
+    ``bs / n_acc``; ``learn.loss`` itself is unchanged). Samples are counted across epoch
+    boundaries; a partial accumulation left when the fit ends is dropped (gradients zeroed).
+    Runs before :class:`GradientClip`, so clipping and unscaling happen on real steps only.
+
+    >>> import torch
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(64, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True)
+    >>> acc = GradientAccumulation(n_acc=32); learn.fit(1, lr=0.1, cbs=[acc])
+    >>> acc.n_steps
+    2
+    """
+
+    order = 10
+
+    def __init__(self, n_acc: int = 32) -> None:
+        self.n_acc = n_acc
+        self.count, self.n_steps = 0, 0
+
+    def before_fit(self) -> None:
+        self.count, self.n_steps = 0, 0
+        if self.learn.opt is not None:
+            self.learn.opt.zero_grad()
+
+    def after_fit(self) -> None:
+        if self.count and self.learn.opt is not None:
+            self.learn.opt.zero_grad()
+            self.count = 0
+
+    def after_loss(self) -> None:
+        if self.learn.training:
+            self.learn.loss_grad = self.learn.loss_grad * (_batch_size(self.learn) / self.n_acc)
+
+    def before_step(self) -> None:
+        self.count += _batch_size(self.learn)
+        if self.count < self.n_acc:
+            raise CancelStepException()  # the learner skips step and zero_grad
+        self.count = 0
+        self.n_steps += 1
+
+
+class CSVLogger(Callback):
+    """Writes the Recorder's epoch rows to ``learn.path / fname`` (a header first, unless
+    appending to a file that has one).
+
+    >>> import torch, tempfile
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
+    >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True,
+    ...                 path=tempfile.mkdtemp())
+    >>> log = CSVLogger(); learn.fit(2, lr=0.1, cbs=[log])
+    >>> [row["epoch"] for row in log.read_log()]
+    ['0', '1']
+    """
+
+    order = 55
+
+    def __init__(self, fname: str | Path = "history.csv", append: bool = False) -> None:
+        self.fname, self.append = Path(fname), append
+        self._file: Any = None
+
+    @property
+    def path(self) -> Path:
+        return self.fname if self.fname.is_absolute() else self.learn.path / self.fname
+
+    def before_fit(self) -> None:
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        has_header = self.append and path.exists() and path.stat().st_size > 0
+        self._file = open(path, "a" if self.append else "w", newline="")  # noqa: SIM115
+        self._writer = csv.writer(self._file)
+        if not has_header:
+            self._writer.writerow(self.learn.recorder.metric_names)
+            self._file.flush()
+
+    def after_epoch(self) -> None:
+        row = self.learn.recorder.values[-1]
+        self._writer.writerow([int(row[0]), *(repr(float(v)) for v in row[1:-1]),
+                               f"{row[-1]:.3f}"])
+        self._file.flush()
+
+    def after_fit(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def read_log(self) -> list[dict[str, str]]:
+        """The rows of the file as dicts keyed by the header."""
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))

@@ -1,0 +1,435 @@
+"""The Learner: a model, its data, a loss and an optimizer, trained with the course's schedule.
+
+The training loop is a fixed sequence of events (see :mod:`fastext.learner.callback`);
+everything optional (recording, progress, schedules, clipping, early stopping, LR finder,
+distributed training) is a callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..amp import LossScaler, to_fp16
+from ..optim import AdamW
+from .callback import (
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidException,
+)
+from .data import DataLoaders
+from .schedule import ParamScheduler, combine_scheds, combined_cos, sched_cos, sched_no
+
+__all__ = ["ULMFIT_DIV", "Learner", "body_head_splitter", "ulmfit_slice"]
+
+#: ULMFiT's ratio between the learning rates of consecutive layer groups is 2.6, so four
+#: groups down the lowest runs at lr / 2.6**4.
+ULMFIT_DIV = 2.6**4
+
+_BN = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def ulmfit_slice(lr: float) -> slice:
+    """``slice(lr / 2.6**4, lr)``: ULMFiT's discriminative learning rates."""
+    return slice(lr / ULMFIT_DIV, lr)
+
+
+def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Layer groups [body, head]: the model's ``body``/``head`` attributes if it has them,
+    else all but the last child and the last child of a multi-child module, else one group."""
+    if hasattr(model, "body") and hasattr(model, "head"):
+        groups = [model.body, model.head]
+    else:
+        children = list(model.children())
+        if len(children) < 2:
+            return [list(model.parameters())]
+        groups = [nn.ModuleList(children[:-1]), children[-1]]
+    return [list(g.parameters()) for g in groups]
+
+
+def _default_loss(pred: Tensor, *yb: Tensor) -> Tensor:
+    raise ValueError("Learner needs a loss_func")
+
+
+class Learner:
+    """Trains ``model`` on ``dls`` with ``loss_func``.
+
+    Args:
+        dls: a :class:`DataLoaders` (train and valid loaders on one device).
+        model: the network; moved to ``dls.device``.
+        loss_func: ``loss_func(pred, *targets) -> scalar``.
+        opt_func: optimizer class or factory ``(param_groups, lr=...) -> Optimizer``
+            (default the fused :class:`fastext.optim.AdamW`).
+        lr: default learning rate. wd: weight decay (0.1, the course's default), decoupled
+            for AdamW, and not applied to normalisation layers and biases unless
+            ``wd_bn_bias``.
+        metrics: functions ``f(pred, *targets)`` or :class:`Metric` objects.
+        cbs: extra callbacks. splitter: ``model -> list of parameter lists`` (layer
+            groups; default :func:`body_head_splitter`). train_bn: keep normalisation layers
+            trainable in frozen groups.
+        precision: ``"fp32"``, ``"fp16"`` (model converted with
+            :func:`fastext.amp.to_fp16`, fp32 master weights in the fused optimizer, dynamic
+            loss scaling with :class:`fastext.amp.LossScaler`) or ``"bf16"`` (autocast, no
+            scaler).
+        path: folder for checkpoints (``path/model_dir``) and plots.
+
+    >>> import torch
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> _ = torch.manual_seed(0)
+    >>> x = torch.randn(256, 4); y = (x.sum(1) > 0).long()
+    >>> dls = DataLoaders.from_tensors(x[:192], y[:192], x[192:], y[192:], bs=32, device="cpu")
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> learn = Learner(dls, model, torch.nn.functional.cross_entropy, quiet=True)
+    >>> learn.fit_one_cycle(10, 3e-2)
+    >>> learn.validate()[0] < 0.2
+    True
+    """
+
+    def __init__(self, dls: DataLoaders, model: nn.Module,
+                 loss_func: Callable[..., Tensor] | None = None,
+                 opt_func: Callable[..., torch.optim.Optimizer] = AdamW, lr: float = 1e-3,
+                 wd: float = 0.1, metrics: Sequence[Any] = (), cbs: Iterable[Callback] = (),
+                 splitter: Callable[[nn.Module], list[list[nn.Parameter]]] | None = None,
+                 train_bn: bool = True, precision: str = "fp32", path: str | Path = ".",
+                 model_dir: str = "models", wd_bn_bias: bool = False,
+                 moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+                 quiet: bool | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        from .metrics import as_metric
+
+        self.dls, self.loss_func = dls, loss_func or _default_loss
+        self.opt_func, self.lr, self.wd, self.moms = opt_func, lr, wd, moms
+        self.splitter = splitter or body_head_splitter
+        self.train_bn, self.wd_bn_bias, self.precision = train_bn, wd_bn_bias, precision
+        self.path, self.model_dir, self.quiet = Path(path), model_dir, quiet
+        self.model = model.to(dls.device)
+        if precision == "fp16":
+            to_fp16(self.model)
+        self.scaler = LossScaler(dls.device) if precision == "fp16" else None
+        self.metrics = [as_metric(m) for m in metrics]
+        self.opt: torch.optim.Optimizer | None = None
+        self.training, self.epoch, self.n_epoch, self.iter, self.n_iter = False, 0, 1, 0, 0
+        self.train_iter, self.pct_train, self.loss = 0, 0.0, torch.zeros(())
+        self.cbs: list[Callback] = []
+        from .callbacks import ProgressCallback, Recorder
+
+        for cb in (Recorder(), ProgressCallback(), *cbs):
+            self.add_cb(cb)
+
+    # -- callbacks ------------------------------------------------------------------
+    def add_cb(self, cb: Callback | type) -> Callback:
+        """Adds a callback (an instance, or a class to instantiate); ``learn.<cb.name>``."""
+        cb = cb() if isinstance(cb, type) else cb
+        cb.learn = self
+        setattr(self, cb.name, cb)
+        self.cbs.append(cb)
+        self.cbs.sort(key=lambda c: c.order)
+        return cb
+
+    def remove_cb(self, cb: Callback) -> None:
+        if cb in self.cbs:
+            self.cbs.remove(cb)
+            if getattr(self, cb.name, None) is cb:
+                delattr(self, cb.name)
+
+    def __call__(self, event: str) -> None:
+        for cb in list(self.cbs):
+            cb(event)
+
+    def _with_events(self, fn: Callable[[], None], name: str, cancel: type) -> None:
+        try:
+            self(f"before_{name}")
+            fn()
+        except cancel:
+            self(f"after_cancel_{name}")
+        self(f"after_{name}")
+
+    # -- optimizer and layer groups ---------------------------------------------------
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return self.splitter(self.model)
+
+    def _is_norm_or_bias(self) -> set[int]:
+        ids = {id(p) for m in self.model.modules() if isinstance(m, _BN)
+               for p in m.parameters(recurse=False)}
+        ids |= {id(p) for n, p in self.model.named_parameters() if n.endswith("bias")}
+        return ids
+
+    def create_opt(self) -> torch.optim.Optimizer:
+        """One param group per (layer group, decay or not); ``layer_group`` names the group."""
+        no_decay = set() if self.wd_bn_bias else self._is_norm_or_bias()
+        groups = []
+        for i, params in enumerate(self.layer_groups()):
+            decay = [p for p in params if id(p) not in no_decay]
+            rest = [p for p in params if id(p) in no_decay]
+            for ps, wd in ((decay, self.wd), (rest, 0.0)):
+                if ps:
+                    groups.append({"params": ps, "weight_decay": wd, "layer_group": i})
+        kwargs: dict[str, Any] = {"lr": self.lr}
+        if self.precision == "fp16":
+            kwargs["master_weights"] = True
+        self.opt = self.opt_func(groups, **kwargs)
+        return self.opt
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.layer_groups())
+
+    def lr_range(self, lr: float | slice | Sequence[float]) -> np.ndarray:
+        """Learning rates per layer group: ``slice(lo, hi)`` spreads them geometrically,
+        ``slice(hi)`` gives ``hi / 10`` to all groups but the last, a number to all."""
+        n = self.n_groups
+        if isinstance(lr, slice):
+            if lr.start is None:
+                return np.array([lr.stop / 10] * (n - 1) + [lr.stop])
+            return np.geomspace(lr.start, lr.stop, n) if n > 1 else np.array([lr.stop])
+        if np.ndim(lr) == 0:
+            return np.full(n, float(lr))
+        arr = np.asarray(lr, dtype=float)
+        if len(arr) != n:
+            raise ValueError(f"{len(arr)} learning rates for {n} layer groups")
+        return arr
+
+    def set_hypers(self, lr: Any = None, mom: Any = None, wd: float | None = None) -> None:
+        """Sets lr / momentum (scalar or one per layer group) / weight decay on the optimizer.
+        ``mom`` is ``betas[0]`` for Adam-like optimizers, ``momentum`` otherwise."""
+        if self.opt is None:
+            self.create_opt()
+        lrs = None if lr is None else np.broadcast_to(np.asarray(lr, float), (self.n_groups,))
+        moms = None if mom is None else np.broadcast_to(np.asarray(mom, float), (self.n_groups,))
+        for g in self.opt.param_groups:
+            i = g.get("layer_group", 0)
+            if lrs is not None:
+                g["lr"] = float(lrs[i])
+            if moms is not None:
+                if "betas" in g:
+                    g["betas"] = (float(moms[i]), g["betas"][1])
+                elif "momentum" in g:
+                    g["momentum"] = float(moms[i])
+            if wd is not None and g["weight_decay"] != 0:
+                g["weight_decay"] = wd
+
+    def freeze_to(self, n: int) -> None:
+        """Trains only layer groups ``n`` onwards (negative counts from the end); frozen
+        groups keep their normalisation layers trainable when ``train_bn``."""
+        groups = self.layer_groups()
+        n = n % len(groups) if n < 0 else min(n, len(groups))
+        keep = self._norm_params() if self.train_bn else set()
+        for i, params in enumerate(groups):
+            for p in params:
+                p.requires_grad_(i >= n or id(p) in keep)
+
+    def _norm_params(self) -> set[int]:
+        return {id(p) for m in self.model.modules() if isinstance(m, _BN)
+                for p in m.parameters(recurse=False)}
+
+    def freeze(self) -> None:
+        """Trains only the last layer group (and normalisation layers with ``train_bn``)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        self.freeze_to(0)
+
+    # -- the loop ---------------------------------------------------------------------
+    def fit(self, n_epoch: int, lr: float | slice | None = None, wd: float | None = None,
+            cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
+        """Trains ``n_epoch`` epochs at a constant ``lr`` (plus whatever ``cbs`` schedule).
+        ``start_epoch`` resumes a fit after a checkpoint: the epochs before it are skipped
+        and the schedules continue from where they were."""
+        if self.opt is None:
+            self.create_opt()
+        if lr is not None:
+            self.set_hypers(lr=self.lr_range(lr))
+        if wd is not None:
+            self.set_hypers(wd=wd)
+        added = [self.add_cb(cb) for cb in cbs]
+        self.n_epoch, self.start_epoch = n_epoch, start_epoch
+        self.n_iter = len(self.dls.train)
+        self.train_iter = start_epoch * self.n_iter
+        self.pct_train = self.train_iter / max(1, n_epoch * self.n_iter)
+        try:
+            self._with_events(self._do_fit, "fit", CancelFitException)
+        finally:
+            for cb in added:
+                self.remove_cb(cb)
+
+    def _do_fit(self) -> None:
+        for epoch in range(self.start_epoch, self.n_epoch):
+            self.epoch = epoch
+            self._with_events(self._do_epoch, "epoch", CancelEpochException)
+
+    def _do_epoch(self) -> None:
+        self._with_events(self._do_train, "train", CancelTrainException)
+        self._with_events(self._do_validate, "validate", CancelValidException)
+
+    def _do_train(self) -> None:
+        self.training = True
+        self.model.train()
+        self.dl = self.dls.train
+        self.dl.set_epoch(self.epoch)
+        self.n_iter = len(self.dl)
+        for i, batch in enumerate(self.dl):
+            self.iter = i
+            self._split(batch)
+            self._with_events(self._do_one_batch, "batch", CancelBatchException)
+            self.train_iter += 1
+            self.pct_train = self.train_iter / (self.n_epoch * self.n_iter)
+
+    def _split(self, batch: Sequence[Any]) -> None:
+        """Inputs are all but the last element of a batch; the target is the last."""
+        batch = tuple(batch)
+        self.xb, self.yb = (batch[:-1], batch[-1:]) if len(batch) > 1 else (batch, ())
+        if self.precision == "fp16":
+            self.xb = tuple(x.half() if torch.is_floating_point(x) else x for x in self.xb)
+
+    def _autocast(self) -> Any:
+        if self.precision == "bf16":
+            return torch.autocast(self.dls.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _do_one_batch(self) -> None:
+        with self._autocast():
+            self.pred = self.model(*self.xb)
+            self("after_pred")
+            if not self.yb:
+                return
+            pred = self.pred.float() if self.precision == "fp16" else self.pred
+            self.loss = self.loss_func(pred, *self.yb)
+        self.loss_grad = self.loss if self.scaler is None else self.scaler.scale(self.loss)
+        self("after_loss")
+        if not self.training:
+            return
+        self("before_backward")
+        self.loss_grad.backward()
+        self("after_backward")
+        self._with_events(self._do_step, "step", CancelStepException)
+
+    def _do_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.opt.zero_grad()
+
+    def _do_validate(self, dl: Iterable | None = None) -> None:
+        self.training = False
+        self.model.eval()
+        self.dl = dl if dl is not None else self.dls.valid
+        self.n_iter_valid = len(self.dl)
+        for m in self.metrics:
+            m.reset()
+        total, count = torch.zeros((), device=self.dls.device, dtype=torch.float64), 0
+        with torch.no_grad():
+            for i, batch in enumerate(self.dl):
+                self.iter = i
+                self._split(batch)
+                self._with_events(self._do_one_batch, "batch", CancelBatchException)
+                if self.yb:
+                    n = len(self.yb[0])
+                    total += self.loss.detach().double() * n
+                    count += n
+                    for m in self.metrics:
+                        m.accumulate(self)
+        self.valid_loss = float(total / max(count, 1))  # one host read per validation
+        self.metric_values = [float(m.value) for m in self.metrics]
+
+    def validate(self, dl: Iterable | None = None) -> list[float]:
+        """Validation loss and metric values on ``dl`` (default the valid loader)."""
+        if self.opt is None:
+            self.create_opt()
+        training = self.training
+        try:
+            self._do_validate(dl)
+        finally:
+            self.training = training
+        return [self.valid_loss, *self.metric_values]
+
+    # -- schedules ----------------------------------------------------------------------
+    def fit_one_cycle(self, n_epoch: int, lr_max: float | slice | None = None,
+                      div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25,
+                      wd: float | None = None, moms: tuple[float, float, float] | None = None,
+                      cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
+        """1cycle: lr warms up (cosine) from ``lr_max/div`` to ``lr_max`` over ``pct_start``
+        of the fit, then anneals to ``lr_max/div_final``; momentum goes the opposite way
+        through ``moms``."""
+        lr_max = self.lr_range(self.lr if lr_max is None else lr_max)
+        moms = moms or self.moms
+        scheds = {"lr": combined_cos(pct_start, lr_max / div, lr_max, lr_max / div_final),
+                  "mom": combined_cos(pct_start, *moms)}
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds), *cbs], start_epoch=start_epoch)
+
+    def fit_flat_cos(self, n_epoch: int, lr: float | slice | None = None,
+                     div_final: float = 1e5, pct_start: float = 0.75, wd: float | None = None,
+                     cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
+        """Flat lr for ``pct_start`` of the fit, then cosine annealing to ``lr/div_final``."""
+        lr = self.lr_range(self.lr if lr is None else lr)
+        sched = combine_scheds([pct_start, 1 - pct_start],
+                               [sched_no(lr, lr), sched_cos(lr, lr / div_final)])
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler({"lr": sched}), *cbs],
+                 start_epoch=start_epoch)
+
+    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1,
+                  lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0,
+                  **kwargs: Any) -> None:
+        """Transfer learning: train the head with the body frozen, then everything with
+        discriminative learning rates ``slice(base_lr / 2 / lr_mult, base_lr / 2)``."""
+        self.freeze()
+        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        base_lr /= 2
+        self.unfreeze()
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start,
+                           div=div, **kwargs)
+
+    def lr_find(self, *args: Any, **kwargs: Any) -> Any:
+        """The LR range test (see :func:`fastext.learner.lr_find.lr_find`)."""
+        from .lr_find import lr_find
+
+        return lr_find(self, *args, **kwargs)
+
+    # -- checkpoints ----------------------------------------------------------------
+    def save(self, name: str, with_opt: bool = True) -> Path:
+        """Writes model, optimizer, scaler, epoch, schedule position and RNG state to
+        ``path/model_dir/name.pth``, loadable with ``torch.load(weights_only=True)``."""
+        file = self.path / self.model_dir / f"{name}.pth"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        state: dict[str, Any] = {"model": self.model.state_dict(), "epoch": self.epoch,
+                                 "train_iter": self.train_iter, "rng": torch.get_rng_state()}
+        if with_opt and self.opt is not None:
+            state["opt"] = self.opt.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        tmp = file.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(file)  # never leave a half-written checkpoint behind
+        return file
+
+    def load(self, name: str | Path, with_opt: bool = True, strict: bool = True) -> Learner:
+        """Restores what :meth:`save` wrote (a name under ``path/model_dir`` or a file)."""
+        file = Path(name)
+        if not file.suffix:
+            file = self.path / self.model_dir / f"{name}.pth"
+        if not file.exists():
+            raise FileNotFoundError(f"no checkpoint at {file}")
+        state = torch.load(file, map_location=self.dls.device, weights_only=True)
+        self.model.load_state_dict(state["model"], strict=strict)
+        if with_opt and "opt" in state:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(state["opt"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.train_iter = state["epoch"], state["train_iter"]
+        torch.set_rng_state(state["rng"].cpu())
+        return self

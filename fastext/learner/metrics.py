@@ -1,0 +1,352 @@
+"""Validation metrics: per-batch functions averaged over the dataset, and whole-dataset metrics.
+
+A metric is either a plain function ``f(pred, *yb) -> scalar tensor``, which
+:func:`as_metric` wraps in an :class:`AvgMetric` (the batch-size weighted mean over the
+validation set), or a :class:`Metric` that accumulates its own statistics over the whole set
+(:class:`FBeta`, :class:`RMSE`). The Learner calls ``reset`` before validation,
+``accumulate(learn)`` after each batch (reading ``learn.pred`` and ``learn.yb``) and reads
+``value`` at the end.
+
+Accumulators stay tensors on the model's device; the only host read is ``value``.
+
+>>> import torch
+>>> pred, targ = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), torch.tensor([0, 1, 1])
+>>> round(accuracy(pred, targ).item(), 4), round(error_rate(pred, targ).item(), 4)
+(0.6667, 0.3333)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Metric", "AvgMetric", "as_metric", "accuracy", "error_rate", "top_k_accuracy", "TopK",
+    "accuracy_multi", "FBeta", "RMSE", "rmse", "mse", "mae",
+]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def _func_name(func: Callable) -> str:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def _batch_size(learn: Any) -> int:
+    yb = getattr(learn, "yb", ())
+    first = yb[0] if len(yb) else learn.pred
+    return first.shape[0] if first.ndim else 1
+
+
+class Metric:
+    """A metric accumulated over a whole validation pass.
+
+    Subclasses override :meth:`reset`, :meth:`accumulate` and :attr:`value`; :attr:`name`
+    defaults to the snake_case class name.
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> class Count(Metric):
+    ...     def reset(self): self.n = 0
+    ...     def accumulate(self, learn): self.n += len(learn.pred)
+    ...     @property
+    ...     def value(self): return float(self.n)
+    >>> m = Count(); m.reset(); m.accumulate(SimpleNamespace(pred=torch.zeros(3))); m.value
+    3.0
+    >>> m.name
+    'count'
+    """
+
+    _name: str | None = None
+
+    def reset(self) -> None:
+        """Forget everything accumulated (called before each validation pass)."""
+
+    def accumulate(self, learn: Any) -> None:
+        """Add the batch in ``learn.pred`` / ``learn.yb`` to the statistics."""
+        raise NotImplementedError
+
+    @property
+    def value(self) -> float:
+        """The metric over everything accumulated since the last :meth:`reset`."""
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        """Column name in the Recorder's table."""
+        return self._name if self._name is not None else _snake(type(self).__name__)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class AvgMetric(Metric):
+    """Batch-size weighted mean of ``func(pred, *yb)`` over the batches of a pass.
+
+    With equal per-sample weights this is the metric of the whole set, whatever the size of
+    the last batch.
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> m = AvgMetric(accuracy); m.reset()
+    >>> m.accumulate(SimpleNamespace(pred=torch.eye(2), yb=(torch.tensor([0, 1]),)))
+    >>> m.accumulate(SimpleNamespace(pred=torch.eye(2)[:1], yb=(torch.tensor([1]),)))
+    >>> round(m.value, 4), m.name
+    (0.6667, 'accuracy')
+    """
+
+    def __init__(self, func: Callable[..., Tensor], name: str | None = None) -> None:
+        self.func = func
+        self._name = name if name is not None else _func_name(func)
+        self.reset()
+
+    def reset(self) -> None:
+        self.total: Tensor | float = 0.0
+        self.count = 0
+
+    def accumulate(self, learn: Any) -> None:
+        bs = _batch_size(learn)
+        val = self.func(learn.pred, *learn.yb)
+        val = val.detach().float() if isinstance(val, Tensor) else float(val)
+        self.total = self.total + val * bs
+        self.count += bs
+
+    @property
+    def value(self) -> float:
+        if self.count == 0:
+            return math.nan
+        total = self.total.item() if isinstance(self.total, Tensor) else self.total
+        return total / self.count
+
+
+def as_metric(m: Metric | Callable[..., Tensor]) -> Metric:
+    """A :class:`Metric` as it is, a ``Metric`` subclass instantiated, a function wrapped in
+    :class:`AvgMetric`.
+
+    >>> as_metric(accuracy)
+    AvgMetric('accuracy')
+    >>> as_metric(RMSE)
+    RMSE('rmse')
+    """
+    if isinstance(m, Metric):
+        return m
+    if isinstance(m, type) and issubclass(m, Metric):
+        return m()
+    if callable(m):
+        return AvgMetric(m)
+    raise TypeError(f"not a metric: {m!r}")
+
+
+def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    a, b = a.reshape(-1), b.reshape(-1)
+    if a.numel() != b.numel():
+        raise ValueError(f"predictions ({a.numel()}) and targets ({b.numel()}) differ in size")
+    return a, b
+
+
+def accuracy(pred: Tensor, targ: Tensor, axis: int = -1) -> Tensor:
+    """Fraction of samples whose argmax over ``axis`` equals the target class.
+
+    >>> import torch
+    >>> accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])).item()
+    0.5
+    """
+    p, t = _flat_pair(pred.argmax(dim=axis), targ)
+    return (p == t).float().mean()
+
+
+def error_rate(pred: Tensor, targ: Tensor, axis: int = -1) -> Tensor:
+    """``1 - accuracy``.
+
+    >>> import torch
+    >>> error_rate(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])).item()
+    0.5
+    """
+    return 1 - accuracy(pred, targ, axis=axis)
+
+
+def top_k_accuracy(pred: Tensor, targ: Tensor, k: int = 5, axis: int = -1) -> Tensor:
+    """Fraction of samples whose target is among the ``k`` highest scores over ``axis``.
+
+    >>> import torch
+    >>> pred = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
+    >>> top_k_accuracy(pred, torch.tensor([1, 0]), k=2).item()
+    0.5
+    """
+    k = min(k, pred.shape[axis])
+    top = pred.topk(k, dim=axis).indices
+    top = top.movedim(axis, -1).reshape(-1, k)
+    _, t = _flat_pair(top[:, 0], targ)
+    return (top == t.unsqueeze(-1)).any(dim=-1).float().mean()
+
+
+def TopK(k: int = 5, axis: int = -1) -> AvgMetric:  # noqa: N802 (reads as a metric class)
+    """Top-``k`` accuracy as a metric named ``top_{k}_accuracy``.
+
+    >>> TopK(3)
+    AvgMetric('top_3_accuracy')
+    """
+    return AvgMetric(functools.partial(top_k_accuracy, k=k, axis=axis), name=f"top_{k}_accuracy")
+
+
+def accuracy_multi(pred: Tensor, targ: Tensor, thresh: float = 0.5,
+                   sigmoid: bool = True) -> Tensor:
+    """Multi-label accuracy: the fraction of (sample, label) pairs where ``pred > thresh``
+    agrees with the multi-hot target (``pred`` passes through a sigmoid first by default).
+
+    >>> import torch
+    >>> pred = torch.tensor([[3.0, -3.0], [3.0, 3.0]])
+    >>> accuracy_multi(pred, torch.tensor([[1, 0], [0, 1]])).item()
+    0.75
+    """
+    if sigmoid:
+        pred = pred.sigmoid()
+    p, t = _flat_pair(pred > thresh, targ.bool())
+    return (p == t).float().mean()
+
+
+def mse(pred: Tensor, targ: Tensor) -> Tensor:
+    """Mean squared error over all elements.
+
+    >>> import torch
+    >>> mse(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0])).item()
+    2.0
+    """
+    p, t = _flat_pair(pred, targ)
+    return (p.float() - t.float()).square().mean()
+
+
+def mae(pred: Tensor, targ: Tensor) -> Tensor:
+    """Mean absolute error over all elements.
+
+    >>> import torch
+    >>> mae(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0])).item()
+    1.0
+    """
+    p, t = _flat_pair(pred, targ)
+    return (p.float() - t.float()).abs().mean()
+
+
+class RMSE(Metric):
+    """Root mean squared error over the whole set: ``sqrt(sum of squared errors / number of
+    elements)``, not a mean of batch RMSEs.
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> m = RMSE(); m.reset()
+    >>> m.accumulate(SimpleNamespace(pred=torch.tensor([0.0, 0.0]), yb=(torch.tensor([1.0, 1.0]),)))
+    >>> m.accumulate(SimpleNamespace(pred=torch.tensor([0.0]), yb=(torch.tensor([4.0]),)))
+    >>> m.value
+    2.449489742783178
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sse: Tensor | float = 0.0
+        self.n = 0
+
+    def accumulate(self, learn: Any) -> None:
+        p, t = _flat_pair(learn.pred.detach(), learn.yb[0])
+        self.sse = self.sse + (p.float() - t.float()).square().sum()
+        self.n += p.numel()
+
+    @property
+    def value(self) -> float:
+        if self.n == 0:
+            return math.nan
+        sse = self.sse.item() if isinstance(self.sse, Tensor) else self.sse
+        return math.sqrt(sse / self.n)
+
+
+rmse = RMSE()
+"""A ready :class:`RMSE` (one shared instance; use ``RMSE()`` for learners validating at once)."""
+
+
+class FBeta(Metric):
+    """F-beta score over the whole set, as ``sklearn.metrics.fbeta_score``.
+
+    Multi-class (``thresh=None``): the predicted class is the argmax of the last axis and
+    the targets are class indices; ``macro`` averages over the classes that occur in the
+    targets or the predictions. Multi-label (``thresh`` given): a label is predicted where
+    ``sigmoid(pred) > thresh`` (``sigmoid=False`` for probabilities) and the targets are
+    multi-hot; ``macro`` averages over all labels. ``micro`` pools the counts;
+    ``weighted`` weights each class by its support. An undefined score counts as 0.
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> m = FBeta(average="macro"); m.reset()
+    >>> m.accumulate(SimpleNamespace(pred=torch.eye(3)[[0, 1, 1]], yb=(torch.tensor([0, 1, 2]),)))
+    >>> round(m.value, 4), m.name
+    (0.5556, 'f1_score')
+    """
+
+    def __init__(self, beta: float = 1.0,
+                 average: Literal["macro", "micro", "weighted"] = "macro",
+                 thresh: float | None = None, sigmoid: bool = True,
+                 name: str | None = None) -> None:
+        if average not in ("macro", "micro", "weighted"):
+            raise ValueError(f"average must be 'macro', 'micro' or 'weighted', not {average!r}")
+        self.beta, self.average, self.thresh, self.sigmoid = beta, average, thresh, sigmoid
+        b = f"{beta:g}".replace(".", "_")
+        self._name = name if name is not None else f"f{b}_score"
+        self.reset()
+
+    def reset(self) -> None:
+        self.tp: Tensor | None = None
+        self.fp: Tensor | None = None
+        self.fn: Tensor | None = None
+
+    def _counts(self, pred: Tensor, targ: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        n_class = pred.shape[-1]
+        pred = pred.detach().reshape(-1, n_class)
+        if self.thresh is None:  # multi-class
+            p = torch.nn.functional.one_hot(pred.argmax(-1), n_class).bool()
+            t = torch.nn.functional.one_hot(targ.reshape(-1).long(), n_class).bool()
+        else:  # multi-label
+            p = (pred.float().sigmoid() if self.sigmoid else pred) > self.thresh
+            t = targ.reshape(-1, n_class).bool()
+        return (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
+
+    def accumulate(self, learn: Any) -> None:
+        tp, fp, fn = self._counts(learn.pred, learn.yb[0])
+        if self.tp is None:
+            self.tp, self.fp, self.fn = tp, fp, fn
+        else:
+            self.tp, self.fp, self.fn = self.tp + tp, self.fp + fp, self.fn + fn
+
+    @property
+    def value(self) -> float:
+        if self.tp is None:
+            return math.nan
+        tp, fp, fn = (x.double() for x in (self.tp, self.fp, self.fn))
+        b2 = self.beta**2
+        if self.average == "micro":
+            tp, fp, fn = tp.sum(), fp.sum(), fn.sum()
+        den = (1 + b2) * tp + b2 * fn + fp
+        f = (1 + b2) * tp / den.where(den > 0, torch.ones_like(den))  # tp = 0 where den = 0
+        if self.average == "micro":
+            return f.item()
+        if self.average == "weighted":
+            support = tp + fn
+            total = support.sum()
+            return (f * support).sum().div(total).item() if total > 0 else 0.0
+        if self.thresh is None:  # sklearn's multi-class labels: those seen in targets or preds
+            seen = (tp + fp + fn) > 0
+            return f[seen].mean().item() if seen.any() else 0.0
+        return f.mean().item()

@@ -1,0 +1,272 @@
+"""The Learner's core: schedules point by point, layer groups and freezing,
+discriminative LRs, precision modes, checkpoints and resume, and real training on MNIST."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fastext
+from fastext.data.mnist import find_data_dir, load_mnist, normalize
+from fastext.learner import Callback, DataLoaders, Learner, combined_cos, ulmfit_slice
+
+
+def toy_dls(n=256, bs=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] - x[:, 1] > 0).long()
+    k = n * 3 // 4
+    return DataLoaders.from_tensors(x[:k], y[:k], x[k:], y[k:], bs=bs, device="cpu")
+
+
+def toy_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def toy_learner(**kw):
+    return Learner(toy_dls(), toy_model(), F.cross_entropy, quiet=True, **kw)
+
+
+class Track(Callback):
+    """Records the hyper-parameters the optimizer holds at every training step."""
+
+    order = 70
+
+    def before_fit(self):
+        self.lrs, self.moms = [], []
+
+    def before_step(self):
+        groups = self.learn.opt.param_groups
+        self.lrs.append([g["lr"] for g in groups])
+        self.moms.append([g["betas"][0] if "betas" in g else g["momentum"] for g in groups])
+
+
+def test_one_cycle_curves_point_by_point():
+    learn = toy_learner()
+    track = Track()
+    learn.fit_one_cycle(3, 1e-2, div=25, div_final=1e5, pct_start=0.25, cbs=[track])
+    n = 3 * len(learn.dls.train)
+    for k in range(n):
+        pos = k / n
+        if pos < 0.25:
+            p = pos / 0.25
+            lr = 1e-2 / 25 + (1 + math.cos(math.pi * (1 - p))) * (1e-2 - 1e-2 / 25) / 2
+            mom = 0.95 + (1 + math.cos(math.pi * (1 - p))) * (0.85 - 0.95) / 2
+        else:
+            p = (pos - 0.25) / 0.75
+            lr = 1e-2 + (1 + math.cos(math.pi * (1 - p))) * (1e-2 / 1e5 - 1e-2) / 2
+            mom = 0.85 + (1 + math.cos(math.pi * (1 - p))) * (0.95 - 0.85) / 2
+        assert track.lrs[k] == pytest.approx([lr] * len(track.lrs[k]), rel=1e-9)
+        assert track.moms[k] == pytest.approx([mom] * len(track.moms[k]), rel=1e-9)
+
+
+def test_flat_cos_and_rmsprop_momentum():
+    learn = Learner(toy_dls(), toy_model(), F.cross_entropy, quiet=True,
+                    opt_func=fastext.optim.RMSprop)
+    track = Track()
+    learn.fit_flat_cos(2, 1e-3, pct_start=0.5, cbs=[track])
+    n = 2 * len(learn.dls.train)
+    for k in range(n):
+        pos = k / n
+        want = 1e-3 if pos < 0.5 else 1e-3 + (1 + math.cos(math.pi * (1 - (pos - 0.5) / 0.5))) * (
+            1e-3 / 1e5 - 1e-3) / 2
+        assert track.lrs[k][0] == pytest.approx(want, rel=1e-9)
+    one_cycle = Track()
+    learn.fit_one_cycle(1, 1e-3, cbs=[one_cycle])  # RMSprop: "mom" drives `momentum`
+    assert one_cycle.moms[0][0] == pytest.approx(0.95) and min(m[0] for m in one_cycle.moms) < 0.9
+
+
+def test_combined_cos_endpoints():
+    f = combined_cos(0.3, np.array([1.0, 2.0]), np.array([10.0, 20.0]), np.array([0.0, 0.0]))
+    assert np.allclose(f(0.0), [1, 2]) and np.allclose(f(0.3), [10, 20]) and np.allclose(f(1.0), 0)
+
+
+def test_weight_decay_skips_norm_and_bias():
+    learn = toy_learner()
+    opt = learn.create_opt()
+    by_id = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    m = learn.model
+    assert by_id[id(m[0].weight)] == 0.1 and by_id[id(m[3].weight)] == 0.1
+    assert by_id[id(m[0].bias)] == 0 and by_id[id(m[1].weight)] == 0 and by_id[id(m[1].bias)] == 0
+    assert isinstance(opt, fastext.optim.AdamW)
+
+
+def test_discriminative_lrs_land_in_groups():
+    learn = toy_learner()  # body/head: two layer groups
+    learn.create_opt()
+    assert learn.n_groups == 2
+    learn.set_hypers(lr=learn.lr_range(slice(1e-4, 1e-2)))
+    got = {g["layer_group"]: g["lr"] for g in learn.opt.param_groups}
+    assert got == {0: pytest.approx(1e-4), 1: pytest.approx(1e-2)}
+    assert learn.lr_range(slice(1e-2)).tolist() == pytest.approx([1e-3, 1e-2])
+    s = ulmfit_slice(1e-2)
+    assert s.start == pytest.approx(1e-2 / 2.6**4) and s.stop == 1e-2
+    track = Track()
+    learn.fit_one_cycle(1, slice(1e-4, 1e-2), cbs=[track])
+    groups = [g["layer_group"] for g in learn.opt.param_groups]
+    body, head = groups.index(0), groups.index(1)
+    for lrs in track.lrs:  # the schedule keeps the 100x ratio between the groups
+        assert lrs[head] / lrs[body] == pytest.approx(100)
+
+
+def test_freeze_keeps_body_bit_identical_but_trains_bn_and_head():
+    learn = toy_learner()
+    learn.freeze()
+    body_w = learn.model[0].weight.detach().clone()
+    bn_w = learn.model[1].weight.detach().clone()
+    head_w = learn.model[3].weight.detach().clone()
+    learn.fit(1, 1e-2)
+    assert torch.equal(learn.model[0].weight, body_w)
+    assert not torch.equal(learn.model[1].weight, bn_w)  # train_bn
+    assert not torch.equal(learn.model[3].weight, head_w)
+    learn.unfreeze()
+    learn.fit(1, 1e-2)
+    assert not torch.equal(learn.model[0].weight, body_w)
+
+
+def test_fine_tune_runs_frozen_then_unfrozen():
+    learn = toy_learner()
+    body_w = learn.model[0].weight.detach().clone()
+    seen = []
+
+    class Frozen(Callback):
+        def before_fit(self):
+            seen.append(self.learn.model[0].weight.requires_grad)
+
+    learn.fine_tune(1, base_lr=1e-2, freeze_epochs=1, cbs=[Frozen()])
+    assert seen == [False, True] and not torch.equal(learn.model[0].weight, body_w)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_trains(precision):
+    ref = toy_learner()
+    ref.fit_one_cycle(4, 1e-2)
+    learn = toy_learner(precision=precision)
+    before = learn.validate()[0]
+    learn.fit_one_cycle(4, 1e-2)
+    after, ref_after = learn.validate()[0], ref.validate()[0]
+    assert after < before - 0.1 and abs(after - ref_after) < 0.05, (before, after, ref_after)
+    if precision == "fp16":
+        assert learn.model[0].weight.dtype == torch.float16
+        assert learn.model[1].weight.dtype == torch.float32  # BatchNorm stays fp32
+        assert learn.opt.state[learn.model[0].weight]["master"].dtype == torch.float32
+        assert learn.scaler is not None
+
+
+def test_bad_precision_is_a_clear_error():
+    with pytest.raises(ValueError, match="precision"):
+        toy_learner(precision="fp8")
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    learn = toy_learner(path=tmp_path)
+    learn.fit(1, 1e-2)
+    file = learn.save("m")
+    state = torch.load(file, weights_only=True)
+    assert set(state) >= {"model", "opt", "epoch", "train_iter", "rng"}
+    other = Learner(toy_dls(), toy_model(seed=5), F.cross_entropy, quiet=True, path=tmp_path)
+    other.load("m")
+    for a, b in zip(learn.model.parameters(), other.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError):
+        other.load("missing")
+
+
+def test_resume_mid_fit_is_bit_identical(tmp_path):
+    """Stop a 4-epoch 1cycle fit after epoch 2, reload the checkpoint into a fresh learner,
+    resume: the final weights equal those of the uninterrupted run, bit for bit."""
+    full = toy_learner(path=tmp_path)
+    full.fit_one_cycle(4, 1e-2)
+
+    class StopAfter(Callback):
+        def after_epoch(self):
+            if self.learn.epoch == 1:
+                self.learn.save("ckpt")
+                raise fastext.learner.CancelFitException
+
+    part = toy_learner(path=tmp_path)
+    part.fit_one_cycle(4, 1e-2, cbs=[StopAfter()])
+    resumed = Learner(toy_dls(), toy_model(seed=9), F.cross_entropy, quiet=True, path=tmp_path)
+    resumed.load("ckpt")
+    resumed.fit_one_cycle(4, 1e-2, start_epoch=2)
+    for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(full.model.buffers(), resumed.model.buffers(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cancel_step_keeps_gradients():
+    learn = toy_learner()
+    grads = []
+
+    class SkipOdd(Callback):
+        def before_step(self):
+            grads.append(self.learn.model[3].weight.grad.clone())
+            if self.learn.iter % 2 == 0:
+                raise fastext.learner.CancelStepException
+
+    learn.fit(1, 1e-3, cbs=[SkipOdd()])
+    # after a skipped step, the next backward accumulates into the kept gradient
+    assert grads[1].norm() > 0 and not torch.equal(grads[1], grads[0])
+
+
+def mnist_10k():
+    root = find_data_dir("mnist")
+    x, y = load_mnist(root, "train")
+    xv, yv = load_mnist(root, "test")
+    return (normalize(x[:10_000]), y[:10_000], normalize(xv[:2_000]), yv[:2_000])
+
+
+def test_mnist_one_cycle_reaches_97_percent():
+    try:
+        data = mnist_10k()
+    except FileNotFoundError:
+        pytest.skip("full MNIST not found (../shared/data/mnist): CI always has it")
+    from fastext.demos.mnist import build_model
+    from fastext.learner.metrics import accuracy
+
+    torch.manual_seed(0)
+    dls = DataLoaders.from_tensors(*data, bs=128, device="cpu")
+    learn = Learner(dls, build_model(), F.cross_entropy, metrics=[accuracy], quiet=True)
+    learn.fit_one_cycle(2, 1e-2)
+    loss, acc = learn.validate()
+    assert acc >= 0.97, acc
+
+
+def test_progressive_resizing_changes_batch_size_keeps_model_and_opt():
+    x = torch.randn(64, 1, 28, 28)
+    y = torch.randint(0, 3, (64,))
+    dls = DataLoaders.from_tensors(x[:48], y[:48], x[48:], y[48:], bs=16, device="cpu")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3))
+    learn = Learner(dls, model, F.cross_entropy, quiet=True)
+    seen = []
+
+    class Sizes(Callback):
+        def before_batch(self):
+            seen.append((self.learn.epoch, self.learn.training, self.learn.xb[0].shape[-1]))
+
+    learn.fit(3, 1e-3, cbs=[fastext.learner.ProgressiveResize({0: 14, 2: 28}), Sizes()])
+    opt = learn.opt
+    assert {s for e, t, s in seen if e < 2} == {14} and {s for e, t, s in seen if e == 2} == {28}
+    assert learn.opt is opt and next(iter(dls.train))[0].shape[-1] == 28  # reset after the fit
+
+
+def test_from_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "valid"):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / split / label / f"{i}.png")
+    dls = DataLoaders.from_folder(tmp_path, bs=4, device="cpu")
+    xb, yb = next(iter(dls.train))
+    assert xb.shape == (4, 3, 8, 8) and set(yb.tolist()) <= {0, 1}
+    with pytest.raises(FileNotFoundError):
+        DataLoaders.from_folder(tmp_path / "nowhere")
