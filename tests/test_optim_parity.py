@@ -160,3 +160,27 @@ def test_transposed_param_with_contiguous_grad(device, make):
     p, r, _, _ = run_pair(ours, ref, [torch.randn(7, 13, device=device).t()], steps=3)
     assert p[0].stride() == (1, 13)
     assert_close(p, r)
+
+
+def test_flat_load_of_a_fresh_state_dict_resets_state():
+    """Loading a state_dict without state (e.g. from a fresh optimizer) must not leave stale
+    moments in the flat buffers."""
+    lin = torch.nn.Linear(4, 3)
+    opt = fastext.optim.AdamW(lin.parameters(), lr=1e-2, flat=True)
+    fresh = opt.state_dict()
+    start = [p.detach().clone() for p in lin.parameters()]
+    lin(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    opt.load_state_dict(fresh)
+    with torch.no_grad():
+        for p, s in zip(lin.parameters(), start, strict=True):
+            p.copy_(s)
+    ref = torch.nn.Linear(4, 3)
+    ref.load_state_dict(lin.state_dict())
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, foreach=False)
+    x = torch.randn(8, 4)
+    for m, o in ((lin, opt), (ref, ref_opt)):
+        o.zero_grad()
+        m(x).sum().backward()
+        o.step()
+    torch.testing.assert_close(lin.weight, ref.weight)

@@ -478,7 +478,7 @@ class SaveModel(TrackerCallback):
 
     def after_fit(self) -> None:
         if self.at_end and not self.every_epoch and self.best_epoch is not None:
-            self.learn.load(self.fname, with_opt=self.with_opt)
+            self.learn.load(self.fname, with_opt=self.with_opt, with_state=False)
 
 
 class TerminateOnNaN(Callback):

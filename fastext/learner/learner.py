@@ -392,11 +392,15 @@ class Learner:
         self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start,
                            div=div, **kwargs)
 
-    def lr_find(self, *args: Any, **kwargs: Any) -> Any:
-        """The LR range test (see :func:`fastext.learner.lr_find.lr_find`)."""
-        from .lr_find import lr_find
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
+                stop_div: bool = True, suggest_funcs: Sequence[Callable] | None = None,
+                plot: str | Path | None = None) -> Any:
+        """The LR range test: an exponential sweep, model and optimizer restored afterwards;
+        returns the suggestions (default ``valley``); see ``fastext.learner.lr_find``."""
+        from .lr_find import lr_find, valley
 
-        return lr_find(self, *args, **kwargs)
+        return lr_find(self, start_lr, end_lr, num_it, stop_div,
+                       (valley,) if suggest_funcs is None else suggest_funcs, plot)
 
     # -- checkpoints ----------------------------------------------------------------
     def save(self, name: str, with_opt: bool = True) -> Path:
@@ -415,8 +419,10 @@ class Learner:
         tmp.replace(file)  # never leave a half-written checkpoint behind
         return file
 
-    def load(self, name: str | Path, with_opt: bool = True, strict: bool = True) -> Learner:
-        """Restores what :meth:`save` wrote (a name under ``path/model_dir`` or a file)."""
+    def load(self, name: str | Path, with_opt: bool = True, strict: bool = True,
+             with_state: bool = True) -> Learner:
+        """Restores what :meth:`save` wrote (a name under ``path/model_dir`` or a file);
+        ``with_state`` also restores the epoch, schedule position and RNG (to resume)."""
         file = Path(name)
         if not file.suffix:
             file = self.path / self.model_dir / f"{name}.pth"
@@ -430,6 +436,7 @@ class Learner:
             self.opt.load_state_dict(state["opt"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.train_iter = state["epoch"], state["train_iter"]
-        torch.set_rng_state(state["rng"].cpu())
+        if with_state:
+            self.epoch, self.train_iter = state["epoch"], state["train_iter"]
+            torch.set_rng_state(state["rng"].cpu())
         return self

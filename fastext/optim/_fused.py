@@ -118,6 +118,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         keep = {p: {k: v for k, v in state_dict["state"].get(pid, {}).items()
                     if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
                 for pid, p in zip(saved_ids, own, strict=False) if self._uses_master(p)}
+        for fb in self._flat:  # params the state_dict has no state for start afresh
+            for buf in fb.state_bufs.values():
+                buf.zero_()
         super().load_state_dict(state_dict)
         for p, values in keep.items():
             for k, v in values.items():
