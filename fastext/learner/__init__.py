@@ -24,6 +24,7 @@ from .callbacks import (
     TerminateOnNaN,
 )
 from .data import DataLoaders, DeviceLoader, TensorLoader
+from .distributed import DistributedTrainer, distrib_ctx, rank_zero, setup_distributed
 from .learner import ULMFIT_DIV, Learner, body_head_splitter, ulmfit_slice
 from .metrics import (
     RMSE,
@@ -46,10 +47,12 @@ from .schedule import ParamScheduler, combine_scheds, combined_cos, sched_cos, s
 __all__ = [
     "RMSE", "ULMFIT_DIV", "AvgMetric", "CSVLogger", "Callback", "CancelBatchException",
     "CancelEpochException", "CancelFitException", "CancelStepException", "CancelTrainException",
-    "CancelValidException", "DataLoaders", "DeviceLoader", "EarlyStopping", "FBeta",
+    "CancelValidException", "DataLoaders", "DeviceLoader", "DistributedTrainer", "EarlyStopping",
+    "FBeta",
     "GradientAccumulation", "GradientClip", "Learner", "Metric", "ParamScheduler",
     "ProgressCallback", "ProgressiveResize", "Recorder", "SaveModel", "TensorLoader",
     "TerminateOnNaN", "TopK", "accuracy", "accuracy_multi", "as_metric", "body_head_splitter",
-    "combine_scheds", "combined_cos", "error_rate", "mae", "mse", "rmse", "sched_cos",
+    "combine_scheds", "combined_cos", "distrib_ctx", "error_rate", "mae", "mse", "rank_zero",
+    "rmse", "sched_cos", "setup_distributed",
     "sched_lin", "top_k_accuracy", "ulmfit_slice",
 ]

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .callback import Callback, CancelFitException, CancelStepException
+from .distributed import barrier, rank_zero
 
 __all__ = ["CSVLogger", "EarlyStopping", "GradientAccumulation", "GradientClip",
            "ProgressCallback", "Recorder", "SaveModel", "TerminateOnNaN", "TrackerCallback"]
@@ -433,8 +434,9 @@ class EarlyStopping(TrackerCallback):
         self.wait = 0 if self.improved else self.wait + 1
         if self.wait >= self.patience:
             self.stopped_epoch = self.learn.epoch
-            print(f"No improvement since epoch {self.learn.epoch - self.wait}: "
-                  f"early stopping at epoch {self.learn.epoch}.", flush=True)
+            if rank_zero():  # every rank stops (validation is reduced); one of them says so
+                print(f"No improvement since epoch {self.learn.epoch - self.wait}: "
+                      f"early stopping at epoch {self.learn.epoch}.", flush=True)
             raise CancelFitException()
 
 
@@ -467,17 +469,21 @@ class SaveModel(TrackerCallback):
         self.saved = []
         self.best_epoch: int | None = None
 
+    def _save(self, name: str) -> None:
+        if rank_zero():  # one writer under torchrun (every rank decides alike: see distributed)
+            self.saved.append(self.learn.save(name, with_opt=self.with_opt))
+
     def after_epoch(self) -> None:
         super().after_epoch()
         if self.every_epoch:
-            self.saved.append(self.learn.save(f"{self.fname}_{self.learn.epoch}",
-                                              with_opt=self.with_opt))
+            self._save(f"{self.fname}_{self.learn.epoch}")
         elif self.improved:
             self.best_epoch = self.learn.epoch
-            self.saved.append(self.learn.save(self.fname, with_opt=self.with_opt))
+            self._save(self.fname)
 
     def after_fit(self) -> None:
         if self.at_end and not self.every_epoch and self.best_epoch is not None:
+            barrier()  # the other ranks wait for rank 0's checkpoint
             self.learn.load(self.fname, with_opt=self.with_opt, with_state=False)
 
 
@@ -610,6 +616,8 @@ class CSVLogger(Callback):
         return self.fname if self.fname.is_absolute() else self.learn.path / self.fname
 
     def before_fit(self) -> None:
+        if not rank_zero():  # one writer under torchrun
+            return
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
         has_header = self.append and path.exists() and path.stat().st_size > 0
@@ -620,6 +628,8 @@ class CSVLogger(Callback):
             self._file.flush()
 
     def after_epoch(self) -> None:
+        if self._file is None:
+            return
         row = self.learn.recorder.values[-1]
         self._writer.writerow([int(row[0]), *(repr(float(v)) for v in row[1:-1]),
                                f"{row[-1]:.3f}"])

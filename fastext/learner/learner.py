@@ -28,6 +28,7 @@ from .callback import (
     CancelValidException,
 )
 from .data import DataLoaders
+from .distributed import unwrap_model
 from .schedule import ParamScheduler, combine_scheds, combined_cos, sched_cos, sched_no
 
 __all__ = ["ULMFIT_DIV", "Learner", "body_head_splitter", "ulmfit_slice"]
@@ -158,7 +159,7 @@ class Learner:
 
     # -- optimizer and layer groups ---------------------------------------------------
     def layer_groups(self) -> list[list[nn.Parameter]]:
-        return self.splitter(self.model)
+        return self.splitter(unwrap_model(self.model))
 
     def _is_norm_or_bias(self) -> set[int]:
         ids = {id(p) for m in self.model.modules() if isinstance(m, _BN)
@@ -408,8 +409,9 @@ class Learner:
         ``path/model_dir/name.pth``, loadable with ``torch.load(weights_only=True)``."""
         file = self.path / self.model_dir / f"{name}.pth"
         file.parent.mkdir(parents=True, exist_ok=True)
-        state: dict[str, Any] = {"model": self.model.state_dict(), "epoch": self.epoch,
-                                 "train_iter": self.train_iter, "rng": torch.get_rng_state()}
+        state: dict[str, Any] = {"model": unwrap_model(self.model).state_dict(),
+                                 "epoch": self.epoch, "train_iter": self.train_iter,
+                                 "rng": torch.get_rng_state()}
         if with_opt and self.opt is not None:
             state["opt"] = self.opt.state_dict()
         if self.scaler is not None:
@@ -429,7 +431,7 @@ class Learner:
         if not file.exists():
             raise FileNotFoundError(f"no checkpoint at {file}")
         state = torch.load(file, map_location=self.dls.device, weights_only=True)
-        self.model.load_state_dict(state["model"], strict=strict)
+        unwrap_model(self.model).load_state_dict(state["model"], strict=strict)
         if with_opt and "opt" in state:
             if self.opt is None:
                 self.create_opt()
