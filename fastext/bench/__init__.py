@@ -41,7 +41,8 @@ from .timing import measure_bandwidth
 SUITES: dict[str, str] = {
     "optim": "fastext.bench.optim",
     "amp": "fastext.bench.amp",
-    # later: "bn_relu", "feature_loss", "train"
+    "train": "fastext.bench.train",
+    # later: "bn_relu", "feature_loss"
 }
 
 DEFAULT_REPS = {"cpu": 10, "cuda": 50}  # CUDA steps are short, so more reps cost little
@@ -106,9 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     if not names:  # all suites that can run on this device
         names = [s for s in SUITES
                  if getattr(load_suite(s), "available", lambda d: True)(device)]
-    reps = args.reps or DEFAULT_REPS[device.type]
-    if args.quick:
-        reps = min(reps, QUICK_REPS)
 
     # One bandwidth for all suites of the run; quick mode uses small arrays (cache-resident,
     # so the number is only a placeholder).
@@ -116,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for name in names:
+        # A suite may set its own DEFAULT_REPS (whole training runs need fewer).
+        reps = args.reps or getattr(load_suite(name), "DEFAULT_REPS", DEFAULT_REPS)[device.type]
+        if args.quick:
+            reps = min(reps, QUICK_REPS)
         result = run_suite(name, device, reps, args.quick, stream_gbs)
         print(format_table(result), end="\n\n", flush=True)
         results.append(result)

@@ -78,24 +78,36 @@ def format_table(result: dict) -> str:
     m = result.get("machine", {})
     where = m.get("gpu") or f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
     bw = _bw_label(result)
-    # Suites that count host syncs per call (``amp`` on CUDA) get one more column.
+    # Suites that count host syncs per call (``amp`` on CUDA) get one more column, suites
+    # that train (``train``) an accuracy column; those without bytes moved (``train``)
+    # have no GB/s columns.
     syncs = any("host_syncs" in r for r in result["rows"])
+    acc = any("accuracy" in r for r in result["rows"])
+    gbs = any("gbs" in r for r in result["rows"])
     lines = [
         f"## {result['suite']} — {result['device']}, torch {result['torch']}, "
         f"{bw} {result['stream_gbs']:.1f} GB/s, {where}",
         "",
-        f"| case | impl | ms | GB/s | % of {bw} | fastext speed-up |"
-        + (" host syncs |" if syncs else ""),
-        "|---|---|---:|---:|---:|---:|" + ("---:|" if syncs else ""),
+        "| case | impl | ms |" + (f" GB/s | % of {bw} |" if gbs else "") + " fastext speed-up |"
+        + (" host syncs |" if syncs else "") + (" accuracy |" if acc else ""),
+        "|---|---|---:|" + ("---:|---:|" if gbs else "") + "---:|" + ("---:|" if syncs else "")
+        + ("---:|" if acc else ""),
     ]
     ups = speedups(result["rows"])
     for r in result["rows"]:
         up = ups.get((r["case"], r["impl"]))
-        pct = 100.0 * r["gbs"] / result["stream_gbs"] if result["stream_gbs"] > 0 else math.nan
-        line = (f"| {r['case']} | {r['impl']} | {r['ms']:.3f} | {r['gbs']:.1f} | "
-                f"{pct:.0f}% | {'—' if up is None else f'{up:.2f}x'} |")
+        line = f"| {r['case']} | {r['impl']} | {r['ms']:.3f} |"
+        if gbs and "gbs" in r:
+            pct = (100.0 * r["gbs"] / result["stream_gbs"] if result["stream_gbs"] > 0
+                   else math.nan)
+            line += f" {r['gbs']:.1f} | {pct:.0f}% |"
+        elif gbs:
+            line += " — | — |"
+        line += f" {'—' if up is None else f'{up:.2f}x'} |"
         if syncs:
             line += f" {r.get('host_syncs', '—')} |"
+        if acc:
+            line += f" {r['accuracy']:.4f} |" if "accuracy" in r else " — |"
         lines.append(line)
     return "\n".join(lines)
 
