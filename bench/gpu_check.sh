@@ -17,7 +17,8 @@ step "$PY" -m pip install -q --no-build-isolation --no-deps -e . || { echo "buil
 step "$PY" -c "import fastext, json; print(json.dumps(fastext.build_info()))"
 # Every CUDA twin of the test suite (ids carry 'cuda'), plus the CUDA-only module.
 step timeout 300 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_optim_parity.py \
-  tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py tests/test_amp.py
+  tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py tests/test_amp.py \
+  tests/test_bn_relu.py
 step timeout 150 "$PY" -m fastext.bench optim --device cuda --json "$out/optim-cuda.json"
 step timeout 90 "$PY" -m fastext.bench amp --device cuda --json "$out/amp-cuda.json"
 echo "== done (status $status)" | tee -a "$log"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads libtorch before the extension that links to it)
 
-from . import _C, amp, ops, optim  # noqa: F401  (_C registers torch.ops.fastext.*)
+from . import _C, amp, nn, ops, optim  # noqa: F401  (_C registers torch.ops.fastext.*)
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from . import _C  # noqa: F401  (registers torch.ops.fastext.*)
 
-__all__ = ["adamw_", "check_finite_", "rmsprop_", "unscale_and_check_", "update_scale_"]
+__all__ = ["adamw_", "bn_relu_forward", "check_finite_", "rmsprop_", "unscale_and_check_",
+           "update_scale_"]
 
 
 @torch.library.register_fake("fastext::adamw_")
@@ -128,3 +129,60 @@ def update_scale_(scale: Tensor, growth_tracker: Tensor, found_inf: Tensor, grow
     ``scale`` is float32, ``growth_tracker`` int32, both one element."""
     torch.ops.fastext.update_scale_(scale, growth_tracker, found_inf, float(growth_factor),
                                     float(backoff_factor), int(growth_interval))
+
+
+# -- BatchNorm + ReLU ---------------------------------------------------------------------
+
+def _bn_out_like(input: Tensor) -> Tensor:
+    # The op returns channels-last for a channels-last 4-D input, contiguous otherwise.
+    channels_last = (input.dim() == 4 and not input.is_contiguous()
+                     and input.is_contiguous(memory_format=torch.channels_last))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty_like(input, memory_format=fmt)
+
+
+def _bn_stat_like(input: Tensor) -> Tensor:
+    dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    return input.new_empty(input.shape[1], dtype=dtype)
+
+
+@torch.library.register_fake("fastext::bn_relu_forward")
+def _bn_relu_forward_fake(input, weight, bias, running_mean, running_var, use_batch_stats, eps):
+    return _bn_out_like(input), _bn_stat_like(input), _bn_stat_like(input), _bn_stat_like(input)
+
+
+@torch.library.register_fake("fastext::bn_relu_backward")
+def _bn_relu_backward_fake(grad_out, input, weight, bias, save_mean, save_invstd,
+                           use_batch_stats):
+    param = (weight.new_empty(weight.shape) if weight is not None
+             else input.new_empty(0))
+    return _bn_out_like(input), param, param.clone()
+
+
+def _bn_relu_setup(ctx, inputs, output) -> None:
+    input, weight, bias, _, _, use_batch_stats, _ = inputs
+    _, mean, invstd, _ = output
+    ctx.save_for_backward(input, weight, bias, mean, invstd)
+    ctx.use_batch_stats = use_batch_stats
+
+
+def _bn_relu_backward(ctx, grad_out, *unused_stat_grads):
+    input, weight, bias, mean, invstd = ctx.saved_tensors
+    gi, gw, gb = torch.ops.fastext.bn_relu_backward(grad_out, input, weight, bias, mean, invstd,
+                                                    ctx.use_batch_stats)
+    return (gi, gw if weight is not None else None, gb if bias is not None else None,
+            None, None, None, None)
+
+
+torch.library.register_autograd("fastext::bn_relu_forward", _bn_relu_backward,
+                                setup_context=_bn_relu_setup)
+
+
+def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
+                    running_mean: Tensor | None, running_var: Tensor | None,
+                    use_batch_stats: bool, eps: float = 1e-5) -> tuple[Tensor, ...]:
+    """``relu(batch_norm(input))`` in one pass after the statistics: returns the output, the
+    mean and 1/std used, and the biased batch variance (differentiable w.r.t. input, weight
+    and bias). Statistics are float32 (float64 for float64 input)."""
+    return torch.ops.fastext.bn_relu_forward(input, weight, bias, running_mean, running_var,
+                                             bool(use_batch_stats), float(eps))

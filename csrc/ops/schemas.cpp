@@ -24,4 +24,14 @@ TORCH_LIBRARY(fastext, m) {
   m.def(
       "update_scale_(Tensor(a!) scale, Tensor(b!) growth_tracker, Tensor found_inf, "
       "float growth_factor, float backoff_factor, int growth_interval) -> ()");
+  // BatchNorm + ReLU. Forward returns the output, the statistics used (mean, invstd: saved
+  // for backward) and the biased batch variance (for the running-stat update).
+  m.def(
+      "bn_relu_forward(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean, "
+      "Tensor? running_var, bool use_batch_stats, float eps) -> "
+      "(Tensor out, Tensor save_mean, Tensor save_invstd, Tensor batch_var)");
+  m.def(
+      "bn_relu_backward(Tensor grad_out, Tensor input, Tensor? weight, Tensor? bias, "
+      "Tensor save_mean, Tensor save_invstd, bool use_batch_stats) -> "
+      "(Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
 }

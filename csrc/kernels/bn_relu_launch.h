@@ -1,0 +1,48 @@
+// Launcher interface of the fused BatchNorm + ReLU: raw pointers and sizes, no torch.
+// Per-channel values (mean, scale, shift, sums, ...) are double on the CPU (the loops
+// convert them once to their math type: float, or double for float64 activations).
+#pragma once
+#include "bn_relu.h"
+
+namespace fastext::kern {
+
+// CPU, planar layout: one channel at a time (the caller runs channels in parallel).
+// Shifted sums (shift = a value of the channel) keep E[x^2] - E[x]^2 stable.
+void bn_stats_planar_cpu(const void* x, DType dt, const BnShape& s, int64_t c, double shift,
+                         double* sum, double* sumsq);
+void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
+                       double scale, double shift);
+void bn_bwd_reduce_planar_cpu(const void* dy, const void* x, DType dt, const BnShape& s,
+                              int64_t c, double scale, double shift, double mean,
+                              double* sum_g, double* sum_gx);
+void bn_bwd_dx_planar_cpu(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
+                          int64_t c, double scale, double shift, double mean, double a,
+                          double k1, double k2);
+
+// CPU, interleaved layout: rows [r0, r1) of the (N*S, C) matrix, all channels; the reduce
+// functions add into per-channel double arrays (one set per parallel range, summed after).
+void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int64_t r0, int64_t r1,
+                       const double* shift, double* sum, double* sumsq);
+void bn_fwd_rows_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t r0, int64_t r1,
+                     const double* scale, const double* shift);
+void bn_bwd_reduce_rows_cpu(const void* dy, const void* x, DType dt, const BnShape& s,
+                            int64_t r0, int64_t r1, const double* scale, const double* shift,
+                            const double* mean, double* sum_g, double* sum_gx);
+void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
+                        int64_t r0, int64_t r1, const double* scale, const double* shift,
+                        const double* mean, const double* a, const double* k1, const double* k2);
+
+// CUDA: whole tensors on `stream`; per-channel arrays are float (double for float64
+// activations: the `void*` ones); stats give the mean and the biased variance.
+void bn_stats_cuda(const void* x, DType dt, const BnShape& s, void* mean, void* var,
+                   void* stream);
+void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* scale,
+                 const void* shift, void* stream);
+void bn_bwd_reduce_cuda(const void* dy, const void* x, DType dt, const BnShape& s,
+                        const void* scale, const void* shift, const void* mean, void* sum_g,
+                        void* sum_gx, void* stream);
+void bn_bwd_dx_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
+                    const void* scale, const void* shift, const void* mean, const void* a,
+                    const void* k1, const void* k2, void* stream);
+
+}  // namespace fastext::kern

@@ -1,0 +1,226 @@
+// CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): one channel per call, its N
+// contiguous planes of S elements; sums in float within a plane (vectorised with an
+// OpenMP simd reduction) and in double across planes. Interleaved (channels-last): a range
+// of rows, all channels, per-channel double accumulators (vectorised across channels).
+#include <vector>
+
+#include "../bn_relu_launch.h"
+#include "io.h"
+
+namespace fastext::kern {
+namespace {
+using cpu::Io;
+
+template <typename T>
+FX_HD void stats_planar(const void* xv, const BnShape& s, int64_t c, double shift, double* sum,
+                        double* sumsq) {
+  using M = typename Io<T>::M;
+  const T* x = static_cast<const T*>(xv);
+  const M k = M(shift);
+  double s1 = 0, s2 = 0;
+  for (int64_t n = 0; n < s.N; ++n) {
+    const T* p = x + (n * s.C + c) * s.S;
+    M f1 = 0, f2 = 0;
+#pragma omp simd reduction(+ : f1, f2)
+    for (int64_t i = 0; i < s.S; ++i) {
+      const M d = Io<T>::ld(p[i]) - k;
+      f1 += d;
+      f2 += d * d;
+    }
+    s1 += f1;
+    s2 += f2;
+  }
+  *sum = s1;
+  *sumsq = s2;
+}
+
+template <typename T>
+FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c, double scale_d,
+                      double shift_d) {
+  using M = typename Io<T>::M;
+  const M scale = M(scale_d), shift = M(shift_d);
+  const T* x = static_cast<const T*>(xv);
+  T* y = static_cast<T*>(yv);
+  for (int64_t n = 0; n < s.N; ++n) {
+    const int64_t base = (n * s.C + c) * s.S;
+    const T* __restrict__ p = x + base;
+    T* __restrict__ q = y + base;
+    for (int64_t i = 0; i < s.S; ++i) q[i] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[i]), scale, shift));
+  }
+}
+
+template <typename T>
+FX_HD void bwd_reduce_planar(const void* dyv, const void* xv, const BnShape& s, int64_t c,
+                             double scale_d, double shift_d, double mean_d, double* sum_g,
+                             double* sum_gx) {
+  using M = typename Io<T>::M;
+  const M scale = M(scale_d), shift = M(shift_d), mean = M(mean_d);
+  const T* x = static_cast<const T*>(xv);
+  const T* dy = static_cast<const T*>(dyv);
+  double s1 = 0, s2 = 0;
+  for (int64_t n = 0; n < s.N; ++n) {
+    const int64_t base = (n * s.C + c) * s.S;
+    M f1 = 0, f2 = 0;
+#pragma omp simd reduction(+ : f1, f2)
+    for (int64_t i = 0; i < s.S; ++i) {
+      const M xi = Io<T>::ld(x[base + i]);
+      const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + i]), xi, scale, shift);
+      f1 += g;
+      f2 += g * (xi - mean);
+    }
+    s1 += f1;
+    s2 += f2;
+  }
+  *sum_g = s1;
+  *sum_gx = s2;
+}
+
+template <typename T>
+FX_HD void bwd_dx_planar(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t c,
+                         double scale_d, double shift_d, double mean_d, double a_d, double k1_d,
+                         double k2_d) {
+  using M = typename Io<T>::M;
+  const M scale = M(scale_d), shift = M(shift_d), mean = M(mean_d), a = M(a_d), k1 = M(k1_d),
+          k2 = M(k2_d);
+  const T* x = static_cast<const T*>(xv);
+  const T* dy = static_cast<const T*>(dyv);
+  T* dx = static_cast<T*>(dxv);
+  for (int64_t n = 0; n < s.N; ++n) {
+    const int64_t base = (n * s.C + c) * s.S;
+    for (int64_t i = 0; i < s.S; ++i) {
+      const M xi = Io<T>::ld(x[base + i]);
+      const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + i]), xi, scale, shift);
+      dx[base + i] = Io<T>::st(bn_relu_dx<M>(g, xi, mean, a, k1, k2));
+    }
+  }
+}
+
+template <typename T>
+FX_HD void stats_rows(const void* xv, const BnShape& s, int64_t r0, int64_t r1,
+                      const double* shift, double* sum, double* sumsq) {
+  const T* x = static_cast<const T*>(xv);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* __restrict__ row = x + r * s.C;
+    for (int64_t c = 0; c < s.C; ++c) {
+      const double d = double(Io<T>::ld(row[c])) - shift[c];
+      sum[c] += d;
+      sumsq[c] += d * d;
+    }
+  }
+}
+
+// Per-channel doubles converted once per call to the math type of the inner loops.
+template <typename M>
+std::vector<M> as_math(const double* v, int64_t n) {
+  return std::vector<M>(v, v + n);
+}
+
+template <typename T>
+FX_HD void fwd_rows(const void* xv, void* yv, const BnShape& s, int64_t r0, int64_t r1,
+                    const double* scale_d, const double* shift_d) {
+  using M = typename Io<T>::M;
+  const auto scale = as_math<M>(scale_d, s.C), shift = as_math<M>(shift_d, s.C);
+  const T* x = static_cast<const T*>(xv);
+  T* y = static_cast<T*>(yv);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* __restrict__ p = x + r * s.C;
+    T* __restrict__ q = y + r * s.C;
+    for (int64_t c = 0; c < s.C; ++c) q[c] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[c]), scale[c], shift[c]));
+  }
+}
+
+template <typename T>
+FX_HD void bwd_reduce_rows(const void* dyv, const void* xv, const BnShape& s, int64_t r0,
+                           int64_t r1, const double* scale_d, const double* shift_d,
+                           const double* mean_d, double* sum_g, double* sum_gx) {
+  using M = typename Io<T>::M;
+  const auto scale = as_math<M>(scale_d, s.C), shift = as_math<M>(shift_d, s.C),
+             mean = as_math<M>(mean_d, s.C);
+  const T* x = static_cast<const T*>(xv);
+  const T* dy = static_cast<const T*>(dyv);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* __restrict__ px = x + r * s.C;
+    const T* __restrict__ pg = dy + r * s.C;
+    for (int64_t c = 0; c < s.C; ++c) {
+      const M xi = Io<T>::ld(px[c]);
+      const M g = bn_relu_grad<M>(Io<T>::ld(pg[c]), xi, scale[c], shift[c]);
+      sum_g[c] += g;
+      sum_gx[c] += double(g * (xi - mean[c]));
+    }
+  }
+}
+
+template <typename T>
+FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t r0,
+                       int64_t r1, const double* scale_d, const double* shift_d,
+                       const double* mean_d, const double* a_d, const double* k1_d,
+                       const double* k2_d) {
+  using M = typename Io<T>::M;
+  const auto scale = as_math<M>(scale_d, s.C), shift = as_math<M>(shift_d, s.C),
+             mean = as_math<M>(mean_d, s.C), a = as_math<M>(a_d, s.C), k1 = as_math<M>(k1_d, s.C),
+             k2 = as_math<M>(k2_d, s.C);
+  const T* x = static_cast<const T*>(xv);
+  const T* dy = static_cast<const T*>(dyv);
+  T* dx = static_cast<T*>(dxv);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t base = r * s.C;
+    for (int64_t c = 0; c < s.C; ++c) {
+      const M xi = Io<T>::ld(x[base + c]);
+      const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + c]), xi, scale[c], shift[c]);
+      dx[base + c] = Io<T>::st(bn_relu_dx<M>(g, xi, mean[c], a[c], k1[c], k2[c]));
+    }
+  }
+}
+
+}  // namespace
+
+// Float-storage dispatch (BatchNorm runs on fp32, fp16 and bf16 activations).
+#define FX_BN_DISPATCH(DT, FN, ...)                              \
+  switch (DT) {                                                  \
+    case DType::f16: FN<Half>(__VA_ARGS__); break;               \
+    case DType::bf16: FN<BFloat16>(__VA_ARGS__); break;          \
+    case DType::f64: FN<double>(__VA_ARGS__); break;             \
+    default: FN<float>(__VA_ARGS__); break;                      \
+  }
+
+FX_CLONES void bn_stats_planar_cpu(const void* x, DType dt, const BnShape& s, int64_t c,
+                                   double shift, double* sum, double* sumsq) {
+  FX_BN_DISPATCH(dt, stats_planar, x, s, c, shift, sum, sumsq);
+}
+FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
+                                 double scale, double shift) {
+  FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c, scale, shift);
+}
+FX_CLONES void bn_bwd_reduce_planar_cpu(const void* dy, const void* x, DType dt,
+                                        const BnShape& s, int64_t c, double scale,
+                                        double shift, double mean, double* sum_g,
+                                        double* sum_gx) {
+  FX_BN_DISPATCH(dt, bwd_reduce_planar, dy, x, s, c, scale, shift, mean, sum_g, sum_gx);
+}
+FX_CLONES void bn_bwd_dx_planar_cpu(const void* dy, const void* x, void* dx, DType dt,
+                                    const BnShape& s, int64_t c, double scale, double shift,
+                                    double mean, double a, double k1, double k2) {
+  FX_BN_DISPATCH(dt, bwd_dx_planar, dy, x, dx, s, c, scale, shift, mean, a, k1, k2);
+}
+FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int64_t r0,
+                                 int64_t r1, const double* shift, double* sum, double* sumsq) {
+  FX_BN_DISPATCH(dt, stats_rows, x, s, r0, r1, shift, sum, sumsq);
+}
+FX_CLONES void bn_fwd_rows_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t r0,
+                               int64_t r1, const double* scale, const double* shift) {
+  FX_BN_DISPATCH(dt, fwd_rows, x, y, s, r0, r1, scale, shift);
+}
+FX_CLONES void bn_bwd_reduce_rows_cpu(const void* dy, const void* x, DType dt, const BnShape& s,
+                                      int64_t r0, int64_t r1, const double* scale,
+                                      const double* shift, const double* mean, double* sum_g,
+                                      double* sum_gx) {
+  FX_BN_DISPATCH(dt, bwd_reduce_rows, dy, x, s, r0, r1, scale, shift, mean, sum_g, sum_gx);
+}
+FX_CLONES void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType dt,
+                                  const BnShape& s, int64_t r0, int64_t r1, const double* scale,
+                                  const double* shift, const double* mean, const double* a,
+                                  const double* k1, const double* k2) {
+  FX_BN_DISPATCH(dt, bwd_dx_rows, dy, x, dx, s, r0, r1, scale, shift, mean, a, k1, k2);
+}
+
+}  // namespace fastext::kern

@@ -1,0 +1,97 @@
+"""``fuse_bn_relu``: swaps BatchNorm -> ReLU pairs for the fused module, in place."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .batchnorm import BatchNormReLU1d, BatchNormReLU2d
+
+__all__ = ["fuse_bn_relu"]
+
+_FUSED = {nn.BatchNorm1d: BatchNormReLU1d, nn.BatchNorm2d: BatchNormReLU2d}
+
+
+def _fused_copy(bn: nn.Module) -> nn.Module:
+    """The fused module holding ``bn``'s parameters and buffers (same tensors)."""
+    fused = _FUSED[type(bn)](bn.num_features, bn.eps, bn.momentum, bn.affine,
+                             bn.track_running_stats, device="meta")
+    for name, p in bn.named_parameters(recurse=False):
+        setattr(fused, name, p)
+    for name, b in bn.named_buffers(recurse=False):
+        fused.register_buffer(name, b)
+    fused.train(bn.training)
+    return fused
+
+
+def _fusable(bn: nn.Module, relu: nn.Module) -> bool:
+    return type(bn) in _FUSED and type(relu) is nn.ReLU
+
+
+class _FusedBasicBlock(nn.Module):
+    """torchvision's BasicBlock with bn1+relu fused; same submodule names (state_dict)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = block.conv1, _fused_copy(block.bn1)
+        self.conv2, self.bn2 = block.conv2, block.bn2
+        self.relu, self.downsample, self.stride = block.relu, block.downsample, block.stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        return self.relu(out + identity)  # add -> ReLU stays as it was
+
+
+class _FusedBottleneck(nn.Module):
+    """torchvision's Bottleneck with bn1+relu and bn2+relu fused; same submodule names."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = block.conv1, _fused_copy(block.bn1)
+        self.conv2, self.bn2 = block.conv2, _fused_copy(block.bn2)
+        self.conv3, self.bn3 = block.conv3, block.bn3
+        self.relu, self.downsample, self.stride = block.relu, block.downsample, block.stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+def _torchvision_blocks() -> dict[type, type]:
+    try:
+        from torchvision.models import resnet
+    except ImportError:
+        return {}
+    return {resnet.BasicBlock: _FusedBasicBlock, resnet.Bottleneck: _FusedBottleneck}
+
+
+def fuse_bn_relu(model: nn.Module) -> nn.Module:
+    """Replaces, in place, every ``BatchNorm1d/2d`` directly followed by a ``ReLU`` with the
+    fused module: consecutive children of ``nn.Sequential``s, torchvision ResNet blocks
+    (``bn -> relu`` inside; the ``add -> relu`` at the end is left alone) and the ResNet stem.
+    Parameters and buffers are shared, not copied, so an optimizer built before keeps
+    working. Works in train and eval mode; returns ``model``.
+
+    >>> m = fuse_bn_relu(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()))
+    >>> [type(c).__name__ for c in m]
+    ['Conv2d', 'BatchNormReLU2d', 'Identity']
+    """
+    blocks = _torchvision_blocks()
+    for name, child in list(model.named_children()):
+        if type(child) in blocks:
+            setattr(model, name, blocks[type(child)](child))
+        else:
+            fuse_bn_relu(child)
+    if isinstance(model, nn.Sequential):
+        keys = list(model._modules)
+        for a, b in zip(keys, keys[1:], strict=False):
+            if _fusable(model._modules[a], model._modules[b]):
+                model._modules[a] = _fused_copy(model._modules[a])
+                model._modules[b] = nn.Identity()
+    # torchvision ResNet stem: relu(bn1(conv1(x))); its `relu` is used nowhere else.
+    if type(model).__name__ == "ResNet" and _fusable(getattr(model, "bn1", None),
+                                                        getattr(model, "relu", None)):
+        model.bn1, model.relu = _fused_copy(model.bn1), nn.Identity()
+    return model
+

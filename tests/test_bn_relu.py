@@ -1,0 +1,186 @@
+"""Fused BatchNorm + ReLU against nn.BatchNorm*d + nn.ReLU: outputs, running statistics over
+several steps and every gradient, over shapes, layouts, dtypes and options; gradcheck in
+float64; opcheck; a converted ResNet-18; training on MNIST."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fastext
+from fastext.nn import BatchNormReLU1d, BatchNormReLU2d, fuse_bn_relu
+
+SHAPES_2D = [(4, 3, 5, 7), (1, 2, 6, 5), (7, 3, 1, 1), (3, 1, 4, 4), (2, 512, 3, 3),
+             (5, 7, 9, 11)]
+PARAM_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9),
+             torch.float16: dict(rtol=1e-2, atol=3e-2), torch.bfloat16: dict(rtol=2e-2, atol=1e-1)}
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-10),
+       torch.float16: dict(rtol=1e-2, atol=1e-2), torch.bfloat16: dict(rtol=5e-2, atol=5e-2)}
+
+
+def pair(kind, c, device, dtype, **kw):
+    torch.manual_seed(0)
+    ref_bn = (nn.BatchNorm2d if kind == 2 else nn.BatchNorm1d)(c, **kw).to(device)
+    if ref_bn.affine:
+        with torch.no_grad():
+            ref_bn.weight.normal_()
+            ref_bn.bias.normal_()
+    ours = (BatchNormReLU2d if kind == 2 else BatchNormReLU1d)(c, **kw).to(device)
+    ours.load_state_dict(ref_bn.state_dict())
+    return ours, nn.Sequential(ref_bn, nn.ReLU())
+
+
+def check_steps(ours, ref, shape, device, dtype, channels_last=False, steps=3):
+    """Several train steps (running stats accumulate), then eval; compares everything."""
+    for step in range(steps + 1):
+        train = step < steps
+        ours.train(train)
+        ref.train(train)
+        x = (torch.randn(shape, device=device) * 2 + 1).to(dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        xo, xr = x.clone().requires_grad_(), x.clone().to(ref_dtype).requires_grad_()
+        yo = ours(xo)
+        yr = ref(xr)
+        tol = TOL[dtype]
+        torch.testing.assert_close(yo.float(), yr.float(), **tol)
+        if channels_last:
+            assert yo.is_contiguous(memory_format=torch.channels_last)
+        dy = torch.randn(shape, device=device).to(dtype)  # both see the same rounded values
+        yo.backward(dy)
+        yr.backward(dy.to(ref_dtype))
+        torch.testing.assert_close(xo.grad.float(), xr.grad.float(), **tol)
+        for (n, po), pr in zip(ours.named_parameters(), ref[0].parameters(), strict=True):
+            torch.testing.assert_close(po.grad.float(), pr.grad.float(), **PARAM_TOL[dtype], msg=n)
+            po.grad = pr.grad = None
+    for name, b in ref[0].named_buffers():
+        torch.testing.assert_close(getattr(ours, name).float(), b.float(), rtol=1e-5, atol=1e-6,
+                                   msg=name)
+
+
+@pytest.mark.parametrize("shape", SHAPES_2D, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_bn_relu_2d_matches_torch(device, shape, channels_last):
+    ours, ref = pair(2, shape[1], device, torch.float32)
+    check_steps(ours, ref, shape, device, torch.float32, channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_bn_relu_dtypes(device, dtype, channels_last):
+    """Low-precision activations with fp32 BatchNorm parameters (as after to_fp16), and
+    float64 throughout."""
+    ours, ref = pair(2, 6, device, dtype)
+    if dtype == torch.float64:
+        ours.double()
+        ref.double()
+    check_steps(ours, ref, (4, 6, 5, 3), device, dtype, channels_last)
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (3, 4, 7), (1, 3, 9)], ids=str)
+def test_bn_relu_1d_matches_torch(device, shape):
+    ours, ref = pair(1, shape[1], device, torch.float32)
+    check_steps(ours, ref, shape, device, torch.float32)
+
+
+@pytest.mark.parametrize("kw", [dict(affine=False), dict(track_running_stats=False),
+                                dict(momentum=None), dict(eps=1e-3, momentum=0.3)], ids=str)
+def test_bn_relu_options(device, kw):
+    ours, ref = pair(2, 4, device, torch.float32, **kw)
+    check_steps(ours, ref, (3, 4, 5, 5), device, torch.float32)
+
+
+def test_gradcheck_float64(device):
+    from fastext.nn.functional import bn_relu
+
+    x = torch.randn(3, 2, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(2, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: bn_relu(x, None, None, w, b, True), (x, w, b))
+    rm, rv = torch.randn(2, dtype=torch.float64, device=device), torch.rand(2, dtype=torch.float64,
+                                                                           device=device) + 0.5
+    assert torch.autograd.gradcheck(lambda x, w, b: bn_relu(x, rm, rv, w, b, False), (x, w, b))
+
+
+def test_opcheck(device):
+    x = torch.randn(4, 3, 5, 5, device=device)
+    w, b = torch.randn(3, device=device), torch.randn(3, device=device)
+    for args in [(x, w, b, None, None, True, 1e-5),
+                 (x.contiguous(memory_format=torch.channels_last), None, None, None, None, True,
+                  1e-5),
+                 (x, w, b, torch.zeros(3, device=device), torch.ones(3, device=device), False,
+                  1e-5)]:
+        torch.library.opcheck(torch.ops.fastext.bn_relu_forward.default, args)
+    out, mean, invstd, _ = torch.ops.fastext.bn_relu_forward(x, w, b, None, None, True, 1e-5)
+    torch.library.opcheck(torch.ops.fastext.bn_relu_backward.default,
+                          (torch.randn_like(out), x, w, b, mean, invstd, True))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        BatchNormReLU1d(3)(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="4D input"):
+        BatchNormReLU2d(3)(torch.randn(2, 3))
+    with pytest.raises(RuntimeError, match="floating point"):
+        torch.ops.fastext.bn_relu_forward(torch.ones(2, 3, dtype=torch.int64), None, None, None,
+                                          None, True, 1e-5)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_resnet18_equals_original(device, train):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(num_classes=10).to(device)
+    ours = torchvision.models.resnet18(num_classes=10).to(device)
+    ours.load_state_dict(ref.state_dict())
+    fuse_bn_relu(ours)
+    assert sum(isinstance(m, BatchNormReLU2d) for m in ours.modules()) == 9
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    ref.train(train)
+    ours.train(train)
+    x = torch.randn(2, 3, 64, 64, device=device)
+    yr, yo = ref(x), ours(x)
+    torch.testing.assert_close(yo, yr, rtol=1e-4, atol=1e-4)
+    yr.square().sum().backward()
+    yo.square().sum().backward()
+    for (n, a), b in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3, msg=n)
+    for (n, a), b in zip(ours.named_buffers(), ref.buffers(), strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-5, atol=1e-5, msg=n)
+
+
+def test_fuse_sequential_shares_parameters():
+    bn = nn.BatchNorm2d(4)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), bn, nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 1, 1))
+    params = {id(p) for p in m.parameters()}
+    fuse_bn_relu(m)
+    assert isinstance(m[1], BatchNormReLU2d) and isinstance(m[2], nn.Identity)
+    assert isinstance(m[3], nn.BatchNorm2d)  # not followed by a ReLU: left alone
+    assert {id(p) for p in m.parameters()} == params
+    assert m[1].weight is bn.weight and m[1].running_mean is bn.running_mean
+
+
+def test_mnist_cnn_trains_as_well_fused():
+    """A conv-BN-ReLU CNN trained on the shipped MNIST subset reaches the same accuracy with
+    its BN+ReLU pairs fused."""
+    from fastext.data.mnist import find_data_dir, load_mnist, normalize
+    from fastext.demos.mnist import build_model
+    from fastext.learner import DataLoaders, Learner, accuracy
+
+    root = find_data_dir("mnist-small")
+    x, y = load_mnist(root, "train")
+    xv, yv = load_mnist(root, "test")
+    accs = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = build_model()
+        if fused:
+            fuse_bn_relu(model)
+            assert any(isinstance(m, BatchNormReLU2d) for m in model.modules())
+        dls = DataLoaders.from_tensors(normalize(x), y, normalize(xv), yv, bs=64, device="cpu")
+        learn = Learner(dls, model, F.cross_entropy, metrics=[accuracy], quiet=True)
+        learn.fit_one_cycle(3, 1e-2)
+        accs.append(learn.validate()[1])
+    assert accs[0] > 0.9 and abs(accs[0] - accs[1]) < 0.02, accs
+    assert fastext.nn.fuse_bn_relu is fuse_bn_relu
