@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a G
 
 @pytest.mark.parametrize("kind", ["adamw", "rmsprop"])
 def test_many_tensors_and_chunks_span_launches(kind):
-    """More tensors (>36) and more chunks (>320 blocks) than one launch holds."""
+    """More tensors (>32) and more chunks (>320 blocks) than one launch holds."""
     params = [torch.randn(n, device="cuda") for n in [3, 70_000, 5] * 20 + [23_000_001]]
     if kind == "adamw":
         pair = (lambda ps: fastext.optim.AdamW(ps, lr=1e-2),
@@ -25,10 +25,11 @@ def test_many_tensors_and_chunks_span_launches(kind):
     assert_close(p, r)
 
 
+@pytest.mark.parametrize("lr_device", ["cuda", "cpu"])  # schedulers keep a CPU tensor lr
 @pytest.mark.parametrize("cls", [fastext.optim.AdamW, fastext.optim.RMSprop])
-def test_step_has_no_host_sync(cls):
+def test_step_has_no_host_sync(cls, lr_device):
     model = torch.nn.Linear(64, 64).cuda()
-    opt = cls(model.parameters(), lr=torch.tensor(1e-3, device="cuda"))
+    opt = cls(model.parameters(), lr=torch.tensor(1e-3, device=lr_device))
     model(torch.randn(8, 64, device="cuda")).sum().backward()
     opt.step()  # state is created on the first step
     torch.cuda.synchronize()

@@ -6,18 +6,19 @@
 
 namespace fastext::kern {
 
-// CPU, planar layout: one channel at a time (the caller runs channels in parallel).
+// CPU, planar layout (NCHW): one channel at a time (the caller runs channels in parallel).
 // Shifted sums (shift = a value of the channel) keep E[x^2] - E[x]^2 stable.
-void bn_stats_planar_cpu(const void* x, DType dt, const BnShape& s, int64_t c, double shift,
-                         double* sum, double* sumsq);
 void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
                        double scale, double shift);
-void bn_bwd_reduce_planar_cpu(const void* dy, const void* x, DType dt, const BnShape& s,
-                              int64_t c, double scale, double shift, double mean,
-                              double* sum_g, double* sum_gx);
-void bn_bwd_dx_planar_cpu(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
-                          int64_t c, double scale, double shift, double mean, double a,
-                          double k1, double k2);
+
+// CPU, planar layout, one whole channel while it sits in cache (L2): the training forward
+// (statistics, then normalise + affine + ReLU; returns mean and biased variance) and the
+// backward (sums, then dx); the second read of each hits the cache, not memory.
+void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
+                             double w, double b, double eps, double* mean, double* var);
+void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
+                       int64_t c, double w, double b, double mean, double invstd,
+                       bool use_batch_stats, double* sum_g, double* sum_gx);
 
 // CPU, interleaved layout: rows [r0, r1) of the (N*S, C) matrix, all channels; the reduce
 // functions add into per-channel double arrays (one set per parallel range, summed after).

@@ -21,12 +21,26 @@ struct ScalarTensors {
   }
 };
 
-ScalarTensors device_scalars(const char* op, const at::Device& dev,
+// A CPU lr tensor (what LR schedulers keep) is read on the host: free, and a copy to the
+// device would block. The AMP flags must already be on the device.
+ScalarTensors device_scalars(const char* op, const at::Device& dev, double& lr_value,
                              const std::optional<at::Tensor>& lr,
                              const std::optional<at::Tensor>& grad_scale,
                              const std::optional<at::Tensor>& found_inf) {
-  return {scalar_arg(op, "lr_tensor", lr, dev), scalar_arg(op, "grad_scale", grad_scale, dev),
-          scalar_arg(op, "found_inf", found_inf, dev)};
+  ScalarTensors out;
+  if (lr.has_value() && lr->defined() && lr->is_cpu()) {
+    lr_value = scalar_arg(op, "lr_tensor", lr, at::Device(at::kCPU))->item<double>();
+  } else {
+    out.lr = scalar_arg(op, "lr_tensor", lr, dev);
+  }
+  auto on_device = [&](const char* name, const std::optional<at::Tensor>& t) {
+    TORCH_CHECK(!t.has_value() || !t->defined() || !t->is_cpu(), op, ": ", name, " must be on ",
+                dev, " (a CPU copy would block the step)");
+    return scalar_arg(op, name, t, dev);
+  };
+  out.grad_scale = on_device("grad_scale", grad_scale);
+  out.found_inf = on_device("found_inf", found_inf);
+  return out;
 }
 
 void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
@@ -38,11 +52,13 @@ void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_
                 const std::optional<at::Tensor>& found_inf) {
   const char* op = "fastext::adamw_";
   if (params.empty()) return;
+  TORCH_CHECK(!exp_avgs.empty(), op, ": exp_avgs is required");
+  TORCH_CHECK(!exp_avg_sqs.empty(), op, ": exp_avg_sqs is required");
   TORCH_CHECK(!amsgrad || !max_exp_avg_sqs.empty(), op, ": amsgrad needs max_exp_avg_sqs");
   const c10::cuda::CUDAGuard guard(params[0].device());
   auto ps = prepare_slots(op, params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()}, steps,
                           model_params);
-  const auto sc = device_scalars(op, params[0].device(), lr_tensor, grad_scale, found_inf);
+  const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   const kern::AdamWHyper h{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   TORCH_CHECK(kern::adamw_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype, h,
                                sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),
@@ -60,6 +76,7 @@ void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList sq
                   const std::optional<at::Tensor>& found_inf) {
   const char* op = "fastext::rmsprop_";
   if (params.empty()) return;
+  TORCH_CHECK(!square_avgs.empty(), op, ": square_avgs is required");
   TORCH_CHECK(!centered || !grad_avgs.empty(), op, ": centered needs grad_avgs");
   TORCH_CHECK(momentum <= 0 || !momentum_buffers.empty(), op, ": momentum needs momentum_buffers");
   const c10::cuda::CUDAGuard guard(params[0].device());
@@ -67,7 +84,7 @@ void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList sq
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
                           steps, model_params);
-  const auto sc = device_scalars(op, params[0].device(), lr_tensor, grad_scale, found_inf);
+  const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   const kern::RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
   TORCH_CHECK(kern::rmsprop_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype,
                                  h, sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),

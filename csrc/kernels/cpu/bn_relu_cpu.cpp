@@ -183,25 +183,49 @@ FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape
     default: FN<float>(__VA_ARGS__); break;                      \
   }
 
-FX_CLONES void bn_stats_planar_cpu(const void* x, DType dt, const BnShape& s, int64_t c,
-                                   double shift, double* sum, double* sumsq) {
-  FX_BN_DISPATCH(dt, stats_planar, x, s, c, shift, sum, sumsq);
-}
 FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
                                  double scale, double shift) {
   FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c, scale, shift);
 }
-FX_CLONES void bn_bwd_reduce_planar_cpu(const void* dy, const void* x, DType dt,
-                                        const BnShape& s, int64_t c, double scale,
-                                        double shift, double mean, double* sum_g,
-                                        double* sum_gx) {
-  FX_BN_DISPATCH(dt, bwd_reduce_planar, dy, x, s, c, scale, shift, mean, sum_g, sum_gx);
+// One channel, two passes back to back (the channel's planes stay in L2 between them).
+template <typename T>
+FX_HD void fwd_train_planar(const void* x, void* y, const BnShape& s, int64_t c, double w,
+                            double b, double eps, double* mean, double* var) {
+  const double count = double(s.N * s.S);
+  const double k = double(Io<T>::ld(static_cast<const T*>(x)[c * s.S]));  // shift: a value of c
+  double s1, s2;
+  stats_planar<T>(x, s, c, k, &s1, &s2);
+  const double m1 = s1 / count;
+  *mean = k + m1;
+  *var = s2 / count - m1 * m1 > 0 ? s2 / count - m1 * m1 : 0.0;
+  const double scale = w / sqrt(*var + eps);
+  fwd_planar<T>(x, y, s, c, scale, b - *mean * scale);
 }
-FX_CLONES void bn_bwd_dx_planar_cpu(const void* dy, const void* x, void* dx, DType dt,
-                                    const BnShape& s, int64_t c, double scale, double shift,
-                                    double mean, double a, double k1, double k2) {
-  FX_BN_DISPATCH(dt, bwd_dx_planar, dy, x, dx, s, c, scale, shift, mean, a, k1, k2);
+
+template <typename T>
+FX_HD void bwd_planar(const void* dy, const void* x, void* dx, const BnShape& s, int64_t c,
+                      double w, double b, double mean, double invstd, bool batch,
+                      double* sum_g, double* sum_gx) {
+  const double scale = w * invstd, shift = b - mean * scale, count = double(s.N * s.S);
+  bwd_reduce_planar<T>(dy, x, s, c, scale, shift, mean, sum_g, sum_gx);
+  const double k1 = batch ? *sum_g / count : 0.0;
+  const double k2 = batch ? invstd * invstd * *sum_gx / count : 0.0;
+  bwd_dx_planar<T>(dy, x, dx, s, c, scale, shift, mean, scale, k1, k2);
 }
+
+FX_CLONES void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const BnShape& s,
+                                       int64_t c, double w, double b, double eps, double* mean,
+                                       double* var) {
+  FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c, w, b, eps, mean, var);
+}
+FX_CLONES void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt,
+                                 const BnShape& s, int64_t c, double w, double b, double mean,
+                                 double invstd, bool use_batch_stats, double* sum_g,
+                                 double* sum_gx) {
+  FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c, w, b, mean, invstd, use_batch_stats, sum_g,
+                 sum_gx);
+}
+
 FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int64_t r0,
                                  int64_t r1, const double* shift, double* sum, double* sumsq) {
   FX_BN_DISPATCH(dt, stats_rows, x, s, r0, r1, shift, sum, sumsq);

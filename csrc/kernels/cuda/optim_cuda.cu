@@ -32,7 +32,7 @@ __device__ __forceinline__ double lr_of(const DeviceScalars& s, double lr) {
 
 __global__ void bump_steps(StepMeta meta, DeviceScalars s) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < meta.n && !skip_step(s)) *meta.steps[i] += 1.f;
+  if (i < meta.n && !skip_step(s)) atomicAdd(meta.steps[i], 1.f);  // a param listed twice
 }
 
 // Runs op(p, g, states) on elements [begin, end): p and the NS states are of type T, the
