@@ -42,7 +42,8 @@ SUITES: dict[str, str] = {
     "optim": "fastext.bench.optim",
     "amp": "fastext.bench.amp",
     "train": "fastext.bench.train",
-    # later: "bn_relu", "feature_loss"
+    "bn_relu": "fastext.bench.bn_relu",
+    # later: "feature_loss"
 }
 
 DEFAULT_REPS = {"cpu": 10, "cuda": 50}  # CUDA steps are short, so more reps cost little

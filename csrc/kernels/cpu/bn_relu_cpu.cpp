@@ -95,24 +95,35 @@ FX_HD void bwd_dx_planar(const void* dyv, const void* xv, void* dxv, const BnSha
   }
 }
 
-template <typename T>
-FX_HD void stats_rows(const void* xv, const BnShape& s, int64_t r0, int64_t r1,
-                      const double* shift, double* sum, double* sumsq) {
-  const T* x = static_cast<const T*>(xv);
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* __restrict__ row = x + r * s.C;
-    for (int64_t c = 0; c < s.C; ++c) {
-      const double d = double(Io<T>::ld(row[c])) - shift[c];
-      sum[c] += d;
-      sumsq[c] += d * d;
-    }
-  }
-}
-
 // Per-channel doubles converted once per call to the math type of the inner loops.
 template <typename M>
 std::vector<M> as_math(const double* v, int64_t n) {
   return std::vector<M>(v, v + n);
+}
+
+// Rows of one call accumulate in the math type (vectorised across channels, no aliasing),
+// then add into the caller's double sums.
+template <typename T>
+FX_HD void stats_rows(const void* xv, const BnShape& s, int64_t r0, int64_t r1,
+                      const double* shift_d, double* sum, double* sumsq) {
+  using M = typename Io<T>::M;
+  const T* x = static_cast<const T*>(xv);
+  std::vector<M> k(shift_d, shift_d + s.C), a1(s.C, M(0)), a2(s.C, M(0));
+  M* __restrict__ p1 = a1.data();
+  M* __restrict__ p2 = a2.data();
+  const M* __restrict__ pk = k.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* __restrict__ row = x + r * s.C;
+    for (int64_t c = 0; c < s.C; ++c) {
+      const M d = Io<T>::ld(row[c]) - pk[c];
+      p1[c] += d;
+      p2[c] += d * d;
+    }
+  }
+  for (int64_t c = 0; c < s.C; ++c) {
+    sum[c] += p1[c];
+    sumsq[c] += p2[c];
+  }
 }
 
 template <typename T>
@@ -125,7 +136,9 @@ FX_HD void fwd_rows(const void* xv, void* yv, const BnShape& s, int64_t r0, int6
   for (int64_t r = r0; r < r1; ++r) {
     const T* __restrict__ p = x + r * s.C;
     T* __restrict__ q = y + r * s.C;
-    for (int64_t c = 0; c < s.C; ++c) q[c] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[c]), scale[c], shift[c]));
+    const M* __restrict__ sc = scale.data();
+    const M* __restrict__ sh = shift.data();
+    for (int64_t c = 0; c < s.C; ++c) q[c] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[c]), sc[c], sh[c]));
   }
 }
 
@@ -136,6 +149,12 @@ FX_HD void bwd_reduce_rows(const void* dyv, const void* xv, const BnShape& s, in
   using M = typename Io<T>::M;
   const auto scale = as_math<M>(scale_d, s.C), shift = as_math<M>(shift_d, s.C),
              mean = as_math<M>(mean_d, s.C);
+  std::vector<M> a1(s.C, M(0)), a2(s.C, M(0));
+  M* __restrict__ p1 = a1.data();
+  M* __restrict__ p2 = a2.data();
+  const M* __restrict__ sc = scale.data();
+  const M* __restrict__ sh = shift.data();
+  const M* __restrict__ mu = mean.data();
   const T* x = static_cast<const T*>(xv);
   const T* dy = static_cast<const T*>(dyv);
   for (int64_t r = r0; r < r1; ++r) {
@@ -143,10 +162,14 @@ FX_HD void bwd_reduce_rows(const void* dyv, const void* xv, const BnShape& s, in
     const T* __restrict__ pg = dy + r * s.C;
     for (int64_t c = 0; c < s.C; ++c) {
       const M xi = Io<T>::ld(px[c]);
-      const M g = bn_relu_grad<M>(Io<T>::ld(pg[c]), xi, scale[c], shift[c]);
-      sum_g[c] += g;
-      sum_gx[c] += double(g * (xi - mean[c]));
+      const M g = bn_relu_grad<M>(Io<T>::ld(pg[c]), xi, sc[c], sh[c]);
+      p1[c] += g;
+      p2[c] += g * (xi - mu[c]);
     }
+  }
+  for (int64_t c = 0; c < s.C; ++c) {
+    sum_g[c] += p1[c];
+    sum_gx[c] += p2[c];
   }
 }
 
