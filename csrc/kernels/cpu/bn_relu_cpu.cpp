@@ -45,6 +45,7 @@ FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c, dou
     const int64_t base = (n * s.C + c) * s.S;
     const T* __restrict__ p = x + base;
     T* __restrict__ q = y + base;
+#pragma omp simd
     for (int64_t i = 0; i < s.S; ++i) q[i] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[i]), scale, shift));
   }
 }
@@ -82,11 +83,12 @@ FX_HD void bwd_dx_planar(const void* dyv, const void* xv, void* dxv, const BnSha
   using M = typename Io<T>::M;
   const M scale = M(scale_d), shift = M(shift_d), mean = M(mean_d), a = M(a_d), k1 = M(k1_d),
           k2 = M(k2_d);
-  const T* x = static_cast<const T*>(xv);
-  const T* dy = static_cast<const T*>(dyv);
-  T* dx = static_cast<T*>(dxv);
+  const T* __restrict__ x = static_cast<const T*>(xv);
+  const T* __restrict__ dy = static_cast<const T*>(dyv);
+  T* __restrict__ dx = static_cast<T*>(dxv);
   for (int64_t n = 0; n < s.N; ++n) {
     const int64_t base = (n * s.C + c) * s.S;
+#pragma omp simd
     for (int64_t i = 0; i < s.S; ++i) {
       const M xi = Io<T>::ld(x[base + i]);
       const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + i]), xi, scale, shift);
@@ -114,6 +116,7 @@ FX_HD void stats_rows(const void* xv, const BnShape& s, int64_t r0, int64_t r1,
   const M* __restrict__ pk = k.data();
   for (int64_t r = r0; r < r1; ++r) {
     const T* __restrict__ row = x + r * s.C;
+#pragma omp simd
     for (int64_t c = 0; c < s.C; ++c) {
       const M d = Io<T>::ld(row[c]) - pk[c];
       p1[c] += d;
@@ -138,6 +141,7 @@ FX_HD void fwd_rows(const void* xv, void* yv, const BnShape& s, int64_t r0, int6
     T* __restrict__ q = y + r * s.C;
     const M* __restrict__ sc = scale.data();
     const M* __restrict__ sh = shift.data();
+#pragma omp simd
     for (int64_t c = 0; c < s.C; ++c) q[c] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[c]), sc[c], sh[c]));
   }
 }
@@ -160,6 +164,7 @@ FX_HD void bwd_reduce_rows(const void* dyv, const void* xv, const BnShape& s, in
   for (int64_t r = r0; r < r1; ++r) {
     const T* __restrict__ px = x + r * s.C;
     const T* __restrict__ pg = dy + r * s.C;
+#pragma omp simd
     for (int64_t c = 0; c < s.C; ++c) {
       const M xi = Io<T>::ld(px[c]);
       const M g = bn_relu_grad<M>(Io<T>::ld(pg[c]), xi, sc[c], sh[c]);
@@ -182,15 +187,19 @@ FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape
   const auto scale = as_math<M>(scale_d, s.C), shift = as_math<M>(shift_d, s.C),
              mean = as_math<M>(mean_d, s.C), a = as_math<M>(a_d, s.C), k1 = as_math<M>(k1_d, s.C),
              k2 = as_math<M>(k2_d, s.C);
-  const T* x = static_cast<const T*>(xv);
-  const T* dy = static_cast<const T*>(dyv);
-  T* dx = static_cast<T*>(dxv);
+  const T* __restrict__ x = static_cast<const T*>(xv);
+  const T* __restrict__ dy = static_cast<const T*>(dyv);
+  T* __restrict__ dx = static_cast<T*>(dxv);
+  const M *__restrict__ sc = scale.data(), *__restrict__ sh = shift.data(),
+          *__restrict__ mu = mean.data(), *__restrict__ pa = a.data(),
+          *__restrict__ p1 = k1.data(), *__restrict__ p2 = k2.data();
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t base = r * s.C;
+#pragma omp simd
     for (int64_t c = 0; c < s.C; ++c) {
       const M xi = Io<T>::ld(x[base + c]);
-      const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + c]), xi, scale[c], shift[c]);
-      dx[base + c] = Io<T>::st(bn_relu_dx<M>(g, xi, mean[c], a[c], k1[c], k2[c]));
+      const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + c]), xi, sc[c], sh[c]);
+      dx[base + c] = Io<T>::st(bn_relu_dx<M>(g, xi, mu[c], pa[c], p1[c], p2[c]));
     }
   }
 }
