@@ -270,3 +270,33 @@ def test_from_folder(tmp_path):
     assert xb.shape == (4, 3, 8, 8) and set(yb.tolist()) <= {0, 1}
     with pytest.raises(FileNotFoundError):
         DataLoaders.from_folder(tmp_path / "nowhere")
+
+
+def test_channels_last_for_conv_models():
+    x = torch.randn(32, 3, 8, 8)
+    y = torch.randint(0, 2, (32,))
+    dls = DataLoaders.from_tensors(x[:24], y[:24], x[24:], y[24:], bs=8, device="cpu")
+
+    def conv():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    seen = []
+
+    class Layout(Callback):
+        def before_batch(self):
+            seen.append(self.learn.xb[0].is_contiguous(memory_format=torch.channels_last))
+
+    # SGD: Adam's normalised steps would magnify the layouts' last-bit differences
+    fast = Learner(dls, conv(), F.cross_entropy, quiet=True, opt_func=torch.optim.SGD)
+    plain = Learner(dls, conv(), F.cross_entropy, quiet=True, opt_func=torch.optim.SGD,
+                    channels_last=False)
+    assert fast.channels_last and not plain.channels_last
+    assert fast.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    fast.fit(2, 1e-2, cbs=[Layout()])
+    plain.fit(2, 1e-2)
+    assert all(seen)
+    for a, b in zip(fast.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # same training, other layout
+    assert not toy_learner().channels_last  # no convolution: left alone
