@@ -22,11 +22,11 @@ def _run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     from .demos import mnist  # imported here so `fastext info` stays fast
 
     return mnist.run(data=args.data, epochs=args.epochs, quick=args.quick,
-                     json_path=args.json, bench=not args.bench_off)
+                     json_path=args.json, bench=not args.bench_off, out_dir=args.out)
 
 
 #: Demo name -> function taking the parsed ``run`` arguments (``data``, ``epochs``, ``quick``,
-#: ``json``, ``bench_off``) and returning the record it wrote. New demos register here.
+#: ``json``, ``out``, ``bench_off``) and returning the record it wrote. New demos register here.
 DEMOS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "mnist": _run_mnist,
 }
@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a demo end to end")
     run.add_argument("name", choices=sorted(DEMOS), help="which demo")
     run.add_argument("--json", metavar="PATH", help="write the result record here")
+    run.add_argument("--out", metavar="DIR", default="out",
+                     help="folder for the figures and checkpoints (default: out)")
     run.add_argument("--data", metavar="DIR",
                      help="data directory (default: $FASTEXT_DATA, data/, ../shared/data)")
     run.add_argument("--epochs", type=int, metavar="N", help="training epochs (demo default)")

@@ -154,8 +154,12 @@ def test_short_training_on_shipped_subset():
 
 def test_cli_run_mnist_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "sub" / "mnist.json"
-    assert cli.main(["run", "mnist", "--quick", "--no-bench", "--json", str(out)]) == 0
+    figs = tmp_path / "figs"
+    assert cli.main(["run", "mnist", "--quick", "--no-bench", "--json", str(out),
+                     "--out", str(figs)]) == 0
     rec = json.loads(out.read_text())
+    for name in ("mnist_lr_find.png", "mnist_loss.png", "mnist_schedule.png"):
+        assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figures exist
     assert rec["demo"] == "mnist" and rec["data"] == "mnist-small" and rec["epochs"] == 1
     assert 0.0 <= rec["accuracy"] <= 1.0 and rec["train_seconds"] > 0
     assert "test accuracy" in capsys.readouterr().out

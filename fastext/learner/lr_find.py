@@ -373,8 +373,13 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     """
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     n_epoch = max(1, math.ceil(num_it / max(1, len(learn.dls.train))))
-    with _restored(learn):
-        learn.fit(n_epoch, cbs=[finder])
+    quiet = learn.quiet
+    learn.quiet = True  # the sweep's epochs are not training epochs: print no table
+    try:
+        with _restored(learn):
+            learn.fit(n_epoch, cbs=[finder])
+    finally:
+        learn.quiet = quiet
     lrs = np.asarray(finder.lrs, dtype=np.float64)
     losses = np.asarray(finder.losses, dtype=np.float64)
     funcs = tuple(suggest_funcs or ())
