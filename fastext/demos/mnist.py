@@ -160,7 +160,9 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     ``quick`` trains a few batches on the shipped subset (for tests). ``data`` names a
     directory with the four idx ``.gz`` files; by default the full set is used if found.
 
-    >>> r = run(quick=True, bench=False, progress=False)  # doctest: +ELLIPSIS
+    >>> import tempfile
+    >>> r = run(quick=True, bench=False, progress=False, out_dir=tempfile.mkdtemp())
+    ... # doctest: +ELLIPSIS
     mnist: ...
     >>> sorted(r)
     ['accuracy', 'data', 'demo', 'epochs', 'train_seconds']
