@@ -145,6 +145,29 @@ class LossScaler:
         state["found_inf_per_device"] = self._found_inf_flags(optimizer, unscale=True)
         state["stage"] = _Stage.UNSCALED
 
+    def clip_grad_norm_(self, optimizer: torch.optim.Optimizer, max_norm: float,
+                        norm_type: float = 2.0) -> Tensor:
+        """Clips the optimizer's gradients to a total (unscaled) norm of ``max_norm`` while
+        they are still scaled, and returns that unscaled norm (a device tensor). Unlike
+        ``unscale_`` + ``clip_grad_norm_`` this keeps fp16 gradients scaled (dividing them in
+        fp16 would flush small values to zero) and leaves the unscale to the fused step; an
+        overflow still skips the step. Norms are computed in fp32."""
+        grads = [g for gs in self._grads_by_device(optimizer).values() for g in gs]
+        if not grads:
+            return torch.zeros(())
+        if not self._enabled or self._scale is None:
+            params = [p for grp in optimizer.param_groups for p in grp["params"]
+                      if p.grad is not None]
+            return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+        dev = self._scale.device
+        norms = torch.stack([torch.linalg.vector_norm(g, norm_type, dtype=torch.float32).to(dev)
+                             for g in grads])
+        norm = torch.linalg.vector_norm(norms, norm_type) / self._scale
+        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.to(g.device))
+        return norm
+
     def _combined_found_inf(self, state: dict[str, Any]) -> Tensor:
         flags = [f.to(self._scale.device, non_blocking=True)
                  for f in state["found_inf_per_device"].values()]

@@ -322,3 +322,18 @@ def test_cuda_scaled_step_has_no_host_sync():
             scaler.update()
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
+
+def test_clip_on_scaled_fp16_grads_keeps_small_values():
+    """Clipping through the scaler keeps fp16 gradients scaled: values that an in-place fp16
+    unscale would flush to zero survive, and the step still unscales them."""
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))
+    opt = fastext.optim.AdamW([p], lr=1e-3, master_weights=True)
+    scaler = LossScaler("cpu", init_scale=2.0**16)
+    scaler.scale(torch.zeros((), requires_grad=True).sum())  # creates the scale
+    true = torch.tensor([1e-8, 3e-8, 1e-6])
+    p.grad = (true * 2.0**16).half()
+    norm = scaler.clip_grad_norm_(opt, max_norm=1.0)
+    assert norm.item() == pytest.approx(true.norm().item(), rel=1e-2)
+    assert (p.grad > 0).all()  # nothing flushed
+    assert (p.grad.float() / 2.0**16 - true).abs().max() < 1e-9

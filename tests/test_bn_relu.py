@@ -184,3 +184,8 @@ def test_mnist_cnn_trains_as_well_fused():
         accs.append(learn.validate()[1])
     assert accs[0] > 0.9 and abs(accs[0] - accs[1]) < 0.02, accs
     assert fastext.nn.fuse_bn_relu is fuse_bn_relu
+
+
+def test_bn_relu_empty_batch():
+    out = BatchNormReLU2d(3)(torch.randn(0, 3, 4, 4))
+    assert out.shape == (0, 3, 4, 4)

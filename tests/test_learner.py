@@ -1,6 +1,7 @@
 """The Learner's core: schedules point by point, layer groups and freezing,
 discriminative LRs, precision modes, checkpoints and resume, and real training on MNIST."""
 
+import functools
 import math
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_one_cycle_curves_point_by_point():
 
 def test_flat_cos_and_rmsprop_momentum():
     learn = Learner(toy_dls(), toy_model(), F.cross_entropy, quiet=True,
-                    opt_func=fastext.optim.RMSprop)
+                    opt_func=functools.partial(fastext.optim.RMSprop, momentum=0.9))
     track = Track()
     learn.fit_flat_cos(2, 1e-3, pct_start=0.5, cbs=[track])
     n = 2 * len(learn.dls.train)
@@ -78,6 +79,10 @@ def test_flat_cos_and_rmsprop_momentum():
     one_cycle = Track()
     learn.fit_one_cycle(1, 1e-3, cbs=[one_cycle])  # RMSprop: "mom" drives `momentum`
     assert one_cycle.moms[0][0] == pytest.approx(0.95) and min(m[0] for m in one_cycle.moms) < 0.9
+    plain = Learner(toy_dls(), toy_model(), F.cross_entropy, quiet=True,
+                    opt_func=fastext.optim.RMSprop)
+    plain.fit_one_cycle(1, 1e-3)  # built without momentum: the schedule leaves it off
+    assert all(g["momentum"] == 0 for g in plain.opt.param_groups)
 
 
 def test_combined_cos_endpoints():
@@ -300,3 +305,37 @@ def test_channels_last_for_conv_models():
     for a, b in zip(fast.model.parameters(), plain.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # same training, other layout
     assert not toy_learner().channels_last  # no convolution: left alone
+
+
+def test_fp16_load_without_optimizer_state_keeps_the_loaded_weights(tmp_path):
+    learn = toy_learner(precision="fp16", path=tmp_path)
+    learn.fit(1, 1e-2)
+    learn.save("a", with_opt=False)
+    saved = [p.detach().clone() for p in learn.model.parameters()]
+    learn.fit(2, 1e-2)
+    learn.load("a", with_opt=False)
+    learn.fit(1, lr=0.0, wd=0.0)  # a zero step must not write the old fp32 masters back
+    for a, b in zip(learn.model.parameters(), saved, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_weight_decay_set_by_fit_reaches_the_decay_groups():
+    learn = toy_learner(wd=0.0)
+    learn.fit(1, 1e-3, wd=0.05)
+    wds = {g["apply_wd"]: g["weight_decay"] for g in learn.opt.param_groups}
+    assert wds == {True: 0.05, False: 0.0}
+
+
+def test_splitter_keeps_a_tied_weight_in_one_group():
+    emb = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10)
+    head.weight = emb.weight  # tied encoder / decoder, as in a language model
+    model = nn.Sequential(emb, nn.Flatten(), head)
+    groups = fastext.learner.body_head_splitter(model)
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) == 2
+
+
+def test_fp16_needs_a_master_weight_optimizer():
+    with pytest.raises(ValueError, match="master weights"):
+        toy_learner(precision="fp16", opt_func=torch.optim.AdamW).create_opt()

@@ -308,8 +308,9 @@ class GradNorms(Callback):
 
     def before_step(self):
         grads = [p.grad for p in self.learn.model.parameters() if p.grad is not None]
+        scale = self.learn.scaler.get_scale() if self.learn.scaler is not None else 1.0
         self.norms.append(torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).item())
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).item() / scale)
 
 
 def test_gradient_clip_bounds_the_norm():
@@ -323,7 +324,9 @@ def test_gradient_clip_bounds_the_norm():
     assert clip.last_norm.item() > 0.5  # the norm before clipping
 
 
-def test_gradient_clip_unscales_first_with_a_loss_scaler():
+def test_gradient_clip_with_a_loss_scaler_clips_the_true_norm():
+    """With a scaler the gradients stay scaled (fp16 would flush small values if divided
+    in place); the clipped norm is the unscaled one."""
     dls = regression_dls(scale=0.05)
     ref = GradientClip(max_norm=0.1)
     linear_learner(dls).fit(1, lr=1e-3, cbs=[ref])
@@ -332,7 +335,8 @@ def test_gradient_clip_unscales_first_with_a_loss_scaler():
     learn.scaler = LossScaler("cpu", init_scale=2.0**8)  # small enough not to overflow fp16
     learn.fit(1, lr=1e-3, cbs=[clip, norms])
     assert clip.last_norm.item() > 0.1  # clipping had something to do
-    # the norm clipping saw is that of the true (unscaled) gradient, not 2**8 times it
+    # the norm clipping saw is that of the true (unscaled) gradient, not 2**8 times it;
+    # GradNorms divides the still-scaled gradients by the scale
     assert clip.last_norm.item() == pytest.approx(ref.last_norm.item(), rel=0.02)
     assert max(norms.norms) <= 0.1 * (1 + 2e-3)
     assert learn.scaler.get_scale() == 2.0**8  # no overflow, no skipped step

@@ -184,3 +184,24 @@ def test_flat_load_of_a_fresh_state_dict_resets_state():
         m(x).sum().backward()
         o.step()
     torch.testing.assert_close(lin.weight, ref.weight)
+
+
+def test_flat_reload_of_its_own_state_keeps_it():
+    lin = torch.nn.Linear(4, 3)
+    opt = fastext.optim.AdamW(lin.parameters(), lr=1e-2, flat=True)
+    lin(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    before = opt.state[lin.weight]["exp_avg"].clone()
+    opt.load_state_dict(opt.state_dict())
+    assert torch.equal(opt.state[lin.weight]["exp_avg"], before) and before.abs().sum() > 0
+
+
+def test_state_dict_from_older_torch_without_newer_keys():
+    lin = torch.nn.Linear(4, 3)
+    opt = fastext.optim.AdamW(lin.parameters())
+    sd = opt.state_dict()
+    del sd["param_groups"][0]["maximize"]  # as saved by torch < 1.11
+    opt.load_state_dict(sd)
+    lin(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    assert opt.param_groups[0]["maximize"] is False

@@ -519,8 +519,8 @@ class TerminateOnNaN(Callback):
 
 
 class GradientClip(Callback):
-    """Clips the global norm of the gradients to ``max_norm`` before each step (unscaling
-    them first when the learner uses a loss scaler).
+    """Clips the global norm of the gradients to ``max_norm`` before each step (with a loss
+    scaler, on the still-scaled gradients: see :meth:`fastext.amp.LossScaler.clip_grad_norm_`).
 
     >>> import torch
     >>> from fastext.learner import DataLoaders, Learner
@@ -540,7 +540,8 @@ class GradientClip(Callback):
     def before_step(self) -> None:
         scaler = getattr(self.learn, "scaler", None)
         if scaler is not None:
-            scaler.unscale_(self.learn.opt)
+            self.last_norm = scaler.clip_grad_norm_(self.learn.opt, self.max_norm, self.norm_type)
+            return
         params = [p for p in self.learn.model.parameters() if p.grad is not None]
         # total norm before clipping, a device tensor (no host read)
         self.last_norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type)

@@ -7,6 +7,7 @@ distributed training) is a callback.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -56,7 +57,12 @@ def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
         if len(children) < 2:
             return [list(model.parameters())]
         groups = [nn.ModuleList(children[:-1]), children[-1]]
-    return [list(g.parameters()) for g in groups]
+    seen: set[int] = set()  # a tied weight (e.g. LM encoder/decoder) goes in its first group
+    out = []
+    for g in groups:
+        out.append([p for p in g.parameters() if id(p) not in seen])
+        seen.update(id(p) for p in out[-1])
+    return out
 
 
 def _default_loss(pred: Tensor, *yb: Tensor) -> Tensor:
@@ -184,9 +190,13 @@ class Learner:
             rest = [p for p in params if id(p) in no_decay]
             for ps, wd in ((decay, self.wd), (rest, 0.0)):
                 if ps:
-                    groups.append({"params": ps, "weight_decay": wd, "layer_group": i})
+                    groups.append({"params": ps, "weight_decay": wd, "layer_group": i,
+                                   "apply_wd": ps is decay})
         kwargs: dict[str, Any] = {"lr": self.lr}
         if self.precision == "fp16":
+            if "master_weights" not in inspect.signature(self.opt_func).parameters:
+                raise ValueError("precision='fp16' keeps fp32 master weights in the optimizer: "
+                                 "use fastext.optim.AdamW or RMSprop (or precision='bf16')")
             kwargs["master_weights"] = True
         self.opt = self.opt_func(groups, **kwargs)
         return self.opt
@@ -224,9 +234,9 @@ class Learner:
             if moms is not None:
                 if "betas" in g:
                     g["betas"] = (float(moms[i]), g["betas"][1])
-                elif "momentum" in g:
+                elif g.get("momentum", 0) > 0:  # an optimizer built without momentum stays so
                     g["momentum"] = float(moms[i])
-            if wd is not None and g["weight_decay"] != 0:
+            if wd is not None and g.get("apply_wd", g["weight_decay"] != 0):
                 g["weight_decay"] = wd
 
     def freeze_to(self, n: int) -> None:
@@ -447,6 +457,8 @@ class Learner:
             if self.opt is None:
                 self.create_opt()
             self.opt.load_state_dict(state["opt"])
+        elif self.opt is not None and hasattr(self.opt, "refresh_master_weights"):
+            self.opt.refresh_master_weights()  # else stale fp32 masters overwrite the load
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         if with_state:

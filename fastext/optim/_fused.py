@@ -29,6 +29,13 @@ def check_hypers(lr: float | Tensor, **non_negative: float) -> None:
             raise ValueError(f"Invalid {name} value: {value}")
 
 
+def _on(t: Tensor | None, dev: torch.device) -> Tensor | None:
+    """An AMP flag on a bucket's device (a no-op in the usual one-device case)."""
+    if t is None or t.device == dev:
+        return t
+    return t.to(dev, non_blocking=dev.type != "cpu")
+
+
 class FusedOptimizer(torch.optim.Optimizer):
     """Base of :class:`fastext.optim.AdamW` and :class:`fastext.optim.RMSprop`.
 
@@ -106,9 +113,23 @@ class FusedOptimizer(torch.optim.Optimizer):
                 ss.append(state)
                 if master:
                     ms.append(p)
-            for ps, gs, ss, ms in buckets.values():
-                self._launch(group, ps, gs, ss, ms, grad_scale, found_inf)
+            for (dev, _, _), (ps, gs, ss, ms) in buckets.items():
+                self._launch(group, ps, gs, ss, ms, _on(grad_scale, dev), _on(found_inf, dev))
         return loss
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # groups saved by older torch lack newer keys
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+
+    @torch.no_grad()
+    def refresh_master_weights(self) -> None:
+        """Copies the (fp16/bf16) params into their fp32 master weights: call it after
+        loading model weights without this optimizer's state."""
+        for p, state in self.state.items():
+            if "master" in state:
+                state["master"].copy_(p)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # torch casts every floating state tensor to its param's dtype; master-weight state
@@ -118,9 +139,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         keep = {p: {k: v for k, v in state_dict["state"].get(pid, {}).items()
                     if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
                 for pid, p in zip(saved_ids, own, strict=False) if self._uses_master(p)}
-        for fb in self._flat:  # params the state_dict has no state for start afresh
-            for buf in fb.state_bufs.values():
-                buf.zero_()
+        if self._flat:
+            # The state_dict may hold views of our own flat buffers (a reload of our own
+            # state): copy it, then start params it has no state for afresh.
+            state_dict = {**state_dict, "state": {
+                k: {n: v.clone() if isinstance(v, Tensor) else v for n, v in st.items()}
+                for k, st in state_dict["state"].items()}}
+            for fb in self._flat:
+                for buf in fb.state_bufs.values():
+                    buf.zero_()
         super().load_state_dict(state_dict)
         for p, values in keep.items():
             for k, v in values.items():
