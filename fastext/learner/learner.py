@@ -49,7 +49,8 @@ def ulmfit_slice(lr: float) -> slice:
 
 def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     """Layer groups [body, head]: the model's ``body``/``head`` attributes if it has them,
-    else all but the last child and the last child of a multi-child module, else one group."""
+    else all but the last child and the last child of a multi-child module, else one group
+    (empty groups are dropped)."""
     if hasattr(model, "body") and hasattr(model, "head"):
         groups = [model.body, model.head]
     else:
@@ -60,8 +61,10 @@ def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     seen: set[int] = set()  # a tied weight (e.g. LM encoder/decoder) goes in its first group
     out = []
     for g in groups:
-        out.append([p for p in g.parameters() if id(p) not in seen])
-        seen.update(id(p) for p in out[-1])
+        params = [p for p in g.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:  # a parameter-free last child (e.g. Flatten) makes no group
+            out.append(params)
     return out
 
 
@@ -203,6 +206,10 @@ class Learner:
 
     @property
     def n_groups(self) -> int:
+        """Number of layer groups (read off the optimizer once it exists: the schedules ask
+        every batch, and walking the model each time would cost)."""
+        if self.opt is not None:
+            return 1 + max(g.get("layer_group", 0) for g in self.opt.param_groups)
         return len(self.layer_groups())
 
     def lr_range(self, lr: float | slice | Sequence[float]) -> np.ndarray:
@@ -437,6 +444,8 @@ class Learner:
             state["opt"] = self.opt.state_dict()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
         tmp = file.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(file)  # never leave a half-written checkpoint behind
@@ -445,7 +454,9 @@ class Learner:
     def load(self, name: str | Path, with_opt: bool = True, strict: bool = True,
              with_state: bool = True) -> Learner:
         """Restores what :meth:`save` wrote (a name under ``path/model_dir`` or a file);
-        ``with_state`` also restores the epoch, schedule position and RNG (to resume)."""
+        ``with_state`` also restores the epoch counters and the RNGs. To resume a fit from a
+        checkpoint saved at the end of epoch ``k``, call the same ``fit*`` with
+        ``start_epoch=k + 1`` (``learn.epoch + 1`` after this load)."""
         file = Path(name)
         if not file.suffix:
             file = self.path / self.model_dir / f"{name}.pth"
@@ -464,4 +475,6 @@ class Learner:
         if with_state:
             self.epoch, self.train_iter = state["epoch"], state["train_iter"]
             torch.set_rng_state(state["rng"].cpu())
+            if "cuda_rng" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
         return self
