@@ -19,7 +19,8 @@ step "$PY" -c "import fastext, json; print(json.dumps(fastext.build_info()))"
 step timeout 300 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_optim_parity.py \
   tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py tests/test_amp.py \
   tests/test_bn_relu.py
-step timeout 150 "$PY" -m fastext.bench optim --device cuda --json "$out/optim-cuda.json"
+step timeout 120 "$PY" -m fastext.bench optim --device cuda --json "$out/optim-cuda.json"
 step timeout 90 "$PY" -m fastext.bench amp --device cuda --json "$out/amp-cuda.json"
+step timeout 120 "$PY" -m fastext.bench bn_relu --device cuda --json "$out/bn_relu-cuda.json"
 echo "== done (status $status)" | tee -a "$log"
 exit "$status"
