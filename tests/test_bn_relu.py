@@ -189,3 +189,9 @@ def test_mnist_cnn_trains_as_well_fused():
 def test_bn_relu_empty_batch():
     out = BatchNormReLU2d(3)(torch.randn(0, 3, 4, 4))
     assert out.shape == (0, 3, 4, 4)
+
+
+def test_running_stats_of_the_wrong_size_are_named():
+    with pytest.raises(RuntimeError, match="running_mean must have C = 3"):
+        torch.ops.fastext.bn_relu_forward(torch.randn(4, 3), None, None, torch.zeros(2),
+                                          torch.ones(2), False, 1e-5)

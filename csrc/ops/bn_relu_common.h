@@ -31,12 +31,13 @@ inline BnInput bn_input(const char* op, const at::Tensor& input) {
   return in;
 }
 
-// The per-channel weight or bias as `opts`, or a constant when the layer has none.
+// A per-channel tensor (weight, bias, running stats) as `opts`, or a constant when absent.
 inline at::Tensor channel_param(const char* op, const std::optional<at::Tensor>& p, int64_t C,
-                                double fill, const at::TensorOptions& opts) {
+                                double fill, const at::TensorOptions& opts,
+                                const char* name = "weight and bias") {
   if (!p.has_value() || !p->defined()) return at::full({C}, fill, opts);
-  TORCH_CHECK(p->dim() == 1 && p->size(0) == C, op, ": weight and bias must have C = ", C,
-              " elements");
+  TORCH_CHECK(p->dim() == 1 && p->size(0) == C, op, ": ", name, " must have C = ", C,
+              " elements, got shape ", p->sizes());
   return p->to(opts);
 }
 
@@ -63,8 +64,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_recip
     TORCH_CHECK(running_mean.has_value() && running_var.has_value() && running_mean->defined() &&
                     running_var->defined(),
                 op, ": evaluation without batch statistics needs running_mean and running_var");
-    mean = channel_param(op, running_mean, C, 0.0, opts);
-    var = channel_param(op, running_var, C, 1.0, opts);
+    mean = channel_param(op, running_mean, C, 0.0, opts, "running_mean");
+    var = channel_param(op, running_var, C, 1.0, opts, "running_var");
   }
   const auto invstd = (var + eps).rsqrt();
   const auto scale = channel_param(op, weight, C, 1.0, opts) * invstd;
