@@ -3,10 +3,10 @@ never speed (timed assertions do not belong in the test suite)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
+from bench_helpers import quick_suite_run
 
 from fastext.bench import main
 from fastext.bench.optim import _resnet50_shapes_by_hand, resnet50_shapes
@@ -22,10 +22,9 @@ WORKLOADS = {"resnet50", "10M", "1000x"}
 def quick_run(tmp_path_factory):
     """One quick CPU run writing both the JSON and the plot (shared by the tests below)."""
     out = tmp_path_factory.mktemp("bench")
-    json_path, png_path = out / "optim.json", out / "optim.png"
-    rc = main(["optim", "--quick", "--device", "cpu", "--json", str(json_path),
-               "--plot", str(png_path)])
-    return rc, json.loads(json_path.read_text()), png_path
+    png_path = out / "optim.png"
+    rc, doc = quick_suite_run(out, "optim", "--plot", str(png_path))
+    return rc, doc, png_path
 
 
 def test_json_schema(quick_run):

@@ -3,12 +3,12 @@ never speed (timed assertions do not belong in the test suite)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
+from bench_helpers import quick_suite_run
 
-from fastext.bench import SUITES, main
+from fastext.bench import SUITES
 from fastext.bench.amp import CASE, SCALER_KWARGS
 from fastext.bench.report import format_table
 
@@ -17,10 +17,8 @@ EXPECTED_IMPLS = {"torch-gradscaler", "torch-gradscaler-fused", "fastext"}
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[int, dict]:
-    """One quick CPU run of the amp suite, writing JSON (shared by the tests below)."""
-    json_path = tmp_path_factory.mktemp("bench") / "amp.json"
-    rc = main(["amp", "--quick", "--device", "cpu", "--json", str(json_path)])
-    return rc, json.loads(json_path.read_text())
+    """One quick CPU run of the amp suite (shared by the tests below)."""
+    return quick_suite_run(tmp_path_factory.mktemp("bench"), "amp")
 
 
 def test_registered():

@@ -3,13 +3,13 @@ never speed (timed assertions do not belong in the test suite)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
+from bench_helpers import quick_suite_run
 
-from fastext.bench import SUITES, main
+from fastext.bench import SUITES
 from fastext.bench.bn_relu import (
     FORMATS,
     QUICK_BATCH,
@@ -25,10 +25,8 @@ RESNET_CASE = f"resnet18-step/b{QUICK_BATCH}"
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[int, dict]:
-    """One quick CPU run of the bn_relu suite, writing JSON (shared by the tests below)."""
-    json_path = tmp_path_factory.mktemp("bench") / "bn_relu.json"
-    rc = main(["bn_relu", "--quick", "--json", str(json_path)])
-    return rc, json.loads(json_path.read_text())
+    """One quick CPU run of the bn_relu suite (shared by the tests below)."""
+    return quick_suite_run(tmp_path_factory.mktemp("bench"), "bn_relu")
 
 
 def _positive_finite(v: object) -> bool:

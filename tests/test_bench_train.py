@@ -3,13 +3,13 @@ never speed (timed assertions do not belong in the test suite)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
+from bench_helpers import quick_suite_run
 
-from fastext.bench import SUITES, main
+from fastext.bench import SUITES
 from fastext.bench.report import format_table
 from fastext.bench.train import (
     CASE,
@@ -25,10 +25,8 @@ from fastext.bench.train import (
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[int, dict]:
-    """One quick CPU run of the train suite, writing JSON (shared by the tests below)."""
-    json_path = tmp_path_factory.mktemp("bench") / "train.json"
-    rc = main(["train", "--quick", "--json", str(json_path)])
-    return rc, json.loads(json_path.read_text())
+    """One quick CPU run of the train suite (shared by the tests below)."""
+    return quick_suite_run(tmp_path_factory.mktemp("bench"), "train")
 
 
 def test_registered():
