@@ -17,7 +17,8 @@ import fastext
 from fastext import cli
 from fastext.data import find_data_dir, find_mnist, load_mnist, mnist_loaders
 from fastext.data.mnist import MNIST_FILES, REPO_ROOT, read_idx
-from fastext.demos.mnist import build_model, evaluate, fit_one_cycle
+from fastext.demos.mnist import build_model
+from fastext.learner import DataLoaders, Learner, accuracy
 
 SMALL = REPO_ROOT / "data" / "mnist-small"
 # Read once from the shipped idx files (identical to the first records of the full set).
@@ -146,10 +147,11 @@ def test_short_training_on_shipped_subset():
     # an untrained model scores ~0.1, so 0.85 leaves a wide margin and still means learning.
     torch.manual_seed(0)
     train, valid = mnist_loaders(SMALL, batch_size=64, seed=0)
-    model = build_model()
-    loss = fit_one_cycle(model, train, epochs=3, lr=1e-2, progress=False)
-    assert loss < 0.5
-    assert evaluate(model, valid) >= 0.85
+    learn = Learner(DataLoaders(train, valid, device="cpu"), build_model(),
+                    torch.nn.functional.cross_entropy, metrics=[accuracy], quiet=True)
+    learn.fit_one_cycle(3, 1e-2)
+    assert learn.recorder.values[-1][1] < 0.5  # the last epoch's training loss
+    assert learn.validate()[1] >= 0.85
 
 
 def test_cli_run_mnist_quick_writes_json(tmp_path, capsys):

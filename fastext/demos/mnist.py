@@ -25,15 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch import nn
 
 from ..data.mnist import find_data_dir, find_mnist, load_mnist, normalize
 from ..learner import DataLoaders, Learner
 from ..learner import accuracy as accuracy_metric
-from ..optim import AdamW
 
-__all__ = ["build_model", "evaluate", "fit_one_cycle", "param_groups", "run"]
+__all__ = ["build_model", "param_groups", "run"]
 
 # The stride-2 conv stack: 28 -> 14 -> 7 -> 4 -> 2 -> 1 pixels, then 10 logits.
 CHANNELS = (16, 32, 64, 128)
@@ -73,79 +71,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
-
-
-def fit_one_cycle(model: nn.Module, train: DataLoader, epochs: int = 1, lr: float = 1e-2,
-                  weight_decay: float = 0.1, max_batches: int | None = None,
-                  progress: bool = True) -> float:
-    """Train ``model`` with :class:`fastext.optim.AdamW` and ``OneCycleLR``; returns the
-    final smoothed training loss.
-
-    ``OneCycleLR`` warms the learning rate up to ``lr`` and anneals it, and cycles AdamW's
-    ``betas[0]`` the opposite way (0.95 -> 0.85 -> 0.95). ``max_batches`` stops early (tests).
-
-    >>> from fastext.data import mnist_loaders
-    >>> train, _ = mnist_loaders(find_data_dir("mnist-small"), batch_size=64)
-    >>> loss = fit_one_cycle(build_model(), train, max_batches=3, progress=False)
-    >>> loss > 0
-    True
-    """
-    steps = epochs * len(train)
-    if max_batches is not None:
-        steps = min(steps, max_batches)
-    opt = AdamW(param_groups(model, weight_decay), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    loss_fn = nn.CrossEntropyLoss()
-    bar = _progress(steps, progress)
-    avg, smooth, step = 0.0, float("nan"), 0
-    model.train()
-    while step < steps:
-        for xb, yb in train:
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            # A debiased exponential moving average, as fastai's recorder shows: a raw batch
-            # loss jumps around. (.item() syncs, which costs nothing on the CPU.)
-            avg = 0.98 * avg + 0.02 * loss.item()
-            step += 1
-            smooth = avg / (1 - 0.98**step)
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0 or step == steps:
-                    bar.set_postfix(loss=f"{smooth:.4f}")
-            if step == steps:
-                break
-    if bar is not None:
-        bar.close()
-    return smooth
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm  # only the demo needs it, not the library
-
-    return tqdm(total=total, desc="train", unit="batch", dynamic_ncols=True)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, valid: DataLoader) -> float:
-    """Accuracy of ``model`` over ``valid`` (eval mode: BatchNorm uses its running stats).
-
-    >>> from fastext.data import mnist_loaders
-    >>> _, valid = mnist_loaders(find_data_dir("mnist-small"))
-    >>> 0.0 <= evaluate(build_model(), valid) <= 1.0
-    True
-    """
-    model.eval()
-    correct = total = 0
-    for xb, yb in valid:
-        pred: Tensor = model(xb).argmax(1)
-        correct += int((pred == yb).sum())
-        total += len(yb)
-    return correct / max(total, 1)
 
 
 def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
