@@ -58,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_recip
   const auto opts = input.options().dtype(coef);
   at::Tensor mean, var;
   if (use_batch_stats) {
-    TORCH_CHECK(in.shape.N * in.shape.S > 0 || input.numel() == 0, op, ": empty batch");
+    TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
     std::tie(mean, var) = stats(in);
   } else {
     TORCH_CHECK(running_mean.has_value() && running_var.has_value() && running_mean->defined() &&
