@@ -195,3 +195,12 @@ def test_running_stats_of_the_wrong_size_are_named():
     with pytest.raises(RuntimeError, match="running_mean must have C = 3"):
         torch.ops.fastext.bn_relu_forward(torch.randn(4, 3), None, None, torch.zeros(2),
                                           torch.ones(2), False, 1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_op_refuses_batch_stats_of_an_empty_batch(channels_last):
+    x = torch.randn(0, 3, 4, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="empty batch"):
+        torch.ops.fastext.bn_relu_forward(x, None, None, None, None, True, 1e-5)

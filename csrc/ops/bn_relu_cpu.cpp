@@ -64,6 +64,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fwd_train_planar(
     const char* op, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, double eps) {
   const auto in = bn_input(op, input);
+  TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
   const auto opts = input.options().dtype(at::kDouble);
   const auto w = channel_param(op, weight, in.shape.C, 1.0, opts).contiguous();
   const auto b = channel_param(op, bias, in.shape.C, 0.0, opts).contiguous();
