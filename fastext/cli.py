@@ -10,26 +10,39 @@ Installed as the ``fastext`` console script and runnable as ``python -m fastext`
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
 
-__all__ = ["DEMOS", "main"]
-
-
-def _run_mnist(args: argparse.Namespace) -> dict[str, Any]:
-    from .demos import mnist  # imported here so `fastext info` stays fast
-
-    return mnist.run(data=args.data, epochs=args.epochs, quick=args.quick,
-                     json_path=args.json, bench=not args.bench_off, out_dir=args.out)
+__all__ = ["TOOLS", "main"]
 
 
-#: Demo name -> function taking the parsed ``run`` arguments (``data``, ``epochs``, ``quick``,
-#: ``json``, ``out``, ``bench_off``) and returning the record it wrote. New demos register here.
-DEMOS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "mnist": _run_mnist,
+#: Tool name -> module exposing ``add_arguments(parser)`` and ``cli_main(args) -> int``
+#: (``fastext hpsearch ...``); tools missing from this build are not offered.
+TOOLS: dict[str, str] = {
+    "hpsearch": "fastext.tools.hpsearch",
+    "landscape": "fastext.tools.landscape",
+    "uat": "fastext.tools.uat",
 }
+
+
+def _demos() -> list[str]:
+    from .demos import available
+
+    return available()
+
+
+def _tools() -> dict[str, str]:
+    return {name: mod for name, mod in TOOLS.items() if _module_exists(mod)}
+
+
+def _module_exists(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -49,8 +62,14 @@ def _bench(rest: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    DEMOS[args.name](args)
+    from .demos import load
+
+    load(args.name)(args)
     return 0
+
+
+def _tool(mod: str) -> Callable[[argparse.Namespace], int]:
+    return lambda args: int(importlib.import_module(mod).cli_main(args) or 0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=lambda args: _bench(list(args.rest)))
 
     run = sub.add_parser("run", help="run a demo end to end")
-    run.add_argument("name", choices=sorted(DEMOS), help="which demo")
+    run.add_argument("name", choices=_demos(), help="which demo")
     run.add_argument("--json", metavar="PATH", help="write the result record here")
     run.add_argument("--out", metavar="DIR", default="out",
                      help="folder for the figures and checkpoints (default: out)")
@@ -78,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-bench", dest="bench_off", action="store_true",
                      help="skip the benchmark that follows the demo")
     run.set_defaults(func=_run)
+
+    for name, mod in _tools().items():
+        module = importlib.import_module(mod)
+        tool = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
+        module.add_arguments(tool)
+        tool.set_defaults(func=_tool(mod))
     return p
 
 

@@ -175,4 +175,7 @@ def test_cli_info_prints_build_info(capsys):
 def test_cli_rejects_unknown_demo():
     with pytest.raises(SystemExit):
         cli.main(["run", "no-such-demo"])
-    assert "mnist" in cli.DEMOS
+    from fastext.demos import available
+
+    assert "mnist" in available()
+    assert "no-such-demo" not in available()

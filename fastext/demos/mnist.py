@@ -145,3 +145,9 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
         if rc:
             raise RuntimeError(f"fastext.bench optim exited with {rc}")
     return result
+
+
+def cli_main(args: Any) -> dict[str, Any]:
+    """``fastext run mnist``: :func:`run` with the command line's arguments."""
+    return run(data=args.data, epochs=args.epochs, quick=args.quick, json_path=args.json,
+               bench=not args.bench_off, out_dir=args.out)
