@@ -12,8 +12,9 @@ from fastext.bench import main
 from fastext.bench.optim import _resnet50_shapes_by_hand, resnet50_shapes
 
 EXPECTED_IMPLS = {
-    "AdamW": {"torch-forloop", "torch-foreach", "torch-fused", "fastext"},
-    "RMSprop": {"torch-forloop", "torch-foreach", "fastext"},
+    "AdamW": {"torch-forloop", "torch-foreach", "torch-fused", "fastext",
+              "fastext-flat"},
+    "RMSprop": {"torch-forloop", "torch-foreach", "fastext", "fastext-flat"},
 }
 WORKLOADS = {"resnet50", "10M", "1000x"}
 

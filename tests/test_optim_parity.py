@@ -205,3 +205,69 @@ def test_state_dict_from_older_torch_without_newer_keys():
     lin(torch.randn(2, 4)).sum().backward()
     opt.step()
     assert opt.param_groups[0]["maximize"] is False
+
+
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+def test_flat_single_slot_and_its_fallback_match_torch(device, make):
+    """While every param steps every time, flat=True updates each buffer as one slot; a step
+    without one param's gradient drops to per-param slots for good. Both match torch, and the
+    per-param step counters stay right (torch's state_dict keeps one each)."""
+    ours, ref = make(lr=1e-2, weight_decay=0.1)
+    kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
+
+    def flat(ps):
+        return kind(ps, lr=1e-2, weight_decay=0.1, flat=True)
+
+    params = [torch.randn(5, 3, device=device), torch.randn(7, device=device),
+              torch.randn((), device=device)]
+    # Steps 0-3 all params (single slot); step 4 skips param 1 (fallback from then on).
+    p, r, opt, ref_opt = run_pair(flat, ref, params, steps=8,
+                                  grad_mask=lambda step, i: not (step == 4 and i == 1))
+    assert_close(p, r)
+    assert not opt._flat[0].steps_in_step
+    steps = [opt.state_dict()["state"][i]["step"].item() for i in range(3)]
+    assert steps == [float(ref_opt.state[q]["step"]) for q in r] == [8.0, 7.0, 8.0]
+
+
+def test_flat_single_slot_is_one_native_call(monkeypatch):
+    opt = fastext.optim.AdamW([torch.nn.Parameter(torch.randn(n)) for n in (3, 4, 5)], flat=True)
+    for q in opt.param_groups[0]["params"]:
+        q.grad = torch.randn_like(q)
+    calls = []
+    real = fastext.ops.adamw_
+    monkeypatch.setattr(fastext.ops, "adamw_", lambda ps, *a, **k: calls.append(len(ps))
+                        or real(ps, *a, **k))
+    opt.step()
+    opt.step()
+    assert calls == [1, 1]
+    assert [opt.state[q]["step"].item() for q in opt.param_groups[0]["params"]] == [2.0] * 3
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["lists", "flat"])
+def test_found_inf_skips_every_step_counter(device, flat):
+    """With found_inf set (the GradScaler protocol) nothing moves: params, states and every
+    step counter, also those the flat single-slot path advances outside the kernel."""
+    ps = [torch.nn.Parameter(torch.randn(n, device=device)) for n in (3, 4, 5)]
+    opt = fastext.optim.AdamW(ps, lr=0.1, flat=flat)
+    for q in ps:
+        q.grad = torch.randn_like(q)
+    opt.step()
+    before = [q.detach().clone() for q in ps]
+    opt.grad_scale = torch.ones((), device=device)
+    opt.found_inf = torch.ones((), device=device)
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ps, before, strict=True))
+    assert [opt.state[q]["step"].item() for q in ps] == [1.0] * 3
+    opt.found_inf.zero_()
+    opt.step()
+    assert [opt.state[q]["step"].item() for q in ps] == [2.0] * 3
+
+
+def test_rebucketing_follows_which_params_have_grads(device):
+    """The step's bucketing is cached; it must follow grads appearing and disappearing
+    (freeze/unfreeze) and a param group added later."""
+    ours, ref = adamw_pair(lr=1e-2)
+    params = [torch.randn(4, device=device) for _ in range(4)]
+    p, r, _, _ = run_pair(ours, ref, params, steps=9,
+                          grad_mask=lambda step, i: (step + i) % 3 != 0)
+    assert_close(p, r)

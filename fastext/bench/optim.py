@@ -36,7 +36,8 @@ OptFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 def implementations(opt_name: str) -> dict[str, OptFactory]:
     """Implementation name -> factory building that optimizer over a list of params.
 
-    ``torch-fused`` exists for AdamW only: torch has no fused RMSprop.
+    ``torch-fused`` exists for AdamW only: torch has no fused RMSprop. ``fastext-flat`` is
+    fastext with ``flat=True`` (params, grads and states as views of one buffer each).
     """
     kw = OPTIM_KWARGS[opt_name]
     torch_cls = getattr(torch.optim, opt_name)
@@ -48,6 +49,8 @@ def implementations(opt_name: str) -> dict[str, OptFactory]:
     if opt_name == "AdamW":
         impls["torch-fused"] = lambda ps: torch_cls(ps, fused=True, **kw)
     impls["fastext"] = lambda ps: fast_cls(ps, **kw)
+    # The same optimizer with flat=True: every buffer updated as one slot.
+    impls["fastext-flat"] = lambda ps: fast_cls(ps, flat=True, **kw)
     return impls
 
 

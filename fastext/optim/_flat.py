@@ -33,6 +33,13 @@ class FlatBuffers:
         self.param_buf = empty_buffer(total, ref.dtype, ref.device)
         self.grad_buf = zeros_buffer(total, ref.dtype, ref.device)
         self.state_bufs: dict[str, Tensor] = {}
+        # One float32 step counter per param (torch's state_dict keeps one each). While all
+        # are equal (every step so far stepped every param), a step is one slot over the
+        # whole buffers; a partial step or a load with unequal counts ends that for good.
+        self.step_buf = torch.zeros(len(params), dtype=torch.float32, device=ref.device)
+        self.steps_in_step = True
+        self._index = {p: i for i, p in enumerate(params)}
+        self._grad_views: list[Tensor | None] = [None] * len(params)
         with torch.no_grad():
             for p in params:
                 view = self._view(self.param_buf, p)
@@ -40,7 +47,7 @@ class FlatBuffers:
                 p.data = view
                 if p.grad is not None:
                     self._view(self.grad_buf, p).copy_(p.grad)
-                    p.grad = self._view(self.grad_buf, p)
+                    self._set_grad_view(p)
 
     @classmethod
     def flatten(cls, params: list[Tensor]) -> list[FlatBuffers]:
@@ -66,33 +73,52 @@ class FlatBuffers:
                                                  self.param_buf.device)
         return self._view(self.state_bufs[name], p)
 
+    def step_view(self, p: Tensor) -> Tensor:
+        """``p``'s step counter: a 0-d view into :attr:`step_buf`."""
+        return self.step_buf[self._index[p]]
+
     def zero_grad(self) -> None:
         self.grad_buf.zero_()
         for p in self.params:
             if not self._is_grad_view(p):
-                p.grad = self._view(self.grad_buf, p)
+                self._set_grad_view(p)
 
     def adopt_grads(self) -> None:
         """Moves gradients that autograd allocated elsewhere (after ``p.grad = None``,
         e.g. from ``Module.zero_grad``) back into the flat buffer."""
         for p in self.params:
             if p.grad is not None and not self._is_grad_view(p):
-                view = self._view(self.grad_buf, p)
-                view.copy_(p.grad)
-                p.grad = view
+                self._view(self.grad_buf, p).copy_(p.grad)
+                self._set_grad_view(p)
 
     def adopt_states(self, state: dict[Tensor, dict[str, Tensor]]) -> None:
-        """After ``load_state_dict``: copy loaded state tensors into the flat buffers."""
+        """After ``load_state_dict``: copy loaded state tensors (step counters included)
+        into the flat buffers, and find out whether all step counters agree."""
+        all_stepped = True
         for p in self.params:
-            for name, value in state.get(p, {}).items():
-                if name != "step" and isinstance(value, Tensor) and value.shape == p.shape:
+            st = state.get(p, {})
+            all_stepped = all_stepped and "step" in st
+            for name, value in st.items():
+                if not isinstance(value, Tensor):
+                    continue
+                if name == "step":
+                    view = self.step_view(p)
+                    view.copy_(value.reshape(()))
+                    st[name] = view
+                elif value.shape == p.shape:
                     view = self.state_view(name, p)
                     view.copy_(value)
-                    state[p][name] = view
+                    st[name] = view
+        if not any(state.get(p) for p in self.params):
+            self.steps_in_step = True  # nothing loaded: all start from zero
+        else:  # one host sync, at load time only
+            self.steps_in_step = all_stepped and bool((self.step_buf == self.step_buf[0]).all())
+
+    def _set_grad_view(self, p: Tensor) -> None:
+        view = self._view(self.grad_buf, p)
+        p.grad = view
+        self._grad_views[self._index[p]] = view
 
     def _is_grad_view(self, p: Tensor) -> bool:
-        g = p.grad
-        start, _ = self._slices[p]
-        expected = self.grad_buf.data_ptr() + start * self.grad_buf.element_size()
-        return (g is not None and g.data_ptr() == expected and g.shape == p.shape
-                and g.is_contiguous())
+        # Identity, not pointers: cheap enough to run over every param at every step.
+        return p.grad is not None and p.grad is self._grad_views[self._index[p]]

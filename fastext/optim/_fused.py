@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,6 +37,22 @@ def _on(t: Tensor | None, dev: torch.device) -> Tensor | None:
     return t.to(dev, non_blocking=dev.type != "cpu")
 
 
+@dataclass
+class _Bucket:
+    """One native call of a step: same device, dtype and master-ness. ``index`` locates its
+    grads in the group; ``cols`` holds its state lists. ``flat`` (the single-slot case of
+    ``flat=True``) means params/grads/states are whole flat buffers; then ``other_steps``
+    are the step counters beyond the first, which the step advances itself."""
+
+    device: torch.device
+    index: list[int]
+    params: list[Tensor]
+    cols: dict[str, list[Tensor]]
+    models: list[Tensor]
+    flat: FlatBuffers | None
+    other_steps: Tensor | None
+
+
 class FusedOptimizer(torch.optim.Optimizer):
     """Base of :class:`fastext.optim.AdamW` and :class:`fastext.optim.RMSprop`.
 
@@ -57,6 +74,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.flat = bool(flat)
         self.master_weights = bool(master_weights)
         self._flat: list[FlatBuffers] = []
+        self._plans: dict[int, tuple[tuple, list[_Bucket]]] = {}  # param group -> bucketing
         super().__init__(params, defaults)
 
     # -- subclass hooks -------------------------------------------------------------
@@ -64,15 +82,18 @@ class FusedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _launch(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                states: list[dict[str, Tensor]], models: list[Tensor],
+                cols: dict[str, list[Tensor]], models: list[Tensor],
                 grad_scale: Tensor | None, found_inf: Tensor | None) -> None:
-        """One native call. With master weights ``params`` are the fp32 masters and
-        ``models`` the fp16/bf16 params they are copied back to (else ``models`` is empty)."""
+        """One native call. ``cols`` maps each state name (those of :meth:`_buffer_names`
+        and ``"step"``) to its tensors, one per param. With master weights ``params`` are
+        the fp32 masters and ``models`` the fp16/bf16 params they are copied back to (else
+        ``models`` is empty)."""
         raise NotImplementedError
 
     # -- torch.optim.Optimizer API ------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
+        self._plans.clear()
         if self.flat:
             self._flat.extend(FlatBuffers.flatten(self.param_groups[-1]["params"]))
 
@@ -95,30 +116,64 @@ class FusedOptimizer(torch.optim.Optimizer):
         found_inf = getattr(self, "found_inf", None)
         for fb in self._flat:
             fb.adopt_grads()
-        for group in self.param_groups:
-            # (device, dtype, master?) -> params (or masters), grads, states, model params
-            buckets: dict[tuple, tuple[list, list, list, list]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support sparse gradients "
-                        "(use torch.optim.SparseAdam)")
-                state = self._state_for(p, group)
-                master = self._uses_master(p)
-                ps, gs, ss, ms = buckets.setdefault((p.device, p.dtype, master), ([], [], [], []))
-                ps.append(state["master"] if master else p)
-                gs.append(p.grad)
-                ss.append(state)
-                if master:
-                    ms.append(p)
-            for (dev, _, _), (ps, gs, ss, ms) in buckets.items():
-                self._launch(group, ps, gs, ss, ms, _on(grad_scale, dev), _on(found_inf, dev))
+        for gi, group in enumerate(self.param_groups):
+            params = group["params"]
+            grads = [p.grad for p in params]
+            # The bucketing is redone only when which params have a gradient, the params
+            # themselves or the state's layout change: per step, Python touches each
+            # param once (reading .grad) and then makes one native call per bucket.
+            key = (tuple(map(id, params)), tuple(g is None for g in grads),
+                   self._buffer_names(group))
+            plan = self._plans.get(gi)
+            if plan is None or plan[0] != key:
+                plan = (key, self._plan(group, params, grads))
+                self._plans[gi] = plan
+            for b in plan[1]:
+                gs = [b.flat.grad_buf] if b.flat is not None else [grads[i] for i in b.index]
+                fi = _on(found_inf, b.device)
+                if b.other_steps is not None:  # flat: the kernel advances steps[0] only
+                    b.other_steps.add_(1 if fi is None else fi == 0)
+                self._launch(group, b.params, gs, b.cols, b.models, _on(grad_scale, b.device), fi)
         return loss
+
+    def _plan(self, group: dict[str, Any], params: list[Tensor],
+              grads: list[Tensor | None]) -> list[_Bucket]:
+        """Groups the params with a gradient into (device, dtype, master?) buckets, creating
+        missing state, and gathers each bucket's state lists once."""
+        names = (*self._buffer_names(group), "step")
+        by_key: dict[tuple, tuple[list[int], list[dict[str, Tensor]]]] = {}
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
+                                   "(use torch.optim.SparseAdam)")
+            idx, states = by_key.setdefault((p.device, p.dtype, self._uses_master(p)), ([], []))
+            idx.append(i)
+            states.append(self._state_for(p, group))
+        buckets = []
+        for (dev, _, master), (idx, states) in by_key.items():
+            ps = [params[i] for i in idx]
+            fb = self._flat_of(ps[0]) if self.flat else None
+            if fb is not None and fb.params == ps and fb.steps_in_step:
+                # Every param of the flat buffer steps, all at the same count: one slot.
+                cols = {n: [fb.state_bufs[n]] for n in names if n != "step"}
+                cols["step"] = [fb.step_buf[0]]
+                buckets.append(_Bucket(dev, idx, [fb.param_buf], cols, [], fb, fb.step_buf[1:]))
+                continue
+            if fb is not None:
+                for q in self._flat:  # a partial step: step counts diverge for good
+                    if any(q.owns(p) for p in ps):
+                        q.steps_in_step = False
+            cols = {n: [st[n] for st in states] for n in names}
+            buckets.append(_Bucket(dev, idx, [st["master"] for st in states] if master else ps,
+                                   cols, ps if master else [], None, None))
+        return buckets
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("_plans", {})
+        self.__dict__.setdefault("_flat", [])
         for group in self.param_groups:  # groups saved by older torch lack newer keys
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
@@ -146,9 +201,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                 k: {n: v.clone() if isinstance(v, Tensor) else v for n, v in st.items()}
                 for k, st in state_dict["state"].items()}}
             for fb in self._flat:
+                fb.step_buf.zero_()
                 for buf in fb.state_bufs.values():
                     buf.zero_()
         super().load_state_dict(state_dict)
+        self._plans.clear()
         for p, values in keep.items():
             for k, v in values.items():
                 self.state[p][k] = v.to(device=p.device, dtype=torch.float32)
@@ -167,14 +224,15 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _state_for(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         state = self.state[p]
+        fb = self._flat_of(p) if self.flat else None
         if "step" not in state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["step"] = (fb.step_view(p) if fb is not None
+                             else torch.zeros((), dtype=torch.float32, device=p.device))
         master = self._uses_master(p)
         if master and "master" not in state:
             state["master"] = p.detach().clone(memory_format=torch.preserve_format).float()
         missing = [n for n in self._buffer_names(group) if n not in state]
         if missing:
-            fb = self._flat_of(p)
             like = state["master"] if master else p
             for name in missing:
                 state[name] = (fb.state_view(name, p) if fb is not None
@@ -186,7 +244,3 @@ class FusedOptimizer(torch.optim.Optimizer):
             if fb.owns(p):
                 return fb
         return None
-
-    @staticmethod
-    def _collect(states: list[dict[str, Tensor]], name: str | None) -> list[Tensor]:
-        return [] if name is None else [s[name] for s in states]

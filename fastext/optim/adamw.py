@@ -58,12 +58,11 @@ class AdamW(FusedOptimizer):
             return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
         return ("exp_avg", "exp_avg_sq")
 
-    def _launch(self, group, params, grads, states, models, grad_scale, found_inf) -> None:
+    def _launch(self, group, params, grads, cols, models, grad_scale, found_inf) -> None:
         beta1, beta2 = group["betas"]
-        ops.adamw_(params, grads, self._collect(states, "exp_avg"),
-                   self._collect(states, "exp_avg_sq"),
-                   self._collect(states, "max_exp_avg_sq" if group["amsgrad"] else None),
-                   self._collect(states, "step"), lr=group["lr"], beta1=beta1, beta2=beta2,
+        ops.adamw_(params, grads, cols["exp_avg"], cols["exp_avg_sq"],
+                   cols.get("max_exp_avg_sq", []), cols["step"], lr=group["lr"],
+                   beta1=beta1, beta2=beta2,
                    eps=group["eps"], weight_decay=group["weight_decay"],
                    amsgrad=group["amsgrad"], maximize=group["maximize"],
                    grad_scale=grad_scale,

@@ -51,11 +51,10 @@ class RMSprop(FusedOptimizer):
             names.append("grad_avg")
         return tuple(names)
 
-    def _launch(self, group, params, grads, states, models, grad_scale, found_inf) -> None:
-        ops.rmsprop_(params, grads, self._collect(states, "square_avg"),
-                     self._collect(states, "grad_avg" if group["centered"] else None),
-                     self._collect(states, "momentum_buffer" if group["momentum"] > 0 else None),
-                     self._collect(states, "step"), lr=group["lr"], alpha=group["alpha"],
+    def _launch(self, group, params, grads, cols, models, grad_scale, found_inf) -> None:
+        ops.rmsprop_(params, grads, cols["square_avg"], cols.get("grad_avg", []),
+                     cols.get("momentum_buffer", []), cols["step"], lr=group["lr"],
+                     alpha=group["alpha"],
                      eps=group["eps"], weight_decay=group["weight_decay"],
                      momentum=group["momentum"], centered=group["centered"],
                      maximize=group["maximize"], grad_scale=grad_scale,
