@@ -2,25 +2,32 @@
 # The one prepared command for a lent GPU machine (see ../shared/ENVIRONMENT.md):
 # build against the torch installed there, run the CUDA tests, run the GPU benchmarks.
 # Usage: bash bench/gpu_check.sh OUTDIR   -> OUTDIR/gpu_check.log, OUTDIR/*-cuda.json
+# Each step has its own time limit and writes its own file, so a slow or failing step
+# still leaves the others' results. The train suite needs MNIST in .devdata/mnist (an
+# ignored folder: copy ../shared/data/mnist there and name .devdata in the run's carry).
 set -uo pipefail
-out=${1:?usage: bench/gpu_check.sh OUTDIR}
+out=$(realpath -m "${1:?usage: bench/gpu_check.sh OUTDIR}")
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FASTEXT_CUDA=on
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+[ -d .devdata ] && export FASTEXT_DATA=$PWD/.devdata
 PY=${PYTHON:-python3}
 log="$out/gpu_check.log"
 status=0
-step() { echo "== $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; local rc=${PIPESTATUS[0]}; [ "$rc" = 0 ] || status=$rc; return "$rc"; }
+step() { echo "== $(date -u +%T) $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; local rc=${PIPESTATUS[0]}; [ "$rc" = 0 ] || status=$rc; return "$rc"; }
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; "$PY" -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$log"
 step "$PY" -m pip install -q --no-build-isolation --no-deps -e . || { echo "build failed" | tee -a "$log"; exit 1; }
 step "$PY" -c "import fastext, json; print(json.dumps(fastext.build_info()))"
 # Every CUDA twin of the test suite (ids carry 'cuda'), plus the CUDA-only module.
-step timeout 300 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_optim_parity.py \
-  tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py tests/test_amp.py \
-  tests/test_bn_relu.py
+step timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rfE --tb=short -k cuda \
+  tests/test_optim_parity.py tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py \
+  tests/test_amp.py tests/test_bn_relu.py
 step timeout 120 "$PY" -m fastext.bench optim --device cuda --json "$out/optim-cuda.json"
-step timeout 90 "$PY" -m fastext.bench amp --device cuda --json "$out/amp-cuda.json"
-step timeout 120 "$PY" -m fastext.bench bn_relu --device cuda --json "$out/bn_relu-cuda.json"
-echo "== done (status $status)" | tee -a "$log"
+step timeout 60 "$PY" -m fastext.bench amp --device cuda --json "$out/amp-cuda.json"
+step timeout 240 "$PY" -m fastext.bench bn_relu --device cuda --json "$out/bn_relu-cuda.json"
+[ -n "${FASTEXT_DATA:-}" ] && step timeout 150 "$PY" -m fastext.bench train --device cuda \
+  --reps 3 --json "$out/train-cuda.json"
+echo "== $(date -u +%T) done (status $status)" | tee -a "$log"
 exit "$status"

@@ -34,14 +34,17 @@ void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType dt, const
                         const double* mean, const double* a, const double* k1, const double* k2);
 
 // CUDA: whole tensors on `stream`; per-channel arrays are float (double for float64
-// activations: the `void*` ones); stats give the mean and the biased variance.
-void bn_stats_cuda(const void* x, DType dt, const BnShape& s, void* mean, void* var,
+// activations: the `void*` ones); stats give the mean and the biased variance. The
+// reductions need a device workspace of bn_reduce_work_cuda(s) doubles (the caller allocates
+// it, so the kernels stay free of any allocator; its contents need no initialisation).
+int64_t bn_reduce_work_cuda(const BnShape& s);
+void bn_stats_cuda(const void* x, DType dt, const BnShape& s, void* mean, void* var, double* work,
                    void* stream);
 void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* scale,
                  const void* shift, void* stream);
 void bn_bwd_reduce_cuda(const void* dy, const void* x, DType dt, const BnShape& s,
                         const void* scale, const void* shift, const void* mean, void* sum_g,
-                        void* sum_gx, void* stream);
+                        void* sum_gx, double* work, void* stream);
 void bn_bwd_dx_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
                     const void* scale, const void* shift, const void* mean, const void* a,
                     const void* k1, const void* k2, void* stream);

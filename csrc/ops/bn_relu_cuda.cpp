@@ -1,5 +1,7 @@
 // CUDA implementations of fastext::bn_relu_forward / bn_relu_backward: the recipes of
 // bn_relu_common.h with the CUDA passes, on the current stream, no host syncs.
+#include <algorithm>
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -11,6 +13,12 @@ namespace fastext::ops {
 namespace {
 
 void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// Partial sums of the reductions, from torch's caching allocator (no cudaMalloc per call).
+at::Tensor workspace(const BnInput& in) {
+  return at::empty({std::max<int64_t>(1, kern::bn_reduce_work_cuda(in.shape))},
+                   in.x.options().dtype(at::kDouble));
+}
 
 at::ScalarType coef_dtype(const at::Tensor& input) {
   return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -25,8 +33,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
   auto stats = [&](const BnInput& in) {
     auto mean = at::empty({in.shape.C}, input.options().dtype(coef));
     auto var = at::empty_like(mean);
+    auto work = workspace(in);
     kern::bn_stats_cuda(in.x.data_ptr(), in.dtype, in.shape, mean.data_ptr(), var.data_ptr(),
-                        stream());
+                        work.data_ptr<double>(), stream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return std::pair<at::Tensor, at::Tensor>{mean, var.clamp_min(0.0)};
   };
@@ -48,9 +57,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cuda(
   auto reduce = [](const BnInput& in, const at::Tensor& dy, const at::Tensor& scale,
                    const at::Tensor& shift, const at::Tensor& mean) {
     auto g = at::empty_like(scale), gx = at::empty_like(scale);
+    auto work = workspace(in);
     kern::bn_bwd_reduce_cuda(dy.data_ptr(), in.x.data_ptr(), in.dtype, in.shape,
                              scale.data_ptr(), shift.data_ptr(), mean.data_ptr(), g.data_ptr(),
-                             gx.data_ptr(), stream());
+                             gx.data_ptr(), work.data_ptr<double>(), stream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return std::pair<at::Tensor, at::Tensor>{g, gx};
   };
