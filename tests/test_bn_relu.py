@@ -78,6 +78,19 @@ def test_bn_relu_dtypes(device, dtype, channels_last):
     check_steps(ours, ref, (4, 6, 5, 3), device, dtype, channels_last)
 
 
+@pytest.mark.parametrize(("shape", "channels_last"), [((16, 40, 24, 24), False),
+                                                       ((16, 40, 24, 24), True),
+                                                       ((3000, 37), False)], ids=str)
+def test_bn_relu_large_float64(device, shape, channels_last):
+    """Shapes whose reductions a GPU splits over many blocks per channel; 40 and 37 channels
+    are a full and a partial 32-channel tile of the row-major reduction. In float64, so that
+    no element sits on the ReLU's edge by rounding alone (at 368k fp32 elements one does)."""
+    ours, ref = pair(len(shape) - 2 or 1, shape[1], device, torch.float64)
+    ours.double()
+    ref.double()
+    check_steps(ours, ref, shape, device, torch.float64, channels_last)
+
+
 @pytest.mark.parametrize("shape", [(8, 5), (3, 4, 7), (1, 3, 9)], ids=str)
 def test_bn_relu_1d_matches_torch(device, shape):
     ours, ref = pair(1, shape[1], device, torch.float32)
@@ -129,6 +142,13 @@ def test_bad_input():
 
 @pytest.mark.parametrize("train", [True, False])
 def test_fused_resnet18_equals_original(device, train):
+    # TF32 convolutions round to 10 mantissa bits: the fp32 BN outputs' last-bit
+    # differences would come out as 1e-3 differences in the logits.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        _fused_resnet18_equals_original(device, train)
+
+
+def _fused_resnet18_equals_original(device, train):
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     ref = torchvision.models.resnet18(num_classes=10).to(device)

@@ -32,16 +32,16 @@ def test_step_has_no_host_sync(cls, lr_device):
     opt = cls(model.parameters(), lr=torch.tensor(1e-3, device=lr_device))
     model(torch.randn(8, 64, device="cuda")).sum().backward()
     opt.step()  # state is created on the first step
+    grad_scale = torch.tensor(2.0, device="cuda")  # a host-to-device copy: made before
+    found_inf = torch.zeros((), device="cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         opt.step()
-        opt.grad_scale = torch.tensor(2.0, device="cuda")
-        opt.found_inf = torch.zeros((), device="cuda")
+        opt.grad_scale, opt.found_inf = grad_scale, found_inf
         opt.step()
     finally:
         torch.cuda.set_sync_debug_mode(0)
-        del opt.grad_scale, opt.found_inf
 
 
 def test_cuda_graph_capture_matches_eager():

@@ -33,20 +33,28 @@ void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType dt, const
                         int64_t r0, int64_t r1, const double* scale, const double* shift,
                         const double* mean, const double* a, const double* k1, const double* k2);
 
-// CUDA: whole tensors on `stream`; per-channel arrays are float (double for float64
-// activations: the `void*` ones); stats give the mean and the biased variance. The
-// reductions need a device workspace of bn_reduce_work_cuda(s) doubles (the caller allocates
-// it, so the kernels stay free of any allocator; its contents need no initialisation).
+// CUDA: whole tensors on `stream`. Per-channel arrays (w, b, mean, invstd, var, running
+// stats, dweight, dbias, coef) are float, or double for float64 activations; w and b may be
+// null (affine=False), as may dweight and dbias. The reductions need a device workspace of
+// bn_reduce_work_cuda(s) doubles, allocated by the caller (so the kernels stay free of any
+// allocator; its contents need no initialisation).
 int64_t bn_reduce_work_cuda(const BnShape& s);
-void bn_stats_cuda(const void* x, DType dt, const BnShape& s, void* mean, void* var, double* work,
-                   void* stream);
-void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* scale,
-                 const void* shift, void* stream);
-void bn_bwd_reduce_cuda(const void* dy, const void* x, DType dt, const BnShape& s,
-                        const void* scale, const void* shift, const void* mean, void* sum_g,
-                        void* sum_gx, double* work, void* stream);
-void bn_bwd_dx_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
-                    const void* scale, const void* shift, const void* mean, const void* a,
-                    const void* k1, const void* k2, void* stream);
+// Training forward statistics: mean, invstd = 1/sqrt(var + eps), biased var; coef (2*C) gets
+// the normalise pass's scale and shift.
+void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
+                         double eps, void* mean, void* invstd, void* var, void* coef,
+                         double* work, void* stream);
+// Evaluation: the same outputs from running_mean / running_var.
+void bn_eval_coef_cuda(DType dt, int64_t C, const void* running_mean, const void* running_var,
+                       const void* w, const void* b, double eps, void* mean, void* invstd,
+                       void* var, void* coef, void* stream);
+// y = max(0, x * scale + shift) with coef = [scale; shift].
+void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
+                 void* stream);
+// The whole backward: dx, and dweight / dbias when given; coef is a 5*C scratch array.
+void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
+                 const void* w, const void* b, const void* mean, const void* invstd,
+                 bool use_batch_stats, void* dweight, void* dbias, void* coef, double* work,
+                 void* stream);
 
 }  // namespace fastext::kern

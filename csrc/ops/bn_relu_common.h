@@ -73,7 +73,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_recip
   auto out = at::empty_like(in.x);
   fwd(in, out, scale.contiguous(), shift.contiguous());
   const auto sd = save_dtype(in);
-  return {out, mean.to(sd), invstd.to(sd), var.to(sd)};
+  // In evaluation mean and var are the running stats themselves: outputs must not alias them.
+  const bool copy = !use_batch_stats;
+  return {out, mean.to(sd, false, copy), invstd.to(sd), var.to(sd, false, copy)};
 }
 
 // Reduce(in, dy, scale, shift, mean) -> (sum_g, sum_gx); Dx(in, dy, dx, scale, shift, mean, a, k1, k2).

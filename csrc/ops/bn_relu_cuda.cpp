@@ -1,11 +1,13 @@
-// CUDA implementations of fastext::bn_relu_forward / bn_relu_backward: the recipes of
-// bn_relu_common.h with the CUDA passes, on the current stream, no host syncs.
-#include <algorithm>
-
+// CUDA implementations of fastext::bn_relu_forward / bn_relu_backward: argument checks, then
+// three kernels per direction (reduce, per-channel finish, elementwise) on the current
+// stream. Per-channel arithmetic lives in the finish kernels rather than in torch ops, so a
+// direction costs three launches, not a dozen; nothing syncs with the host.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "bn_relu_common.h"
 
@@ -20,61 +22,84 @@ at::Tensor workspace(const BnInput& in) {
                    in.x.options().dtype(at::kDouble));
 }
 
-at::ScalarType coef_dtype(const at::Tensor& input) {
-  return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+// An optional per-channel tensor in the math dtype, or an undefined tensor when absent.
+at::Tensor optional_channel(const char* op, const std::optional<at::Tensor>& p, int64_t C,
+                            const at::TensorOptions& opts) {
+  if (!p.has_value() || !p->defined()) return {};
+  return channel_param(op, p, C, 0.0, opts).contiguous();
 }
+
+const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
     const std::optional<at::Tensor>& running_var, bool use_batch_stats, double eps) {
+  const char* op = "fastext::bn_relu_forward";
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto coef = coef_dtype(input);
-  auto stats = [&](const BnInput& in) {
-    auto mean = at::empty({in.shape.C}, input.options().dtype(coef));
-    auto var = at::empty_like(mean);
+  const auto in = bn_input(op, input);
+  const int64_t C = in.shape.C;
+  const auto opts = input.options().dtype(save_dtype(in));
+  const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
+  auto mean = at::empty({C}, opts), invstd = at::empty({C}, opts), var = at::empty({C}, opts);
+  auto coef = at::empty({2 * C}, opts);
+  if (use_batch_stats) {
+    TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
     auto work = workspace(in);
-    kern::bn_stats_cuda(in.x.data_ptr(), in.dtype, in.shape, mean.data_ptr(), var.data_ptr(),
-                        work.data_ptr<double>(), stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return std::pair<at::Tensor, at::Tensor>{mean, var.clamp_min(0.0)};
-  };
-  auto fwd = [](const BnInput& in, at::Tensor& out, const at::Tensor& scale,
-                const at::Tensor& shift) {
-    kern::bn_fwd_cuda(in.x.data_ptr(), out.data_ptr(), in.dtype, in.shape, scale.data_ptr(),
-                      shift.data_ptr(), stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  };
-  return bn_relu_forward_recipe("fastext::bn_relu_forward", input, weight, bias, running_mean,
-                                running_var, use_batch_stats, eps, coef, stats, fwd);
+    kern::bn_train_stats_cuda(in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b),
+                              eps, mean.data_ptr(), invstd.data_ptr(), var.data_ptr(),
+                              coef.data_ptr(), work.data_ptr<double>(), stream());
+  } else {
+    TORCH_CHECK(running_mean.has_value() && running_var.has_value() && running_mean->defined() &&
+                    running_var->defined(),
+                op, ": evaluation without batch statistics needs running_mean and running_var");
+    const auto rm = channel_param(op, running_mean, C, 0.0, opts, "running_mean").contiguous();
+    const auto rv = channel_param(op, running_var, C, 1.0, opts, "running_var").contiguous();
+    kern::bn_eval_coef_cuda(in.dtype, C, rm.data_ptr(), rv.data_ptr(), ptr_or_null(w),
+                            ptr_or_null(b), eps, mean.data_ptr(), invstd.data_ptr(),
+                            var.data_ptr(), coef.data_ptr(), stream());
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto out = at::empty_like(in.x);
+  kern::bn_fwd_cuda(in.x.data_ptr(), out.data_ptr(), in.dtype, in.shape, coef.data_ptr(),
+                    stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {out, mean, invstd, var};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
     const at::Tensor& save_invstd, bool use_batch_stats) {
+  const char* op = "fastext::bn_relu_backward";
   const c10::cuda::CUDAGuard guard(input.device());
-  auto reduce = [](const BnInput& in, const at::Tensor& dy, const at::Tensor& scale,
-                   const at::Tensor& shift, const at::Tensor& mean) {
-    auto g = at::empty_like(scale), gx = at::empty_like(scale);
-    auto work = workspace(in);
-    kern::bn_bwd_reduce_cuda(dy.data_ptr(), in.x.data_ptr(), in.dtype, in.shape,
-                             scale.data_ptr(), shift.data_ptr(), mean.data_ptr(), g.data_ptr(),
-                             gx.data_ptr(), work.data_ptr<double>(), stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return std::pair<at::Tensor, at::Tensor>{g, gx};
-  };
-  auto dx_pass = [](const BnInput& in, const at::Tensor& dy, at::Tensor& dx,
-                    const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
-                    const at::Tensor& a, const at::Tensor& k1, const at::Tensor& k2) {
-    kern::bn_bwd_dx_cuda(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, in.shape,
-                         scale.data_ptr(), shift.data_ptr(), mean.data_ptr(), a.data_ptr(),
-                         k1.data_ptr(), k2.data_ptr(), stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  };
-  return bn_relu_backward_recipe("fastext::bn_relu_backward", grad_out, input, weight, bias,
-                                 save_mean, save_invstd, use_batch_stats, coef_dtype(input),
-                                 reduce, dx_pass);
+  const auto in = bn_input(op, input);
+  TORCH_CHECK(grad_out.sizes() == input.sizes(), op, ": grad_out must have the input's shape");
+  TORCH_CHECK(grad_out.scalar_type() == input.scalar_type(), op,
+              ": grad_out dtype must be the input's");
+  const auto dy = in.shape.channels_last ? grad_out.contiguous(at::MemoryFormat::ChannelsLast)
+                                         : grad_out.contiguous();
+  const int64_t C = in.shape.C;
+  const auto opts = input.options().dtype(save_dtype(in));
+  TORCH_CHECK(save_mean.numel() == C && save_invstd.numel() == C, op,
+              ": save_mean and save_invstd must have C = ", C, " elements");
+  const auto mean = save_mean.to(opts).contiguous(), invstd = save_invstd.to(opts).contiguous();
+  const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
+  const bool affine = w.defined();
+  auto dweight = affine ? at::empty({C}, opts) : at::Tensor();
+  auto dbias = affine ? at::empty({C}, opts) : at::Tensor();
+  auto coef = at::empty({5 * C}, opts);
+  auto work = workspace(in);
+  auto dx = at::empty_like(in.x);
+  kern::bn_bwd_cuda(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, in.shape,
+                    ptr_or_null(w), ptr_or_null(b), mean.data_ptr(), invstd.data_ptr(),
+                    use_batch_stats, affine ? dweight.data_ptr() : nullptr,
+                    affine ? dbias.data_ptr() : nullptr, coef.data_ptr(),
+                    work.data_ptr<double>(), stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (!affine) return {dx, at::empty({0}, input.options()), at::empty({0}, input.options())};
+  const auto pdtype = weight->scalar_type();
+  return {dx, dweight.to(pdtype), dbias.to(pdtype)};
 }
 
 }  // namespace

@@ -34,9 +34,10 @@ def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | No
     out, mean, _, var = ops.bn_relu_forward(input, weight, bias, running_mean, running_var,
                                             training, eps)
     if training and running_mean is not None and running_var is not None:
-        with torch.no_grad():
+        with torch.no_grad():  # one fused lerp for both: few launches matter on a GPU
             n = input.numel() / input.shape[1]
-            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
             unbiased = var * (n / (n - 1))
-            running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+            torch._foreach_lerp_([running_mean, running_var],
+                                 [mean.to(running_mean.dtype), unbiased.to(running_var.dtype)],
+                                 momentum)
     return out

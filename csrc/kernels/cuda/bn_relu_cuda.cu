@@ -1,11 +1,16 @@
 // CUDA launchers of the fused BatchNorm + ReLU. Math in float (double for float64
 // activations), shared with the CPU through bn_relu.h.
 //
-// Reductions (statistics, backward sums) run on a 2-D grid, (channels x splits of the
-// batch), so that even a few channels fill the GPU: each block writes one partial pair of
-// sums per channel, and a small kernel adds a channel's partials in a fixed order (so the
-// result is deterministic, no atomics). NCHW blocks read one channel's planes; channels-last
-// blocks read a tile of 32 neighbouring channels per row, so a warp's loads are coalesced.
+// A direction is three kernels: a reduction, a per-channel "finish" that turns the sums into
+// every per-channel number the next pass and autograd need, and one elementwise pass. Few
+// launches matter as much as few bytes here: at ResNet sizes the host's launch cost is
+// comparable to the memory time.
+//
+// Reductions run on a 2-D grid (channel blocks x splits of the batch) so that even a few
+// channels fill the GPU: each block writes one partial pair of sums per channel, and the
+// finish kernel adds a channel's partials in a fixed order (deterministic, no atomics).
+// Planar (NCHW) blocks read one channel's planes; row-major ones (channels-last, or 2-D
+// input) read a tile of 32 neighbouring channels per row, so a warp's loads are coalesced.
 // Elementwise passes are grid-stride loops with 32-bit index math whenever the tensor allows
 // (64-bit division costs more than the memory traffic it indexes).
 #include <algorithm>
@@ -19,8 +24,8 @@ namespace {
 using namespace cuda;
 
 constexpr int kBlock = 256;
-constexpr int kTileC = 32, kTileR = kBlock / kTileC;  // channels-last reduction tile
-constexpr int kMinPerSplit = 4 * kBlock;              // elements of a channel per block, at least
+constexpr int kTileC = 32, kTileR = kBlock / kTileC;  // row-major reduction tile
+constexpr int64_t kMinPerBlock = 4 * kBlock;          // elements a reduction block reads, at least
 
 int sm_count() {
   int dev = 0, n = 0;
@@ -31,17 +36,21 @@ int sm_count() {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// (N, C, 1) planar is row-major too: element (n, c) at n * C + c.
+bool row_major(const BnShape& s) { return s.channels_last || s.S == 1; }
+
 struct ReduceGrid {
   int64_t col_blocks, splits;
 };
 
-// Enough blocks for about 4 per SM, but no block reading fewer than kMinPerSplit elements.
+// About 4 blocks per SM, but no block reading fewer than kMinPerBlock elements.
 ReduceGrid reduce_grid(const BnShape& s) {
-  const int64_t col_blocks = s.channels_last ? ceil_div(s.C, kTileC) : s.C;
-  const int64_t per_block_row = s.channels_last ? std::min<int64_t>(s.C, kTileC) : 1;
+  const bool rows = row_major(s);
+  const int64_t col_blocks = rows ? ceil_div(s.C, kTileC) : s.C;
+  const int64_t per_block_row = rows ? std::min<int64_t>(s.C, kTileC) : 1;
   const int64_t want = ceil_div(4 * int64_t(sm_count()), col_blocks);
-  const int64_t most = std::max<int64_t>(1, s.N * s.S * per_block_row / kMinPerSplit);
-  return {col_blocks, std::min<int64_t>(std::max<int64_t>(want, 1), std::min<int64_t>(most, 65535))};
+  const int64_t most = std::max<int64_t>(1, s.N * s.S * per_block_row / kMinPerBlock);
+  return {col_blocks, std::clamp<int64_t>(std::min(want, most), 1, 65535)};
 }
 
 // Sums a and b over the block; thread 0 gets the totals.
@@ -58,35 +67,55 @@ __device__ void block_sum2(double& a, double& b) {
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < int(blockDim.x) / 32; ++w) {
+    for (int w = 1; w < kBlock / 32; ++w) {
       a += sa[w];
       b += sb[w];
     }
   }
 }
 
-// What a reduction accumulates per element: the statistics pass sums x - shift and its
-// square; the backward pass sums g and g * (x - mean), g the ReLU-masked gradient.
+// A per-channel value, or `fill` when the tensor is absent (affine=False).
 template <typename M>
+__device__ __forceinline__ M channel_or(const M* p, int64_t c, M fill) {
+  return p ? p[c] : fill;
+}
+
+// What a reduction accumulates per element. Statistics: x - k and its square, k being the
+// channel's first element (shifted sums do not cancel). Backward: g and g * (x - mean), g the
+// ReLU-masked gradient, the mask re-derived from x.
+template <typename T>
 struct StatsTerm {
-  const M* shift_of;  // per channel: a value of the channel (shifted sums stay stable)
-  __device__ void operator()(M x, M, int64_t c, M& f1, M& f2) const {
-    const M d = x - shift_of[c];
+  using M = typename DIo<T>::M;
+  const T* x;
+  BnShape s;
+  struct Coef { M k; };
+  __device__ Coef coef(int64_t c) const {
+    return {DIo<T>::ld(x[row_major_d() ? c : c * s.S])};
+  }
+  __device__ bool row_major_d() const { return s.channels_last || s.S == 1; }
+  __device__ void add(const Coef& k, M x, M, M& f1, M& f2) const {
+    const M d = x - k.k;
     f1 += d;
     f2 += d * d;
   }
 };
-template <typename M>
+template <typename T>
 struct GradTerm {
-  const M *scale, *shift, *mean;
-  __device__ void operator()(M x, M dy, int64_t c, M& f1, M& f2) const {
-    const M g = bn_relu_grad<M>(dy, x, scale[c], shift[c]);
+  using M = typename DIo<T>::M;
+  const M *w, *b, *mean, *invstd;
+  struct Coef { M scale, shift, mean; };
+  __device__ Coef coef(int64_t c) const {
+    const M scale = channel_or(w, c, M(1)) * invstd[c];
+    return {scale, channel_or(b, c, M(0)) - mean[c] * scale, mean[c]};
+  }
+  __device__ void add(const Coef& k, M x, M dy, M& f1, M& f2) const {
+    const M g = bn_relu_grad<M>(dy, x, k.scale, k.shift);
     f1 += g;
-    f2 += g * (x - mean[c]);
+    f2 += g * (x - k.mean);
   }
 };
 
-// Planar (NCHW): block (c, split) walks elements [j0, j1) of channel c's N*S.
+// Planar: block (c, split) walks elements [j0, j1) of channel c's N*S.
 template <typename T, typename I, typename Term>
 __global__ void __launch_bounds__(kBlock)
     reduce_planar(const T* x, const T* dy, BnShape s, Term term, double* part1, double* part2) {
@@ -95,11 +124,12 @@ __global__ void __launch_bounds__(kBlock)
   const I count = I(s.N) * I(s.S), S = I(s.S), C = I(s.C);
   const I per = (count + splits - 1) / splits;
   const I j0 = k * per, j1 = j0 + per < count ? j0 + per : count;
+  const auto coef = term.coef(c);
   M f1 = 0, f2 = 0;
   for (I j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
     const I n = j / S;
     const I o = (n * C + c) * S + (j - n * S);
-    term(DIo<T>::ld(x[o]), dy ? DIo<T>::ld(dy[o]) : M(0), c, f1, f2);
+    term.add(coef, DIo<T>::ld(x[o]), dy ? DIo<T>::ld(dy[o]) : M(0), f1, f2);
   }
   double a = f1, b = f2;
   block_sum2(a, b);
@@ -109,8 +139,8 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// Channels-last (rows of C): block (channel tile, split) walks rows [r0, r1); thread
-// (tx, ty) takes channel tile*32 + tx of every kTileR-th row.
+// Row-major (rows of C): block (channel tile, split) walks rows [r0, r1); thread (tx, ty)
+// takes channel tile * 32 + tx of every kTileR-th row.
 template <typename T, typename I, typename Term>
 __global__ void __launch_bounds__(kBlock)
     reduce_rows(const T* x, const T* dy, BnShape s, Term term, double* part1, double* part2) {
@@ -123,9 +153,10 @@ __global__ void __launch_bounds__(kBlock)
   const I r0 = k * per, r1 = r0 + per < rows ? r0 + per : rows;
   M f1 = 0, f2 = 0;
   if (c < C) {
+    const auto coef = term.coef(c);
     for (I r = r0 + ty; r < r1; r += kTileR) {
       const I o = r * C + c;
-      term(DIo<T>::ld(x[o]), dy ? DIo<T>::ld(dy[o]) : M(0), c, f1, f2);
+      term.add(coef, DIo<T>::ld(x[o]), dy ? DIo<T>::ld(dy[o]) : M(0), f1, f2);
     }
   }
   sa[ty][tx] = f1;
@@ -142,44 +173,14 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// Adds each channel's partials in split order. Statistics: out1 = mean, out2 = biased
-// variance (shift given); backward: out1 = sum_g, out2 = sum_gx (shift null).
-template <typename M>
-__global__ void finish_kernel(const double* part1, const double* part2, int64_t splits,
-                              int64_t C, double count, const M* shift, M* out1, M* out2) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  double a = 0, b = 0;
-  for (int64_t k = 0; k < splits; ++k) {
-    a += part1[k * C + c];
-    b += part2[k * C + c];
-  }
-  if (shift) {
-    const double m1 = a / count;
-    out1[c] = M(double(shift[c]) + m1);
-    out2[c] = M(b / count - m1 * m1);
-  } else {
-    out1[c] = M(a);
-    out2[c] = M(b);
-  }
-}
-
-// The first element of each channel, as the shift of its statistics.
-template <typename T>
-__global__ void first_of_channel(const T* x, BnShape s, typename DIo<T>::M* out) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c < s.C) out[c] = DIo<T>::ld(x[s.channels_last ? c : c * s.S]);
-}
-
 template <typename T, typename Term>
-void launch_reduce(const T* x, const T* dy, const BnShape& s, Term term, double* work,
-                   cudaStream_t st) {
-  const ReduceGrid g = reduce_grid(s);
+void launch_reduce(const T* x, const T* dy, const BnShape& s, const ReduceGrid& g, Term term,
+                   double* work, cudaStream_t st) {
   double* part1 = work;
   double* part2 = work + g.splits * s.C;
   const dim3 grid(unsigned(g.col_blocks), unsigned(g.splits));
   const bool small = s.N * s.C * s.S < (int64_t(1) << 31);
-  if (s.channels_last) {
+  if (row_major(s)) {
     if (small) reduce_rows<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, part1, part2);
     else reduce_rows<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, part1, part2);
   } else {
@@ -188,9 +189,82 @@ void launch_reduce(const T* x, const T* dy, const BnShape& s, Term term, double*
   }
 }
 
+// A channel's partials, added in split order.
+__device__ void sum_partials(const double* work, int64_t splits, int64_t C, int64_t c,
+                             double& a, double& b) {
+  a = 0;
+  b = 0;
+  for (int64_t k = 0; k < splits; ++k) {
+    a += work[k * C + c];
+    b += work[(splits + k) * C + c];
+  }
+}
+
+// Training forward: mean, 1/std and the biased variance (autograd's saved values and the
+// running-stat update's input), and scale / shift for the normalise pass.
+template <typename T>
+__global__ void finish_stats(const T* x, BnShape s, const double* work, int64_t splits,
+                             const typename DIo<T>::M* w, const typename DIo<T>::M* b, double eps,
+                             typename DIo<T>::M* mean, typename DIo<T>::M* invstd,
+                             typename DIo<T>::M* var, typename DIo<T>::M* scale,
+                             typename DIo<T>::M* shift) {
+  using M = typename DIo<T>::M;
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= s.C) return;
+  double s1, s2;
+  sum_partials(work, splits, s.C, c, s1, s2);
+  const double count = double(s.N * s.S);
+  const double k = double(DIo<T>::ld(x[s.channels_last || s.S == 1 ? c : c * s.S]));
+  const double m1 = s1 / count;
+  const M mu = M(k + m1), v = M(fmax(s2 / count - m1 * m1, 0.0));
+  const M inv = M(1) / sqrt(v + M(eps));
+  const M sc = channel_or(w, c, M(1)) * inv;
+  mean[c] = mu;
+  invstd[c] = inv;
+  var[c] = v;
+  scale[c] = sc;
+  shift[c] = channel_or(b, c, M(0)) - mu * sc;
+}
+
+// Evaluation forward: the same outputs from the running statistics.
+template <typename M>
+__global__ void eval_coef(int64_t C, const M* rmean, const M* rvar, const M* w, const M* b,
+                          double eps, M* mean, M* invstd, M* var, M* scale, M* shift) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const M mu = rmean[c], v = rvar[c];
+  const M inv = M(1) / sqrt(v + M(eps));
+  const M sc = channel_or(w, c, M(1)) * inv;
+  mean[c] = mu;
+  invstd[c] = inv;
+  var[c] = v;
+  scale[c] = sc;
+  shift[c] = channel_or(b, c, M(0)) - mu * sc;
+}
+
+// Backward: dweight, dbias (when affine) and the dx pass's per-channel numbers
+// (coef rows: scale, shift, mean, k1, k2; see bn_relu.h).
+template <typename M>
+__global__ void finish_grad(int64_t C, double count, const double* work, int64_t splits,
+                            const M* w, const M* b, const M* mean, const M* invstd,
+                            bool use_batch_stats, M* dweight, M* dbias, M* coef) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  double sg, sgx;
+  sum_partials(work, splits, C, c, sg, sgx);
+  const M inv = invstd[c], sc = channel_or(w, c, M(1)) * inv;
+  if (dweight) dweight[c] = M(sgx) * inv;
+  if (dbias) dbias[c] = M(sg);
+  coef[c] = sc;
+  coef[C + c] = channel_or(b, c, M(0)) - mean[c] * sc;
+  coef[2 * C + c] = mean[c];
+  coef[3 * C + c] = use_batch_stats ? M(sg / count) : M(0);
+  coef[4 * C + c] = use_batch_stats ? M(inv * inv * M(sgx) / M(count)) : M(0);
+}
+
 template <typename I>
-__device__ __forceinline__ I channel_of(I i, I C, I S, bool channels_last) {
-  return channels_last ? i % C : (i / S) % C;
+__device__ __forceinline__ I channel_of(I i, I C, I S, bool rows) {
+  return rows ? i % C : (i / S) % C;
 }
 
 template <typename T, typename I>
@@ -198,34 +272,36 @@ __global__ void __launch_bounds__(kBlock)
     fwd_kernel(const T* x, T* y, BnShape s, const typename DIo<T>::M* scale,
                const typename DIo<T>::M* shift) {
   const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
+  const bool rows = s.channels_last || s.S == 1;
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
-    const I c = channel_of(i, C, S, s.channels_last);
+    const I c = channel_of(i, C, S, rows);
     y[i] = DIo<T>::st(bn_relu_out(DIo<T>::ld(x[i]), scale[c], shift[c]));
   }
 }
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlock)
-    dx_kernel(const T* dy, const T* x, T* dx, BnShape s, const typename DIo<T>::M* scale,
-              const typename DIo<T>::M* shift, const typename DIo<T>::M* mean,
-              const typename DIo<T>::M* a, const typename DIo<T>::M* k1,
-              const typename DIo<T>::M* k2) {
+    dx_kernel(const T* dy, const T* x, T* dx, BnShape s, const typename DIo<T>::M* coef) {
   using M = typename DIo<T>::M;
   const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
+  const bool rows = s.channels_last || s.S == 1;
+  const M *scale = coef, *shift = coef + s.C, *mean = coef + 2 * s.C, *k1 = coef + 3 * s.C,
+          *k2 = coef + 4 * s.C;
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
-    const I c = channel_of(i, C, S, s.channels_last);
+    const I c = channel_of(i, C, S, rows);
     const M xi = DIo<T>::ld(x[i]);
     const M g = bn_relu_grad<M>(DIo<T>::ld(dy[i]), xi, scale[c], shift[c]);
-    dx[i] = DIo<T>::st(bn_relu_dx<M>(g, xi, mean[c], a[c], k1[c], k2[c]));
+    dx[i] = DIo<T>::st(bn_relu_dx<M>(g, xi, mean[c], scale[c], k1[c], k2[c]));
   }
 }
 
 unsigned elementwise_blocks(const BnShape& s) {
-  const int64_t want = ceil_div(s.N * s.C * s.S, kBlock);
-  return unsigned(std::min<int64_t>(want, int64_t(sm_count()) * 8));
+  return unsigned(std::min<int64_t>(ceil_div(s.N * s.C * s.S, kBlock), int64_t(sm_count()) * 8));
 }
 
 bool small_index(const BnShape& s) { return s.N * s.C * s.S < (int64_t(1) << 31); }
+
+unsigned channel_blocks(int64_t C) { return unsigned(ceil_div(std::max<int64_t>(C, 1), kBlock)); }
 
 template <typename T>
 using Mp = typename DIo<T>::M*;
@@ -244,73 +320,72 @@ using CMp = const typename DIo<T>::M*;
 
 int64_t bn_reduce_work_cuda(const BnShape& s) { return 2 * reduce_grid(s).splits * s.C; }
 
-void bn_stats_cuda(const void* x, DType dt, const BnShape& s, void* mean, void* var, double* work,
-                   void* stream) {
+void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
+                         double eps, void* mean, void* invstd, void* var, void* coef,
+                         double* work, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
-  if (s.C == 0 || s.N * s.S == 0) return;
-  const int64_t splits = reduce_grid(s).splits;
-  const unsigned cb = unsigned(ceil_div(s.C, kBlock));
+  if (s.C == 0 || s.N * s.S == 0) return;  // the glue refuses an empty batch
+  const ReduceGrid g = reduce_grid(s);
   FX_BN_CUDA_DISPATCH(dt, ({
     const T* xt = static_cast<const T*>(x);
-    // `var` holds the shifts until the finish kernel overwrites it with the variance.
-    first_of_channel<T><<<cb, kBlock, 0, st>>>(xt, s, Mp<T>(var));
-    launch_reduce<T>(xt, nullptr, s, StatsTerm<typename DIo<T>::M>{CMp<T>(var)}, work, st);
-    finish_kernel<<<cb, kBlock, 0, st>>>(work, work + splits * s.C, splits, s.C,
-                                         double(s.N * s.S), CMp<T>(var), Mp<T>(mean),
-                                         Mp<T>(var));
+    launch_reduce<T>(xt, nullptr, s, g, StatsTerm<T>{xt, s}, work, st);
+    finish_stats<T><<<channel_blocks(s.C), kBlock, 0, st>>>(
+        xt, s, work, g.splits, CMp<T>(w), CMp<T>(b), eps, Mp<T>(mean), Mp<T>(invstd),
+        Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + s.C);
   }));
 }
 
-void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* scale,
-                 const void* shift, void* stream) {
+void bn_eval_coef_cuda(DType dt, int64_t C, const void* running_mean, const void* running_var,
+                       const void* w, const void* b, double eps, void* mean, void* invstd,
+                       void* var, void* coef, void* stream) {
+  auto st = static_cast<cudaStream_t>(stream);
+  if (C == 0) return;
+  FX_BN_CUDA_DISPATCH(dt, ({
+    eval_coef<<<channel_blocks(C), kBlock, 0, st>>>(
+        C, CMp<T>(running_mean), CMp<T>(running_var), CMp<T>(w), CMp<T>(b), eps, Mp<T>(mean),
+        Mp<T>(invstd), Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + C);
+  }));
+}
+
+void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
+                 void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.N * s.C * s.S == 0) return;
   const unsigned nb = elementwise_blocks(s);
   FX_BN_CUDA_DISPATCH(dt, ({
-    auto args = [&](auto kernel) {
-      kernel<<<nb, kBlock, 0, st>>>(static_cast<const T*>(x), static_cast<T*>(y), s,
-                                    CMp<T>(scale), CMp<T>(shift));
-    };
-    if (small_index(s)) args(fwd_kernel<T, uint32_t>);
-    else args(fwd_kernel<T, int64_t>);
+    const T* xt = static_cast<const T*>(x);
+    T* yt = static_cast<T*>(y);
+    CMp<T> scale = CMp<T>(coef);
+    CMp<T> shift = scale + s.C;
+    if (small_index(s)) fwd_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift);
+    else fwd_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift);
   }));
 }
 
-void bn_bwd_reduce_cuda(const void* dy, const void* x, DType dt, const BnShape& s,
-                        const void* scale, const void* shift, const void* mean, void* sum_g,
-                        void* sum_gx, double* work, void* stream) {
+void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
+                 const void* w, const void* b, const void* mean, const void* invstd,
+                 bool use_batch_stats, void* dweight, void* dbias, void* coef, double* work,
+                 void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
-  const int64_t splits = reduce_grid(s).splits;
-  const unsigned cb = unsigned(ceil_div(s.C, kBlock));
+  const bool empty = s.N * s.S == 0;
+  const ReduceGrid g = empty ? ReduceGrid{0, 0} : reduce_grid(s);
+  const unsigned nb = empty ? 0 : elementwise_blocks(s);
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
-    if (s.N * s.S == 0) {
-      cudaMemsetAsync(sum_g, 0, s.C * sizeof(M), st);
-      cudaMemsetAsync(sum_gx, 0, s.C * sizeof(M), st);
-    } else {
-      launch_reduce<T>(static_cast<const T*>(x), static_cast<const T*>(dy), s,
-                       GradTerm<M>{CMp<T>(scale), CMp<T>(shift), CMp<T>(mean)}, work, st);
-      finish_kernel<M><<<cb, kBlock, 0, st>>>(work, work + splits * s.C, splits, s.C, 1.0,
-                                              nullptr, Mp<T>(sum_g), Mp<T>(sum_gx));
+    const T* xt = static_cast<const T*>(x);
+    const T* dyt = static_cast<const T*>(dy);
+    if (!empty)
+      launch_reduce<T>(xt, dyt, s, g, GradTerm<T>{CMp<T>(w), CMp<T>(b), CMp<T>(mean),
+                                                   CMp<T>(invstd)}, work, st);
+    finish_grad<M><<<channel_blocks(s.C), kBlock, 0, st>>>(
+        s.C, double(s.N * s.S), work, g.splits, CMp<T>(w), CMp<T>(b), CMp<T>(mean),
+        CMp<T>(invstd), use_batch_stats, Mp<T>(dweight), Mp<T>(dbias), Mp<T>(coef));
+    if (!empty) {
+      T* dxt = static_cast<T*>(dx);
+      if (small_index(s)) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
+      else dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
     }
-  }));
-}
-
-void bn_bwd_dx_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
-                    const void* scale, const void* shift, const void* mean, const void* a,
-                    const void* k1, const void* k2, void* stream) {
-  auto st = static_cast<cudaStream_t>(stream);
-  if (s.N * s.C * s.S == 0) return;
-  const unsigned nb = elementwise_blocks(s);
-  FX_BN_CUDA_DISPATCH(dt, ({
-    auto args = [&](auto kernel) {
-      kernel<<<nb, kBlock, 0, st>>>(static_cast<const T*>(dy), static_cast<const T*>(x),
-                                    static_cast<T*>(dx), s, CMp<T>(scale), CMp<T>(shift),
-                                    CMp<T>(mean), CMp<T>(a), CMp<T>(k1), CMp<T>(k2));
-    };
-    if (small_index(s)) args(dx_kernel<T, uint32_t>);
-    else args(dx_kernel<T, int64_t>);
   }));
 }
 
