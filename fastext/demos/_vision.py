@@ -1,0 +1,48 @@
+"""What the vision demos share: MNIST as uint8 tensors, a seeded subset, the record."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..data.mnist import find_mnist, load_mnist
+
+__all__ = ["mnist_split", "subset", "write_record"]
+
+
+def mnist_split(data: str | os.PathLike[str] | None) -> tuple[tuple[Tensor, Tensor],
+                                                             tuple[Tensor, Tensor], str]:
+    """((train images, labels), (test images, labels), which set) from ``data`` (a directory
+    of idx files) or the usual search (full MNIST, else the shipped subset)."""
+    root = None
+    if data is not None:
+        root = Path(data)
+        if (root / "mnist").is_dir():  # a data root rather than the MNIST folder itself
+            root = root / "mnist"
+    path, kind = find_mnist(root)
+    return load_mnist(path, "train"), load_mnist(path, "test"), kind
+
+
+def subset(x: Tensor, y: Tensor, n: int | None, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A seeded random ``n`` rows of (x, y) (all of them when ``n`` is None or too big)."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def write_record(record: dict[str, Any], json_path: str | os.PathLike[str] | None) -> None:
+    """Prints the figures and writes them as JSON when asked."""
+    for k, v in record.items():
+        if isinstance(v, float):
+            print(f"{k:18s} {v:.4f}")
+        elif not isinstance(v, (list, dict)):
+            print(f"{k:18s} {v}")
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")

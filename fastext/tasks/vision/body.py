@@ -1,0 +1,156 @@
+"""Backbones for vision tasks: a torchvision architecture (or any module) cut before its
+pooling layer, with weights from a local file when the user has one.
+
+No weights are downloaded: ``pretrained`` is a path to a state dict in torchvision's format
+(e.g. ``resnet34-b627a593.pth`` copied from another machine), or ``None`` for random init.
+
+>>> body = create_body("resnet18", in_channels=1)
+>>> body(torch.randn(2, 1, 64, 64)).shape
+torch.Size([2, 512, 2, 2])
+>>> num_features(body)
+512
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["ARCHS", "conv_body", "create_body", "load_pretrained", "num_features"]
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None)
+
+    return build
+
+
+#: Architecture name -> constructor of the full (uncut) torchvision model, random weights.
+ARCHS: dict[str, Callable[[], nn.Module]] = {
+    name: _torchvision(name)
+    for name in ("resnet18", "resnet34", "resnet50", "vgg16_bn", "densenet121")
+}
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Loads a torchvision-format state dict from ``path`` into ``model`` (strict), on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file (nothing is ever downloaded).
+        RuntimeError: the file does not fit the architecture (missing/unexpected keys).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained weights not found: {path} (fastext never downloads "
+                                "weights; copy a torchvision .pth file here)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model
+
+
+def _cut(model: nn.Module) -> nn.Module:
+    """The layers before the global pooling: torchvision's ``features`` (VGG, DenseNet, with
+    a final ReLU for DenseNet whose classifier applies it), else the children up to the
+    last pooling layer (ResNet: everything before ``avgpool``)."""
+    if hasattr(model, "features"):
+        feats = model.features
+        if type(model).__name__ == "DenseNet":
+            return nn.Sequential(feats, nn.ReLU(inplace=True))
+        return feats
+    children = list(model.children())
+    for i in range(len(children) - 1, -1, -1):
+        if isinstance(children[i], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d)):
+            return nn.Sequential(*children[:i])
+    raise ValueError(f"cannot find the pooling layer of {type(model).__name__}; pass a module "
+                     "that is already cut (the body) instead")
+
+
+def _first_conv(module: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
+    """The first ``Conv2d`` of ``module`` in definition order, with its parent and name."""
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                return parent, name, child
+    raise ValueError("the body has no Conv2d")
+
+
+def _adapt_input(body: nn.Module, in_channels: int) -> None:
+    """Gives the first conv ``in_channels`` inputs. Its RGB filters, pretrained or not, are
+    summed into a grey channel (1) or repeated cyclically and rescaled (more than 3), so that a
+    pretrained stem keeps its meaning."""
+    parent, name, conv = _first_conv(body)
+    if conv.in_channels == in_channels:
+        return
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        w = conv.weight
+        if in_channels == 1:
+            new.weight.copy_(w.sum(1, keepdim=True))
+        else:
+            idx = torch.arange(in_channels) % w.shape[1]
+            new.weight.copy_(w[:, idx] * (w.shape[1] / in_channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    setattr(parent, name, new)
+
+
+def create_body(arch: str | nn.Module, pretrained: str | os.PathLike[str] | None = None,
+                in_channels: int = 3) -> nn.Module:
+    """The convolutional body of ``arch``: a name in :data:`ARCHS` or a torchvision-style
+    module, with weights from the local file ``pretrained`` (torchvision format) if given,
+    cut before its global pooling, taking ``in_channels`` input channels."""
+    if isinstance(arch, str):
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)} "
+                             "(or pass a module)")
+        model = ARCHS[arch]()
+    elif isinstance(arch, nn.Module):
+        model = arch
+    else:
+        raise TypeError(f"arch must be a name or an nn.Module, got {type(arch).__name__}")
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
+    body = _cut(model)
+    _adapt_input(body, in_channels)
+    return body
+
+
+def num_features(body: nn.Module, in_channels: int | None = None, size: int = 64) -> int:
+    """Channels of ``body``'s output, found by running it once on a small dummy batch."""
+    if in_channels is None:
+        in_channels = _first_conv(body)[2].in_channels
+    was_training = body.training
+    body.eval()
+    try:
+        with torch.no_grad():
+            p = next(body.parameters())
+            out = body(torch.zeros(1, in_channels, size, size, device=p.device, dtype=p.dtype))
+    finally:
+        body.train(was_training)
+    return out.shape[1]
+
+
+def conv_body(in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256),
+              strides: tuple[int, ...] = (2, 2, 2, 2)) -> nn.Sequential:
+    """A plain body for small images: per width, a 3x3 conv (stride from ``strides``) ->
+    BatchNorm -> ReLU. ``strides`` decides the output resolution (a Grad-CAM wants a map
+    that is not too coarse).
+
+    >>> conv_body(1, (8, 16), (2, 1))(torch.randn(2, 1, 28, 28)).shape
+    torch.Size([2, 16, 14, 14])
+    """
+    if len(widths) != len(strides) or not widths:
+        raise ValueError("widths and strides must be non-empty and of equal length")
+    layers: list[nn.Module] = []
+    c = in_channels
+    for w, s in zip(widths, strides, strict=True):
+        layers.append(nn.Sequential(nn.Conv2d(c, w, 3, s, 1, bias=False), nn.BatchNorm2d(w),
+                                    nn.ReLU(inplace=True)))
+        c = w
+    return nn.Sequential(*layers)

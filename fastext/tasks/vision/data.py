@@ -1,0 +1,308 @@
+"""Image data for the vision tasks: files and labels in, loaders of normalised batches out.
+
+Images are decoded with PIL once, resized to a fixed base size and kept as uint8 tensors;
+batches are sliced from them (no per-image Python collation) and augmented as whole batches
+on the training device (random-resized crop and flip through one ``affine_grid`` /
+``grid_sample``, then normalisation). Unreadable files are skipped with a warning when the
+data is built, never mid-epoch. Progressive resizing uses the loaders' ``set_size``.
+
+>>> import tempfile, numpy as np
+>>> from PIL import Image
+>>> root = Path(tempfile.mkdtemp())
+>>> for label in ("cat", "dog"):
+...     (root / label).mkdir()
+...     for i in range(4):
+...         Image.fromarray(np.full((10, 12, 3), i * 40, np.uint8)).save(root / label / f"{i}.png")
+>>> dls = ImageDataLoaders.from_folder(root, valid_pct=0.25, size=8, bs=2, device="cpu")
+>>> dls.vocab, len(dls.train_items), len(dls.valid_items)
+(['cat', 'dog'], 6, 2)
+>>> xb, yb = next(iter(dls.train))
+>>> xb.shape, xb.dtype, yb.dtype
+(torch.Size([2, 3, 8, 8]), torch.float32, torch.int64)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...learner.data import DataLoaders, TensorLoader
+
+__all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
+           "ImageLoader", "get_image_files", "load_images", "multi_hot", "parent_label"]
+
+#: (mean, std) per RGB channel of ImageNet: the stats of every torchvision backbone.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def get_image_files(path: str | os.PathLike[str], recurse: bool = True,
+                    extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``path`` (by extension, case-insensitive), sorted."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no image folder {path}")
+    pattern = "**/*" if recurse else "*"
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in exts)
+
+
+def parent_label(path: Path) -> str:
+    """The name of the folder holding ``path`` (ImageNet-style ``<class>/<file>`` layout)."""
+    return Path(path).parent.name
+
+
+def _decode(path: Path, size: int, channels: int) -> Tensor:
+    """One image as uint8 (channels, size, size): shorter side resized to ``size`` (bilinear,
+    antialiased by PIL), then centre-cropped."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    return t.view(size, size, channels).permute(2, 0, 1).contiguous()
+
+
+def load_images(paths: Sequence[Path], size: int, channels: int = 3,
+                ) -> tuple[Tensor, list[int]]:
+    """Decodes ``paths`` into one uint8 tensor (N, channels, size, size). Files PIL cannot
+    read are left out with one warning naming them; returns the tensor and the indices of
+    the files kept."""
+    images, kept, bad = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            images.append(_decode(Path(p), size, channels))
+            kept.append(i)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for broken files
+            bad.append(f"{p} ({type(e).__name__}: {e})")
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:5])
+                      + (" ..." if len(bad) > 5 else ""), stacklevel=2)
+    if not images:
+        raise ValueError(f"none of the {len(paths)} image files could be read")
+    return torch.stack(images), kept
+
+
+def multi_hot(labels: Sequence[Sequence[str]], vocab: Sequence[str]) -> Tensor:
+    """float (N, len(vocab)) targets with 1 where the label occurs.
+
+    >>> multi_hot([["a"], ["b", "a"], []], ["a", "b"]).tolist()
+    [[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+    """
+    index = {v: i for i, v in enumerate(vocab)}
+    out = torch.zeros(len(labels), len(vocab))
+    for row, labs in enumerate(labels):
+        for lab in labs:
+            if lab not in index:
+                raise ValueError(f"label {lab!r} is not in the vocabulary")
+            out[row, index[lab]] = 1.0
+    return out
+
+
+class BatchAugment:
+    """Batched augmentation of uint8 image batches on their device: a random-resized crop
+    (area fraction in ``scale``, aspect ratio in ``ratio``) and a horizontal flip with
+    probability ``flip`` per image, done as one affine ``grid_sample``; then ``/255`` and
+    normalisation by ``stats``. With ``train=False`` only the normalisation runs.
+
+    >>> aug = BatchAugment(stats=((0.5,), (0.5,)))
+    >>> x = torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
+    >>> aug(x, train=False).unique().tolist()
+    [1.0]
+    """
+
+    def __init__(self, stats: tuple[Sequence[float], Sequence[float]] | None = None,
+                 flip: float = 0.5, scale: tuple[float, float] = (0.35, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0) -> None:
+        self.stats, self.flip, self.scale, self.ratio = stats, flip, scale, ratio
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _affine(self, n: int) -> Tensor:
+        g = self.gen
+        area = torch.empty(n).uniform_(*self.scale, generator=g)
+        log_r = torch.empty(n).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]),
+                                        generator=g)
+        r = log_r.exp()
+        sw, sh = (area * r).sqrt().clamp(max=1.0), (area / r).sqrt().clamp(max=1.0)
+        tx = (torch.rand(n, generator=g) * 2 - 1) * (1 - sw)
+        ty = (torch.rand(n, generator=g) * 2 - 1) * (1 - sh)
+        flip = torch.where(torch.rand(n, generator=g) < self.flip, -1.0, 1.0)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = sw * flip, tx
+        theta[:, 1, 1], theta[:, 1, 2] = sh, ty
+        return theta
+
+    def __call__(self, x: Tensor, train: bool = True) -> Tensor:
+        x = x.float().div_(255)
+        if train and (self.flip > 0 or self.scale != (1.0, 1.0)):
+            theta = self._affine(len(x)).to(x.device)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                              align_corners=False)
+        if self.stats is not None:
+            mean = torch.tensor(self.stats[0], device=x.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.stats[1], device=x.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+
+class ImageLoader:
+    """Batches ``(images, targets)`` from uint8 image and target tensors: each batch moves to
+    ``device`` and goes through ``augment`` there (training batches augmented, validation
+    ones only normalised)."""
+
+    def __init__(self, images: Tensor, targets: Tensor, augment: BatchAugment, bs: int,
+                 train: bool, device: torch.device, seed: int = 0) -> None:
+        self.base = TensorLoader((images, targets), bs, shuffle=train, drop_last=False,
+                                 seed=seed)
+        self.augment, self.train, self.device = augment, train, device
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def epoch(self) -> int:
+        return self.base.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.base.epoch = value
+
+    @property
+    def dataset(self) -> tuple[Tensor, ...]:
+        return self.base.tensors
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for xb, yb in self.base:
+            xb = xb.to(self.device, non_blocking=True)
+            yield self.augment(xb, self.train), yb.to(self.device, non_blocking=True)
+
+
+class ImageDataLoaders(DataLoaders):
+    """Train / valid image loaders with the labels' vocabulary.
+
+    Attributes: ``vocab`` (class names, sorted), ``multi_label``, ``n_out`` (outputs a model
+    needs), ``stats`` (normalisation used), ``train_items`` / ``valid_items`` (the files).
+    """
+
+    def __init__(self, train: ImageLoader, valid: ImageLoader, vocab: list[str],
+                 multi_label: bool, stats: tuple, device: torch.device,
+                 train_items: list[Path] | None = None,
+                 valid_items: list[Path] | None = None) -> None:
+        super().__init__(train, valid, device)
+        self.vocab, self.multi_label, self.stats = vocab, multi_label, stats
+        self.n_out = len(vocab)
+        self.train_items, self.valid_items = train_items or [], valid_items or []
+
+    @classmethod
+    def from_tensors(cls, x_train: Tensor, y_train: Tensor, x_valid: Tensor,  # type: ignore[override]
+                     y_valid: Tensor, vocab: Sequence[str], bs: int = 64,
+                     stats: str | tuple = "data", augment: bool = True, flip: float = 0.5,
+                     scale: tuple[float, float] = (0.35, 1.0), seed: int = 0,
+                     device: str | torch.device | None = None, **_: object) -> ImageDataLoaders:
+        """Loaders over uint8 image tensors (N, C, H, W) and targets: class indices, or
+        multi-hot float rows for multi-label data. ``stats``: ``"data"`` (the training
+        images' own per-channel mean/std), ``"imagenet"``, or ``(mean, std)``."""
+        if x_train.dtype != torch.uint8 or x_train.dim() != 4:
+            raise TypeError(f"images must be uint8 (N, C, H, W), got {x_train.dtype} "
+                            f"{tuple(x_train.shape)}")
+        dev = torch.device(device) if device is not None else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        st = _resolve_stats(stats, x_train)
+        aug = BatchAugment(st, flip=flip if augment else 0.0,
+                           scale=scale if augment else (1.0, 1.0), seed=seed)
+        multi = y_train.dim() == 2
+        train = ImageLoader(x_train, y_train, aug, bs, train=True, device=dev, seed=seed)
+        valid = ImageLoader(x_valid, y_valid, aug, 2 * bs, train=False, device=dev)
+        return cls(train, valid, list(vocab), multi, st, dev)
+
+    @classmethod
+    def from_label_func(cls, files: Sequence[str | os.PathLike[str]],
+                        label_func: Callable[[Path], str | Sequence[str]],
+                        valid_pct: float = 0.2, seed: int = 0, size: int = 224,
+                        channels: int = 3, **kwargs: object) -> ImageDataLoaders:
+        """Images ``files`` labelled by ``label_func(path)``: one class name, or a list of
+        names for multi-label data. A random ``valid_pct`` of them (fixed by ``seed``)
+        validates."""
+        if not 0 < valid_pct < 1:
+            raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+        files = [Path(f) for f in files]
+        if len(files) < 2:
+            raise ValueError(f"need at least 2 images, got {len(files)}")
+        images, kept = load_images(files, size, channels)
+        files = [files[i] for i in kept]
+        labels = [label_func(f) for f in files]
+        multi = any(not isinstance(lab, str) for lab in labels)
+        if multi:
+            lists = [[lab] if isinstance(lab, str) else list(lab) for lab in labels]
+            vocab = sorted({lab for labs in lists for lab in labs})
+            targets = multi_hot(lists, vocab)
+        else:
+            vocab = sorted(set(labels))
+            index = {v: i for i, v in enumerate(vocab)}
+            targets = torch.tensor([index[lab] for lab in labels])
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(files), generator=g)
+        n_valid = max(1, round(len(files) * valid_pct))
+        vi, ti = order[:n_valid], order[n_valid:]
+        dls = cls.from_tensors(images[ti], targets[ti], images[vi], targets[vi], vocab,
+                               seed=seed, **kwargs)
+        dls.train_items = [files[i] for i in ti.tolist()]
+        dls.valid_items = [files[i] for i in vi.tolist()]
+        return dls
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike[str], train: str = "train",  # type: ignore[override]
+                    valid: str = "valid", valid_pct: float | None = None, seed: int = 0,
+                    size: int = 224, channels: int = 3, **kwargs: object) -> ImageDataLoaders:
+        """ImageNet-style folders, labelled by their parent folder: ``path/train/<class>/*``
+        and ``path/valid/<class>/*``, or, with ``valid_pct``, ``path/<class>/*`` split at
+        random (fixed by ``seed``)."""
+        path = Path(path)
+        if valid_pct is not None:
+            return cls.from_label_func(get_image_files(path), parent_label, valid_pct, seed,
+                                       size, channels, **kwargs)
+        for sub in (train, valid):
+            if not (path / sub).is_dir():
+                raise FileNotFoundError(f"no folder {path / sub} (or pass valid_pct to split "
+                                        f"{path} at random)")
+        tf, vf = get_image_files(path / train), get_image_files(path / valid)
+        ti, tk = load_images(tf, size, channels)
+        vi, vk = load_images(vf, size, channels)
+        tf, vf = [tf[i] for i in tk], [vf[i] for i in vk]
+        vocab = sorted({parent_label(f) for f in tf})
+        index = {v: i for i, v in enumerate(vocab)}
+        unknown = sorted({parent_label(f) for f in vf} - set(vocab))
+        if unknown:
+            raise ValueError(f"validation classes missing from training: {unknown}")
+        dls = cls.from_tensors(ti, torch.tensor([index[parent_label(f)] for f in tf]), vi,
+                               torch.tensor([index[parent_label(f)] for f in vf]), vocab,
+                               seed=seed, **kwargs)
+        dls.train_items, dls.valid_items = tf, vf
+        return dls
+
+
+def _resolve_stats(stats: str | tuple, x_train: Tensor) -> tuple[tuple[float, ...], ...]:
+    if stats == "imagenet":
+        if x_train.shape[1] != 3:
+            raise ValueError("ImageNet stats need 3-channel images")
+        return IMAGENET_STATS
+    if stats == "data":
+        x = x_train.float().div(255).transpose(0, 1).reshape(x_train.shape[1], -1)
+        return tuple(x.mean(1).tolist()), tuple(x.std(1).clamp_min(1e-3).tolist())
+    if isinstance(stats, tuple) and len(stats) == 2:
+        return tuple(stats[0]), tuple(stats[1])
+    raise ValueError(f"stats must be 'data', 'imagenet' or (mean, std), got {stats!r}")

@@ -1,0 +1,218 @@
+"""Looking inside a trained classifier: Grad-CAM heat maps, the top losses, the confusion
+matrix and the most confused pairs.
+
+Grad-CAM (Selvaraju et al., 2017): the activations A of a conv layer, weighted per channel
+by the mean gradient of the class score over the map, summed and passed through ReLU,
+upsampled to the input: where the network looked for that class.
+
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+...                             torch.nn.Linear(4, 3))
+>>> cam = grad_cam(model, model[0], torch.randn(2, 1, 8, 8))
+>>> cam.shape, bool((cam >= 0).all())
+(torch.Size([2, 8, 8]), True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ClassificationInterpretation", "grad_cam", "mass_in_box", "save_cam_overlays"]
+
+
+def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
+             target: Tensor | None = None) -> Tensor:
+    """Grad-CAM maps (N, H, W) of ``x`` (N, C, H, W) at ``layer`` for class ``target``
+    (default: the predicted class), each upsampled to the input size and scaled to [0, 1]
+    (all-zero where the class has no positive evidence). The model runs in eval mode and is
+    restored afterwards; its parameter gradients are left untouched."""
+    acts: list[Tensor] = []
+
+    def keep(_m: nn.Module, _i: Any, out: Tensor) -> None:
+        out.retain_grad()
+        acts.append(out)
+
+    was_training = model.training
+    model.eval()
+    handle = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            cls = logits.argmax(1) if target is None else target.to(logits.device)
+            score = logits.gather(1, cls.view(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(score, acts[-1])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    a = acts[-1].detach()
+    weights = grad.mean((2, 3), keepdim=True)
+    cam = F.relu((weights * a).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    return cam / peak
+
+
+def mass_in_box(cam: Tensor, image: Tensor, thresh: float = 0.0) -> Tensor:
+    """Per image, the fraction of the heat map's total mass inside the bounding box of the
+    image's pixels above ``thresh`` (cam (N, H, W), image (N, C, H, W) or (N, H, W))."""
+    img = image if image.dim() == 3 else image.amax(1)
+    fracs = []
+    for c, im in zip(cam, img, strict=True):
+        ys, xs = (im > thresh).nonzero(as_tuple=True)
+        total = c.sum()
+        if len(ys) == 0 or total <= 0:
+            fracs.append(torch.tensor(0.0))
+            continue
+        box = c[ys.min():ys.max() + 1, xs.min():xs.max() + 1].sum()
+        fracs.append(box / total)
+    return torch.stack(fracs)
+
+
+def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str],
+                      titles: Sequence[str] | None = None) -> Path:
+    """A PNG grid: each image in grey with its heat map over it (jet, half transparent)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    cols = min(n, 8)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = images[i].float()
+        img = img.mean(0) if img.dim() == 3 else img
+        ax.imshow(img.cpu().numpy(), cmap="gray")
+        ax.imshow(cams[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class ClassificationInterpretation:
+    """Predictions, targets and losses of a single-label classifier on its validation set.
+
+    Build with :meth:`from_learner`; then :meth:`top_losses`, :meth:`confusion_matrix`,
+    :meth:`most_confused`, :meth:`plot_top_losses`, :meth:`plot_confusion_matrix`.
+    """
+
+    def __init__(self, inputs: Tensor, preds: Tensor, targets: Tensor, losses: Tensor,
+                 vocab: Sequence[str]) -> None:
+        self.inputs, self.preds, self.targets, self.losses = inputs, preds, targets, losses
+        self.vocab = list(vocab)
+
+    @classmethod
+    def from_learner(cls, learn: Any, dl: Any = None) -> ClassificationInterpretation:
+        """Runs ``learn.model`` (eval mode) over ``dl`` (default: the validation loader)."""
+        dl = dl if dl is not None else learn.dls.valid
+        xs, ps, ys = [], [], []
+        model = learn.model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for xb, yb in dl:
+                xs.append(xb.cpu())
+                ps.append(model(xb).float().cpu())
+                ys.append(yb.cpu())
+        model.train(was_training)
+        preds, targets = torch.cat(ps), torch.cat(ys)
+        losses = F.cross_entropy(preds, targets, reduction="none")
+        vocab = getattr(learn.dls, "vocab", [str(i) for i in range(preds.shape[1])])
+        return cls(torch.cat(xs), preds, targets, losses, vocab)
+
+    def top_losses(self, k: int | None = None) -> tuple[Tensor, Tensor]:
+        """The ``k`` largest losses (all by default) and their indices, largest first."""
+        k = len(self.losses) if k is None else min(k, len(self.losses))
+        return self.losses.topk(k)
+
+    def confusion_matrix(self) -> Tensor:
+        """Counts (n_class, n_class): row = actual class, column = predicted."""
+        n = len(self.vocab)
+        idx = self.targets * n + self.preds.argmax(1)
+        return torch.bincount(idx, minlength=n * n).view(n, n)
+
+    def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
+        """(actual, predicted, count) off the diagonal with count >= ``min_val``, most
+        frequent first."""
+        cm = self.confusion_matrix()
+        pairs = Counter({(self.vocab[a], self.vocab[p]): int(cm[a, p])
+                         for a in range(len(cm)) for p in range(len(cm)) if a != p})
+        return [(a, p, c) for (a, p), c in pairs.most_common() if c >= min_val]
+
+    def plot_top_losses(self, k: int, path: str | os.PathLike[str]) -> Path:
+        """PNG of the ``k`` worst-predicted images: predicted / actual / loss / probability
+        of the actual class."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        losses, idx = self.top_losses(k)
+        cols = min(len(idx), 5)
+        rows = -(-len(idx) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
+        probs = self.preds.softmax(1)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, i, loss in zip(axes.flat, idx.tolist(), losses.tolist(), strict=False):
+            img = self.inputs[i].float()
+            img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-6)
+            if img.shape[0] == 1:
+                ax.imshow(img[0].numpy(), cmap="gray")
+            else:
+                ax.imshow(img.permute(1, 2, 0).numpy())
+            t = int(self.targets[i])
+            ax.set_title(f"{self.vocab[int(self.preds[i].argmax())]}/{self.vocab[t]}\n"
+                         f"{loss:.2f}/{probs[i, t]:.2f}", fontsize=8)
+        fig.suptitle("predicted/actual, loss/probability of actual", fontsize=9)
+        fig.tight_layout()
+        return _save(fig, path)
+
+    def plot_confusion_matrix(self, path: str | os.PathLike[str]) -> Path:
+        """PNG of the confusion matrix with counts in the cells."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cm = self.confusion_matrix().numpy()
+        n = len(self.vocab)
+        fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n))
+        ax.imshow(cm, cmap="Blues")
+        ax.set_xticks(range(n), self.vocab, rotation=90)
+        ax.set_yticks(range(n), self.vocab)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        for a in range(n):
+            for p in range(n):
+                ax.text(p, a, str(cm[a, p]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[a, p] > cm.max() / 2 else "black")
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

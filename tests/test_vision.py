@@ -1,0 +1,280 @@
+"""Vision tasks: image data, bodies and heads, vision_learner, multi-label mosaics, Grad-CAM
+and interpretation, each against a reference computation or a hand-built case."""
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from fastext.nn import BatchNormReLU2d
+from fastext.tasks.vision.body import create_body, load_pretrained, num_features
+from fastext.tasks.vision.data import BatchAugment, ImageDataLoaders, load_images, multi_hot
+from fastext.tasks.vision.interpret import ClassificationInterpretation, grad_cam, mass_in_box
+from fastext.tasks.vision.learner import AdaptiveConcatPool2d, create_head, vision_learner
+from fastext.tasks.vision.multilabel import mnist_mosaics
+
+torchvision = pytest.importorskip("torchvision")
+
+
+def _folder(root, classes=("cat", "dog"), n=4, size=(10, 12)):
+    for k, label in enumerate(classes):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            arr = np.full((*size, 3), 30 * i + 100 * k, np.uint8)
+            Image.fromarray(arr).save(root / label / f"{i}.png")
+    return root
+
+
+# -- data ----------------------------------------------------------------------------------
+
+def test_from_folder_split_labels_and_shapes(tmp_path):
+    dls = ImageDataLoaders.from_folder(_folder(tmp_path), valid_pct=0.25, size=8, bs=3,
+                                       device="cpu", seed=1)
+    assert dls.vocab == ["cat", "dog"] and dls.n_out == 2 and not dls.multi_label
+    assert len(dls.train_items) == 6 and len(dls.valid_items) == 2
+    assert not set(dls.train_items) & set(dls.valid_items)
+    x, y = dls.train.dataset
+    assert x.shape == (6, 3, 8, 8) and x.dtype == torch.uint8
+    for path, label in zip(dls.train_items, y.tolist(), strict=True):
+        assert dls.vocab[label] == path.parent.name
+    xb, yb = next(iter(dls.valid))
+    assert xb.shape == (2, 3, 8, 8) and xb.dtype == torch.float32
+
+
+def test_from_folder_train_valid_folders(tmp_path):
+    _folder(tmp_path / "train")
+    _folder(tmp_path / "valid", n=2)
+    dls = ImageDataLoaders.from_folder(tmp_path, size=6, bs=2, device="cpu")
+    assert len(dls.train_items) == 8 and len(dls.valid_items) == 4
+    with pytest.raises(FileNotFoundError, match="valid_pct"):
+        ImageDataLoaders.from_folder(tmp_path / "train", size=6)
+
+
+def test_unreadable_files_are_skipped_with_a_warning(tmp_path):
+    root = _folder(tmp_path)
+    (root / "cat" / "broken.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        dls = ImageDataLoaders.from_folder(root, valid_pct=0.25, size=8, device="cpu")
+    assert all(p.name != "broken.png" for p in dls.train_items + dls.valid_items)
+    with pytest.raises(FileNotFoundError):
+        ImageDataLoaders.from_folder(tmp_path / "missing", valid_pct=0.2)
+
+
+def test_decode_resizes_the_shorter_side_and_centre_crops(tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, 10:30] = 255  # a bright centre band, half the width
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    x, kept = load_images([tmp_path / "a.png"], size=10)
+    assert kept == [0] and x.shape == (1, 3, 10, 10)
+    assert x[0, :, :, 1:-1].min() > 200  # the crop is the band (its edges blur a little)
+
+
+def test_multi_label_from_label_func(tmp_path):
+    root = _folder(tmp_path)
+
+    def labels(p):
+        return ["animal", p.parent.name] if p.stem != "0" else [p.parent.name]
+
+    dls = ImageDataLoaders.from_label_func(sorted(root.glob("*/*.png")), labels, 0.25, size=8,
+                                           device="cpu")
+    assert dls.multi_label and dls.vocab == ["animal", "cat", "dog"]
+    x, y = dls.train.dataset
+    for path, row in zip(dls.train_items, y, strict=True):
+        assert row.tolist() == multi_hot([labels(path)], dls.vocab)[0].tolist()
+
+
+def test_data_stats_and_normalisation_match_numpy():
+    x = torch.randint(0, 256, (6, 3, 5, 5), dtype=torch.uint8)
+    dls = ImageDataLoaders.from_tensors(x, torch.zeros(6, dtype=torch.long), x,
+                                        torch.zeros(6, dtype=torch.long), ["a"], bs=6,
+                                        device="cpu")
+    arr = x.numpy().astype(np.float64) / 255
+    mean, std = arr.mean((0, 2, 3)), arr.std((0, 2, 3), ddof=1)
+    np.testing.assert_allclose(dls.stats[0], mean, rtol=1e-5)
+    np.testing.assert_allclose(dls.stats[1], std, rtol=1e-5)
+    xb, _ = next(iter(dls.valid))
+    ref = (arr - mean.reshape(1, 3, 1, 1)) / std.reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(xb.numpy(), ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        ImageDataLoaders.from_tensors(x.float(), torch.zeros(6), x, torch.zeros(6), ["a"])
+
+
+def test_augment_flip_is_an_exact_mirror_and_crop_stays_in_range():
+    x = torch.randint(0, 256, (4, 1, 6, 6), dtype=torch.uint8)
+    flip = BatchAugment(flip=1.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(flip(x), x.float().div(255).flip(-1))
+    crop = BatchAugment(scale=(0.3, 0.6))(x)
+    assert crop.shape == x.shape and crop.min() >= 0 and crop.max() <= 1
+    assert not torch.allclose(crop, x.float() / 255)
+
+
+def test_set_size_resizes_batches():
+    x = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
+    y = torch.zeros(4, dtype=torch.long)
+    dls = ImageDataLoaders.from_tensors(x, y, x, y, ["a"], bs=2, device="cpu")
+    dls.set_size(8)
+    assert next(iter(dls.train))[0].shape[-1] == 8
+    dls.set_size(None)
+    assert next(iter(dls.train))[0].shape[-1] == 16
+
+
+# -- bodies and heads ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("arch", "nf"), [("resnet18", 512), ("resnet50", 2048),
+                                          ("vgg16_bn", 512), ("densenet121", 1024)])
+def test_bodies_are_cut_before_pooling(arch, nf):
+    body = create_body(arch)
+    out = body.eval()(torch.randn(1, 3, 64, 64))
+    assert out.shape[1] == nf == num_features(body) and out.shape[-1] == 2
+    assert not any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.Linear)) for m in body.modules())
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path):
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    body = create_body("resnet18", pretrained=tmp_path / "r18.pth")
+    torch.testing.assert_close(body[0].weight, ref.conv1.weight)
+    grey = create_body("resnet18", pretrained=tmp_path / "r18.pth", in_channels=1)
+    torch.testing.assert_close(grey[0].weight, ref.conv1.weight.sum(1, keepdim=True))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        create_body("resnet18", pretrained=tmp_path / "missing.pth")
+    with pytest.raises(RuntimeError):  # weights of another architecture
+        load_pretrained(torchvision.models.resnet34(weights=None), tmp_path / "r18.pth")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        create_body("resnet19")
+
+
+def test_concat_pool_and_head():
+    x = torch.randn(2, 5, 3, 4)
+    ref = torch.cat([x.amax((2, 3), keepdim=True), x.mean((2, 3), keepdim=True)], 1)
+    torch.testing.assert_close(AdaptiveConcatPool2d()(x), ref)
+    head = create_head(5, 7, lin_ftrs=(16,), ps=0.4)
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["AdaptiveConcatPool2d", "Flatten", "BatchNorm1d", "Dropout", "Linear",
+                     "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    assert head[3].p == 0.2 and head[7].p == 0.4 and head[4].in_features == 10
+    assert head.eval()(x).shape == (2, 7)
+
+
+def _tiny_dls(multi=False, n=16):
+    x = torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8)
+    y = (torch.rand(n, 3) > 0.5).float() if multi else torch.randint(0, 3, (n,))
+    return ImageDataLoaders.from_tensors(x[:12], y[:12], x[12:], y[12:], ["a", "b", "c"],
+                                         bs=4, device="cpu")
+
+
+def test_vision_learner_pretrained_body_starts_frozen(tmp_path):
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "w.pth")
+    learn = vision_learner(_tiny_dls(), "resnet18", pretrained=tmp_path / "w.pth",
+                           in_channels=1, quiet=True)
+    bn = {id(p) for m in learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+          for p in m.parameters()}
+    body = list(learn.model.body.parameters())
+    assert all(not p.requires_grad for p in body if id(p) not in bn)
+    assert all(p.requires_grad for p in learn.model.head.parameters())
+    assert any(isinstance(m, BatchNormReLU2d) for m in learn.model.body.modules())  # fused
+    learn.fit(1, 1e-3)
+    learn.unfreeze()
+    assert all(p.requires_grad for p in learn.model.parameters())
+
+
+def test_vision_learner_multi_label_defaults():
+    learn = vision_learner(_tiny_dls(multi=True), "resnet18", in_channels=1, quiet=True)
+    pred, targ = torch.randn(4, 3), (torch.rand(4, 3) > 0.5).float()
+    torch.testing.assert_close(learn.loss_func(pred, targ),
+                               F.binary_cross_entropy_with_logits(pred, targ))
+    learn.fit(1, 1e-3)
+    names = [m.name for m in learn.metrics]
+    assert names == ["accuracy_multi", "f1_macro"]
+
+
+# -- multi-label mosaics -----------------------------------------------------------------
+
+def test_mosaic_labels_are_the_digits_placed():
+    digits = torch.arange(10)
+    images = (digits * 20 + 10).view(10, 1, 1).expand(10, 28, 28).to(torch.uint8).contiguous()
+    x, y = mnist_mosaics(images, digits, n=200, seed=3)
+    for img, lab in zip(x, y, strict=True):
+        cells = [img[0, 28 * r:28 * r + 28, 28 * c:28 * c + 28] for r in (0, 1) for c in (0, 1)]
+        found = {int(cell[0, 0] - 10) // 20 for cell in cells if cell.max() > 0}
+        assert all(bool((cell == cell[0, 0]).all()) for cell in cells)
+        assert set(lab.nonzero().squeeze(1).tolist()) == found
+        assert 1 <= len(found) <= 4
+    x2, y2 = mnist_mosaics(images, digits, n=200, seed=3)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    counts = (x.view(200, 2, 28, 2, 28).amax((2, 4)) > 0).sum((1, 2))  # cells in use
+    assert set(counts.tolist()) == {1, 2, 3, 4}
+
+
+# -- Grad-CAM and interpretation -----------------------------------------------------------
+
+def test_grad_cam_matches_its_formula():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 4, 3, padding=1)
+    lin = nn.Linear(4, 3)
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), lin).train()
+    x = torch.randn(2, 1, 6, 6)
+    target = torch.tensor([2, 0])
+    cam = grad_cam(model, model[1], x, target)
+    a = torch.relu(conv(x)).detach()  # at the ReLU; score = lin(mean(a)): dS/dA = w / (H*W)
+    w = lin.weight.detach()[target] / 36
+    ref = torch.relu((w.view(2, 4, 1, 1) * a).sum(1))
+    ref = ref / ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    torch.testing.assert_close(cam, ref)
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_mass_in_box():
+    cam = torch.zeros(1, 4, 4)
+    cam[0, 0, 0], cam[0, 2, 2] = 1.0, 3.0
+    img = torch.zeros(1, 4, 4)
+    img[0, 1:3, 1:3] = 1
+    assert mass_in_box(cam, img).item() == pytest.approx(0.75)
+
+
+def test_interpretation_matches_sklearn(tmp_path):
+    from sklearn.metrics import confusion_matrix
+
+    torch.manual_seed(0)
+    preds, targets = torch.randn(50, 3), torch.randint(0, 3, (50,))
+    interp = ClassificationInterpretation(torch.rand(50, 1, 8, 8), preds, targets,
+                                          F.cross_entropy(preds, targets, reduction="none"),
+                                          ["a", "b", "c"])
+    ref = confusion_matrix(targets.numpy(), preds.argmax(1).numpy(), labels=[0, 1, 2])
+    assert interp.confusion_matrix().tolist() == ref.tolist()
+    confused = interp.most_confused()
+    assert [c for _, _, c in confused] == sorted((c for _, _, c in confused), reverse=True)
+    assert sum(c for _, _, c in confused) == ref.sum() - np.trace(ref)
+    losses, idx = interp.top_losses(5)
+    assert losses.tolist() == sorted(interp.losses.tolist(), reverse=True)[:5]
+    for png in (interp.plot_top_losses(4, tmp_path / "top.png"),
+                interp.plot_confusion_matrix(tmp_path / "cm.png")):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- demos (quick) ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "keys"), [
+    ("multilabel", {"accuracy_multi", "f1_macro"}),
+    ("gradcam", {"mass_in_box", "pngs"}),
+    ("progressive", {"acc_progressive", "acc_fixed", "s_progressive", "s_fixed"}),
+    ("transfer", {"finetuned_acc", "scratch_acc"}),
+])
+def test_demo_quick_run_writes_its_figures(tmp_path, name, keys):
+    from fastext.demos import load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = SimpleNamespace(data=None, epochs=None, quick=True, json=tmp_path / "r.json",
+                               out=tmp_path, bench_off=True)
+        load(name)(args)
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert keys <= set(record)
+    for k in keys - {"pngs"}:
+        assert 0 <= record[k] and (k.startswith("s_") or record[k] <= 1)
