@@ -1,0 +1,1 @@
+"""Course tasks built on the Learner: tabular data, collaborative filtering, and more."""
