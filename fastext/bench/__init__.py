@@ -43,6 +43,7 @@ SUITES: dict[str, str] = {
     "amp": "fastext.bench.amp",
     "train": "fastext.bench.train",
     "bn_relu": "fastext.bench.bn_relu",
+    "tabular": "fastext.bench.tabular",
     # later: "feature_loss"
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..data.mnist import find_mnist, load_mnist
+from ._common import write_json
 
 __all__ = ["mnist_split", "subset", "write_record"]
 
@@ -43,6 +43,4 @@ def write_record(record: dict[str, Any], json_path: str | os.PathLike[str] | Non
             print(f"{k:18s} {v:.4f}")
         elif not isinstance(v, (list, dict)):
             print(f"{k:18s} {v}")
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, json_path)

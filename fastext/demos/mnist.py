@@ -17,7 +17,6 @@ figures       ...mnist_lr_find.png, ...mnist_loss.png, ...mnist_schedule.png
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch import nn
 from ..data.mnist import find_data_dir, find_mnist, load_mnist, normalize
 from ..learner import DataLoaders, Learner
 from ..learner import accuracy as accuracy_metric
+from ._common import run_bench, write_json
 
 __all__ = ["build_model", "param_groups", "run"]
 
@@ -135,15 +135,9 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     print("figures       " + ", ".join(str(f) for f in figures), flush=True)
     result = {"demo": "mnist", "accuracy": accuracy, "train_seconds": train_seconds,
               "data": kind, "epochs": epochs}
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, json_path)
     if bench:
-        from .. import bench as bench_mod  # written separately; imported only when used
-
-        rc = bench_mod.main(["optim"])
-        if rc:
-            raise RuntimeError(f"fastext.bench optim exited with {rc}")
+        run_bench("optim")
     return result
 
 
