@@ -1,0 +1,148 @@
+"""CamVid tiny (fastai's ``CAMVID_TINY``) from its local folder: 100 street-scene frames
+(``images/<name>.png``, RGB, 128x96), their per-pixel class masks (``labels/<name>_P.png``,
+mode L, values 0..31) and ``codes.txt`` (line i names class i; ``Void`` is 30). Nothing is
+downloaded; the folder is found by :func:`~fastext.data.mnist.find_data_dir`.
+
+Everything is decoded once into tensors (the set is 2.3 MB), so loaders slice batches
+instead of reading files per item.
+
+>>> cv = load_camvid()  # doctest: +SKIP
+>>> cv.images.shape, cv.masks.shape, cv.codes[cv.void_code]  # doctest: +SKIP
+(torch.Size([100, 3, 96, 128]), torch.Size([100, 96, 128]), 'Void')
+>>> train_idx, valid_idx = split_indices(100, valid_pct=0.2, seed=0)
+>>> len(train_idx), len(valid_idx), len(set(train_idx.tolist()) & set(valid_idx.tolist()))
+(80, 20, 0)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .mnist import find_data_dir
+
+__all__ = ["CAMVID_NAME", "CamVid", "find_camvid", "load_camvid", "load_codes",
+           "split_indices"]
+
+#: The folder name of the data set under a data root.
+CAMVID_NAME = "camvid_tiny"
+
+
+@dataclass
+class CamVid:
+    """The decoded data set.
+
+    Attributes:
+        images: uint8 (N, 3, H, W). masks: int64 (N, H, W), class indices into ``codes``.
+        codes: class names (``codes[i]`` is class i). names: file stems, in order.
+        void_code: index of ``"Void"`` in ``codes`` (``None`` if there is no such class).
+    """
+
+    images: Tensor
+    masks: Tensor
+    codes: list[str]
+    names: list[str]
+    void_code: int | None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def find_camvid(root: str | os.PathLike[str] | None = None) -> Path:
+    """The CamVid tiny folder: ``root`` itself or ``root/camvid_tiny`` when given, otherwise
+    the usual search (``$FASTEXT_DATA``, ``<repo>/data``, ``<repo>/../shared/data``).
+
+    Raises:
+        FileNotFoundError: no folder with ``codes.txt``, ``images/`` and ``labels/``.
+    """
+    path = find_data_dir(CAMVID_NAME, root, required=("codes.txt",))
+    for sub in ("images", "labels"):
+        if not (path / sub).is_dir():
+            raise FileNotFoundError(f"CamVid folder {path} has no {sub}/ subfolder")
+    return path
+
+
+def load_codes(path: str | os.PathLike[str]) -> list[str]:
+    """Class names from ``codes.txt`` (one a line, blank lines ignored).
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "codes.txt"; _ = f.write_text("Road\\nSky\\n\\nVoid\\n")
+    >>> load_codes(f)
+    ['Road', 'Sky', 'Void']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no codes file {path}")
+    codes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not codes:
+        raise ValueError(f"{path} names no classes")
+    return codes
+
+
+def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """One PNG as an array in ``mode`` ("RGB" or "L"), resized to ``size`` = (H, W) when
+    given: bilinear for images, nearest for masks (a class index must stay a class index)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert(mode)
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]),
+                           Image.BILINEAR if mode == "RGB" else Image.NEAREST)
+        return np.asarray(im)
+
+
+def load_camvid(root: str | os.PathLike[str] | None = None,
+                size: tuple[int, int] | None = None) -> CamVid:
+    """Decodes every image and its mask ``labels/<stem>_P.png``, in sorted file order.
+
+    Args:
+        root: the folder (or a data root holding ``camvid_tiny/``); default: the usual search.
+        size: (H, W) to resize to; default the files' own size (all must then agree).
+
+    Raises:
+        FileNotFoundError: no folder, no images, or an image without its mask.
+        ValueError: a mask value outside ``codes``, or images of different sizes.
+    """
+    path = find_camvid(root)
+    codes = load_codes(path / "codes.txt")
+    files = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise FileNotFoundError(f"no .png images in {path / 'images'}")
+    images, masks = [], []
+    for f in files:
+        mask_file = path / "labels" / f"{f.stem}_P.png"
+        if not mask_file.is_file():
+            raise FileNotFoundError(f"image {f.name} has no mask {mask_file}")
+        img, mask = _read(f, "RGB", size), _read(mask_file, "L", size)
+        if img.shape[:2] != mask.shape:
+            raise ValueError(f"{f.name} is {img.shape[:2]} but its mask is {mask.shape}")
+        if mask.max() >= len(codes):
+            raise ValueError(f"mask {mask_file.name} holds class {int(mask.max())} but "
+                             f"codes.txt names only {len(codes)} classes")
+        images.append(img)
+        masks.append(mask)
+    shapes = {m.shape for m in masks}
+    if len(shapes) > 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)}: pass size=(H, W)")
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(np.stack(masks).astype(np.int64))
+    void = codes.index("Void") if "Void" in codes else None
+    return CamVid(x, y, codes, [f.stem for f in files], void)
+
+
+def split_indices(n: int, valid_pct: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(train, valid) indices of a random split of ``n`` items; ``round(n * valid_pct)``
+    (at least one) validate. The same ``seed`` gives the same split on every machine."""
+    if not 0 < valid_pct < 1:
+        raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+    if n < 2:
+        raise ValueError(f"need at least 2 items to split, got {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_valid = max(1, round(n * valid_pct))
+    return order[n_valid:], order[:n_valid]
