@@ -1,0 +1,157 @@
+"""Random-forest hyper-parameter search: EI from a forest's spread, importances, partial dependence.
+
+The course's suggestion, made a tool: after a few random trials, fit a random forest to
+(hyper-parameters -> validation loss); it tells which hyper-parameters matter (feature
+importances), how the loss depends on each (partial dependence), and, from the disagreement
+of its trees, where to look next (expected improvement over many random candidates).
+
+Python::
+
+    from fastext.tools.hpsearch import Choice, Int, LogUniform, Space, Uniform, search
+    space = Space(lr=LogUniform(1e-5, 1), bs=Choice([32, 64, 128]), epochs=Int(1, 3))
+    result = search(objective, space, n_trials=24, n_init=8, log="trials.json")
+    result.best.params, result.importances()
+    plot_partial_dependence(result, "pd.png")
+
+Command line (the built-in objective is an MLP on MNIST, see
+:mod:`fastext.tools.hp.mnist_objective`; rerunning the same command resumes from the log)::
+
+    fastext hpsearch --trials 24 --out out/hpsearch
+    fastext hpsearch --objective mypkg.tuning:objective --space space.json --log trials.json
+
+>>> r = search(lambda p: (p["lr"] - 1e-2) ** 2, Space(lr=LogUniform(1e-4, 1)), n_trials=5,
+...            n_init=3, progress=False)
+>>> r.best.params["lr"] > 0, len(r.trials)
+(True, 5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .hp.report import partial_dependences, plot_history, plot_partial_dependence
+from .hp.search import METHODS, SearchResult, run_trial, search
+from .hp.space import Choice, Int, LogUniform, Param, Space, Uniform
+from .hp.surrogate import expected_improvement, fit_forest, forest_mean_std, propose
+from .hp.trials import Trial, TrialLog
+
+__all__ = [
+    "METHODS", "Choice", "Int", "LogUniform", "Param", "SearchResult", "Space", "Trial",
+    "TrialLog", "Uniform", "add_arguments", "cli_main", "expected_improvement", "fit_forest",
+    "forest_mean_std", "load_objective", "load_space", "partial_dependences", "plot_history",
+    "plot_partial_dependence", "propose", "run_trial", "search",
+]
+
+BUILTIN = "mnist-mlp"
+
+
+def load_space(spec: str | os.PathLike[str] | dict[str, Any]) -> Space:
+    """A :class:`Space` from a dict, an inline JSON object, or a JSON file holding one.
+
+    >>> load_space('{"lr": {"type": "log", "low": 1e-4, "high": 1}}').names
+    ['lr']
+    """
+    if isinstance(spec, dict):
+        return Space.from_dict(spec)
+    text = str(spec)
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"no space file {path}")
+        text = path.read_text()
+    try:
+        return Space.from_dict(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the space is not valid JSON: {e}") from None
+
+
+def load_objective(name: str, data: str | None = None, n_train: int = 8000,
+                   n_valid: int = 2000) -> Any:
+    """The built-in ``mnist-mlp`` objective, or ``package.module:callable``.
+
+    Raises:
+        ValueError: the name is neither; ImportError/AttributeError: it cannot be imported.
+    """
+    if name == BUILTIN:
+        from .hp.mnist_objective import MnistMLPObjective
+
+        return MnistMLPObjective(data, n_train=n_train, n_valid=n_valid)
+    if ":" not in name:
+        raise ValueError(f"objective must be {BUILTIN!r} or 'package.module:callable', "
+                         f"got {name!r}")
+    module, attr = name.split(":", 1)
+    obj = getattr(importlib.import_module(module), attr)
+    if not callable(obj):
+        raise TypeError(f"{name} is not callable")
+    return obj
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``fastext hpsearch`` options."""
+    p.add_argument("--objective", default=BUILTIN,
+                   help=f"{BUILTIN!r} (an MLP on MNIST, the default) or 'pkg.module:callable' "
+                        "taking a dict of hyper-parameters and returning a loss")
+    p.add_argument("--space", metavar="JSON",
+                   help="search space: a JSON file or inline JSON object, e.g. "
+                        "'{\"lr\": {\"type\": \"log\", \"low\": 1e-5, \"high\": 1}}' "
+                        "(types log, uniform, int, choice); default the objective's own")
+    p.add_argument("--trials", type=int, default=24, help="total trials (default 24)")
+    p.add_argument("--init", type=int, default=6, help="random trials first (default 6)")
+    p.add_argument("--method", choices=METHODS, default="rf",
+                   help="rf: random-forest EI after the initial trials; random: random only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--candidates", type=int, default=5000,
+                   help="candidates scored by EI per proposal (default 5000)")
+    p.add_argument("--log", metavar="PATH",
+                   help="trial log to resume from and update (default OUT/hpsearch_log.json)")
+    p.add_argument("--out", metavar="DIR", default="out/hpsearch",
+                   help="folder for the log, the summary and the figures")
+    p.add_argument("--data", metavar="DIR", help="MNIST directory for the built-in objective")
+    p.add_argument("--n-train", type=int, default=8000,
+                   help="training images for the built-in objective")
+    p.add_argument("--n-valid", type=int, default=2000,
+                   help="held-out training images it is scored on")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """Runs the search, prints the best configuration and the importances, writes
+    ``hpsearch_summary.json``, ``hpsearch_partial_dependence.png`` and ``hpsearch_history.png``
+    under ``--out``."""
+    objective = load_objective(args.objective, args.data, args.n_train, args.n_valid)
+    if args.space is not None:
+        space = load_space(args.space)
+    elif isinstance(getattr(objective, "space", None), Space):
+        space = objective.space
+    else:
+        print(f"hpsearch: {args.objective} has no .space; pass --space")
+        return 2
+    out = Path(args.out)
+    log = Path(args.log) if args.log else out / "hpsearch_log.json"
+    print(f"hpsearch: {args.method}, {args.trials} trials ({args.init} random first), "
+          f"seed {args.seed}, log {log}\n  space {space}", flush=True)
+    result = search(objective, space, n_trials=args.trials, n_init=args.init,
+                    method=args.method, seed=args.seed, log=log, n_candidates=args.candidates)
+    if not result.finished:
+        print("hpsearch: no trial finished (all failed or diverged); see the log")
+        return 1
+    summary = result.summary()
+    print(f"best value    {summary['best_value']:.4f} (trial {summary['best_trial']}) "
+          f"{summary['best_info']}")
+    print("best config   " + json.dumps(summary["best_params"]))
+    if summary["importances"]:
+        print("importances   " + ", ".join(f"{k} {v:.2f}"
+                                           for k, v in summary["importances"].items()))
+    figures = {}
+    if len(result.finished) >= 2:
+        figures["partial_dependence"] = str(plot_partial_dependence(
+            result, out / "hpsearch_partial_dependence.png"))
+    figures["history"] = str(plot_history([result], out / "hpsearch_history.png"))
+    summary["figures"] = figures
+    (out / "hpsearch_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("figures       " + ", ".join(figures.values()))
+    return 0
