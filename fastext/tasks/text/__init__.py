@@ -1,0 +1,1 @@
+"""Text: course-style tokenisation, language-model loaders, AWD-LSTM, the ULMFiT learners."""

@@ -1,0 +1,130 @@
+"""Classifier batches of tokenised documents: padding-aware batching sorted by length.
+
+Documents of similar length go together so that little padding is computed: validation
+batches are sorted by length (longest first); training batches are "sortish": each epoch the
+documents are shuffled, cut into chunks of ``50 * bs``, each chunk sorted by length and split
+into batches, and the batches shuffled. Each batch is ``(x, lengths, y)``: ``x`` right-padded
+with the vocabulary's pad id to the longest document of the batch, ``lengths`` the true
+lengths (the model reads each document left to right and pools only its real steps, so the
+padding changes nothing), ``y`` the labels.
+
+>>> docs = [torch.tensor([2, 3, 4]), torch.tensor([5]), torch.tensor([6, 7])]
+>>> dl = SortedTextLoader(docs, torch.tensor([0, 1, 0]), bs=2, pad_idx=1)
+>>> [(x.tolist(), n.tolist(), y.tolist()) for x, n, y in dl]
+[([[2, 3, 4], [6, 7, 1]], [3, 2], [0, 0]), ([[5]], [1], [1])]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ...learner import DataLoaders
+from .tokenize import Vocab
+
+__all__ = ["SortedTextLoader", "classifier_dataloaders", "pad_batch"]
+
+
+def pad_batch(docs: Sequence[Tensor], pad_idx: int) -> tuple[Tensor, Tensor]:
+    """``(x, lengths)``: ``docs`` right-padded with ``pad_idx`` into one ``(n, max_len)``
+    tensor, and their lengths.
+
+    >>> pad_batch([torch.tensor([4, 5]), torch.tensor([6])], pad_idx=1)
+    (tensor([[4, 5],
+            [6, 1]]), tensor([2, 1]))
+    """
+    lengths = torch.tensor([len(d) for d in docs], dtype=torch.long)
+    x = torch.full((len(docs), int(lengths.max())), pad_idx, dtype=torch.long)
+    for i, d in enumerate(docs):
+        x[i, : len(d)] = d
+    return x, lengths
+
+
+class SortedTextLoader:
+    """Batches ``(x, lengths, y)`` of documents (1-D int64 id tensors) and labels, sorted by
+    length as the module docstring says. ``max_len`` keeps the first ``max_len`` tokens of
+    longer documents (``None``: all). Shuffled epochs are drawn from ``seed + epoch``.
+
+    Raises:
+        ValueError: empty or mismatched ``docs``/``labels``, an empty or non-integer
+            document, or labels that are not a 1-D integer tensor.
+    """
+
+    def __init__(self, docs: Sequence[Tensor], labels: Tensor, bs: int = 64,
+                 shuffle: bool = False, pad_idx: int = 1, seed: int = 0,
+                 max_len: int | None = None, chunk_mult: int = 50) -> None:
+        if bs < 1:
+            raise ValueError(f"batch size must be positive, got {bs}")
+        if len(docs) == 0 or len(docs) != len(labels):
+            raise ValueError(f"need as many labels as documents (at least one), got {len(docs)} "
+                             f"documents and {len(labels)} labels")
+        if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
+            raise ValueError("labels must be a 1-D integer tensor of class indices")
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"max_len must be positive, got {max_len}")
+        for i, d in enumerate(docs):
+            if not isinstance(d, Tensor) or d.dim() != 1 or d.is_floating_point() or len(d) == 0:
+                raise ValueError(f"document {i} must be a non-empty 1-D integer tensor")
+        self.docs = [d[:max_len].long() for d in docs]
+        self.labels = labels.long()
+        self.lengths = torch.tensor([len(d) for d in self.docs])
+        self.bs, self.shuffle, self.pad_idx, self.seed = bs, shuffle, pad_idx, seed
+        self.chunk = bs * chunk_mult
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            return math.ceil(len(self.docs) / self.bs)
+        return sum(math.ceil(min(self.chunk, len(self.docs) - s) / self.bs)
+                   for s in range(0, len(self.docs), self.chunk))
+
+    def batch_indices(self, epoch: int | None = None) -> list[Tensor]:
+        """The document indices of each batch of an epoch."""
+        if not self.shuffle:
+            order = torch.argsort(self.lengths, descending=True, stable=True)
+            return list(order.split(self.bs))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + (self.epoch if epoch is None
+                                                                 else epoch))
+        perm = torch.randperm(len(self.docs), generator=g)
+        batches: list[Tensor] = []
+        for chunk in perm.split(self.chunk):
+            by_len = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
+            batches.extend(by_len.split(self.bs))
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        batches = self.batch_indices(self.epoch)
+        self.epoch += 1
+        for idx in batches:
+            x, lengths = pad_batch([self.docs[i] for i in idx.tolist()], self.pad_idx)
+            yield x, lengths, self.labels[idx]
+
+
+def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
+                           valid_docs: Sequence[Tensor], valid_labels: Tensor, vocab: Vocab,
+                           classes: Sequence[str], bs: int = 64, seed: int = 0,
+                           max_len: int | None = None,
+                           device: str | torch.device | None = None) -> DataLoaders:
+    """Train (sortish, shuffled) and valid (sorted) :class:`SortedTextLoader` s, with
+    ``dls.vocab`` and ``dls.classes`` attached.
+
+    >>> v = Vocab(["xxunk", "xxpad", "a", "b"])
+    >>> docs = [torch.tensor([2, 3] * (i + 1)) for i in range(6)]
+    >>> dls = classifier_dataloaders(docs[:4], torch.tensor([0, 1, 0, 1]), docs[4:],
+    ...                              torch.tensor([1, 0]), v, ["neg", "pos"], bs=2, device="cpu")
+    >>> len(dls.train), dls.classes
+    (2, ['neg', 'pos'])
+    """
+    for name, labels in (("train", train_labels), ("valid", valid_labels)):
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+            raise ValueError(f"{name} labels must be class indices in [0, {len(classes)})")
+    train = SortedTextLoader(train_docs, train_labels, bs, shuffle=True, pad_idx=vocab.pad,
+                             seed=seed, max_len=max_len)
+    valid = SortedTextLoader(valid_docs, valid_labels, 2 * bs, shuffle=False,
+                             pad_idx=vocab.pad, max_len=max_len)
+    dls = DataLoaders(train, valid, device)
+    dls.vocab, dls.classes = vocab, list(classes)
+    return dls

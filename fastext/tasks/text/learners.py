@@ -1,0 +1,374 @@
+"""``language_model_learner`` and the ULMFiT ``text_classifier_learner``.
+
+The language model (:class:`LMLearner`) is an
+:class:`~fastext.tasks.text.awd_lstm.AWDLSTMLanguageModel` trained with AR/TAR and the hidden
+state reset each epoch; it reports token accuracy and :class:`Perplexity`, samples text with
+:meth:`LMLearner.predict`, and saves its encoder (embedding + LSTMs) with
+:meth:`LMLearner.save_encoder`.
+
+The classifier (:class:`TextClassifierLearner`) is the same encoder followed by
+:class:`PoolingClassifierHead`, which concatenates the last output, the max and the mean over
+each document's real (unpadded) time steps. Its layer groups are the embedding, each LSTM and
+the head, so the ULMFiT recipe (:meth:`TextClassifierLearner.fit_ulmfit`) can fit the head,
+then ``freeze_to(-2)``, ``freeze_to(-3)`` and ``unfreeze`` with ``slice(lr / 2.6**4, lr)``.
+
+>>> from fastext.tasks.text.lm_data import lm_dataloaders
+>>> from fastext.tasks.text.tokenize import Vocab, tokenize_texts
+>>> texts = ["The cat sat on the mat.", "The dog sat on the log."] * 20
+>>> toks = tokenize_texts(texts)
+>>> vocab = Vocab.build(toks, min_freq=1)
+>>> docs = [vocab.numericalize(t) for t in toks]
+>>> dls = lm_dataloaders(docs[:36], docs[36:], vocab, bs=4, seq_len=8, device="cpu")
+>>> _ = torch.manual_seed(0)
+>>> learn = language_model_learner(dls, emb_sz=16, n_hid=32, n_layers=2, quiet=True)
+>>> learn.fit_one_cycle(4, 3e-2)
+>>> learn.validate()[-1] < len(vocab)   # perplexity, far below uniform guessing
+True
+>>> learn.predict("The", n_words=3, seed=0).startswith("The")
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...learner import Learner, Metric, accuracy, ulmfit_slice
+from ...learner.distributed import unwrap_model
+from .awd_lstm import (
+    AWDLSTM,
+    AWDLSTMLanguageModel,
+    ResetRNNState,
+    RNNRegularizer,
+    awd_lstm_lm_split,
+)
+from .tokenize import PAD, UNK, Vocab, decode, tokenize
+
+__all__ = [
+    "LMLearner", "Perplexity", "PoolingClassifierHead", "TextClassifier",
+    "TextClassifierLearner", "TokenAccuracy", "awd_lstm_clas_split", "language_model_learner",
+    "lm_loss", "masked_concat_pool", "text_classifier_learner", "unigram_perplexity",
+]
+
+#: Format tag of :meth:`LMLearner.save_encoder` files.
+ENCODER_FORMAT = "fastext.text.encoder/1"
+
+
+# -- language model ---------------------------------------------------------------------------
+def lm_loss(pred: Tensor, targ: Tensor) -> Tensor:
+    """Cross-entropy of next-word logits ``(batch, time, vocab)`` against ``(batch, time)``."""
+    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), targ.reshape(-1))
+
+
+class Perplexity(Metric):
+    """``exp`` of the mean negative log-likelihood per target token over the whole
+    validation set (token-weighted, so windows of different lengths count by their size).
+
+    >>> from types import SimpleNamespace
+    >>> m = Perplexity(); m.reset()
+    >>> m.accumulate(SimpleNamespace(pred=torch.zeros(2, 3, 10), yb=(torch.zeros(2, 3).long(),)))
+    >>> round(m.value, 4)   # uniform over 10 words
+    10.0
+    """
+
+    def reset(self) -> None:
+        self.total, self.count = torch.zeros((), dtype=torch.float64), 0
+
+    def accumulate(self, learn: Any) -> None:
+        pred, targ = learn.pred, learn.yb[0]
+        nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), targ.reshape(-1),
+                              reduction="sum")
+        self.total = self.total.to(nll.device) + nll.detach().double()
+        self.count += targ.numel()
+
+    @property
+    def value(self) -> float:
+        return math.exp(float(self.total) / max(self.count, 1))
+
+
+def unigram_perplexity(train_docs: Sequence[Tensor], targets: Tensor, n_vocab: int,
+                       smoothing: float = 1.0) -> float:
+    """Perplexity on ``targets`` of the unigram model of ``train_docs`` (token frequencies
+    with add-``smoothing`` counts, so no token has probability zero): the baseline a
+    language model must beat.
+
+    >>> round(unigram_perplexity([torch.tensor([0, 0, 1])], torch.tensor([0, 1]), 2,
+    ...                          smoothing=0), 6)
+    2.12132
+    """
+    if smoothing < 0 or n_vocab < 1:
+        raise ValueError(f"need smoothing >= 0 and n_vocab >= 1, got {smoothing}, {n_vocab}")
+    counts = torch.bincount(torch.cat([d.reshape(-1) for d in train_docs]).cpu(),
+                            minlength=n_vocab).double() + smoothing
+    if counts.numel() != n_vocab:
+        raise ValueError(f"training ids go beyond n_vocab={n_vocab}")
+    logp = (counts / counts.sum()).log()
+    return math.exp(-float(logp[targets.reshape(-1).cpu()].mean()))
+
+
+class TokenAccuracy(Metric):
+    """Share of target tokens whose most likely prediction is right (token-weighted)."""
+
+    _name = "accuracy"
+
+    def reset(self) -> None:
+        self.correct, self.count = torch.zeros((), dtype=torch.float64), 0
+
+    def accumulate(self, learn: Any) -> None:
+        hit = (learn.pred.argmax(-1) == learn.yb[0]).sum()
+        self.correct = self.correct.to(hit.device) + hit.double()
+        self.count += learn.yb[0].numel()
+
+    @property
+    def value(self) -> float:
+        return float(self.correct) / max(self.count, 1)
+
+
+class LMLearner(Learner):
+    """A :class:`fastext.learner.Learner` for a language model over ``dls.vocab``: adds text
+    generation and saving the encoder for a classifier."""
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.dls.vocab
+
+    def predict(self, text: str, n_words: int = 20, temperature: float = 1.0,
+                no_unk: bool = True, seed: int | None = None) -> str:
+        """``text`` followed by ``n_words`` sampled tokens (rule tokens such as ``xxmaj``
+        count as tokens), decoded. Each token is drawn from ``softmax(logits /
+        temperature)`` (``temperature=0``: the most likely one), never ``xxunk`` or
+        ``xxpad`` when ``no_unk``; ``seed`` makes the draw reproducible."""
+        if n_words < 0:
+            raise ValueError(f"n_words must be >= 0, got {n_words}")
+        if temperature < 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        model, vocab = unwrap_model(self.model), self.vocab
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        toks = tokenize(text)
+        ids = vocab.numericalize(toks).to(self.dls.device)
+        was_training = model.training
+        model.eval()
+        model.reset()
+        banned = [vocab.stoi[t] for t in (UNK, PAD) if no_unk and t in vocab.stoi]
+        out: list[int] = []
+        try:
+            with torch.no_grad():
+                logits = model(ids[None])[0, -1]
+                for _ in range(n_words):
+                    logits = logits.float().cpu()
+                    logits[banned] = -math.inf
+                    if temperature == 0:
+                        idx = int(logits.argmax())
+                    else:
+                        probs = torch.softmax(logits / temperature, -1)
+                        idx = int(torch.multinomial(probs, 1, generator=gen))
+                    out.append(idx)
+                    logits = model(torch.tensor([[idx]], device=self.dls.device))[0, -1]
+        finally:
+            model.reset()
+            model.train(was_training)
+        return decode(toks + vocab.tokens(out))
+
+    def save_encoder(self, name: str) -> Path:
+        """Writes the encoder's weights (embedding + LSTMs) and the vocabulary to
+        ``path/model_dir/name.pth`` (loadable with ``weights_only=True``)."""
+        file = self.path / self.model_dir / f"{name}.pth"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        enc = unwrap_model(self.model).encoder
+        torch.save({"format": ENCODER_FORMAT, "encoder": enc.state_dict(),
+                    "itos": list(self.vocab.itos)}, file)
+        return file
+
+
+def language_model_learner(dls: Any, emb_sz: int = 400, n_hid: int = 1152, n_layers: int = 3,
+                           drop_mult: float = 1.0, alpha: float = 2.0, beta: float = 1.0,
+                           metrics: Sequence[Any] | None = None,
+                           **kwargs: Any) -> LMLearner:
+    """An :class:`LMLearner` with an AWD-LSTM language model over ``dls.vocab`` (from
+    :func:`~fastext.tasks.text.lm_data.lm_dataloaders`): tied weights, dropouts scaled by
+    ``drop_mult``, AR/TAR with ``alpha``/``beta``, hidden state reset each epoch, layer
+    groups one per LSTM plus embedding/decoder, momentums (0.8, 0.7, 0.8) as the course
+    uses for text. Metrics: token accuracy and perplexity. Other keyword arguments go to
+    :class:`fastext.learner.Learner` (``wd``, ``path``, ``cbs``...)."""
+    vocab = _vocab(dls)
+    model = AWDLSTMLanguageModel(len(vocab), emb_sz, n_hid, n_layers, pad_idx=vocab.pad,
+                                 drop_mult=drop_mult)
+    cbs = [ResetRNNState(), RNNRegularizer(alpha, beta), *kwargs.pop("cbs", ())]
+    kwargs.setdefault("splitter", awd_lstm_lm_split)
+    kwargs.setdefault("moms", (0.8, 0.7, 0.8))
+    metrics = [TokenAccuracy(), Perplexity()] if metrics is None else metrics
+    return LMLearner(dls, model, lm_loss, metrics=metrics, cbs=cbs, **kwargs)
+
+
+def _vocab(dls: Any) -> Vocab:
+    vocab = getattr(dls, "vocab", None)
+    if not isinstance(vocab, Vocab):
+        raise ValueError("the DataLoaders need a .vocab (build them with lm_dataloaders or "
+                         "classifier_dataloaders)")
+    return vocab
+
+
+# -- classifier -------------------------------------------------------------------------------
+def masked_concat_pool(out: Tensor, lengths: Tensor) -> Tensor:
+    """``[last, max, mean]`` over the first ``lengths[i]`` time steps of each row of ``out``
+    ``(batch, time, features)``; the padding beyond is ignored. Returns
+    ``(batch, 3 * features)``.
+
+    >>> out = torch.tensor([[[1.0], [3.0], [9.0]], [[2.0], [0.0], [0.0]]])
+    >>> masked_concat_pool(out, torch.tensor([2, 1])).tolist()
+    [[3.0, 3.0, 2.0], [2.0, 2.0, 2.0]]
+    """
+    if out.dim() != 3 or lengths.shape != out.shape[:1]:
+        raise ValueError(f"expected (batch, time, features) and one length per row, got "
+                         f"{tuple(out.shape)} and {tuple(lengths.shape)}")
+    lengths = lengths.to(out.device)
+    steps = torch.arange(out.shape[1], device=out.device)
+    valid = (steps[None, :] < lengths[:, None])[..., None]  # (batch, time, 1)
+    last = out[torch.arange(out.shape[0], device=out.device), lengths - 1]
+    mx = out.masked_fill(~valid, -math.inf).amax(1)
+    mean = out.masked_fill(~valid, 0.0).sum(1) / lengths[:, None].to(out.dtype)
+    return torch.cat([last, mx, mean], 1)
+
+
+class PoolingClassifierHead(nn.Module):
+    """:func:`masked_concat_pool`, then blocks of BatchNorm, dropout and linear layer
+    (ReLU between them): ``3 * emb_sz -> *lin_ftrs -> n_classes``, dropouts ``ps``.
+
+    >>> head = PoolingClassifierHead(4, 2).eval()
+    >>> head(torch.randn(3, 5, 4), torch.tensor([5, 2, 1])).shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(self, emb_sz: int, n_classes: int, lin_ftrs: Sequence[int] = (50,),
+                 ps: Sequence[float] = (0.4, 0.1)) -> None:
+        super().__init__()
+        sizes = [3 * emb_sz, *lin_ftrs, n_classes]
+        if len(ps) != len(sizes) - 1:
+            raise ValueError(f"need {len(sizes) - 1} dropout probabilities, got {len(ps)}")
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out, p) in enumerate(zip(sizes[:-1], sizes[1:], ps, strict=True)):
+            layers += [nn.BatchNorm1d(n_in), nn.Dropout(p), nn.Linear(n_in, n_out)]
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU(inplace=True))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, out: Tensor, lengths: Tensor) -> Tensor:
+        return self.layers(masked_concat_pool(out, lengths))
+
+
+class TextClassifier(nn.Module):
+    """:class:`AWDLSTM` encoder (classifier mode: the padding changes nothing) and
+    :class:`PoolingClassifierHead`: ``(x, lengths)`` in, class logits out."""
+
+    def __init__(self, encoder: AWDLSTM, head: PoolingClassifierHead) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return self.head(self.encoder(x, lengths), lengths)
+
+
+def awd_lstm_clas_split(model: TextClassifier) -> list[list[nn.Parameter]]:
+    """Layer groups of the classifier: embedding, each LSTM, head (``n_layers + 2``)."""
+    enc = model.encoder
+    return [list(enc.encoder.parameters()), *[list(r.parameters()) for r in enc.rnns],
+            list(model.head.parameters())]
+
+
+class TextClassifierLearner(Learner):
+    """A :class:`fastext.learner.Learner` for :class:`TextClassifier`: loads a language
+    model's encoder, runs the ULMFiT recipe, and predicts the class of a raw text."""
+
+    def load_encoder(self, file: str | Path) -> TextClassifierLearner:
+        """Loads what :meth:`LMLearner.save_encoder` wrote (a name under ``path/model_dir``
+        or a file); its vocabulary must be this learner's.
+
+        Raises:
+            FileNotFoundError: no such file. ValueError: not an encoder file, or another
+            vocabulary.
+        """
+        path = Path(file)
+        if not path.suffix:
+            path = self.path / self.model_dir / f"{file}.pth"
+        if not path.exists():
+            raise FileNotFoundError(f"no encoder at {path}")
+        state = torch.load(path, map_location=self.dls.device, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != ENCODER_FORMAT:
+            raise ValueError(f"{path} is not an encoder saved by LMLearner.save_encoder")
+        if list(state["itos"]) != list(self.dls.vocab.itos):
+            raise ValueError(f"{path} was trained on another vocabulary "
+                             f"({len(state['itos'])} tokens, this learner has "
+                             f"{len(self.dls.vocab)}): build the classifier's loaders with "
+                             "the language model's vocab")
+        unwrap_model(self.model).encoder.load_state_dict(state["encoder"])
+        if self.opt is not None and hasattr(self.opt, "refresh_master_weights"):
+            self.opt.refresh_master_weights()
+        return self
+
+    def fit_ulmfit(self, lr: float = 2e-2, epochs: Sequence[int] = (1, 1, 1, 2),
+                   **kwargs: Any) -> None:
+        """ULMFiT's gradual unfreezing, each stage a 1cycle fit: the head alone at ``lr``;
+        ``freeze_to(-2)`` at ``slice(lr/2 / 2.6**4, lr/2)``; ``freeze_to(-3)`` at
+        ``slice(lr/4 / 2.6**4, lr/4)``; ``unfreeze`` at ``slice(lr/20 / 2.6**4, lr/20)``
+        (the course's 2e-2, 1e-2, 5e-3, 1e-3). ``epochs`` gives each stage's epochs."""
+        if len(epochs) != 4:
+            raise ValueError(f"epochs needs one count per stage (4), got {list(epochs)}")
+        stages = ((self.freeze, lr), (lambda: self.freeze_to(-2), ulmfit_slice(lr / 2)),
+                  (lambda: self.freeze_to(-3), ulmfit_slice(lr / 4)),
+                  (self.unfreeze, ulmfit_slice(lr / 20)))
+        for (freeze, stage_lr), n in zip(stages, epochs, strict=True):
+            if n > 0:
+                freeze()
+                self.fit_one_cycle(n, stage_lr, **kwargs)
+
+    def predict(self, text: str) -> tuple[str, Tensor]:
+        """The predicted class of ``text`` and the class probabilities."""
+        ids = self.dls.vocab.numericalize(tokenize(text)).to(self.dls.device)
+        model = unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                probs = torch.softmax(model(ids[None], torch.tensor([len(ids)])).float(), -1)[0]
+        finally:
+            model.train(was_training)
+        return self.dls.classes[int(probs.argmax())], probs.cpu()
+
+
+def text_classifier_learner(dls: Any, emb_sz: int = 400, n_hid: int = 1152, n_layers: int = 3,
+                            drop_mult: float = 0.5, lin_ftrs: Sequence[int] = (50,),
+                            ps: Sequence[float] = (0.4, 0.1), encoder: str | Path | None = None,
+                            metrics: Sequence[Any] | None = None,
+                            **kwargs: Any) -> TextClassifierLearner:
+    """A :class:`TextClassifierLearner` over ``dls`` (from
+    :func:`~fastext.tasks.text.clas_data.classifier_dataloaders`): an AWD-LSTM encoder the
+    shape of the language model's (dropouts 0.3 hidden, 0.4 input, 0.05 embedding, 0.5
+    weight, and the head's ``ps``, all times ``drop_mult``), the pooling head, cross-entropy,
+    accuracy, layer groups embedding / each LSTM / head, momentums (0.8, 0.7, 0.8). With
+    ``encoder`` (a name or file from :meth:`LMLearner.save_encoder`) the encoder starts
+    from it, and the model starts frozen (only the head trains); without it, everything is
+    trained from scratch."""
+    vocab = _vocab(dls)
+    classes = getattr(dls, "classes", None)
+    if not classes:
+        raise ValueError("the DataLoaders need .classes (build them with "
+                         "classifier_dataloaders)")
+    enc = AWDLSTM(len(vocab), emb_sz, n_hid, n_layers, pad_idx=vocab.pad,
+                  hidden_p=0.3 * drop_mult, input_p=0.4 * drop_mult, embed_p=0.05 * drop_mult,
+                  weight_p=0.5 * drop_mult)
+    head = PoolingClassifierHead(emb_sz, len(classes), lin_ftrs, [p * drop_mult for p in ps])
+    kwargs.setdefault("splitter", awd_lstm_clas_split)
+    kwargs.setdefault("moms", (0.8, 0.7, 0.8))
+    metrics = [accuracy] if metrics is None else metrics
+    learn = TextClassifierLearner(dls, TextClassifier(enc, head), F.cross_entropy,
+                                  metrics=metrics, **kwargs)
+    if encoder is not None:
+        learn.load_encoder(encoder)
+        learn.freeze()
+    return learn

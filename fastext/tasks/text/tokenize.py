@@ -1,0 +1,334 @@
+"""Word tokenisation in the course's style, a vocabulary, numericalisation and decoding.
+
+:func:`tokenize` cleans the text (:func:`fix_html`), splits it into words, punctuation runs and
+newlines (:func:`split_words`), then applies the rules that keep the vocabulary small without
+losing information: a run of three or more equal words becomes ``xxwrep n word``, a token made
+of one character repeated three or more times becomes ``xxrep n c``, a capitalised word
+becomes ``xxmaj word`` and an all-caps word ``xxup word``; ``xxbos`` opens every text.
+:func:`decode` undoes the rules and joins the tokens with the spacing rules of English, so
+``tokenize(decode(tokens)) == tokens`` for what :func:`tokenize` produces, and text written
+with ordinary spacing comes back unchanged.
+
+The rules work on tokens rather than on characters (as fastai's do), so that decoding is
+exact: ``"sooo"`` stays one word, while ``"!!!"`` and ``"..."`` become ``xxrep 3 !`` and
+``xxrep 3 .``. Mixed-case words (``"McDonald"``) are kept as they are.
+
+>>> toks = tokenize("I LOVED it!!! It was <br />very very very good.")
+>>> " ".join(toks).replace("\\n", "\\\\n")
+'xxbos xxmaj i xxup loved it xxrep 3 ! xxmaj it was \\\\n xxwrep 3 very good .'
+>>> decode(toks)
+'I LOVED it!!! It was\\nvery very very good.'
+>>> vocab = Vocab.build([toks], min_freq=1)
+>>> vocab.decode(vocab.numericalize(toks)) == decode(toks)
+True
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BOS", "EOS", "FLD", "MAJ", "PAD", "REP", "SPECIAL_TOKENS", "UNK", "UP", "WREP", "Vocab",
+    "decode", "fix_html", "replace_case", "replace_rep", "replace_wrep", "split_words",
+    "tokenize", "tokenize_texts",
+]
+
+UNK, PAD, BOS, EOS, FLD = "xxunk", "xxpad", "xxbos", "xxeos", "xxfld"
+REP, WREP, UP, MAJ = "xxrep", "xxwrep", "xxup", "xxmaj"
+#: Special tokens, in the order they take the first ids of every :class:`Vocab`
+#: (``xxunk`` is 0, ``xxpad`` 1, ``xxbos`` 2).
+SPECIAL_TOKENS: tuple[str, ...] = (UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ)
+
+# -- clean-up -----------------------------------------------------------------------------
+_BR = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
+# IMDB's raw files hold entities that lost their "&" (``#39;``, ``quot;``).
+_BARE_ENTITY = re.compile(r"(?<!&)(#\d+;|quot;|amp;|nbsp;|lt;|gt;)")
+_SPACES = re.compile(r"[^\S\n]+")
+_NL_SPACES = re.compile(r" *\n *")
+
+
+def fix_html(text: str) -> str:
+    """HTML clean-up: ``<br />`` becomes a newline, other tags go, entities (also IMDB's
+    bare ``#39;``/``quot;``) are unescaped, curly apostrophes become ``'``, ``\\r\\n`` becomes
+    ``\\n``, runs of other whitespace become one space.
+
+    >>> fix_html("Great<br /><br />movie &amp; #39;fun#39; <i>really</i>")
+    "Great\\n\\nmovie & 'fun' really"
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected a str, got {type(text).__name__}")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _BR.sub("\n", text)
+    text = _TAG.sub("", text)
+    text = _BARE_ENTITY.sub(lambda m: "&" + m.group(1), text)
+    text = html.unescape(text).replace("\u2019", "'").replace("\u2018", "'")
+    text = text.replace("\u00a0", " ")
+    return _NL_SPACES.sub("\n", _SPACES.sub(" ", text)).strip(" ")
+
+
+# -- splitting ------------------------------------------------------------------------------
+# A word: letters/digits, joined by inner apostrophes or hyphens ("o'er", "well-made"), or by
+# a "." "," ":" "/" between digits ("3.5", "1,000", "7/10"). Anything else that is not a space
+# is a run of one repeated symbol ("!!!", "..."). Each newline is a token of its own.
+_WORD = r"[^\W_]+(?:(?:['-]|[.,:/](?=\d))[^\W_]+)*"
+_TOKEN = re.compile(rf"\n|{_WORD}|(?P<sym>[^\w\s]|_)(?P=sym)*")
+_SUFFIXES = ("'s", "'re", "'ve", "'ll", "'d", "'m")
+_NT = "n't"
+
+
+def _split_contraction(word: str) -> list[str]:
+    low = word.lower()
+    if low.endswith(_NT) and len(word) > 3 and word[-4] != "'":
+        return [word[:-3], word[-3:]]
+    for suf in _SUFFIXES:
+        if low.endswith(suf) and len(word) > len(suf) and word[-len(suf) - 1] not in "'-":
+            return [word[: -len(suf)], word[-len(suf):]]
+    return [word]
+
+
+def split_words(text: str) -> list[str]:
+    """Words, runs of one repeated symbol, and newlines; contractions split as in English
+    tokenizers (``"don't"`` -> ``do n't``, ``"it's"`` -> ``it 's``).
+
+    >>> split_words("Don't stop -- it's 3.5 stars...\\nOK?!")
+    ['Do', "n't", 'stop', '--', 'it', "'s", '3.5', 'stars', '...', '\\n', 'OK', '?', '!']
+    """
+    out: list[str] = []
+    for m in _TOKEN.finditer(text):
+        tok = m.group(0)
+        out.extend(_split_contraction(tok) if "'" in tok else (tok,))
+    return out
+
+
+# -- rules ----------------------------------------------------------------------------------
+def _is_word(tok: str) -> bool:
+    return tok[:1].isalnum()
+
+
+def replace_wrep(tokens: Sequence[str], min_rep: int = 3) -> list[str]:
+    """A word repeated ``min_rep`` or more times in a row becomes ``xxwrep n word``.
+
+    >>> replace_wrep(["no", "no", "no", "no", "!"])
+    ['xxwrep', '4', 'no', '!']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        j = i
+        while j < len(tokens) and tokens[j] == tokens[i]:
+            j += 1
+        if j - i >= min_rep and _is_word(tokens[i]) and tokens[i] not in SPECIAL_TOKENS:
+            out += [WREP, str(j - i), tokens[i]]
+        else:
+            out += tokens[i:j]
+        i = j
+    return out
+
+
+def replace_rep(tokens: Sequence[str], min_rep: int = 3) -> list[str]:
+    """A token made of one character repeated ``min_rep`` or more times becomes
+    ``xxrep n c``.
+
+    >>> replace_rep(["wow", "!!!!", "..", "zzz"])
+    ['wow', 'xxrep', '4', '!', '..', 'xxrep', '3', 'z']
+    """
+    out: list[str] = []
+    for tok in tokens:
+        if len(tok) >= min_rep and tok == tok[0] * len(tok) and tok != "\n":
+            out += [REP, str(len(tok)), tok[0]]
+        else:
+            out.append(tok)
+    return out
+
+
+def replace_case(tokens: Sequence[str]) -> list[str]:
+    """All-caps words (two characters or more) become ``xxup word``, capitalised ones
+    ``xxmaj word``; mixed case stays as it is, since lower-casing it would lose information.
+
+    >>> replace_case(["The", "BBC", "I", "McDonald", "ok"])
+    ['xxmaj', 'the', 'xxup', 'bbc', 'xxmaj', 'i', 'McDonald', 'ok']
+    """
+    out: list[str] = []
+    for tok in tokens:
+        if tok in SPECIAL_TOKENS:
+            out.append(tok)
+        elif len(tok) > 1 and tok.isupper() and tok.lower().upper() == tok:
+            out += [UP, tok.lower()]
+        elif tok[:1].isupper() and tok[1:] == tok[1:].lower() and _cap(tok.lower()) == tok:
+            out += [MAJ, tok.lower()]
+        else:
+            out.append(tok)
+    return out
+
+
+def tokenize(text: str, bos: bool = True) -> list[str]:
+    """The course's tokenisation of one text: :func:`fix_html`, :func:`split_words`, then
+    :func:`replace_wrep`, :func:`replace_rep`, :func:`replace_case`, with ``xxbos`` first.
+
+    >>> tokenize("HELLO hello!!!")
+    ['xxbos', 'xxup', 'hello', 'hello', 'xxrep', '3', '!']
+    """
+    toks = replace_case(replace_rep(replace_wrep(split_words(fix_html(text)))))
+    return [BOS, *toks] if bos else toks
+
+
+def tokenize_texts(texts: Iterable[str], bos: bool = True) -> list[list[str]]:
+    """:func:`tokenize` over many texts (a missing text raises, naming its position)."""
+    out = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is {type(t).__name__}, not str (missing value?)")
+        out.append(tokenize(t, bos))
+    return out
+
+
+# -- decoding -------------------------------------------------------------------------------
+_CLOSE = set(".,!?;:%)]}")
+_OPEN = set("([{$#")
+_DROP = {PAD, EOS, FLD}
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _unit(tokens: Sequence[str], i: int) -> tuple[str, int]:
+    """The text of the token (with its rule prefixes) starting at ``i``, and where the next
+    one starts. A rule marker without a valid operand (a language model may sample
+    ``xxmaj xxmaj`` or an ``xxrep`` at the end) carries no text: it comes out empty."""
+    tok = tokens[i]
+    if tok in (MAJ, UP) and i + 1 < len(tokens) and tokens[i + 1] not in SPECIAL_TOKENS:
+        s, j = _unit(tokens, i + 1)
+        return (_cap(s) if tok == MAJ else s.upper()), j
+    if (tok in (REP, WREP) and i + 2 < len(tokens) and tokens[i + 1].isdigit()
+            and tokens[i + 2] not in (BOS, PAD, EOS, FLD, UNK, REP, WREP)):
+        n = int(tokens[i + 1])
+        s, j = _unit(tokens, i + 2)
+        return (s * n if tok == REP else " ".join([s] * n)), j
+    if tok in (MAJ, UP, REP, WREP):
+        return "", i + 1
+    return tok, i + 1
+
+
+def _glue(prev: str, cur: str, quote_open: bool) -> bool:
+    """Whether ``cur`` follows ``prev`` without a space."""
+    if prev == "\n" or cur == "\n" or prev.endswith("\n"):
+        return True
+    if cur.lower() in (*_SUFFIXES, _NT):
+        return prev[-1:].isalnum()
+    if cur == '"':  # a closing quote sticks to what it closes, an opening one to what follows
+        return quote_open and (prev[-1:].isalnum() or prev[-1:] in _CLOSE)
+    if prev == '"' and quote_open:
+        return cur[:1].isalnum()
+    if prev in _OPEN:
+        return cur[:1].isalnum() or (cur in _OPEN and cur != prev)
+    if cur[:1] in _CLOSE and len(set(cur)) == 1:  # never glue "!" to "!": they would merge
+        return (prev[-1:].isalnum() or prev[-1:] in _CLOSE or prev[-1:] == '"') \
+            and prev[-1:] != cur[:1]
+    return False
+
+
+def decode(tokens: Sequence[str]) -> str:
+    """Text from tokens: the rules undone (``xxmaj w`` -> ``W``, ``xxup w`` -> ``W``,
+    ``xxrep n c`` -> ``c`` n times, ``xxwrep n w`` -> ``w`` n times), ``xxbos`` dropped at the
+    start and a paragraph break elsewhere, ``xxpad``/``xxeos``/``xxfld`` and rule markers
+    without an operand dropped, and spaces put back by English rules (none before
+    ``.,!?;:`` or ``n't``, none inside brackets and quotes, none around newlines).
+
+    >>> decode(["xxbos", "xxmaj", "it", "'s", "(", "xxup", "ok", ")", "."])
+    "It's (OK)."
+    """
+    out: list[str] = []
+    quote_open = False
+    i = 0
+    while i < len(tokens):
+        if tokens[i] in _DROP:
+            i += 1
+            continue
+        if tokens[i] == BOS:
+            if out:
+                out.append("\n\n")
+            i += 1
+            continue
+        s, i = _unit(tokens, i)
+        if not s:
+            continue
+        if out and not _glue(out[-1], s, quote_open):
+            out.append(" ")
+        if s == '"':
+            quote_open = not quote_open
+        out.append(s)
+    return "".join(out)
+
+
+# -- vocabulary -----------------------------------------------------------------------------
+class Vocab:
+    """Token <-> id. The special tokens come first (``xxunk`` = 0, ``xxpad`` = 1), then the
+    tokens seen at least ``min_freq`` times, most frequent first (ties: alphabetical), at most
+    ``max_vocab`` in all. Unknown tokens map to ``xxunk``.
+
+    >>> v = Vocab.build([["xxbos", "a", "b", "a"], ["xxbos", "a", "c"]], min_freq=2)
+    >>> v.itos[len(SPECIAL_TOKENS):], v.numericalize(["a", "b"]).tolist()
+    (['a'], [9, 0])
+    """
+
+    def __init__(self, itos: Sequence[str]) -> None:
+        itos = list(itos)
+        if len(set(itos)) != len(itos):
+            raise ValueError("a vocabulary cannot hold the same token twice")
+        if UNK not in itos or PAD not in itos:
+            raise ValueError(f"a vocabulary needs {UNK!r} and {PAD!r}")
+        self.itos = itos
+        self.stoi = {t: i for i, t in enumerate(itos)}
+        self.unk, self.pad = self.stoi[UNK], self.stoi[PAD]
+
+    @classmethod
+    def build(cls, docs: Iterable[Sequence[str]], min_freq: int = 3,
+              max_vocab: int = 60000) -> Vocab:
+        """The vocabulary of tokenised ``docs`` (lists of tokens)."""
+        if min_freq < 1 or max_vocab < len(SPECIAL_TOKENS):
+            raise ValueError(f"need min_freq >= 1 and max_vocab >= {len(SPECIAL_TOKENS)}, "
+                             f"got {min_freq} and {max_vocab}")
+        counts: Counter[str] = Counter()
+        for doc in docs:
+            if isinstance(doc, str):
+                raise TypeError("Vocab.build takes lists of tokens, not strings: tokenize first")
+            counts.update(doc)
+        kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in SPECIAL_TOKENS),
+                      key=lambda t: (-counts[t], t))
+        return cls([*SPECIAL_TOKENS, *kept[: max_vocab - len(SPECIAL_TOKENS)]])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, tok: str) -> bool:
+        return tok in self.stoi
+
+    def numericalize(self, tokens: Sequence[str]) -> Tensor:
+        """int64 ids of ``tokens`` (unknown ones -> ``xxunk``)."""
+        get, unk = self.stoi.get, self.unk
+        return torch.tensor([get(t, unk) for t in tokens], dtype=torch.long)
+
+    def tokens(self, ids: Tensor | Sequence[int]) -> list[str]:
+        """Tokens of ``ids`` (a 1-D tensor or sequence of ints)."""
+        if isinstance(ids, Tensor):
+            if ids.dim() != 1 or ids.is_floating_point():
+                raise ValueError(f"expected a 1-D integer tensor, got {ids.dtype} "
+                                 f"{tuple(ids.shape)}")
+            ids = ids.tolist()
+        n = len(self.itos)
+        bad = [i for i in ids if not 0 <= i < n]
+        if bad:
+            raise IndexError(f"id(s) {bad[:5]} outside the vocabulary (size {n})")
+        return [self.itos[i] for i in ids]
+
+    def decode(self, ids: Tensor | Sequence[int]) -> str:
+        """Text of ``ids`` (see :func:`decode`)."""
+        return decode(self.tokens(ids))

@@ -1,0 +1,250 @@
+"""ULMFiT classifier: sorted, padding-aware batches; [last, max, mean] pooling against a
+per-document reference; padding that changes nothing; layer groups; gradual unfreezing (the
+trainable groups and the learning rates of each stage); loading a language model's encoder;
+prediction; bad input; the demo."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+
+import pytest
+import torch
+
+from fastext.learner import Callback
+from fastext.tasks.text.awd_lstm import AWDLSTM
+from fastext.tasks.text.clas_data import SortedTextLoader, classifier_dataloaders, pad_batch
+from fastext.tasks.text.learners import (
+    PoolingClassifierHead,
+    TextClassifier,
+    awd_lstm_clas_split,
+    language_model_learner,
+    masked_concat_pool,
+    text_classifier_learner,
+)
+from fastext.tasks.text.lm_data import lm_dataloaders
+from fastext.tasks.text.tokenize import Vocab, tokenize_texts
+
+
+def random_docs(n, lo=3, hi=40, vocab=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(lo, hi, (n,), generator=g)
+    return [torch.randint(2, vocab, (int(k),), generator=g) for k in lens]
+
+
+# -- batching --------------------------------------------------------------------------------
+def test_valid_batches_sorted_by_length_and_padded_right():
+    docs = random_docs(23)
+    labels = torch.arange(23) % 2
+    dl = SortedTextLoader(docs, labels, bs=5, pad_idx=1)
+    seen = []
+    prev_max = math.inf
+    for x, lengths, y in dl:
+        assert x.shape == (len(lengths), int(lengths.max())) and x.dtype == torch.long
+        assert lengths.tolist() == sorted(lengths.tolist(), reverse=True)
+        assert int(lengths.max()) <= prev_max
+        prev_max = int(lengths.min())
+        for row, n, label in zip(x, lengths, y, strict=True):
+            i = next(j for j, d in enumerate(docs) if len(d) == n and torch.equal(d, row[:n]))
+            assert torch.all(row[n:] == 1) and label == labels[i]
+            seen.append(i)
+    assert sorted(seen) == list(range(23))
+
+
+def test_train_batches_sortish_shuffled_and_reproducible():
+    docs = random_docs(300, hi=200)
+    labels = torch.zeros(300, dtype=torch.long)
+    dl = SortedTextLoader(docs, labels, bs=8, shuffle=True, seed=1, chunk_mult=5)
+    first = dl.batch_indices(0)
+    assert len(first) == len(dl)
+    assert sorted(torch.cat(first).tolist()) == list(range(300))  # every doc once
+    lengths = dl.lengths
+    for idx in first:  # each batch sorted by length, from one chunk of 40 shuffled docs
+        assert lengths[idx].tolist() == sorted(lengths[idx].tolist(), reverse=True)
+    # sorting within chunks cuts padding against random batches (the point of sortish)
+    pad = sum(int(lengths[i].max() * len(i) - lengths[i].sum()) for i in first)
+    rand = torch.randperm(300, generator=torch.Generator().manual_seed(0)).split(8)
+    pad_rand = sum(int(lengths[i].max() * len(i) - lengths[i].sum()) for i in rand)
+    assert pad < 0.5 * pad_rand
+    # batch order shuffled; epochs differ; an epoch is reproducible
+    assert [len(i) for i in first] != sorted((len(i) for i in first), reverse=True) or \
+        [int(lengths[i].max()) for i in first] != sorted(
+            (int(lengths[i].max()) for i in first), reverse=True)
+    assert any(not torch.equal(a, b) for a, b in zip(first, dl.batch_indices(1), strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(first, dl.batch_indices(0), strict=True))
+
+
+def test_max_len_truncates_and_bad_input():
+    dl = SortedTextLoader([torch.arange(2, 12), torch.tensor([3, 4])], torch.tensor([0, 1]),
+                          bs=2, max_len=4)
+    x, lengths, _ = next(iter(dl))
+    assert x.tolist() == [[2, 3, 4, 5], [3, 4, 1, 1]] and lengths.tolist() == [4, 2]
+    with pytest.raises(ValueError, match="as many labels"):
+        SortedTextLoader([torch.tensor([2])], torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="non-empty"):
+        SortedTextLoader([torch.tensor([], dtype=torch.long)], torch.tensor([0]))
+    with pytest.raises(ValueError, match="labels"):
+        SortedTextLoader([torch.tensor([2])], torch.tensor([0.5]))
+    v = Vocab(["xxunk", "xxpad", "a"])
+    with pytest.raises(ValueError, match="class indices"):
+        classifier_dataloaders([torch.tensor([2])], torch.tensor([3]), [torch.tensor([2])],
+                               torch.tensor([0]), v, ["a", "b"])
+    assert pad_batch([torch.tensor([5])], 1)[0].tolist() == [[5]]
+
+
+# -- pooling and padding ----------------------------------------------------------------------
+def test_masked_concat_pool_matches_per_document_reference():
+    out = torch.randn(4, 9, 5)
+    lengths = torch.tensor([9, 1, 4, 6])
+    got = masked_concat_pool(out, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        real = out[i, :n]
+        ref = torch.cat([real[-1], real.max(0).values, real.mean(0)])
+        torch.testing.assert_close(got[i], ref)
+    # padding values, however large, never leak in
+    out2 = out.clone()
+    for i, n in enumerate(lengths.tolist()):
+        out2[i, n:] = 1e6
+    torch.testing.assert_close(masked_concat_pool(out2, lengths), got)
+    with pytest.raises(ValueError, match="one length per row"):
+        masked_concat_pool(out, torch.tensor([1, 2]))
+
+
+def test_padded_batch_gives_each_document_its_own_result():
+    """The classifier on a padded batch equals the classifier on each document alone, and
+    the encoder's outputs equal the language-model path run on the document alone."""
+    torch.manual_seed(0)
+    enc = AWDLSTM(60, 6, 10, 3)
+    model = TextClassifier(enc, PoolingClassifierHead(6, 3)).eval()
+    docs = random_docs(5, lo=2, hi=15, vocab=60)
+    x, lengths = pad_batch(docs, pad_idx=1)
+    batched = model(x, lengths)
+    feats = enc(x, lengths)
+    for i, d in enumerate(docs):
+        torch.testing.assert_close(batched[i], model(d[None], torch.tensor([len(d)]))[0],
+                                   rtol=1e-5, atol=1e-6)
+        enc.reset()
+        torch.testing.assert_close(feats[i, : len(d)], enc(d[None])[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="lengths"):
+        enc(x, torch.tensor([0] * 5))
+
+
+def test_classifier_layer_groups():
+    model = TextClassifier(AWDLSTM(40, 6, 10, 3), PoolingClassifierHead(6, 2))
+    groups = awd_lstm_clas_split(model)
+    assert len(groups) == 5
+    assert groups[0] == [model.encoder.encoder.weight]
+    for g, rnn in zip(groups[1:4], model.encoder.rnns, strict=True):
+        assert {id(p) for p in g} == {id(p) for p in rnn.parameters()}
+    assert {id(p) for p in groups[4]} == {id(p) for p in model.head.parameters()}
+    assert sum(map(len, groups)) == len(list(model.parameters()))
+
+
+# -- learners ---------------------------------------------------------------------------------
+TEXTS = ["What a great film, I loved it.", "Terrible and boring, I hated it.",
+         "Loved the acting, a great story.", "Boring plot, terrible acting, hated it."] * 12
+LABELS = torch.tensor([1, 0, 1, 0] * 12)
+
+
+def text_setup(tmp_path, n_layers=3):
+    toks = tokenize_texts(TEXTS)
+    vocab = Vocab.build(toks, min_freq=1)
+    docs = [vocab.numericalize(t) for t in toks]
+    lm_dls = lm_dataloaders(docs[:40], docs[40:], vocab, bs=4, seq_len=12, device="cpu")
+    lm = language_model_learner(lm_dls, emb_sz=8, n_hid=16, n_layers=n_layers,
+                                path=tmp_path, quiet=True)
+    dls = classifier_dataloaders(docs[:40], LABELS[:40], docs[40:], LABELS[40:], vocab,
+                                 ["neg", "pos"], bs=8, device="cpu")
+    return lm, dls
+
+
+class StageSpy(Callback):
+    """Records, at each fit's first batch, which layer groups train and their learning rates."""
+
+    def before_fit(self):
+        groups = self.learn.layer_groups()
+        trainable = [all(p.requires_grad for p in g) for g in groups]
+        frozen = [not any(p.requires_grad for p in g) for g in groups]
+        assert all(t or f for t, f in zip(trainable, frozen, strict=True))
+        self.learn.stages.append({"trainable": trainable, "before": [
+            [p.detach().clone() for p in g] for g in groups]})
+
+    def before_step(self):
+        stage = self.learn.stages[-1]
+        if "lrs" not in stage:
+            lrs = {}
+            for pg in self.learn.opt.param_groups:
+                lrs[pg["layer_group"]] = pg["lr"]
+            stage["lrs"] = [lrs[i] for i in sorted(lrs)]
+
+
+def test_gradual_unfreezing_trains_the_right_groups_at_the_right_rates(tmp_path):
+    lm, dls = text_setup(tmp_path)
+    lm.fit_one_cycle(1, 1e-2)
+    lm.save_encoder("enc")
+    learn = text_classifier_learner(dls, emb_sz=8, n_hid=16, n_layers=3, encoder="enc",
+                                    path=tmp_path, quiet=True)
+    torch.testing.assert_close(learn.model.encoder.encoder.weight,
+                               lm.model.encoder.encoder.weight)
+    learn.stages = []
+    learn.add_cb(StageSpy())
+    requested = []
+    fit = learn.fit_one_cycle
+    learn.fit_one_cycle = lambda n, lr, **kw: (requested.append(lr), fit(n, lr, **kw))
+    lr = 2e-2
+    learn.fit_ulmfit(lr, epochs=(1, 1, 1, 1))
+    assert [s["trainable"] for s in learn.stages] == [
+        [False, False, False, False, True], [False, False, False, True, True],
+        [False, False, True, True, True], [True, True, True, True, True]]
+    assert requested[0] == lr
+    assert [x for r in requested[1:] for x in (r.start, r.stop)] == pytest.approx(
+        [lr / 2 / 2.6**4, lr / 2, lr / 4 / 2.6**4, lr / 4, lr / 20 / 2.6**4, lr / 20])
+    # 5 groups over slice(lr / 2.6**4, lr): consecutive groups' rates differ by 2.6 exactly
+    for stage in learn.stages[1:]:
+        lrs = stage["lrs"]
+        assert [b / a for a, b in zip(lrs, lrs[1:], strict=False)] == pytest.approx([2.6] * 4)
+    # frozen groups did not move during their stage, trainable ones did
+    for s, nxt in zip(learn.stages, [*learn.stages[1:], None], strict=True):
+        after = nxt["before"] if nxt else [[p.detach() for p in g] for g in learn.layer_groups()]
+        for trainable, before, now in zip(s["trainable"], s["before"], after, strict=True):
+            moved = any(not torch.equal(a, b) for a, b in zip(before, now, strict=True))
+            assert moved == trainable
+    label, probs = learn.predict("I loved this great film")
+    assert label in ("neg", "pos") and math.isclose(float(probs.sum()), 1.0, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="one count per stage"):
+        learn.fit_ulmfit(lr, epochs=(1, 1))
+
+
+def test_load_encoder_checks_file_and_vocab(tmp_path):
+    lm, dls = text_setup(tmp_path, n_layers=2)
+    file = lm.save_encoder("enc")
+    other = classifier_dataloaders(dls.train.loader.docs, dls.train.loader.labels,
+                                   dls.valid.loader.docs, dls.valid.loader.labels,
+                                   Vocab([*dls.vocab.itos, "extra"]), ["neg", "pos"], bs=8,
+                                   device="cpu")
+    learn = text_classifier_learner(other, emb_sz=8, n_hid=16, n_layers=2, path=tmp_path,
+                                    quiet=True)
+    with pytest.raises(ValueError, match="another vocabulary"):
+        learn.load_encoder(file)
+    with pytest.raises(FileNotFoundError):
+        learn.load_encoder("missing")
+    torch.save({"x": 1}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not an encoder"):
+        learn.load_encoder(tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="classes"):
+        text_classifier_learner(lm.dls, emb_sz=8, n_hid=16, n_layers=2)
+    # a scratch classifier starts with everything trainable
+    assert all(p.requires_grad for p in learn.model.parameters())
+
+
+def test_demo_quick_writes_record(tmp_path):
+    from fastext.demos import imdb
+
+    args = types.SimpleNamespace(data=None, epochs=None, quick=True, json=tmp_path / "r.json",
+                                 out=tmp_path / "out", bench_off=True)
+    rec = imdb.cli_main(args)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    for key in ("ulmfit_acc", "scratch_acc"):
+        assert key in saved and saved[key] == rec[key] and 0 <= saved[key] <= 1
+    assert "pretrain" in saved["note"].lower()
