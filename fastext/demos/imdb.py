@@ -20,8 +20,16 @@ training); the padding (after each review) changes nothing; reviews are cut at
 ``MAX_LEN`` tokens to bound the CPU time.
 
 The model is much smaller than the course's (embedding 128, 2 LSTMs of 384) so that the
-whole demo runs in about 5 CPU minutes on two cores. The recipe was fixed before the one
-validation run; seeds are fixed.
+whole demo runs in about 5-6 CPU minutes on two cores. The classifier recipe is the course's
+(2e-2, 1e-2, 5e-3, 1e-3 over the four stages); the scratch run uses 1e-2 for all layers.
+``MIN_FREQ`` and ``MAX_LEN`` were lowered (from 3 and 400) to fit the CPU budget, not tuned on
+the validation reviews; seeds are fixed.
+
+A caveat (see :data:`CAVEAT`): the scratch figure depends strongly on its learning rate.
+Development runs of the scratch classifier at 3e-3 instead of 1e-2 reached 0.65, within two
+points of ULMFiT: without a large pretraining corpus the language model is weak (perplexity
+about 116 against a unigram 283), and the margin over scratch holds for the rate chosen
+beforehand, not against a scratch run tuned on the validation reviews.
 
 Record: ``ulmfit_acc``, ``scratch_acc``, ``gain`` (points), ``lm_perplexity`` (held-out
 reviews) and ``lm_unigram_perplexity``, ``note``, timings (``cpu_seconds`` is the process
@@ -51,11 +59,14 @@ from ..tasks.text.lm_data import lm_dataloaders
 from ..tasks.text.tokenize import Vocab, tokenize_texts
 from ._common import torch_threads, write_json
 
-__all__ = ["NOTE", "run"]
+__all__ = ["CAVEAT", "NOTE", "run"]
 
 NOTE = ("No pretrained WikiText-103 weights exist here: the language model was pretrained "
-        "from scratch on the text of the 1,000 IMDB-sample reviews (labels unused), then its "
-        "encoder was fine-tuned as a classifier on the 800 training reviews.")
+        "from scratch on the text of the IMDB-sample reviews (all of them, labels unused), "
+        "then its encoder was fine-tuned as a classifier on the training reviews.")
+
+CAVEAT = ("The scratch accuracy depends strongly on its learning rate: development runs at "
+          "3e-3 instead of 1e-2 reached 0.65, within 2 points of ULMFiT.")
 
 #: Model size, shared by the language model and both classifiers.
 EMB_SZ, N_HID, N_LAYERS, MIN_FREQ = 128, 384, 2, 5
@@ -160,11 +171,12 @@ def _run(data: Any, lm_epochs: int, quick: bool, json_path: Any, progress: bool,
     print(f"ULMFiT {ulmfit_acc:.4f} vs scratch {scratch_acc:.4f}: "
           f"{100 * (ulmfit_acc - scratch_acc):+.1f} points (always the majority class: "
           f"{majority:.4f})")
+    print(f"caveat: {CAVEAT}")
     print(f"time: whole run {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
     record = {"demo": "imdb", "ulmfit_acc": ulmfit_acc, "scratch_acc": scratch_acc,
               "gain": 100 * (ulmfit_acc - scratch_acc), "majority_acc": majority,
               "lm_perplexity": lm_perplexity, "lm_unigram_perplexity": lm_unigram,
-              "note": NOTE, "vocab_size": len(vocab), "lm_epochs": lm_epochs,
+              "note": NOTE, "caveat": CAVEAT, "vocab_size": len(vocab), "lm_epochs": lm_epochs,
               "stage_epochs": list(stage_epochs), "lm_seconds": lm_seconds,
               "ulmfit_seconds": ulmfit_seconds, "scratch_seconds": scratch_seconds,
               "wall_seconds": wall, "cpu_seconds": cpu, "quick": quick}
