@@ -1,15 +1,16 @@
 """Loss landscapes around trained minima: with vs without BatchNorm, small vs large batches.
 
-Two small CNNs (:func:`fastext.tools.nets.mnist_cnn`), identical but for BatchNorm, are
-trained the same way with the Learner (``fit_one_cycle``, 15 epochs on 3,334 MNIST training
-images, until both fit them: minima, not points on the way). Around each minimum the training
-loss is evaluated on a grid in the plane of two random filter-normalised directions (Li et
-al., 2018) and drawn as contours on one colour scale. The number printed with the plot is the
-flatness: the mean loss rise at distances up to 0.5 along 16 random filter-normalised
-directions (lower = flatter; one plane alone varies a lot, its own number is in each panel's
-title). The same is done for one net trained with small batches and one with large batches,
-and the loss is drawn along the straight line from the one minimum to the other (Keskar et
-al., 2017).
+Two small CNNs (:func:`fastext.tools.nets.mnist_cnn`: six convs, global pooling, a linear
+head), identical but for BatchNorm, are trained the same way with the Learner
+(``fit_one_cycle``, lr 1e-2, 15 epochs on 3,334 MNIST training images, until both fit them:
+minima, not points on the way). Around each minimum the training loss is evaluated on a grid
+in the plane of two random filter-normalised directions (Li et al., 2018) and drawn as
+contours on one colour scale. The number printed with the plot is the flatness: the mean loss
+rise at distances up to 0.5 along 16 random filter-normalised directions (lower = flatter; one
+plane alone varies a lot, its own number is in each panel's title). The same is done for one
+BN net trained with batches of 32 and one with batches of 1024 (same epochs, so the latter
+takes 32x fewer steps and stops at a higher loss), and the loss is drawn along the straight
+line from the one minimum to the other (Keskar et al., 2017).
 
 ``fastext run landscape [--json PATH]`` records ``flatness_bn``, ``flatness_nobn``,
 ``flatness_small_batch``, ``flatness_large_batch`` (the 16-direction numbers), the same per

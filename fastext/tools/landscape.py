@@ -413,8 +413,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-b", metavar="PTH",
                    help="a second set of weights: also plot the loss along the line to it")
     p.add_argument("--data", metavar="DIR", help="MNIST directory (default: found)")
-    p.add_argument("--n-train", type=int, default=10000, help="images to train on")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs")
+    p.add_argument("--n-train", type=int, default=4000,
+                   help="images to train on (a sixth held out)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs")
     p.add_argument("--lr", type=float, default=1e-2, help="1cycle lr_max for training")
     p.add_argument("--bs", type=int, default=128, help="training batch size")
     p.add_argument("--n-eval", type=int, default=1000, help="training images the loss is on")
