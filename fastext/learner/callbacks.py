@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .callback import Callback, CancelFitException, CancelStepException
 from .distributed import barrier, rank_zero
+from .figures import save_figure as _save
 
 __all__ = ["CSVLogger", "EarlyStopping", "GradientAccumulation", "GradientClip",
            "ProgressCallback", "Recorder", "SaveModel", "TerminateOnNaN", "TrackerCallback"]
@@ -262,13 +263,6 @@ def _figure(ncols: int = 1, figsize: tuple[float, float] = (6, 4)) -> tuple[Any,
     fig = Figure(figsize=figsize, layout="tight")
     axes = fig.subplots(1, ncols)
     return fig, axes
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
 
 
 class ProgressCallback(Callback):

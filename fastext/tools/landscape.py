@@ -47,6 +47,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from ..learner.figures import save_figure as _save  # noqa: E402
+
 __all__ = [
     "Surface", "add_arguments", "cli_main", "evaluate_loss", "filter_normalize",
     "filter_normalized_direction", "flatness", "flatness_along_directions", "loss_along_line",
@@ -368,13 +370,6 @@ def plot_line(alphas: Sequence[float], losses: dict[str, Sequence[float]],
     fig.tight_layout()
     return _save(fig, path)
 
-
-def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 # -- command line -----------------------------------------------------------------------

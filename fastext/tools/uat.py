@@ -36,6 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from ..learner import DataLoaders, Learner  # noqa: E402
+from ..learner.figures import save_figure as _save  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "TARGETS", "add_arguments", "approximation_errors", "cli_main", "fit_width",
@@ -210,13 +211,6 @@ def plot_fits(widths: Sequence[int], models: Sequence[nn.Module],
     fig.tight_layout()
     return _save(fig, path)
 
-
-def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _widths(text: str) -> list[int]:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...learner.figures import save_figure as _save
+
 __all__ = ["ClassificationInterpretation", "grad_cam", "mass_in_box", "save_cam_overlays"]
 
 
@@ -99,11 +101,7 @@ def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str]
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 class ClassificationInterpretation:
@@ -207,12 +205,3 @@ class ClassificationInterpretation:
         fig.tight_layout()
         return _save(fig, path)
 
-
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

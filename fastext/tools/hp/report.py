@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.inspection import partial_dependence  # noqa: E402
 
+from ...learner.figures import save_figure as _save  # noqa: E402
 from .search import SearchResult  # noqa: E402
 from .space import Choice  # noqa: E402
 
@@ -105,10 +106,3 @@ def plot_history(results: Sequence[SearchResult], path: str | os.PathLike[str],
     fig.tight_layout()
     return _save(fig, path)
 
-
-def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
