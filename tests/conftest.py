@@ -15,3 +15,13 @@ def device(request) -> str:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small trainings on one torch thread: on a shared 2-core machine a second OpenMP thread
+    waiting for a busy core made them up to 20x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -30,15 +30,7 @@ from fastext.tasks.text.learners import Perplexity, language_model_learner, lm_l
 from fastext.tasks.text.lm_data import LMLoader, lm_dataloaders, random_window_lengths
 from fastext.tasks.text.tokenize import Vocab, tokenize_texts
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Training here runs on one torch thread: on this shared 2-core machine a second OpenMP
-    thread waiting for a busy core made these small fits up to 20x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 # -- loader ---------------------------------------------------------------------------------

@@ -34,15 +34,7 @@ from fastext.tasks.vision.unet import (
 pytest.importorskip("torchvision")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads stall each other at every
-    op's barrier, which made these small-batch runs several times slower (and costs little
-    on an idle one)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...learner import DataLoaders, Learner
-from ...learner.data import TensorLoader
 from ...learner.metrics import Metric
 from ...nn import fuse_bn_relu
 from .body import create_body
+from .data import ImageLoader
 
 __all__ = [
     "DynamicUnet", "PixelAccuracy", "PixelShuffleUpsample", "ResBlock", "SegmentAugment",
@@ -413,30 +413,14 @@ class SegmentAugment:
         return x, ym[:, 0].round().to(y.dtype)
 
 
-class _SegmentLoader:
-    """Slices (images, masks) batches, moves them to ``device`` and augments them there;
-    with ``size`` set, resizes both (image bilinear, mask nearest)."""
+class _SegmentLoader(ImageLoader):
+    """:class:`ImageLoader` for (images, masks): the augmentation moves both alike, and
+    with ``size`` set both are resized (image bilinear, mask nearest)."""
 
     def __init__(self, images: Tensor, masks: Tensor, augment: SegmentAugment, bs: int,
                  train: bool, device: torch.device, seed: int = 0) -> None:
-        self.base = TensorLoader((images, masks), bs, shuffle=train, seed=seed)
-        self.augment, self.train, self.device = augment, train, device
+        super().__init__(images, masks, augment, bs, train, device, seed)  # type: ignore[arg-type]
         self.size: tuple[int, int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    @property
-    def epoch(self) -> int:
-        return self.base.epoch
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self.base.epoch = value
-
-    @property
-    def dataset(self) -> tuple[Tensor, ...]:
-        return self.base.tensors
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for xb, yb in self.base:
