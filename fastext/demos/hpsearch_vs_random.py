@@ -20,7 +20,6 @@ two seeds of 5 trials on the shipped subset; ``--epochs`` is not used (epochs ar
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from ..data.mnist import find_data_dir, find_mnist
 from ..tools.hp.mnist_objective import MnistMLPObjective
 from ..tools.hp.report import plot_history, plot_partial_dependence
 from ..tools.hp.search import SearchResult, search
+from ._common import write_json
 
 __all__ = ["cli_main", "run"]
 
@@ -99,9 +99,7 @@ def run(data: str | None = None, quick: bool = False, out_dir: str | Path = "out
               "n_init": cfg["n_init"], "n_train": n_train, "n_valid": n_valid, "rows": rows,
               "rf_wins": wins, "importances": importances, "figures": figures,
               "wall_seconds": wall_seconds}
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, json_path)
     return record
 
 

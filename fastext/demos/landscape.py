@@ -21,7 +21,6 @@ images of the shipped subset with a coarse grid and few directions.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from ..tools.landscape import (
     save_surface_csv,
 )
 from ..tools.nets import load_mnist_train, mnist_cnn, train_mnist
+from ._common import write_json
 
 __all__ = ["cli_main", "run"]
 
@@ -148,9 +148,7 @@ def run(data: str | None = None, epochs: int | None = None, quick: bool = False,
               "small_bs": cfg["small_bs"], "large_bs": cfg["large_bs"],
               "line_alphas": alphas.tolist(), "line_losses": line.tolist(),
               "figures": figures, "csv": csvs, "wall_seconds": wall_seconds}
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, json_path)
     return record
 
 

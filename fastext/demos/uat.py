@@ -14,12 +14,12 @@ target), plus the PNG paths. ``--epochs N``: epochs of 50 full-batch steps per w
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from ..tools.uat import approximation_errors, plot_errors, plot_fits
+from ._common import write_json
 
 __all__ = ["cli_main", "run"]
 
@@ -50,9 +50,7 @@ def run(epochs: int | None = None, quick: bool = False, out_dir: str | Path = "o
     record = {"demo": "uat", "target": TARGET, "epochs": epochs, "widths": r["widths"],
               "errors": r["errors"], "slope": r["slope"], "figures": figures,
               "wall_seconds": wall_seconds}
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, json_path)
     return record
 
 
