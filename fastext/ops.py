@@ -23,8 +23,8 @@ from torch import Tensor
 
 from . import _C  # noqa: F401  (registers torch.ops.fastext.*)
 
-__all__ = ["adamw_", "bn_relu_forward", "check_finite_", "rmsprop_", "unscale_and_check_",
-           "update_scale_"]
+__all__ = ["adamw_", "bn_relu_forward", "check_finite_", "feature_loss", "rmsprop_",
+           "unscale_and_check_", "update_scale_"]
 
 
 @torch.library.register_fake("fastext::adamw_")
@@ -186,3 +186,79 @@ def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     and bias). Statistics are float32 (float64 for float64 input)."""
     return torch.ops.fastext.bn_relu_forward(input, weight, bias, running_mean, running_var,
                                              bool(use_batch_stats), float(eps))
+
+
+# -- feature loss ------------------------------------------------------------------------------
+def _flat_like(x: Tensor, t: Tensor) -> Tensor:
+    """An empty tensor laid out as the native op lays out its copy of ``x`` (see flat_pair)."""
+    cl = torch.channels_last
+    if x.is_contiguous() and t.is_contiguous():
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    if x.dim() == 4 and x.is_contiguous(memory_format=cl) and t.is_contiguous(memory_format=cl):
+        return torch.empty_like(x, memory_format=cl)
+    return x.new_empty(x.shape)
+
+
+def _loss_dtype(inputs: Sequence[Tensor]) -> torch.dtype:
+    return torch.float64 if any(x.dtype == torch.float64 for x in inputs) else torch.float32
+
+
+@torch.library.register_fake("fastext::feature_loss")
+def _feature_loss_fake(inputs, targets, weights, gram_weights):
+    dt = _loss_dtype(inputs)
+    losses = inputs[0].new_empty(2 * len(inputs), dtype=dt)
+    diffs = [x.new_empty(x.shape[0], x.shape[1], x.shape[1], dtype=dt) if g != 0
+             else x.new_empty(0, dtype=dt) for x, g in zip(inputs, gram_weights, strict=True)]
+    return losses, diffs
+
+
+@torch.library.register_fake("fastext::feature_loss_backward")
+def _feature_loss_backward_fake(grad_losses, inputs, targets, gram_diffs, weights, gram_weights):
+    return [_flat_like(x, t) for x, t in zip(inputs, targets, strict=True)]
+
+
+def _feature_loss_setup(ctx, inputs, output) -> None:
+    xs, ts, weights, gram_weights = inputs
+    _, diffs = output
+    ctx.save_for_backward(*xs, *ts, *diffs)
+    ctx.n, ctx.weights, ctx.gram_weights = len(xs), weights, gram_weights
+    ctx.mark_non_differentiable(*diffs)
+
+
+def _feature_loss_backward(ctx, grad_losses, unused_diff_grads):
+    saved, n = ctx.saved_tensors, ctx.n
+    xs, ts, diffs = saved[:n], saved[n:2 * n], saved[2 * n:]
+    grads = torch.ops.fastext.feature_loss_backward(grad_losses, xs, ts, diffs, ctx.weights,
+                                                    ctx.gram_weights)
+    return list(grads), [None] * n, None, None
+
+
+torch.library.register_autograd("fastext::feature_loss", _feature_loss_backward,
+                                setup_context=_feature_loss_setup)
+
+
+def feature_loss(inputs: Sequence[Tensor], targets: Sequence[Tensor], weights: Sequence[float],
+                 gram_weights: Sequence[float]) -> Tensor:
+    """All terms of a feature (perceptual) loss in one call, as a vector of ``2 L`` values.
+
+    For each pair ``l`` (the pixels, then each feature slice): ``w_l * mean|x_l - t_l|`` at
+    position ``l`` and ``g_l * mean|G(x_l) - G(t_l)|`` at ``L + l``, where ``G(x) = x x^T /
+    (C * S)`` is the per-sample Gram matrix of an (N, C, spatial...) tensor (``g_l = 0``
+    skips it). The loss is ``feature_loss(...).sum()``; the vector's entries are the terms
+    to log. Targets are constants: they get no gradient. float16/bfloat16 pairs are read
+    as they are and reduced (and their Gram matrices built) in float32; the result is
+    float32, float64 when a pair is float64.
+
+    >>> x, t = torch.ones(1, 2, 3, 3, requires_grad=True), torch.zeros(1, 2, 3, 3)
+    >>> terms = feature_loss([x], [t], [2.0], [1.0])
+    >>> terms.tolist()  # 2 * mean|1 - 0|, 1 * mean|9 / (2 * 9) - 0|
+    [2.0, 0.5]
+    >>> terms.sum().backward(); x.grad.shape
+    torch.Size([1, 2, 3, 3])
+    """
+    if not (len(inputs) == len(targets) == len(weights) == len(gram_weights)):
+        raise ValueError("feature_loss needs one target, weight and gram weight per input")
+    losses, _ = torch.ops.fastext.feature_loss(
+        list(inputs), [t.detach() for t in targets], [float(w) for w in weights],
+        [float(g) for g in gram_weights])
+    return losses

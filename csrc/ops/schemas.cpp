@@ -34,4 +34,13 @@ TORCH_LIBRARY(fastext, m) {
       "bn_relu_backward(Tensor grad_out, Tensor input, Tensor? weight, Tensor? bias, "
       "Tensor save_mean, Tensor save_invstd, bool use_batch_stats) -> "
       "(Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
+  // Feature loss over pairs (pixels, feature slices): losses[l] = w_l * mean|x_l - t_l|,
+  // losses[L + l] = g_l * mean|Gram(x_l) - Gram(t_l)|. gram_diffs (N, C, C per pair with
+  // g_l != 0, else empty) are saved for the backward; targets get no gradient.
+  m.def(
+      "feature_loss(Tensor[] inputs, Tensor[] targets, float[] weights, float[] gram_weights) "
+      "-> (Tensor losses, Tensor[] gram_diffs)");
+  m.def(
+      "feature_loss_backward(Tensor grad_losses, Tensor[] inputs, Tensor[] targets, "
+      "Tensor[] gram_diffs, float[] weights, float[] gram_weights) -> Tensor[]");
 }

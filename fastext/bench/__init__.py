@@ -43,8 +43,8 @@ SUITES: dict[str, str] = {
     "amp": "fastext.bench.amp",
     "train": "fastext.bench.train",
     "bn_relu": "fastext.bench.bn_relu",
+    "feature_loss": "fastext.bench.feature_loss",
     "tabular": "fastext.bench.tabular",
-    # later: "feature_loss"
 }
 
 DEFAULT_REPS = {"cpu": 10, "cuda": 50}  # CUDA steps are short, so more reps cost little

@@ -28,7 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "Metric", "AvgMetric", "as_metric", "accuracy", "error_rate", "top_k_accuracy", "TopK",
-    "accuracy_multi", "FBeta", "RMSE", "rmse", "mse", "mae",
+    "accuracy_multi", "FBeta", "RMSE", "rmse", "mse", "mae", "LossTerm",
 ]
 
 
@@ -350,3 +350,34 @@ class FBeta(Metric):
             seen = (tp + fp + fn) > 0
             return f[seen].mean().item() if seen.any() else 0.0
         return f.mean().item()
+
+
+class LossTerm(Metric):
+    """One term of a loss function that keeps its terms in a ``metrics`` dict of tensors
+    (e.g. :class:`fastext.nn.FeatureLoss`): its batch-size weighted mean over the
+    validation set.
+
+    >>> from types import SimpleNamespace
+    >>> m = LossTerm("gram_0"); m.reset()
+    >>> loss = SimpleNamespace(metrics={"gram_0": torch.tensor(2.0)})
+    >>> m.accumulate(SimpleNamespace(loss_func=loss, pred=torch.zeros(4), yb=()))
+    >>> m.name, m.value
+    ('gram_0', 2.0)
+    """
+
+    def __init__(self, term: str) -> None:
+        self.term, self._name = term, term
+
+    def reset(self) -> None:
+        self.total: Tensor | None = None
+        self.count = 0
+
+    def accumulate(self, learn: Any) -> None:
+        n = _batch_size(learn)
+        value = learn.loss_func.metrics[self.term].detach() * n
+        self.total = value if self.total is None else self.total + value
+        self.count += n
+
+    @property
+    def value(self) -> float:
+        return float(self.total) / self.count if self.count else float("nan")
