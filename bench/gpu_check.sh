@@ -23,10 +23,11 @@ step "$PY" -c "import fastext, json; print(json.dumps(fastext.build_info()))"
 # Every CUDA twin of the test suite (ids carry 'cuda'), plus the CUDA-only module.
 step timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rfE --tb=short -k cuda \
   tests/test_optim_parity.py tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py \
-  tests/test_amp.py tests/test_bn_relu.py
+  tests/test_amp.py tests/test_bn_relu.py tests/test_feature_loss.py
 step timeout 120 "$PY" -m fastext.bench optim --device cuda --json "$out/optim-cuda.json"
 step timeout 60 "$PY" -m fastext.bench amp --device cuda --json "$out/amp-cuda.json"
 step timeout 240 "$PY" -m fastext.bench bn_relu --device cuda --json "$out/bn_relu-cuda.json"
+step timeout 90 "$PY" -m fastext.bench feature_loss --device cuda --json "$out/feature_loss-cuda.json"
 [ -n "${FASTEXT_DATA:-}" ] && step timeout 150 "$PY" -m fastext.bench train --device cuda \
   --reps 3 --json "$out/train-cuda.json"
 echo "== $(date -u +%T) done (status $status)" | tee -a "$log"
