@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="a few batches on the shipped small subset (for tests)")
     run.add_argument("--no-bench", dest="bench_off", action="store_true",
                      help="skip the benchmark that follows the demo")
+    run.add_argument("--weights", metavar="FILE",
+                     help="local pretrained weights (torchvision format) for demos that "
+                     "take them (superres, gan: vgg16_bn); nothing is downloaded")
     run.set_defaults(func=_run)
 
     for name, mod in _tools().items():

@@ -120,6 +120,10 @@ def write_plot(results: Sequence[dict], path: str) -> None:
     matplotlib.use("Agg")  # no display needed; must precede pyplot
     import matplotlib.pyplot as plt
 
+    # a suite whose counterparts could not run here (e.g. tabular without fastai) has no bars
+    results = [r for r in results if any(i != BASELINE for i in (x["impl"] for x in r["rows"]))]
+    if not results:
+        raise ValueError("no suite has a counterpart to fastext to plot")
     fig, axes = plt.subplots(len(results), 1, figsize=(10, 4 * len(results)), squeeze=False)
     for ax, result in zip(axes[:, 0], results, strict=True):
         ups = speedups(result["rows"])
