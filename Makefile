@@ -6,7 +6,7 @@ setup:
 	@bash scripts/venv.sh
 
 demo: setup
-	.venv/bin/python -m fastext run mnist
+	.venv/bin/python -m fastext run tour
 
 test: setup
 	.venv/bin/python -m pytest -q  # tests/ and the docstring examples in fastext/

@@ -17,6 +17,7 @@ __all__ = ["REGISTRY", "available", "load"]
 
 #: Demo name (as typed after ``fastext run``) -> module in ``fastext.demos``.
 REGISTRY: dict[str, str] = {
+    "tour": "tour",  # the main job (make demo): mnist, a tour of the tasks, the benchmarks
     "mnist": "mnist",
     # vision
     "multilabel": "multilabel",

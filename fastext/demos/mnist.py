@@ -90,7 +90,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     ... # doctest: +ELLIPSIS
     mnist: ...
     >>> sorted(r)
-    ['accuracy', 'data', 'demo', 'epochs', 'train_seconds']
+    ['accuracy', 'data', 'demo', 'epochs', 'figures', 'train_seconds']
     """
     epochs = 1 if epochs is None else epochs
     if epochs < 1:
@@ -134,7 +134,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     print(f"data          {kind} ({path})")
     print("figures       " + ", ".join(str(f) for f in figures), flush=True)
     result = {"demo": "mnist", "accuracy": accuracy, "train_seconds": train_seconds,
-              "data": kind, "epochs": epochs}
+              "data": kind, "epochs": epochs, "figures": [str(f) for f in figures]}
     write_json(result, json_path)
     if bench:
         run_bench("optim")
