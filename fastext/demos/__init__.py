@@ -33,6 +33,7 @@ REGISTRY: dict[str, str] = {
     "imdb": "imdb",
     # image generation
     "superres": "superres",
+    "gan": "gan",
     # tools
     "hpsearch-vs-random": "hpsearch_vs_random",
     "landscape": "landscape",

@@ -1,0 +1,123 @@
+"""``fastext run superres``: restore crappified CamVid frames with a U-Net trained on the
+feature loss (the course's lesson 7), on the fused :func:`fastext.ops.feature_loss`.
+
+1. Pairs: each of CamVid tiny's 100 frames (96x128) is crappified
+   (:func:`fastext.tasks.gen.crappify.crappify`: halved, JPEG at a random quality 10-70, a
+   random number stamped on it, back to 96x128); split 80/20 with a fixed seed, the same
+   split as ``fastext run segment``.
+2. The feature network: with ``--weights`` (a local torchvision ``vgg16_bn`` weights file)
+   the course's VGG16-BN; otherwise a VGG-style net trained here as a CamVid segmentation
+   encoder on the 80 training frames only (see :mod:`fastext.tasks.gen.features`). The
+   record's ``backbone`` says which.
+3. The generator: a U-Net on a ResNet-18 encoder (random init) with the input crossed in
+   before the last block and a sigmoid output range, trained with 1cycle on
+   ``FeatureLoss`` (pixel L1 + feature L1 + Gram L1, ``gram_wgt`` 5e3).
+4. Scored on the 20 held-out frames: PSNR and SSIM of the output against the clean frame,
+   next to the crappy input's (``psnr_out`` / ``psnr_in``, ``ssim_out`` / ``ssim_in``),
+   and a sample grid PNG (input | output | target).
+
+:func:`train_generator` (steps 1-3) is also the pretraining of ``fastext run gan``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.camvid import load_camvid, split_indices
+from ..learner.metrics import LossTerm
+from ..tasks.gen.data import PairDataLoaders, camvid_pairs
+from ..tasks.gen.features import FeatureNet, load_vgg16_bn, train_feature_net
+from ..tasks.gen.gan import save_sample_grid
+from ..tasks.gen.metrics import psnr, ssim
+from ..tasks.vision.unet import unet_learner
+from ._common import torch_threads, write_json
+
+__all__ = ["cli_main", "evaluate", "run", "train_generator"]
+
+VALID_PCT, BS, LR = 0.2, 8, 3e-3
+
+
+def _feature_net(weights: Any, data: Any, train_idx: torch.Tensor, epochs: int, seed: int,
+                 quick: bool) -> tuple[FeatureNet, dict[str, Any]]:
+    if weights:
+        return load_vgg16_bn(weights), {}
+    cv = load_camvid(data)
+    return train_feature_net(cv.images[train_idx], cv.masks[train_idx], cv.codes,
+                             epochs=epochs, seed=seed, quiet=quick)
+
+
+def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", data: Any = None,
+                    epochs: int | None = None, weights: Any = None,
+                    feature_epochs: int | None = None) -> tuple[Any, PairDataLoaders, dict]:
+    """Steps 1-3: the crappified pairs, the feature network and the U-Net trained on the
+    feature loss. Returns ``(learn, dls, record)``; ``learn.model`` is the generator."""
+    t0 = time.perf_counter()
+    crappy, clean = camvid_pairs(data, seed=seed)
+    n = len(clean)
+    train_idx, valid_idx = split_indices(n, VALID_PCT, seed)
+    if quick:
+        train_idx, valid_idx = train_idx[:8], valid_idx[:4]
+    # --epochs N shortens both trainings: the generator's N, the feature net's max(2, N // 2)
+    feature_epochs = 1 if quick else (feature_epochs or (max(2, epochs // 2) if epochs else 8))
+    epochs = 1 if quick else (epochs or 16)
+    print(f"superres: {len(train_idx)} train / {len(valid_idx)} held-out CamVid frames, "
+          f"crappified (seed {seed})")
+    fnet, frec = _feature_net(weights, data, train_idx, feature_epochs, seed, quick)
+    print(f"superres: feature loss over {fnet.description}")
+    dls = PairDataLoaders.from_indices(crappy, clean, train_idx, valid_idx, bs=BS, seed=seed,
+                                       device="cpu")
+    loss = fnet.loss()
+    torch.manual_seed(seed)
+    learn = unet_learner(dls, "resnet18", n_out=3, last_cross=True, y_range=(-0.02, 1.02),
+                         loss_func=loss, metrics=[LossTerm(k) for k in loss.names],
+                         quiet=quick)
+    learn.fit_one_cycle(epochs, LR)
+    record = {"backbone": fnet.description, "epochs": epochs, "n_train": len(train_idx),
+              "n_valid": len(valid_idx), **frec,
+              "train_seconds": round(time.perf_counter() - t0, 1)}
+    return learn, dls, record
+
+
+def evaluate(model: torch.nn.Module, dls: PairDataLoaders) -> dict[str, float]:
+    """PSNR / SSIM of the model's output and of the crappy input against the targets, over
+    the validation set (means over images)."""
+    model.eval()
+    outs, ins, tgts = [], [], []
+    with torch.no_grad():
+        for xb, yb in dls.valid:
+            outs.append(model(xb).clamp(0, 1))
+            ins.append(xb)
+            tgts.append(yb)
+    out, inp, tgt = torch.cat(outs), torch.cat(ins), torch.cat(tgts)
+    return {"psnr_out": float(psnr(out, tgt).mean()), "psnr_in": float(psnr(inp, tgt).mean()),
+            "ssim_out": float(ssim(out, tgt).mean()), "ssim_in": float(ssim(inp, tgt).mean())}
+
+
+def run(data: Any = None, epochs: int | None = None, quick: bool = False,
+        json_path: Any = None, out_dir: Any = "out", seed: int = 0, weights: Any = None,
+        threads: int | None = 1) -> dict[str, Any]:
+    """The whole demo; returns the record (also written to ``json_path``)."""
+    t0 = time.perf_counter()
+    with torch_threads(threads):
+        learn, dls, record = train_generator(quick, seed, out_dir, data, epochs, weights)
+        scores = evaluate(learn.model, dls)
+        png = save_sample_grid(learn.model, dls, Path(out_dir) / "superres_samples.png", n=4)
+    record.update(scores)
+    record["gain_db"] = scores["psnr_out"] - scores["psnr_in"]
+    record["samples"] = [str(png)]
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"superres: PSNR {scores['psnr_in']:.2f} dB (crappy) -> {scores['psnr_out']:.2f} dB "
+          f"(U-Net), SSIM {scores['ssim_in']:.3f} -> {scores['ssim_out']:.3f}; "
+          f"samples in {png}")
+    write_json(record, json_path)
+    return record
+
+
+def cli_main(args: Any) -> dict[str, Any]:
+    """Entry point of ``fastext run superres``."""
+    return run(data=args.data, epochs=args.epochs, quick=args.quick, json_path=args.json,
+               out_dir=getattr(args, "out", "out"), weights=getattr(args, "weights", None))

@@ -1,0 +1,215 @@
+"""GAN training as in the course: a critic, a pretrained generator, and a learner that
+alternates between them, with Adam at momentum 0 ("GANs hate momentum").
+
+The critic scores images (a logit: real or generated). In a critic phase it learns, with
+BCE-with-logits, to tell the targets (1) from the generator's outputs (0), or with a WGAN loss
+(``clip`` set: mean score of fakes minus reals, weights clipped to ``[-clip, clip]``). In a
+generator phase the generator minimises ``content_loss(output, target) + adv_weight *
+adversarial`` where the adversarial term asks the critic to call its outputs real. A
+switcher decides after each batch which phase comes next:
+
+* :class:`FixedGANSwitcher` — ``n_crit`` critic batches, then ``n_gen`` generator batches;
+* :class:`AdaptiveGANSwitcher` — leave a phase once its loss is below its threshold (fastai's
+  ``critic_thresh=0.65``: train the critic until it is good enough, then the generator).
+
+>>> sw = FixedGANSwitcher(n_crit=2, n_gen=1)
+>>> [sw.step(gen_mode, 0.0) for gen_mode in (False, False, True)]
+[False, True, False]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ...learner.figures import save_figure
+from ...optim import AdamW
+
+__all__ = ["AdaptiveGANSwitcher", "FixedGANSwitcher", "GANLearner", "basic_critic",
+           "save_sample_grid"]
+
+
+def basic_critic(in_channels: int = 3, n_features: int = 64, n_layers: int = 3) -> nn.Module:
+    """Spectral-norm convs with LeakyReLU(0.2), halving the resolution ``n_layers`` times,
+    then a 1x1 conv to one channel averaged over positions: one logit per image.
+
+    >>> basic_critic(3, 8, 2)(torch.rand(4, 3, 32, 32)).shape
+    torch.Size([4])
+    """
+    layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, n_features, 4, 2, 1)),
+                               nn.LeakyReLU(0.2)]
+    c = n_features
+    for _ in range(n_layers - 1):
+        layers += [spectral_norm(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        c *= 2
+    layers += [spectral_norm(nn.Conv2d(c, 1, 1)), nn.AdaptiveAvgPool2d(1), nn.Flatten(0)]
+    return nn.Sequential(*layers)
+
+
+class FixedGANSwitcher:
+    """``n_crit`` critic batches, then ``n_gen`` generator batches, and so on."""
+
+    def __init__(self, n_crit: int = 1, n_gen: int = 1) -> None:
+        if n_crit < 1 or n_gen < 1:
+            raise ValueError("n_crit and n_gen must be at least 1")
+        self.n_crit, self.n_gen, self.count = n_crit, n_gen, 0
+
+    def step(self, gen_mode: bool, loss: float) -> bool:
+        """After a batch of the given phase: the phase of the next batch."""
+        self.count += 1
+        if self.count >= (self.n_gen if gen_mode else self.n_crit):
+            self.count = 0
+            return not gen_mode
+        return gen_mode
+
+
+class AdaptiveGANSwitcher:
+    """Leaves the generator phase once its loss is below ``gen_thresh`` and the critic phase
+    once its loss is below ``critic_thresh`` (``None``: after every batch). It reads each
+    loss on the host, one sync per batch."""
+
+    def __init__(self, gen_thresh: float | None = None,
+                 critic_thresh: float | None = None) -> None:
+        self.gen_thresh, self.critic_thresh = gen_thresh, critic_thresh
+
+    def step(self, gen_mode: bool, loss: float) -> bool:
+        """After a batch of the given phase with that loss: the phase of the next batch."""
+        thresh = self.gen_thresh if gen_mode else self.critic_thresh
+        return (not gen_mode) if thresh is None or loss < thresh else gen_mode
+
+
+def _adversarial(scores: Tensor, real: bool) -> Tensor:
+    return F.binary_cross_entropy_with_logits(scores, torch.full_like(scores, float(real)))
+
+
+class GANLearner:
+    """Alternates critic and generator batches over ``dls.train`` (see the module doc).
+
+    Args:
+        dls: loaders of (input, target) image batches.
+        generator, critic: the two nets (the generator usually pretrained on
+            ``gen_loss_func`` alone, the critic on generated vs real images).
+        gen_loss_func: the content loss ``f(output, target)`` (e.g. a FeatureLoss).
+        adv_weight: weight of the adversarial term in the generator's loss.
+        switcher: default ``AdaptiveGANSwitcher(critic_thresh=0.65)`` (fastai's).
+        gen_first: start with a generator batch.
+        clip: WGAN mode: critic loss ``mean(fake) - mean(real)``, generator term
+            ``-mean(fake)``, critic weights clipped to ``[-clip, clip]`` after each step.
+        lr, opt_betas, wd: both optimizers are fastext AdamW with these (momentum 0).
+    """
+
+    def __init__(self, dls: Any, generator: nn.Module, critic: nn.Module,
+                 gen_loss_func: Any, adv_weight: float = 0.5, switcher: Any = None,
+                 gen_first: bool = False, clip: float | None = None, lr: float = 1e-4,
+                 opt_betas: tuple[float, float] = (0.0, 0.99), wd: float = 0.0) -> None:
+        self.dls, self.generator, self.critic = dls, generator, critic
+        self.gen_loss_func, self.adv_weight, self.clip = gen_loss_func, adv_weight, clip
+        self.switcher = switcher or AdaptiveGANSwitcher(critic_thresh=0.65)
+        self.gen_mode = gen_first
+        self.gen_opt = AdamW(generator.parameters(), lr=lr, betas=opt_betas, weight_decay=wd)
+        self.crit_opt = AdamW(critic.parameters(), lr=lr, betas=opt_betas, weight_decay=wd)
+        self.history: list[dict[str, float]] = []
+
+    def critic_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        """The critic's loss on a batch of targets and generated images."""
+        s_real, s_fake = self.critic(real), self.critic(fake)
+        if self.clip is not None:
+            return s_fake.mean() - s_real.mean()
+        return (_adversarial(s_real, True) + _adversarial(s_fake, False)) / 2
+
+    def generator_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Content loss plus the weighted adversarial term."""
+        scores = self.critic(output)
+        adv = -scores.mean() if self.clip is not None else _adversarial(scores, True)
+        return self.gen_loss_func(output, target) + self.adv_weight * adv
+
+    def _critic_step(self, xb: Tensor, yb: Tensor) -> Tensor:
+        with torch.no_grad():
+            fake = self.generator(xb)
+        loss = self.critic_loss(yb, fake)
+        self.crit_opt.zero_grad()
+        loss.backward()
+        self.crit_opt.step()
+        if self.clip is not None:
+            with torch.no_grad():
+                for p in self.critic.parameters():
+                    p.clamp_(-self.clip, self.clip)
+        return loss.detach()
+
+    def _generator_step(self, xb: Tensor, yb: Tensor) -> Tensor:
+        self.critic.requires_grad_(False)
+        try:
+            loss = self.generator_loss(self.generator(xb), yb)
+            self.gen_opt.zero_grad()
+            loss.backward()
+            self.gen_opt.step()
+        finally:
+            self.critic.requires_grad_(True)
+        return loss.detach()
+
+    def fit(self, n_epoch: int, sample_dir: str | os.PathLike[str] | None = None,
+            critic_only: bool = False, quiet: bool = False) -> list[dict[str, float]]:
+        """``n_epoch`` passes over ``dls.train``; ``critic_only`` trains the critic alone
+        (its pretraining). After each epoch a sample grid is written to ``sample_dir``
+        (``gan_epoch{k}.png``) when given. Returns one record per epoch (mean losses, the
+        number of batches of each phase, the sample path)."""
+        self.generator.train()
+        self.critic.train()
+        for _ in range(n_epoch):
+            sums = {True: 0.0, False: 0.0}
+            counts = {True: 0, False: 0}
+            for xb, yb in self.dls.train:
+                gen_mode = self.gen_mode and not critic_only
+                step = self._generator_step if gen_mode else self._critic_step
+                loss = float(step(xb, yb))
+                sums[gen_mode] += loss
+                counts[gen_mode] += 1
+                if not critic_only:
+                    self.gen_mode = self.switcher.step(gen_mode, loss)
+            epoch = len(self.history)
+            rec: dict[str, Any] = {
+                "epoch": epoch, "gen_batches": counts[True], "crit_batches": counts[False],
+                "gen_loss": sums[True] / counts[True] if counts[True] else float("nan"),
+                "crit_loss": sums[False] / counts[False] if counts[False] else float("nan")}
+            if sample_dir is not None:
+                rec["sample"] = str(save_sample_grid(
+                    self.generator, self.dls, Path(sample_dir) / f"gan_epoch{epoch}.png"))
+                self.generator.train()
+            if not quiet:
+                print(f"gan epoch {epoch}: generator {rec['gen_loss']:.4f} "
+                      f"({counts[True]} batches), critic {rec['crit_loss']:.4f} "
+                      f"({counts[False]} batches)", flush=True)
+            self.history.append(rec)
+        return self.history
+
+
+def save_sample_grid(model: nn.Module, dls: Any, path: str | os.PathLike[str],
+                     n: int = 4) -> Path:
+    """A PNG with one row per validation image: input | output | target (images in [0, 1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    xb, yb = next(iter(dls.valid))
+    xb, yb = xb[:n], yb[:n]
+    with torch.no_grad():
+        out = model(xb).float().clamp(0, 1)
+    fig, axes = plt.subplots(len(xb), 3, figsize=(9, 2.4 * len(xb)), squeeze=False)
+    for i in range(len(xb)):
+        for ax, img, title in zip(axes[i], (xb[i], out[i], yb[i]), ("input", "output", "target"),
+                                  strict=True):
+            arr = img.detach().cpu().permute(1, 2, 0).numpy()
+            ax.imshow(arr[..., 0] if arr.shape[-1] == 1 else arr, cmap="gray")
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

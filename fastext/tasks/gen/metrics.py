@@ -1,0 +1,95 @@
+"""Image-restoration metrics: PSNR and SSIM per image, and as Learner metrics.
+
+Images are float tensors (N, C, H, W) in ``[0, data_range]``.
+
+>>> import torch
+>>> x = torch.rand(2, 3, 16, 16)
+>>> psnr(x, x).isinf().all().item(), ssim(x, x).allclose(torch.ones(2))
+(True, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...learner.metrics import Metric
+
+__all__ = ["PSNR", "SSIM", "psnr", "ssim"]
+
+
+def _check(pred: Tensor, target: Tensor) -> None:
+    if pred.shape != target.shape or pred.dim() != 4:
+        raise ValueError(f"pred and target must be (N, C, H, W) of one shape, got "
+                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+
+
+def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Peak signal-to-noise ratio in dB per image: ``10 log10(range^2 / MSE)`` (inf when the
+    images are equal)."""
+    _check(pred, target)
+    mse = (pred.double() - target.double()).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(data_range ** 2 / mse)).float()
+
+
+def _gaussian(window: int, sigma: float, device: torch.device) -> Tensor:
+    g = torch.arange(window, dtype=torch.float64, device=device) - (window - 1) / 2
+    g = torch.exp(-g * g / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0, window: int = 11,
+         sigma: float = 1.5) -> Tensor:
+    """Structural similarity per image (Wang et al. 2004): Gaussian window, K1 = 0.01,
+    K2 = 0.03, computed per channel over the 'valid' positions, then averaged."""
+    _check(pred, target)
+    if min(pred.shape[-2:]) < window:
+        raise ValueError(f"images must be at least {window} pixels on each side")
+    x, y = pred.double(), target.double()
+    c = x.shape[1]
+    g = _gaussian(window, sigma, x.device)
+    k = (g[:, None] * g[None, :]).expand(c, 1, window, window)
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, k, groups=c)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1).float()
+
+
+class _ImageMetric(Metric):
+    fn: Any = None
+
+    def __init__(self, data_range: float = 1.0) -> None:
+        self.data_range = data_range
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def accumulate(self, learn: Any) -> None:
+        vals = type(self).fn(learn.pred.detach().float().clamp(0, self.data_range),
+                             learn.yb[0].float(), self.data_range)
+        self.total += float(vals.sum())
+        self.count += len(vals)
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+class PSNR(_ImageMetric):
+    """Mean PSNR (dB) of the (clamped) predictions over the validation images."""
+
+    fn = staticmethod(psnr)
+
+
+class SSIM(_ImageMetric):
+    """Mean SSIM of the (clamped) predictions over the validation images."""
+
+    fn = staticmethod(ssim)

@@ -1,0 +1,132 @@
+"""GAN training parts (switchers, critic, GANLearner, defaults), the feature network, and the
+image-generation demos on a few images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from fastext.optim import AdamW
+from fastext.tasks.gen.data import PairDataLoaders
+from fastext.tasks.gen.features import FeatureNet, load_vgg16_bn, vgg_body
+from fastext.tasks.gen.gan import (
+    AdaptiveGANSwitcher,
+    FixedGANSwitcher,
+    GANLearner,
+    basic_critic,
+)
+
+
+def test_fixed_switcher_counts_batches():
+    sw = FixedGANSwitcher(n_crit=3, n_gen=2)
+    mode, seen = False, []
+    for _ in range(10):
+        seen.append(mode)
+        mode = sw.step(mode, 1.0)
+    assert seen == [False] * 3 + [True] * 2 + [False] * 3 + [True] * 2
+    with pytest.raises(ValueError):
+        FixedGANSwitcher(0, 1)
+
+
+def test_adaptive_switcher_uses_thresholds():
+    sw = AdaptiveGANSwitcher(gen_thresh=1.0, critic_thresh=0.65)
+    assert sw.step(False, 0.7) is False  # critic not good enough yet
+    assert sw.step(False, 0.6) is True
+    assert sw.step(True, 1.5) is True
+    assert sw.step(True, 0.9) is False
+    always = AdaptiveGANSwitcher()
+    assert always.step(True, 9.0) is False and always.step(False, 9.0) is True
+
+
+def test_critic_has_spectral_norm_and_scores_each_image():
+    critic = basic_critic(3, 8, 3)
+    assert critic(torch.rand(5, 3, 32, 48)).shape == (5,)
+    convs = [m for m in critic.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(hasattr(m, "parametrizations") and "weight" in m.parametrizations
+                         for m in convs)
+
+
+def tiny_setup(n=6):
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8)
+    y = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8)
+    dls = PairDataLoaders.from_tensors(x, y, valid_pct=0.34, bs=2)
+    gen = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1),
+                        nn.Sigmoid())
+    return dls, gen, basic_critic(3, 4, 2)
+
+
+def test_gan_learner_defaults_are_momentum_zero():
+    dls, gen, critic = tiny_setup()
+    gan = GANLearner(dls, gen, critic, nn.L1Loss())
+    for opt in (gan.gen_opt, gan.crit_opt):
+        assert isinstance(opt, AdamW) and opt.param_groups[0]["betas"] == (0.0, 0.99)
+    assert isinstance(gan.switcher, AdaptiveGANSwitcher) and gan.switcher.critic_thresh == 0.65
+
+
+def test_gan_learner_trains_both_nets_and_writes_samples(tmp_path):
+    dls, gen, critic = tiny_setup()
+    g0 = [p.detach().clone() for p in gen.parameters()]
+    c0 = [p.detach().clone() for p in critic.parameters()]
+    gan = GANLearner(dls, gen, critic, nn.L1Loss(), switcher=FixedGANSwitcher(1, 1), lr=1e-2)
+    hist = gan.fit(2, sample_dir=tmp_path, quiet=True)
+    assert [h["gen_batches"] + h["crit_batches"] for h in hist] == [len(dls.train)] * 2
+    assert all(h["gen_batches"] > 0 and h["crit_batches"] > 0 for h in hist)
+    assert any(not torch.equal(a, b) for a, b in zip(g0, gen.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(c0, critic.parameters(), strict=True))
+    for h in hist:
+        assert open(h["sample"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_critic_only_leaves_the_generator_alone():
+    dls, gen, critic = tiny_setup()
+    g0 = [p.detach().clone() for p in gen.parameters()]
+    GANLearner(dls, gen, critic, nn.L1Loss()).fit(1, critic_only=True, quiet=True)
+    assert all(torch.equal(a, b) for a, b in zip(g0, gen.parameters(), strict=True))
+
+
+def test_wgan_clip_keeps_critic_weights_in_range():
+    dls, gen, _ = tiny_setup()
+    critic = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(0))
+    gan = GANLearner(dls, gen, critic, nn.L1Loss(), clip=0.01, lr=0.5,
+                     switcher=FixedGANSwitcher(2, 1))
+    gan.fit(1, quiet=True)
+    assert all(p.abs().max() <= 0.01 + 1e-7 for p in critic.parameters())
+
+
+def test_load_vgg16_bn_from_a_local_file(tmp_path):
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = tv.models.vgg16_bn(weights=None)
+    torch.save(model.state_dict(), tmp_path / "vgg16_bn.pth")
+    net = load_vgg16_bn(tmp_path / "vgg16_bn.pth")
+    assert isinstance(net, FeatureNet) and net.layer_ids == [22, 32, 42]
+    assert str(tmp_path) in net.description
+    assert torch.equal(net.body[0].weight, model.features[0].weight)
+    with pytest.raises(FileNotFoundError):
+        load_vgg16_bn(tmp_path / "missing.pth")
+
+
+def test_vgg_body_layers():
+    body = vgg_body((4, 8, 16))
+    x = torch.rand(2, 3, 32, 32)
+    assert body(x).shape == (2, 16, 4, 4)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in body) == 3
+
+
+def test_superres_and_gan_demos_quick(tmp_path, one_thread):
+    from fastext.demos import gan, superres
+
+    rec = superres.run(quick=True, out_dir=tmp_path, json_path=tmp_path / "sr.json")
+    for k in ("psnr_out", "psnr_in", "ssim_out", "ssim_in", "backbone"):
+        assert k in rec
+    assert "trained here" in rec["backbone"]
+    assert json.loads((tmp_path / "sr.json").read_text())["samples"] == rec["samples"]
+    dls, gen, _ = tiny_setup(8)
+    rec = gan.run(quick=True, out_dir=tmp_path, generator=gen, dls=dls,
+                  json_path=tmp_path / "gan.json")
+    assert rec["samples"] and all(open(p, "rb").read(4) == b"\x89PNG" for p in rec["samples"])
+    assert rec["pretrained_weights_changed"]

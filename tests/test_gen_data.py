@@ -1,0 +1,145 @@
+"""Crappified pairs, their loaders, and PSNR / SSIM against float64 references of the
+formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastext.tasks.gen.crappify import crappify, crappify_params
+from fastext.tasks.gen.data import PairDataLoaders, crappy_pairs
+from fastext.tasks.gen.metrics import PSNR, SSIM, psnr, ssim
+
+
+def photo(w=64, h=48, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 3))
+    arr = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_crappify_is_deterministic_and_keeps_size_and_mode(mode):
+    img = photo(mode=mode)
+    a, b, c = crappify(img, 7), crappify(img, 7), crappify(img, 8)
+    assert a.size == img.size and a.mode == img.mode
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+    assert a.tobytes() != img.tobytes()
+
+
+def test_crappify_quality_range_and_stamp():
+    qs = [crappify_params(s, (32, 24))[0] for s in range(400)]
+    assert min(qs) == 10 and max(qs) == 70  # the whole range is drawn
+    q, (x, y) = crappify_params(3, (32, 24), (40, 40))
+    assert q == 40 and 0 <= x <= 16 and 0 <= y <= 12
+    img = photo()
+    assert crappify(img, 1).tobytes() != crappify(img, 1, stamp=False).tobytes()
+    # the degradation grows as the quality drops
+    err = [np.abs(np.asarray(crappify(img, 0, quality=(q, q), stamp=False), float)
+                  - np.asarray(img, float)).mean() for q in (90, 10)]
+    assert err[1] > err[0]
+
+
+@pytest.mark.parametrize("bad", [dict(scale=0), dict(scale=1.5), dict(quality=(70, 10)),
+                                 dict(quality=(0, 50))])
+def test_crappify_rejects_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        crappify(photo(), 0, **bad)
+    with pytest.raises(TypeError):
+        crappify(np.zeros((4, 4, 3)), 0)
+
+
+def test_crappy_pairs_uses_one_seed_per_image():
+    clean = torch.from_numpy(np.stack([np.asarray(photo(seed=i)) for i in range(3)])
+                             ).permute(0, 3, 1, 2).contiguous()
+    crappy = crappy_pairs(clean, seed=5)
+    assert crappy.shape == clean.shape and crappy.dtype == torch.uint8
+    for i in range(3):
+        want = np.asarray(crappify(Image.fromarray(clean[i].permute(1, 2, 0).numpy()), 5 + i))
+        assert torch.equal(crappy[i], torch.from_numpy(want.copy()).permute(2, 0, 1))
+    gray = crappy_pairs(clean[:, :1], seed=0)
+    assert gray.shape == (3, 1, 48, 64)
+    with pytest.raises(TypeError):
+        crappy_pairs(clean.float(), 0)
+
+
+def test_pair_loaders_split_range_and_paired_flips():
+    n = 10
+    ramp = torch.arange(16, dtype=torch.uint8).repeat(n, 3, 8, 1) * 16  # left-right asymmetric
+    dls = PairDataLoaders.from_tensors(ramp, ramp.clone(), valid_pct=0.3, bs=4, seed=1)
+    tr, va = dls.train.loader, dls.valid.loader
+    assert len(tr.x) == 7 and len(va.x) == 3
+    flipped = 0
+    for _ in range(3):
+        for xb, yb in dls.train:
+            assert xb.dtype == torch.float32 and 0 <= xb.min() and xb.max() <= 1
+            assert torch.equal(xb, yb)  # the same flip for input and target
+            flipped += int((xb[:, 0, 0, 0] > xb[:, 0, 0, -1]).sum())
+    assert flipped > 0
+    for xb, _ in dls.valid:  # never flipped
+        assert (xb[:, 0, 0, 0] < xb[:, 0, 0, -1]).all()
+    again = PairDataLoaders.from_tensors(ramp, ramp.clone(), valid_pct=0.3, bs=4, seed=1)
+    assert torch.equal(next(iter(again.train))[0], next(iter(
+        PairDataLoaders.from_tensors(ramp, ramp.clone(), valid_pct=0.3, bs=4, seed=1).train))[0])
+    with pytest.raises(ValueError):
+        PairDataLoaders.from_indices(ramp, ramp, torch.tensor([0, 1]), torch.tensor([1, 2]))
+    with pytest.raises(TypeError):
+        PairDataLoaders.from_tensors(ramp.float(), ramp.float())
+
+
+def ssim_reference(x: np.ndarray, y: np.ndarray, data_range=1.0, window=11, sigma=1.5):
+    """Wang et al. 2004 in float64 numpy, one image (C, H, W), 'valid' positions."""
+    g = np.exp(-((np.arange(window) - (window - 1) / 2) ** 2) / (2 * sigma ** 2))
+    k = np.outer(g, g) / g.sum() ** 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    vals = []
+    for a, b in zip(x, y, strict=True):
+        h, w = a.shape[0] - window + 1, a.shape[1] - window + 1
+
+        def blur(t, h=h, w=w):
+            return np.array([[np.sum(t[i:i + window, j:j + window] * k) for j in range(w)]
+                             for i in range(h)])
+
+        ma, mb = blur(a), blur(b)
+        saa, sbb, sab = blur(a * a) - ma ** 2, blur(b * b) - mb ** 2, blur(a * b) - ma * mb
+        s = ((2 * ma * mb + c1) * (2 * sab + c2)) / ((ma ** 2 + mb ** 2 + c1) * (saa + sbb + c2))
+        vals.append(s.mean())
+    return float(np.mean(vals))
+
+
+def test_psnr_and_ssim_match_references():
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 16, 20)
+    y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    for i in range(3):
+        mse = float(((x[i].double() - y[i].double()) ** 2).mean())
+        assert math.isclose(float(psnr(x, y)[i]), 10 * math.log10(1 / mse), rel_tol=1e-5)
+        assert math.isclose(float(ssim(x, y)[i]),
+                            ssim_reference(x[i].double().numpy(), y[i].double().numpy()),
+                            rel_tol=1e-5)
+    assert psnr(x, x).isinf().all() and torch.allclose(ssim(x, x), torch.ones(3))
+    noisier = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    assert (psnr(x, noisier) < psnr(x, y)).all() and (ssim(x, noisier) < ssim(x, y)).all()
+    with pytest.raises(ValueError):
+        psnr(x, y[:, :1])
+    with pytest.raises(ValueError):
+        ssim(x[..., :8, :8], y[..., :8, :8])
+
+
+def test_learner_metrics_average_over_images():
+    from types import SimpleNamespace
+
+    x = torch.rand(4, 3, 16, 16)
+    y = (x + 0.1).clamp(0, 1)
+    for metric, fn in ((PSNR(), psnr), (SSIM(), ssim)):
+        metric.reset()
+        metric.accumulate(SimpleNamespace(pred=x[:1], yb=(y[:1],)))
+        metric.accumulate(SimpleNamespace(pred=x[1:], yb=(y[1:],)))
+        assert math.isclose(metric.value, float(fn(x, y).mean()), rel_tol=1e-6)
+    assert PSNR().name == "psnr" and SSIM().name == "ssim"
