@@ -200,3 +200,19 @@ def test_feature_loss_bad_arguments():
         FeatureLoss(net, [99], [1.0])
     with pytest.raises(ValueError):
         FeatureLoss(net, [2], [1.0])(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4, 4))
+
+
+def test_calibrated_weights_equalise_the_terms():
+    net = small_vgg()
+    loss = FeatureLoss(net, [2, 6], [20.0, 70.0])
+    x, t = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    cal = loss.calibrated(x, t)
+    assert cal is not loss and loss.wgts == [20.0, 70.0]  # the original is unchanged
+    cal(x, t)
+    pixel = cal.metrics["pixel"]
+    for k in cal.names:
+        torch.testing.assert_close(cal.metrics[k], pixel, rtol=1e-4, atol=0)
+    ref = FeatureLoss(net, [2, 6], cal.wgts, gram_wgts=cal.gram_wgts, fused=False)
+    torch.testing.assert_close(ref(x, t), cal(x, t), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError):
+        FeatureLoss(net, [2, 6], [1.0, 1.0], gram_wgts=[1.0])

@@ -68,6 +68,8 @@ class FeatureLoss(nn.Module):
             pools: :func:`relu_before_pools`).
         layer_wgts: one weight per feature layer.
         gram_wgt: the Gram terms' weight is ``w_i**2 * gram_wgt`` (course default 5e3).
+        gram_wgts: per-layer Gram weights instead (overrides ``gram_wgt``), e.g. from
+            :meth:`calibrated` for a backbone whose activations are not VGG's.
         stats: ``(mean, std)`` per channel to normalise images with before the backbone
             (e.g. ImageNet's for torchvision weights); the pixel term uses the raw images.
         fused: one native call for all terms (L1 only); ``False`` for plain PyTorch.
@@ -76,7 +78,7 @@ class FeatureLoss(nn.Module):
     def __init__(self, backbone: nn.Sequential, layer_ids: Sequence[int],
                  layer_wgts: Sequence[float], gram_wgt: float = 5e3,
                  stats: tuple[Sequence[float], Sequence[float]] | None = None,
-                 fused: bool = True) -> None:
+                 fused: bool = True, gram_wgts: Sequence[float] | None = None) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Sequential):
             raise TypeError(f"backbone must be an nn.Sequential, got {type(backbone).__name__}")
@@ -93,6 +95,10 @@ class FeatureLoss(nn.Module):
         self.body = body.eval().requires_grad_(False)
         self.layer_ids, self.wgts = ids, [float(w) for w in layer_wgts]
         self.gram_wgt, self.fused = float(gram_wgt), fused
+        if gram_wgts is not None and len(gram_wgts) != len(ids):
+            raise ValueError("give one Gram weight per feature layer")
+        self.gram_wgts = ([float(g) for g in gram_wgts] if gram_wgts is not None
+                          else [w * w * self.gram_wgt for w in self.wgts])
         if stats is not None:
             mean, std = (torch.tensor(s, dtype=torch.float32).view(1, -1, 1, 1) for s in stats)
             self.register_buffer("mean", mean, persistent=False)
@@ -151,15 +157,31 @@ class FeatureLoss(nn.Module):
         if self.fused:
             n = len(self.wgts)
             terms = ops.feature_loss([input, *f_in], [target, *f_t], [1.0, *self.wgts],
-                                     [0.0, *(w * w * self.gram_wgt for w in self.wgts)])
+                                     [0.0, *self.gram_wgts])
             terms = torch.cat([terms[:n + 1], terms[n + 2:]])  # drop the pixels' (zero) Gram
         else:
-            pairs = list(zip(f_in, f_t, self.wgts, strict=True))
+            pairs = list(zip(f_in, f_t, self.wgts, self.gram_wgts, strict=True))
             terms = torch.stack(
                 [F.l1_loss(input, target).float()]
-                + [F.l1_loss(a, b).float() * w for a, b, w in pairs]
-                + [F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * w * w
-                   * self.gram_wgt for a, b, w in pairs])
+                + [F.l1_loss(a, b).float() * w for a, b, w, _ in pairs]
+                + [F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * g
+                   for a, b, _, g in pairs])
         self.metrics = dict(zip(self.names, terms.detach(), strict=True))
         return terms.sum()
+
+    @torch.no_grad()
+    def calibrated(self, inputs: Tensor, targets: Tensor) -> FeatureLoss:
+        """A copy whose feature and Gram weights make every term equal to the pixel term on
+        ``(inputs, targets)`` (e.g. degraded images and their originals): the course's weights
+        suit VGG16's activations, not those of another backbone."""
+        unit = copy.copy(self)
+        unit.wgts, unit.gram_wgts = [1.0] * len(self.wgts), [1.0] * len(self.wgts)
+        unit(inputs, targets)
+        m, n = unit.metrics, len(self.wgts)
+        pixel = float(m["pixel"])
+        out = copy.copy(self)
+        out.wgts = [pixel / max(float(m[f"feat_{i}"]), 1e-12) for i in range(n)]
+        out.gram_wgts = [pixel / max(float(m[f"gram_{i}"]), 1e-12) for i in range(n)]
+        out.metrics = {}
+        return out
 
