@@ -34,7 +34,7 @@ TOUR: list[tuple[str, int | None]] = [
     ("adult", 2),
     ("movielens", 2),
     ("shakespeare-lm", 1),
-    # ("superres", 3),  -- added when the image-generation demo lands
+    ("superres", 4),
     ("uat", 20),
 ]
 
