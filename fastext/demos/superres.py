@@ -10,7 +10,8 @@ feature loss (the course's lesson 7), on the fused :func:`fastext.ops.feature_lo
    encoder on the 80 training frames only (see :mod:`fastext.tasks.gen.features`). The
    record's ``backbone`` says which.
 3. The generator: a U-Net on a ResNet-18 encoder (random init) with the input crossed in
-   before the last block and a sigmoid output range, trained with 1cycle on
+   before the last block, predicting a correction added to its input (it starts as the
+   identity: :mod:`fastext.tasks.gen.restorer`), trained with 1cycle on
    ``FeatureLoss`` (pixel L1 + feature L1 + Gram L1). With VGG16-BN the course's weights
    (5, 15, 2; Gram 5e3 w^2); with the net trained here the weights are calibrated on 16
    training pairs so that each term starts equal to the pixel term
@@ -32,12 +33,13 @@ from typing import Any
 import torch
 
 from ..data.camvid import load_camvid, split_indices
+from ..learner import Learner
 from ..learner.metrics import LossTerm
 from ..tasks.gen.data import PairDataLoaders, camvid_pairs
 from ..tasks.gen.features import FeatureNet, load_vgg16_bn, train_feature_net
 from ..tasks.gen.gan import save_sample_grid
 from ..tasks.gen.metrics import psnr, ssim
-from ..tasks.vision.unet import unet_learner
+from ..tasks.gen.restorer import residual_splitter, restoration_unet
 from ._common import torch_threads, write_json
 
 __all__ = ["cli_main", "evaluate", "run", "train_generator"]
@@ -79,9 +81,9 @@ def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", da
         loader = dls.train.loader
         loss = loss.calibrated(loader.x[:16].float() / 255, loader.y[:16].float() / 255)
     torch.manual_seed(seed)
-    learn = unet_learner(dls, "resnet18", n_out=3, last_cross=True, y_range=(-0.02, 1.02),
-                         loss_func=loss, metrics=[LossTerm(k) for k in loss.names],
-                         quiet=quick)
+    model = restoration_unet("resnet18", tuple(crappy.shape[-2:]))
+    learn = Learner(dls, model, loss, metrics=[LossTerm(k) for k in loss.names],
+                    splitter=residual_splitter, quiet=quick)
     learn.fit_one_cycle(epochs, LR)
     record = {"backbone": fnet.description, "feature_wgts": loss.wgts,
               "gram_wgts": loss.gram_wgts, "epochs": epochs, "n_train": len(train_idx),
