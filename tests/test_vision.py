@@ -13,9 +13,15 @@ from PIL import Image
 from torch import nn
 
 from fastext.nn import BatchNormReLU2d
-from fastext.tasks.vision.body import create_body, load_pretrained, num_features
+from fastext.tasks.vision.body import conv_body, create_body, load_pretrained, num_features
 from fastext.tasks.vision.data import BatchAugment, ImageDataLoaders, load_images, multi_hot
-from fastext.tasks.vision.interpret import ClassificationInterpretation, grad_cam, mass_in_box
+from fastext.tasks.vision.interpret import (
+    ClassificationInterpretation,
+    bounding_boxes,
+    grad_cam,
+    mass_in_box,
+    save_cam_overlays,
+)
 from fastext.tasks.vision.learner import AdaptiveConcatPool2d, create_head, vision_learner
 from fastext.tasks.vision.multilabel import mnist_mosaics
 
@@ -236,6 +242,59 @@ def test_mass_in_box():
     img = torch.zeros(1, 4, 4)
     img[0, 1:3, 1:3] = 1
     assert mass_in_box(cam, img).item() == pytest.approx(0.75)
+
+
+def test_mass_in_box_of_an_even_map_is_the_box_share():
+    img = torch.zeros(3, 2, 10, 8)
+    img[0, 1, 2:5, 3:7] = 0.5  # box 3 x 4 on the second channel
+    img[1, 0, 0, 0] = img[1, 0, 9, 7] = 1.0  # box = the whole image
+    even = torch.ones(3, 10, 8)
+    assert bounding_boxes(img) == [(2, 4, 3, 6), (0, 9, 0, 7), None]
+    torch.testing.assert_close(mass_in_box(even, img), torch.tensor([12 / 80, 1.0, 0.0]))
+    assert mass_in_box(torch.zeros(3, 10, 8), img).tolist() == [0.0, 0.0, 0.0]
+    assert mass_in_box(even, img, thresh=0.6)[0].item() == 0.0  # threshold above the ink
+
+
+def test_grad_cam_upsamples_a_strided_map_bilinearly():
+    torch.manual_seed(1)
+    body = conv_body(1, (3, 4), (2, 1), norm=False)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(body, head)
+    x = torch.randn(2, 1, 9, 9)
+    cam = grad_cam(model, body[-1], x)
+    a = body(x).detach().requires_grad_()  # (2, 4, 5, 5)
+    logits = head(a)
+    logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+    ref = torch.relu((a.grad.mean((2, 3), keepdim=True) * a.detach()).sum(1, keepdim=True))
+    ref = F.interpolate(ref, size=(9, 9), mode="bilinear", align_corners=False)[:, 0]
+    ref = ref / ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    assert cam.shape == (2, 9, 9)
+    torch.testing.assert_close(cam, ref)
+
+
+def test_grad_cam_of_a_norm_free_body_stays_near_the_ink():
+    # conv_body(norm=False) has no BatchNorm and no biases: a blank region is zero in every
+    # block, so the heat map is zero beyond the receptive field of the ink (2 blocks: 2 px)
+    torch.manual_seed(0)
+    body = conv_body(1, (4, 8), (1, 1), norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+    assert all(m.bias is None for m in body.modules() if isinstance(m, nn.Conv2d))
+    model = nn.Sequential(body, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    x = torch.zeros(4, 1, 16, 16)
+    x[:, 0, 6:9, 7:10] = torch.rand(4, 3, 3) + 0.5
+    cam = grad_cam(model, body[-1], x)
+    far = torch.ones(16, 16, dtype=torch.bool)
+    far[4:11, 5:12] = False
+    assert cam[:, far].abs().max().item() == 0.0
+    assert mass_in_box(cam, x).min().item() >= 0.0
+
+
+def test_cam_overlays_with_boxes_write_a_png(tmp_path):
+    img = torch.zeros(3, 1, 12, 12, dtype=torch.uint8)
+    img[:, 0, 3:8, 4:9] = 200
+    png = save_cam_overlays(img, torch.rand(3, 12, 12), tmp_path / "cam.png",
+                            ["a", "b", "c"], bounding_boxes(img))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_interpretation_matches_sklearn(tmp_path):

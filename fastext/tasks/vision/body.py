@@ -137,20 +137,31 @@ def num_features(body: nn.Module, in_channels: int | None = None, size: int = 64
 
 
 def conv_body(in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256),
-              strides: tuple[int, ...] = (2, 2, 2, 2)) -> nn.Sequential:
+              strides: tuple[int, ...] = (2, 2, 2, 2), norm: bool = True) -> nn.Sequential:
     """A plain body for small images: per width, a 3x3 conv (stride from ``strides``) ->
     BatchNorm -> ReLU. ``strides`` decides the output resolution (a Grad-CAM wants a map
     that is not too coarse).
 
+    ``norm=False`` leaves the BatchNorms out (conv -> ReLU, still without biases): the body
+    then maps an all-zero region to exactly zero in every block (zero padding included), so
+    on images whose background is zero after normalisation, a block's activations, and a
+    Grad-CAM taken there, can only be non-zero where some input in the receptive field is.
+
     >>> conv_body(1, (8, 16), (2, 1))(torch.randn(2, 1, 28, 28)).shape
     torch.Size([2, 16, 14, 14])
+    >>> x = torch.zeros(1, 1, 28, 28)
+    >>> x[0, 0, 10, 10] = 1.0
+    >>> out = conv_body(1, (8, 16), (1, 1), norm=False)(x)
+    >>> bool(out[..., :8, :].eq(0).all()), bool(out[..., 13:, :].eq(0).all())
+    (True, True)
     """
     if len(widths) != len(strides) or not widths:
         raise ValueError("widths and strides must be non-empty and of equal length")
     layers: list[nn.Module] = []
     c = in_channels
     for w, s in zip(widths, strides, strict=True):
-        layers.append(nn.Sequential(nn.Conv2d(c, w, 3, s, 1, bias=False), nn.BatchNorm2d(w),
-                                    nn.ReLU(inplace=True)))
+        conv = nn.Conv2d(c, w, 3, s, 1, bias=False)
+        layers.append(nn.Sequential(conv, nn.BatchNorm2d(w), nn.ReLU(inplace=True)) if norm
+                      else nn.Sequential(conv, nn.ReLU(inplace=True)))
         c = w
     return nn.Sequential(*layers)

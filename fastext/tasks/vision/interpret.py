@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from ...learner.figures import save_figure as _save
 
-__all__ = ["ClassificationInterpretation", "grad_cam", "mass_in_box", "save_cam_overlays"]
+__all__ = ["ClassificationInterpretation", "bounding_boxes", "grad_cam", "mass_in_box",
+           "save_cam_overlays"]
 
 
 def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
@@ -62,29 +63,50 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
     return cam / peak
 
 
+def bounding_boxes(image: Tensor, thresh: float = 0.0) -> list[tuple[int, int, int, int] | None]:
+    """Per image (N, C, H, W) or (N, H, W), the bounding box ``(top, bottom, left, right)``
+    (inclusive) of its pixels above ``thresh`` (any channel), or ``None`` for a blank one.
+
+    >>> img = torch.zeros(1, 5, 6)
+    >>> img[0, 1, 2] = img[0, 3, 4] = 1
+    >>> bounding_boxes(img)
+    [(1, 3, 2, 4)]
+    """
+    img = image if image.dim() == 3 else image.amax(1)
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for im in img:
+        ys, xs = (im > thresh).nonzero(as_tuple=True)
+        boxes.append(None if len(ys) == 0 else
+                     (int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())))
+    return boxes
+
+
 def mass_in_box(cam: Tensor, image: Tensor, thresh: float = 0.0) -> Tensor:
     """Per image, the fraction of the heat map's total mass inside the bounding box of the
-    image's pixels above ``thresh`` (cam (N, H, W), image (N, C, H, W) or (N, H, W))."""
-    img = image if image.dim() == 3 else image.amax(1)
+    image's pixels above ``thresh`` (cam (N, H, W), image (N, C, H, W) or (N, H, W)); 0 for
+    a blank image or an all-zero map. For an even map it is the box's share of the image."""
     fracs = []
-    for c, im in zip(cam, img, strict=True):
-        ys, xs = (im > thresh).nonzero(as_tuple=True)
+    for c, box in zip(cam, bounding_boxes(image, thresh), strict=True):
         total = c.sum()
-        if len(ys) == 0 or total <= 0:
+        if box is None or total <= 0:
             fracs.append(torch.tensor(0.0))
             continue
-        box = c[ys.min():ys.max() + 1, xs.min():xs.max() + 1].sum()
-        fracs.append(box / total)
+        top, bottom, left, right = box
+        fracs.append(c[top:bottom + 1, left:right + 1].sum() / total)
     return torch.stack(fracs)
 
 
 def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str],
-                      titles: Sequence[str] | None = None) -> Path:
-    """A PNG grid: each image in grey with its heat map over it (jet, half transparent)."""
+                      titles: Sequence[str] | None = None,
+                      boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+                      ) -> Path:
+    """A PNG grid: each image in grey with its heat map over it (jet, half transparent), and
+    when ``boxes`` (from :func:`bounding_boxes`) are given, each box outlined in white."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     n = len(images)
     cols = min(n, 8)
@@ -98,6 +120,11 @@ def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str]
         img = img.mean(0) if img.dim() == 3 else img
         ax.imshow(img.cpu().numpy(), cmap="gray")
         ax.imshow(cams[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        if boxes is not None and boxes[i] is not None:
+            top, bottom, left, right = boxes[i]
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
+                                   fill=False, edgecolor="white", linewidth=0.8,
+                                   linestyle="--"))
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
