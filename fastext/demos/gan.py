@@ -17,7 +17,6 @@ inputs), ``samples`` (PNG paths), the epochs' losses.
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,18 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
             generator, gen_loss = learn.model, learn.loss_func
         gen_loss = gen_loss or torch.nn.L1Loss()
         before = evaluate(generator, dls)
-        pretrained = copy.deepcopy(generator.state_dict())
+        pretrained = [p.detach().clone() for p in generator.parameters()]
         torch.manual_seed(seed)
         critic = basic_critic(3, 16 if quick else 32, 3)
         # --quick: a fixed 1:1 alternation, so that both nets move within its few batches
         switcher = (FixedGANSwitcher(1, 1) if quick
                     else AdaptiveGANSwitcher(critic_thresh=0.65))
+        # the critic is pretrained first, so the alternation starts with the generator
+        # (with --quick's single batch per epoch, a critic-first epoch would never train it)
         gan = GANLearner(dls, generator, critic, gen_loss, adv_weight=0.05, lr=1e-4,
-                         switcher=switcher)
+                         switcher=switcher, gen_first=True)
         gan.fit(1, critic_only=True, quiet=quick)  # the critic's pretraining
-        history = gan.fit(epochs or (1 if quick else 4), sample_dir=out, quiet=quick)
+        history = gan.fit(epochs or (2 if quick else 4), sample_dir=out, quiet=quick)
         after = evaluate(generator, dls)
     samples = [h["sample"] for h in history if "sample" in h]
     record.update({
@@ -65,8 +66,11 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
         "psnr_pretrained": before["psnr_out"], "ssim_pretrained": before["ssim_out"],
         "psnr_in": before["psnr_in"], "ssim_in": before["ssim_in"],
         "gan_epochs": len(history) - 1, "history": history, "samples": samples,
+        "gen_batches": sum(h["gen_batches"] for h in history[1:]),
+        "crit_batches": sum(h["crit_batches"] for h in history[1:]),
         "pretrained_weights_changed": any(
-            not torch.equal(v, generator.state_dict()[k]) for k, v in pretrained.items()),
+            not torch.equal(a, b) for a, b in zip(pretrained, generator.parameters(),
+                                                  strict=True)),
         "seconds": round(time.perf_counter() - t0, 1)})
     print(f"gan: PSNR crappy {record['psnr_in']:.2f} dB, pretrained U-Net "
           f"{record['psnr_pretrained']:.2f} dB, after the GAN {record['psnr_out']:.2f} dB; "

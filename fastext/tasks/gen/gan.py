@@ -20,6 +20,7 @@ switcher decides after each batch which phase comes next:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +103,17 @@ class GANLearner:
         clip: WGAN mode: critic loss ``mean(fake) - mean(real)``, generator term
             ``-mean(fake)``, critic weights clipped to ``[-clip, clip]`` after each step.
         lr, opt_betas, wd: both optimizers are fastext AdamW with these (momentum 0).
+        crit_loss_func: ``f(real_scores, fake_scores)``, the critic's loss in place of the
+            default (BCE-with-logits, or the WGAN loss when ``clip`` is set).
     """
 
     def __init__(self, dls: Any, generator: nn.Module, critic: nn.Module,
                  gen_loss_func: Any, adv_weight: float = 0.5, switcher: Any = None,
                  gen_first: bool = False, clip: float | None = None, lr: float = 1e-4,
-                 opt_betas: tuple[float, float] = (0.0, 0.99), wd: float = 0.0) -> None:
+                 opt_betas: tuple[float, float] = (0.0, 0.99), wd: float = 0.0,
+                 crit_loss_func: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         self.dls, self.generator, self.critic = dls, generator, critic
+        self.crit_loss_func = crit_loss_func
         self.gen_loss_func, self.adv_weight, self.clip = gen_loss_func, adv_weight, clip
         self.switcher = switcher or AdaptiveGANSwitcher(critic_thresh=0.65)
         self.gen_mode = gen_first
@@ -119,6 +124,8 @@ class GANLearner:
     def critic_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         """The critic's loss on a batch of targets and generated images."""
         s_real, s_fake = self.critic(real), self.critic(fake)
+        if self.crit_loss_func is not None:
+            return self.crit_loss_func(s_real, s_fake)
         if self.clip is not None:
             return s_fake.mean() - s_real.mean()
         return (_adversarial(s_real, True) + _adversarial(s_fake, False)) / 2
