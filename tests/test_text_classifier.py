@@ -249,3 +249,30 @@ def test_demo_quick_writes_record(tmp_path):
     for key in ("ulmfit_acc", "scratch_acc"):
         assert key in saved and saved[key] == rec[key] and 0 <= saved[key] <= 1
     assert "pretrain" in saved["note"].lower()
+    # the fair protocol: both arms chose from the same grid on the hold-out
+    assert set(saved["holdout"]) == {"ulmfit", "scratch"}
+    for arm in ("ulmfit", "scratch"):
+        assert len(saved["holdout"][arm]) == len(saved["lr_grid"])
+        assert saved[f"{arm}_lr"] in saved["lr_grid"]
+
+
+def test_demo_holdout_is_carved_from_training_reviews_only():
+    """The lr of each arm is chosen on reviews taken from the 800 training ones: disjoint
+    from the 200 validation reviews, the rest of the training reviews used for fitting,
+    the same draw for a seed."""
+    from fastext.data.text import load_imdb_sample
+    from fastext.demos.imdb import N_HOLDOUT, choose_lr, holdout_split
+
+    is_valid = torch.tensor(load_imdb_sample()["is_valid"].to_numpy())
+    train_idx, valid_idx = (~is_valid).nonzero().flatten(), is_valid.nonzero().flatten()
+    fit, hold = holdout_split(train_idx, N_HOLDOUT, seed=0)
+    assert len(hold) == N_HOLDOUT == 160 and len(fit) == 640
+    assert not set(hold.tolist()) & set(valid_idx.tolist())
+    assert not set(fit.tolist()) & set(valid_idx.tolist())
+    assert not set(fit.tolist()) & set(hold.tolist())
+    assert sorted(fit.tolist() + hold.tolist()) == train_idx.tolist()
+    assert torch.equal(holdout_split(train_idx, N_HOLDOUT, seed=0)[1], hold)
+    assert not torch.equal(holdout_split(train_idx, N_HOLDOUT, seed=1)[1], hold)
+    with pytest.raises(ValueError, match="n_holdout"):
+        holdout_split(train_idx, 800)
+    assert choose_lr({3e-3: 0.6, 1e-2: 0.7, 3e-2: 0.7}) == 1e-2
