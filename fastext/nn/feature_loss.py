@@ -170,18 +170,18 @@ class FeatureLoss(nn.Module):
         return terms.sum()
 
     @torch.no_grad()
-    def calibrated(self, inputs: Tensor, targets: Tensor) -> FeatureLoss:
-        """A copy whose feature and Gram weights make every term equal to the pixel term on
-        ``(inputs, targets)`` (e.g. degraded images and their originals): the course's weights
-        suit VGG16's activations, not those of another backbone."""
+    def calibrated(self, inputs: Tensor, targets: Tensor, ratio: float = 1.0) -> FeatureLoss:
+        """A copy whose feature and Gram weights make every term ``ratio`` times the pixel
+        term on ``(inputs, targets)`` (e.g. degraded images and their originals): the
+        course's weights suit VGG16's activations, not those of another backbone."""
         unit = copy.copy(self)
         unit.wgts, unit.gram_wgts = [1.0] * len(self.wgts), [1.0] * len(self.wgts)
         unit(inputs, targets)
         m, n = unit.metrics, len(self.wgts)
         pixel = float(m["pixel"])
         out = copy.copy(self)
-        out.wgts = [pixel / max(float(m[f"feat_{i}"]), 1e-12) for i in range(n)]
-        out.gram_wgts = [pixel / max(float(m[f"gram_{i}"]), 1e-12) for i in range(n)]
+        out.wgts = [ratio * pixel / max(float(m[f"feat_{i}"]), 1e-12) for i in range(n)]
+        out.gram_wgts = [ratio * pixel / max(float(m[f"gram_{i}"]), 1e-12) for i in range(n)]
         out.metrics = {}
         return out
 
