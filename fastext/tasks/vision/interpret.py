@@ -192,7 +192,7 @@ class ClassificationInterpretation:
         losses, idx = self.top_losses(k)
         cols = min(len(idx), 5)
         rows = -(-len(idx) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 3.0 * rows), squeeze=False)
         probs = self.preds.softmax(1)
         for ax in axes.flat:
             ax.axis("off")
@@ -207,7 +207,7 @@ class ClassificationInterpretation:
             ax.set_title(f"{self.vocab[int(self.preds[i].argmax())]}/{self.vocab[t]}\n"
                          f"{loss:.2f}/{probs[i, t]:.2f}", fontsize=8)
         fig.suptitle("predicted/actual, loss/probability of actual", fontsize=9)
-        fig.tight_layout()
+        fig.tight_layout(h_pad=1.5)  # room for each row's two-line titles
         return _save(fig, path)
 
     def plot_confusion_matrix(self, path: str | os.PathLike[str]) -> Path:
