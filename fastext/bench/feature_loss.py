@@ -28,11 +28,9 @@ import importlib.util
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .. import ops
-from ..nn.feature_loss import FeatureLoss, gram_matrix, relu_before_pools
+from ..nn.feature_loss import FeatureLoss, feature_terms, relu_before_pools
 from .timing import time_alternating
 
 NAME = "feature_loss"
@@ -57,19 +55,20 @@ def _backbone(device: torch.device) -> tuple[torch.nn.Sequential, list[int]]:
     return vgg, relu_before_pools(vgg)[2:5]
 
 
+def _loss(xs: list[Tensor], ts: list[Tensor], fused: bool) -> Tensor:
+    """The summed loss from the pixels (first) and the feature slices."""
+    gram_wgts = [w * w * GRAM_WGT for w in WGTS]
+    return feature_terms(xs[0], ts[0], xs[1:], ts[1:], WGTS, gram_wgts, fused).sum()
+
+
 def reference_loss(xs: list[Tensor], ts: list[Tensor]) -> Tensor:
-    """The course's formula in stock PyTorch: pixels first, then the feature slices."""
-    loss = F.l1_loss(xs[0], ts[0])
-    for x, t, w in zip(xs[1:], ts[1:], WGTS, strict=True):
-        loss = loss + F.l1_loss(x, t) * w
-        loss = loss + F.l1_loss(gram_matrix(x), gram_matrix(t)) * w * w * GRAM_WGT
-    return loss
+    """The course's formula in stock PyTorch ops."""
+    return _loss(xs, ts, fused=False)
 
 
 def fused_loss(xs: list[Tensor], ts: list[Tensor]) -> Tensor:
     """The same loss in one native call."""
-    return ops.feature_loss(xs, ts, [1.0, *WGTS],
-                            [0.0, *(w * w * GRAM_WGT for w in WGTS)]).sum()
+    return _loss(xs, ts, fused=True)
 
 
 def _terms_row(device: torch.device, reps: int, warmup: int, batch: int, size: int,

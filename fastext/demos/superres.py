@@ -36,7 +36,7 @@ import torch
 from ..data.camvid import load_camvid, split_indices
 from ..learner import Learner
 from ..learner.metrics import LossTerm
-from ..tasks.gen.data import PairDataLoaders, camvid_pairs
+from ..tasks.gen.data import PairDataLoaders, crappy_pairs
 from ..tasks.gen.features import FeatureNet, load_vgg16_bn, train_feature_net
 from ..tasks.gen.gan import save_sample_grid
 from ..tasks.gen.metrics import psnr, ssim
@@ -48,11 +48,10 @@ __all__ = ["cli_main", "evaluate", "run", "train_generator"]
 VALID_PCT, BS, LR = 0.2, 4, 3e-3
 
 
-def _feature_net(weights: Any, data: Any, train_idx: torch.Tensor, epochs: int, seed: int,
+def _feature_net(weights: Any, cv: Any, train_idx: torch.Tensor, epochs: int, seed: int,
                  quick: bool) -> tuple[FeatureNet, dict[str, Any]]:
     if weights:
         return load_vgg16_bn(weights), {}
-    cv = load_camvid(data)
     return train_feature_net(cv.images[train_idx], cv.masks[train_idx], cv.codes,
                              epochs=epochs, seed=seed, quiet=quick)
 
@@ -63,7 +62,9 @@ def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", da
     """Steps 1-3: the crappified pairs, the feature network and the U-Net trained on the
     feature loss. Returns ``(learn, dls, record)``; ``learn.model`` is the generator."""
     t0 = time.perf_counter()
-    crappy, clean = camvid_pairs(data, seed=seed)
+    cv = load_camvid(data)
+    clean = cv.images
+    crappy = crappy_pairs(clean, seed)
     n = len(clean)
     train_idx, valid_idx = split_indices(n, VALID_PCT, seed)
     if quick:
@@ -73,16 +74,15 @@ def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", da
     epochs = 1 if quick else (epochs or 12)
     print(f"superres: {len(train_idx)} train / {len(valid_idx)} held-out CamVid frames, "
           f"crappified (seed {seed})")
-    fnet, frec = _feature_net(weights, data, train_idx, feature_epochs, seed, quick)
+    fnet, frec = _feature_net(weights, cv, train_idx, feature_epochs, seed, quick)
     print(f"superres: feature loss over {fnet.description}")
     dls = PairDataLoaders.from_indices(crappy, clean, train_idx, valid_idx, bs=BS, seed=seed,
                                        device="cpu")
     loss = fnet.loss()
     if not weights:  # the course's weights suit VGG16's activations, not our net's
-        loader = dls.train.loader
+        x, y = crappy[train_idx[:16]], clean[train_idx[:16]]
         # the six feature and Gram terms together weigh as much as the pixel term
-        loss = loss.calibrated(loader.x[:16].float() / 255, loader.y[:16].float() / 255,
-                               ratio=1 / (2 * len(loss.wgts)))
+        loss = loss.calibrated(x.float() / 255, y.float() / 255, ratio=1 / (2 * len(loss.wgts)))
     torch.manual_seed(seed)
     model = restoration_unet("resnet18", tuple(crappy.shape[-2:]))
     learn = Learner(dls, model, loss, metrics=[LossTerm(k) for k in loss.names],

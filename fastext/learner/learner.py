@@ -432,10 +432,16 @@ class Learner:
                        (valley,) if suggest_funcs is None else suggest_funcs, plot)
 
     # -- checkpoints ----------------------------------------------------------------
+    def model_file(self, name: str | Path) -> Path:
+        """Where a checkpoint called ``name`` lives: ``path/model_dir/name.pth`` for a bare
+        name, ``name`` itself when it has a suffix (a file the user names)."""
+        file = Path(name)
+        return file if file.suffix else self.path / self.model_dir / f"{name}.pth"
+
     def save(self, name: str, with_opt: bool = True) -> Path:
         """Writes model, optimizer, scaler, epoch, schedule position and RNG state to
         ``path/model_dir/name.pth``, loadable with ``torch.load(weights_only=True)``."""
-        file = self.path / self.model_dir / f"{name}.pth"
+        file = self.path / self.model_dir / f"{name}.pth"  # always under model_dir
         file.parent.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = {"model": unwrap_model(self.model).state_dict(),
                                  "epoch": self.epoch, "train_iter": self.train_iter,
@@ -457,9 +463,7 @@ class Learner:
         ``with_state`` also restores the epoch counters and the RNGs. To resume a fit from a
         checkpoint saved at the end of epoch ``k``, call the same ``fit*`` with
         ``start_epoch=k + 1`` (``learn.epoch + 1`` after this load)."""
-        file = Path(name)
-        if not file.suffix:
-            file = self.path / self.model_dir / f"{name}.pth"
+        file = self.model_file(name)
         if not file.exists():
             raise FileNotFoundError(f"no checkpoint at {file}")
         state = torch.load(file, map_location=self.dls.device, weights_only=True)

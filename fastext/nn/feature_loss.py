@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from .. import ops
 
-__all__ = ["FeatureLoss", "gram_matrix", "relu_before_pools"]
+__all__ = ["FeatureLoss", "feature_terms", "gram_matrix", "relu_before_pools"]
 
 
 def gram_matrix(x: Tensor) -> Tensor:
@@ -49,6 +49,22 @@ def gram_matrix(x: Tensor) -> Tensor:
     n, c = x.shape[:2]
     f = x.reshape(n, c, -1)
     return f @ f.transpose(1, 2) / f[0].numel()
+
+
+def feature_terms(input: Tensor, target: Tensor, f_in: Sequence[Tensor], f_t: Sequence[Tensor],
+                  wgts: Sequence[float], gram_wgts: Sequence[float], fused: bool = True) -> Tensor:
+    """The loss's terms from the images and their features: ``[L1(input, target),
+    w_i * L1(f_i), ..., g_i * L1(G(f_i)), ...]`` (float32, float64 for float64 inputs).
+    ``fused``: one :func:`fastext.ops.feature_loss` call; else the formula in stock ops."""
+    if fused:
+        n = len(wgts)
+        terms = ops.feature_loss([input, *f_in], [target, *f_t], [1.0, *wgts], [0.0, *gram_wgts])
+        return torch.cat([terms[:n + 1], terms[n + 2:]])  # drop the pixels' (zero) Gram term
+    pairs = list(zip(f_in, f_t, wgts, gram_wgts, strict=True))
+    return torch.stack(
+        [F.l1_loss(input, target).float()]
+        + [F.l1_loss(a, b).float() * w for a, b, w, _ in pairs]
+        + [F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * g for a, b, _, g in pairs])
 
 
 def relu_before_pools(backbone: nn.Sequential) -> list[int]:
@@ -154,18 +170,7 @@ class FeatureLoss(nn.Module):
         f_in = feats(self._prep(input))
         with torch.no_grad():
             f_t = feats(self._prep(target))
-        if self.fused:
-            n = len(self.wgts)
-            terms = ops.feature_loss([input, *f_in], [target, *f_t], [1.0, *self.wgts],
-                                     [0.0, *self.gram_wgts])
-            terms = torch.cat([terms[:n + 1], terms[n + 2:]])  # drop the pixels' (zero) Gram
-        else:
-            pairs = list(zip(f_in, f_t, self.wgts, self.gram_wgts, strict=True))
-            terms = torch.stack(
-                [F.l1_loss(input, target).float()]
-                + [F.l1_loss(a, b).float() * w for a, b, w, _ in pairs]
-                + [F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * g
-                   for a, b, _, g in pairs])
+        terms = feature_terms(input, target, f_in, f_t, self.wgts, self.gram_wgts, self.fused)
         self.metrics = dict(zip(self.names, terms.detach(), strict=True))
         return terms.sum()
 

@@ -2,8 +2,7 @@
 feature loss, PSNR / SSIM, and GAN training (critic, switchers, GANLearner)."""
 
 from .crappify import crappify
-from .data import PairDataLoaders, camvid_pairs, crappy_pairs
+from .data import PairDataLoaders, crappy_pairs
 from .metrics import PSNR, SSIM, psnr, ssim
 
-__all__ = ["PSNR", "SSIM", "PairDataLoaders", "camvid_pairs", "crappify", "crappy_pairs",
-           "psnr", "ssim"]
+__all__ = ["PSNR", "SSIM", "PairDataLoaders", "crappify", "crappy_pairs", "psnr", "ssim"]

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +19,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ...data.camvid import load_camvid, split_indices
-from ...learner.data import DataLoaders
+from ...data.camvid import split_indices
+from ...learner.data import DataLoaders, TensorLoader
 from .crappify import crappify
 
-__all__ = ["PairDataLoaders", "camvid_pairs", "crappy_pairs"]
+__all__ = ["PairDataLoaders", "crappy_pairs"]
 
 
 def crappy_pairs(images: Tensor, seed: int, **crappify_kw: Any) -> Tensor:
@@ -42,40 +41,30 @@ def crappy_pairs(images: Tensor, seed: int, **crappify_kw: Any) -> Tensor:
     return out
 
 
-def camvid_pairs(root: str | os.PathLike[str] | None = None, seed: int = 0,
-                 **crappify_kw: Any) -> tuple[Tensor, Tensor]:
-    """(crappy, clean) uint8 (100, 3, 96, 128) tensors from CamVid tiny's frames."""
-    clean = load_camvid(root).images
-    return crappy_pairs(clean, seed, **crappify_kw), clean
-
-
-class _PairLoader:
-    """Batches of (input, target) float images in [0, 1]; in training, shuffled per epoch
-    from ``seed + epoch`` and each pair flipped horizontally (both alike) with p = 0.5."""
+class _PairLoader(TensorLoader):
+    """Batches of (input, target) float images in [0, 1] from uint8 pairs; in training,
+    shuffled per epoch (TensorLoader's seeded order) and each pair flipped horizontally (both
+    alike) with p = 0.5, the flips drawn from ``seed + epoch`` too."""
 
     def __init__(self, x: Tensor, y: Tensor, bs: int, train: bool, flip: bool,
                  seed: int) -> None:
-        self.x, self.y, self.bs, self.train = x, y, bs, train
-        self.flip, self.seed, self.epoch = flip and train, seed, 0
-
-    def __len__(self) -> int:
-        return -(-len(self.x) // self.bs)
+        super().__init__((x, y), bs=bs, shuffle=train, seed=seed)
+        self.flip = flip and train
 
     @property
-    def dataset(self) -> tuple[Tensor, Tensor]:
-        return self.x, self.y
+    def x(self) -> Tensor:
+        return self.tensors[0]
+
+    @property
+    def y(self) -> Tensor:
+        return self.tensors[1]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        n = len(self.x)
-        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        flips = torch.rand(n, generator=g) < 0.5
-        self.epoch += 1
-        for i in range(0, n, self.bs):
-            idx = order[i:i + self.bs]
-            xb, yb = self.x[idx].float().div_(255), self.y[idx].float().div_(255)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)  # before the epoch advances
+        for xb, yb in super().__iter__():
+            xb, yb = xb.float().div_(255), yb.float().div_(255)
             if self.flip:
-                f = flips[i:i + self.bs].view(-1, 1, 1, 1)
+                f = (torch.rand(len(xb), generator=g) < 0.5).view(-1, 1, 1, 1)
                 xb, yb = torch.where(f, xb.flip(-1), xb), torch.where(f, yb.flip(-1), yb)
             yield xb, yb
 

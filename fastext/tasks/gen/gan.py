@@ -61,8 +61,9 @@ class FixedGANSwitcher:
             raise ValueError("n_crit and n_gen must be at least 1")
         self.n_crit, self.n_gen, self.count = n_crit, n_gen, 0
 
-    def step(self, gen_mode: bool, loss: float) -> bool:
-        """After a batch of the given phase: the phase of the next batch."""
+    def step(self, gen_mode: bool, loss: float | Tensor) -> bool:
+        """After a batch of the given phase: the phase of the next batch (the loss is not
+        read)."""
         self.count += 1
         if self.count >= (self.n_gen if gen_mode else self.n_crit):
             self.count = 0
@@ -79,10 +80,10 @@ class AdaptiveGANSwitcher:
                  critic_thresh: float | None = None) -> None:
         self.gen_thresh, self.critic_thresh = gen_thresh, critic_thresh
 
-    def step(self, gen_mode: bool, loss: float) -> bool:
+    def step(self, gen_mode: bool, loss: float | Tensor) -> bool:
         """After a batch of the given phase with that loss: the phase of the next batch."""
         thresh = self.gen_thresh if gen_mode else self.critic_thresh
-        return (not gen_mode) if thresh is None or loss < thresh else gen_mode
+        return (not gen_mode) if thresh is None or float(loss) < thresh else gen_mode
 
 
 def _adversarial(scores: Tensor, real: bool) -> Tensor:
@@ -169,21 +170,22 @@ class GANLearner:
         self.generator.train()
         self.critic.train()
         for _ in range(n_epoch):
-            sums = {True: 0.0, False: 0.0}
+            sums: dict[bool, Any] = {True: 0.0, False: 0.0}
             counts = {True: 0, False: 0}
             for xb, yb in self.dls.train:
                 gen_mode = self.gen_mode and not critic_only
                 step = self._generator_step if gen_mode else self._critic_step
-                loss = float(step(xb, yb))
-                sums[gen_mode] += loss
+                loss = step(xb, yb)  # a tensor: read on the host only by a switcher that asks
+                sums[gen_mode] = sums[gen_mode] + loss
                 counts[gen_mode] += 1
                 if not critic_only:
                     self.gen_mode = self.switcher.step(gen_mode, loss)
+            mean = {m: float(sums[m]) / counts[m] if counts[m] else float("nan")
+                    for m in (True, False)}
             epoch = len(self.history)
-            rec: dict[str, Any] = {
-                "epoch": epoch, "gen_batches": counts[True], "crit_batches": counts[False],
-                "gen_loss": sums[True] / counts[True] if counts[True] else float("nan"),
-                "crit_loss": sums[False] / counts[False] if counts[False] else float("nan")}
+            rec: dict[str, Any] = {"epoch": epoch, "gen_batches": counts[True],
+                                   "crit_batches": counts[False], "gen_loss": mean[True],
+                                   "crit_loss": mean[False]}
             if sample_dir is not None:
                 rec["sample"] = str(save_sample_grid(
                     self.generator, self.dls, Path(sample_dir) / f"gan_epoch{epoch}.png"))

@@ -70,17 +70,18 @@ class _ImageMetric(Metric):
         self.data_range = data_range
 
     def reset(self) -> None:
-        self.total, self.count = 0.0, 0
+        self.total: Tensor | None = None
+        self.count = 0
 
     def accumulate(self, learn: Any) -> None:
         vals = type(self).fn(learn.pred.detach().float().clamp(0, self.data_range),
                              learn.yb[0].float(), self.data_range)
-        self.total += float(vals.sum())
-        self.count += len(vals)
+        self.total = vals.sum() if self.total is None else self.total + vals.sum()
+        self.count += len(vals)  # the sum stays on the device until ``value``
 
     @property
     def value(self) -> float:
-        return self.total / self.count if self.count else float("nan")
+        return float(self.total) / self.count if self.count else float("nan")
 
 
 class PSNR(_ImageMetric):

@@ -178,7 +178,7 @@ class LMLearner(Learner):
     def save_encoder(self, name: str) -> Path:
         """Writes the encoder's weights (embedding + LSTMs) and the vocabulary to
         ``path/model_dir/name.pth`` (loadable with ``weights_only=True``)."""
-        file = self.path / self.model_dir / f"{name}.pth"
+        file = self.model_file(name)
         file.parent.mkdir(parents=True, exist_ok=True)
         enc = unwrap_model(self.model).encoder
         torch.save({"format": ENCODER_FORMAT, "encoder": enc.state_dict(),
@@ -293,9 +293,7 @@ class TextClassifierLearner(Learner):
             FileNotFoundError: no such file. ValueError: not an encoder file, or another
             vocabulary.
         """
-        path = Path(file)
-        if not path.suffix:
-            path = self.path / self.model_dir / f"{file}.pth"
+        path = self.model_file(file)
         if not path.exists():
             raise FileNotFoundError(f"no encoder at {path}")
         state = torch.load(path, map_location=self.dls.device, weights_only=True)
