@@ -45,8 +45,10 @@ def pad_batch(docs: Sequence[Tensor], pad_idx: int) -> tuple[Tensor, Tensor]:
 
 class SortedTextLoader:
     """Batches ``(x, lengths, y)`` of documents (1-D int64 id tensors) and labels, sorted by
-    length as the module docstring says. ``max_len`` keeps the first ``max_len`` tokens of
-    longer documents (``None``: all). Shuffled epochs are drawn from ``seed + epoch``.
+    length as the module docstring says. ``max_len`` cuts longer documents to ``max_len``
+    tokens (``None``: all), keeping their ``keep="first"`` or ``"last"`` tokens (a review's
+    verdict is usually at its end; fastai's classifier likewise pools over the last
+    ``max_len`` steps). Shuffled epochs are drawn from ``seed + epoch``.
 
     Raises:
         ValueError: empty or mismatched ``docs``/``labels``, an empty or non-integer
@@ -55,7 +57,8 @@ class SortedTextLoader:
 
     def __init__(self, docs: Sequence[Tensor], labels: Tensor, bs: int = 64,
                  shuffle: bool = False, pad_idx: int = 1, seed: int = 0,
-                 max_len: int | None = None, chunk_mult: int = 50) -> None:
+                 max_len: int | None = None, chunk_mult: int = 50,
+                 keep: str = "first") -> None:
         if bs < 1:
             raise ValueError(f"batch size must be positive, got {bs}")
         if len(docs) == 0 or len(docs) != len(labels):
@@ -65,10 +68,14 @@ class SortedTextLoader:
             raise ValueError("labels must be a 1-D integer tensor of class indices")
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be positive, got {max_len}")
+        if keep not in ("first", "last"):
+            raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
         for i, d in enumerate(docs):
             if not isinstance(d, Tensor) or d.dim() != 1 or d.is_floating_point() or len(d) == 0:
                 raise ValueError(f"document {i} must be a non-empty 1-D integer tensor")
-        self.docs = [d[:max_len].long() for d in docs]
+        cut = slice(None) if max_len is None else (
+            slice(None, max_len) if keep == "first" else slice(-max_len, None))
+        self.docs = [d[cut].long() for d in docs]
         self.labels = labels.long()
         self.lengths = torch.tensor([len(d) for d in self.docs])
         self.bs, self.shuffle, self.pad_idx, self.seed = bs, shuffle, pad_idx, seed
@@ -106,10 +113,10 @@ class SortedTextLoader:
 def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
                            valid_docs: Sequence[Tensor], valid_labels: Tensor, vocab: Vocab,
                            classes: Sequence[str], bs: int = 64, seed: int = 0,
-                           max_len: int | None = None,
+                           max_len: int | None = None, keep: str = "first",
                            device: str | torch.device | None = None) -> DataLoaders:
     """Train (sortish, shuffled) and valid (sorted) :class:`SortedTextLoader` s, with
-    ``dls.vocab`` and ``dls.classes`` attached.
+    ``dls.vocab`` and ``dls.classes`` attached (``max_len`` and ``keep`` as there).
 
     >>> v = Vocab(["xxunk", "xxpad", "a", "b"])
     >>> docs = [torch.tensor([2, 3] * (i + 1)) for i in range(6)]
@@ -122,9 +129,9 @@ def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
             raise ValueError(f"{name} labels must be class indices in [0, {len(classes)})")
     train = SortedTextLoader(train_docs, train_labels, bs, shuffle=True, pad_idx=vocab.pad,
-                             seed=seed, max_len=max_len)
+                             seed=seed, max_len=max_len, keep=keep)
     valid = SortedTextLoader(valid_docs, valid_labels, 2 * bs, shuffle=False,
-                             pad_idx=vocab.pad, max_len=max_len)
+                             pad_idx=vocab.pad, max_len=max_len, keep=keep)
     dls = DataLoaders(train, valid, device)
     dls.vocab, dls.classes = vocab, list(classes)
     return dls
