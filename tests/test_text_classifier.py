@@ -81,13 +81,22 @@ def test_max_len_truncates_and_bad_input():
                           bs=2, max_len=4)
     x, lengths, _ = next(iter(dl))
     assert x.tolist() == [[2, 3, 4, 5], [3, 4, 1, 1]] and lengths.tolist() == [4, 2]
+    tail = SortedTextLoader([torch.arange(2, 12), torch.tensor([3, 4])], torch.tensor([0, 1]),
+                            bs=2, max_len=4, keep="last")
+    x, lengths, _ = next(iter(tail))
+    assert x.tolist() == [[8, 9, 10, 11], [3, 4, 1, 1]] and lengths.tolist() == [4, 2]
+    v = Vocab(["xxunk", "xxpad", "a"])
+    dls = classifier_dataloaders([torch.arange(2, 9)], torch.tensor([0]), [torch.arange(2, 9)],
+                                 torch.tensor([0]), v, ["a", "b"], max_len=3, keep="last")
+    assert [next(iter(dl))[0].tolist() for dl in (dls.train, dls.valid)] == [[[6, 7, 8]]] * 2
+    with pytest.raises(ValueError, match="keep"):
+        SortedTextLoader([torch.tensor([2])], torch.tensor([0]), max_len=1, keep="middle")
     with pytest.raises(ValueError, match="as many labels"):
         SortedTextLoader([torch.tensor([2])], torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="non-empty"):
         SortedTextLoader([torch.tensor([], dtype=torch.long)], torch.tensor([0]))
     with pytest.raises(ValueError, match="labels"):
         SortedTextLoader([torch.tensor([2])], torch.tensor([0.5]))
-    v = Vocab(["xxunk", "xxpad", "a"])
     with pytest.raises(ValueError, match="class indices"):
         classifier_dataloaders([torch.tensor([2])], torch.tensor([3]), [torch.tensor([2])],
                                torch.tensor([0]), v, ["a", "b"])
@@ -254,6 +263,10 @@ def test_demo_quick_writes_record(tmp_path):
     for arm in ("ulmfit", "scratch"):
         assert len(saved["holdout"][arm]) == len(saved["lr_grid"])
         assert saved[f"{arm}_lr"] in saved["lr_grid"]
+        # the reported accuracy is the mean of the final trainings' (one seed when quick)
+        accs = saved[f"{arm}_accs"]
+        assert len(accs) == len(saved["final_seeds"]) == 1
+        assert saved[f"{arm}_acc"] == pytest.approx(sum(accs) / len(accs))
 
 
 def test_demo_holdout_is_carved_from_training_reviews_only():
