@@ -107,8 +107,8 @@ LM_EPOCHS, LM_LR, LM_BS, BPTT, LM_DROP_MULT, LM_VALID_PCT = 12, 1e-2, 64, 70, 0.
 #: Classifiers (both arms): ULMFiT's epochs per stage (the scratch arm gets as many in
 #: all), batch size, tokens kept per review (its last ones), drop_mult.
 STAGE_EPOCHS, CLAS_BS, MAX_LEN, CLAS_DROP_MULT = (1, 1, 1, 2), 32, 150, 0.5
-#: Seeds of the final trainings on all training reviews (weights, dropout and batch order);
-#: the accuracies reported are their means.
+#: Seeds of the final trainings on all training reviews (weights, dropout and batch order),
+#: as offsets added to ``run``'s ``seed``; the accuracies reported are their means.
 FINAL_SEEDS = (0, 1, 2)
 #: The lr grid both arms choose from (ULMFiT: the recipe's base lr), and the number of
 #: training reviews held out to choose it.
