@@ -11,7 +11,7 @@ import fastext
 from fastext.nn import BatchNormReLU1d, BatchNormReLU2d, fuse_bn_relu
 
 SHAPES_2D = [(4, 3, 5, 7), (1, 2, 6, 5), (7, 3, 1, 1), (3, 1, 4, 4), (2, 512, 3, 3),
-             (5, 7, 9, 11)]
+             (5, 7, 9, 11), (3, 21, 5, 7)]
 PARAM_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9),
              torch.float16: dict(rtol=1e-2, atol=3e-2), torch.bfloat16: dict(rtol=2e-2, atol=1e-1)}
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-10),
@@ -91,7 +91,7 @@ def test_bn_relu_large_float64(device, shape, channels_last):
     check_steps(ours, ref, shape, device, torch.float64, channels_last)
 
 
-@pytest.mark.parametrize("shape", [(8, 5), (3, 4, 7), (1, 3, 9)], ids=str)
+@pytest.mark.parametrize("shape", [(8, 5), (3, 4, 7), (1, 3, 9), (66, 37)], ids=str)
 def test_bn_relu_1d_matches_torch(device, shape):
     ours, ref = pair(1, shape[1], device, torch.float32)
     check_steps(ours, ref, shape, device, torch.float32)

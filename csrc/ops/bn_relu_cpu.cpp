@@ -1,6 +1,6 @@
 // CPU implementations of fastext::bn_relu_forward / bn_relu_backward. NCHW: channels in
 // parallel, each visited once per direction (its planes stay in cache between the two passes).
-// Channels-last: row ranges in parallel with per-range partial sums.
+// Channels-last and (N, C): row ranges in parallel with per-range partial sums.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -11,7 +11,12 @@
 namespace fastext::ops {
 namespace {
 
-constexpr int64_t kRows = 256;  // rows of a channels-last range
+// Rows of a parallel range: about 16k elements (64 KB of fp32, L2-sized), at least 16 rows.
+int64_t range_rows(int64_t C) { return std::max<int64_t>(16, 16384 / std::max<int64_t>(1, C)); }
+
+// Rows of C channels: channels-last, and (N, C) inputs (S = 1: a planar channel would be N
+// strided single elements).
+bool as_rows(const kern::BnShape& s) { return s.channels_last || s.S == 1; }
 
 const double* dp(const at::Tensor& t) { return t.data_ptr<double>(); }
 
@@ -19,6 +24,7 @@ const double* dp(const at::Tensor& t) { return t.data_ptr<double>(); }
 template <typename Fn>
 std::pair<at::Tensor, at::Tensor> reduce_rows(const BnInput& in, Fn fn) {
   const int64_t rows = in.shape.N * in.shape.S, C = in.shape.C;
+  const int64_t kRows = range_rows(C);
   const int64_t nranges = std::max<int64_t>(1, (rows + kRows - 1) / kRows);
   std::vector<double> acc(size_t(nranges) * 2 * C, 0.0);
   at::parallel_for(0, nranges, 1, [&](int64_t lo, int64_t hi) {
@@ -45,12 +51,13 @@ void per_channel(const BnInput& in, Fn fn) {
   });
 }
 
-// Channels-last statistics (planar ones come with the fused per-channel forward).
+// Row-layout statistics (planar ones come with the fused per-channel forward).
 std::pair<at::Tensor, at::Tensor> stats_rows(const BnInput& in) {
   const auto& s = in.shape;
   const double count = double(s.N * s.S);
   // Shift each channel by its first value so that sum((x - k)^2) does not cancel.
-  const auto shift = in.x.select(0, 0).select(1, 0).select(1, 0).to(at::kDouble).contiguous();
+  const auto shift =
+      in.x.as_strided({s.C}, {in.x.stride(1)}, in.x.storage_offset()).to(at::kDouble).contiguous();
   auto [s1, s2] = reduce_rows(in, [&](int64_t r0, int64_t r1, double* a, double* b) {
     kern::bn_stats_rows_cpu(in.x.data_ptr(), in.dtype, s, r0, r1, dp(shift), a, b);
   });
@@ -107,9 +114,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bwd_planar(
 
 void fwd_cpu(const BnInput& in, at::Tensor& out, const at::Tensor& scale, const at::Tensor& shift) {
   const auto& s = in.shape;
-  if (s.channels_last) {
-    const int64_t rows = s.N * s.S;
-    at::parallel_for(0, rows, kRows, [&](int64_t r0, int64_t r1) {
+  if (as_rows(s)) {
+    at::parallel_for(0, s.N * s.S, range_rows(s.C), [&](int64_t r0, int64_t r1) {
       kern::bn_fwd_rows_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, r0, r1, dp(scale),
                             dp(shift));
     });
@@ -126,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
     const std::optional<at::Tensor>& running_var, bool use_batch_stats, double eps) {
   const char* op = "fastext::bn_relu_forward";
-  if (use_batch_stats && !bn_input(op, input).shape.channels_last)
+  if (use_batch_stats && !as_rows(bn_input(op, input).shape))
     return fwd_train_planar(op, input, weight, bias, eps);
   return bn_relu_forward_recipe(op, input, weight, bias, running_mean, running_var,
                                 use_batch_stats, eps, at::kDouble, stats_rows, fwd_cpu);
@@ -137,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
     const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
     const at::Tensor& save_invstd, bool use_batch_stats) {
   const char* op = "fastext::bn_relu_backward";
-  if (!bn_input(op, input).shape.channels_last)
+  if (!as_rows(bn_input(op, input).shape))
     return bwd_planar(op, grad_out, input, weight, bias, save_mean, save_invstd, use_batch_stats);
   auto reduce = [](const BnInput& in, const at::Tensor& dy, const at::Tensor& scale,
                    const at::Tensor& shift, const at::Tensor& mean) {
@@ -149,7 +155,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
   auto dx_pass = [](const BnInput& in, const at::Tensor& dy, at::Tensor& dx,
                     const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
                     const at::Tensor& a, const at::Tensor& k1, const at::Tensor& k2) {
-    at::parallel_for(0, in.shape.N * in.shape.S, kRows, [&](int64_t r0, int64_t r1) {
+    const auto& s = in.shape;
+    at::parallel_for(0, s.N * s.S, range_rows(s.C), [&](int64_t r0, int64_t r1) {
       kern::bn_bwd_dx_rows_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, in.shape,
                                r0, r1, dp(scale), dp(shift), dp(mean), dp(a), dp(k1), dp(k2));
     });

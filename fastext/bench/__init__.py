@@ -8,12 +8,14 @@ Usage::
 Each suite is a module registered in :data:`SUITES` that exposes ``NAME`` and
 ``run(device, reps, quick, progress) -> rows`` (and optionally ``available(device) -> bool``).
 Implementations of one case are timed alternating (see :mod:`fastext.bench.timing`) and
-reported next to a memory bandwidth measured in the same run.
+reported next to a memory bandwidth measured in the same run. On the CPU, glibc is told to
+reuse freed blocks (``malloc`` in the JSON; see :func:`fastext.bench.timing.reuse_freed_memory`).
 
 ``--json`` writes one object per suite::
 
     {"suite": "optim", "device": "cpu", "torch": "...", "stream_gbs": 12.3,
-     "machine": {...}, "build": fastext.build_info(), "date": "2025-01-01T12:00:00+00:00",
+     "machine": {...}, "build": fastext.build_info(), "malloc": "glibc: ...",
+     "date": "2025-01-01T12:00:00+00:00",
      "rows": [{"case": "AdamW/resnet50", "impl": "fastext", "ms": 1.2, "gbs": 600.0}, ...]}
 
 When a single suite runs the file holds that object; when several run it holds
@@ -34,7 +36,7 @@ import torch
 import fastext
 
 from .report import Progress, format_table, machine_info, write_plot
-from .timing import measure_bandwidth
+from .timing import measure_bandwidth, reuse_freed_memory
 
 #: Suite name -> module implementing it. Imported lazily so that a suite's heavy
 #: dependencies (torchvision, datasets) are only loaded when it runs.
@@ -71,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_suite(name: str, device: torch.device, reps: int, quick: bool,
-              stream_gbs: float) -> dict:
+              stream_gbs: float, malloc: str | None = None) -> dict:
     """Run one suite and return its result object (the JSON shape documented above)."""
     progress = Progress(name)
     try:
@@ -86,6 +88,7 @@ def run_suite(name: str, device: torch.device, reps: int, quick: bool,
         "stream_gbs": stream_gbs,
         "machine": machine_info(device),
         "build": fastext.build_info(),
+        "malloc": malloc,
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "rows": rows,
     }
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         names = [s for s in SUITES
                  if getattr(load_suite(s), "available", lambda d: True)(device)]
 
+    # CPU tensors come from glibc: keep its freed blocks for reuse (see reuse_freed_memory).
+    malloc = reuse_freed_memory() if device.type == "cpu" else None
+
     # One bandwidth for all suites of the run; quick mode uses small arrays (cache-resident,
     # so the number is only a placeholder).
     stream_gbs = measure_bandwidth(device, numel=2**20 if args.quick else None)
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = args.reps or getattr(load_suite(name), "DEFAULT_REPS", DEFAULT_REPS)[device.type]
         if args.quick:
             reps = min(reps, QUICK_REPS)
-        result = run_suite(name, device, reps, args.quick, stream_gbs)
+        result = run_suite(name, device, reps, args.quick, stream_gbs, malloc)
         print(format_table(result), end="\n\n", flush=True)
         results.append(result)
 

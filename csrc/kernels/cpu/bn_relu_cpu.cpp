@@ -1,7 +1,8 @@
 // CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): one channel per call, its N
 // contiguous planes of S elements; sums in float within a plane (vectorised with an
 // OpenMP simd reduction) and in double across planes. Interleaved (channels-last): a range
-// of rows, all channels, per-channel double accumulators (vectorised across channels).
+// of rows, all channels, float sums within the range (four rows per accumulator update)
+// and double across.
 #include <vector>
 
 #include "../bn_relu_launch.h"
@@ -103,30 +104,59 @@ std::vector<M> as_math(const double* v, int64_t n) {
   return std::vector<M>(v, v + n);
 }
 
-// Rows of one call accumulate in the math type (vectorised across channels, no aliasing),
-// then add into the caller's double sums.
+// Interleaved reductions walk rows in order, four at a time: the four rows' terms are summed
+// in registers before one add into the range's per-channel accumulators, so the
+// load-add-store chain through an accumulator is paid once per four rows (one row of 16
+// channels is a single vector: a chain per row would bound the loop by its latency).
+template <typename T, typename Term>
+FX_HD void reduce_rows4(const BnShape& s, int64_t r0, int64_t r1, Term term, double* sum1,
+                        double* sum2) {
+  using M = typename Io<T>::M;
+  const int64_t C = s.C;
+  std::vector<M> a1(C, M(0)), a2(C, M(0));
+  M* __restrict__ p1 = a1.data();
+  M* __restrict__ p2 = a2.data();
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const int64_t b = r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      M u0, v0, u1, v1, u2, v2, u3, v3;
+      term(b + c, c, u0, v0);
+      term(b + C + c, c, u1, v1);
+      term(b + 2 * C + c, c, u2, v2);
+      term(b + 3 * C + c, c, u3, v3);
+      p1[c] += (u0 + u1) + (u2 + u3);
+      p2[c] += (v0 + v1) + (v2 + v3);
+    }
+  }
+  for (; r < r1; ++r) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      M u, v;
+      term(r * C + c, c, u, v);
+      p1[c] += u;
+      p2[c] += v;
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) sum1[c] += p1[c], sum2[c] += p2[c];
+}
+
+// The reduction lambdas must be inlined into the calling clone to be vectorised for its ISA.
+#define FX_INLINE __attribute__((always_inline))
+
 template <typename T>
 FX_HD void stats_rows(const void* xv, const BnShape& s, int64_t r0, int64_t r1,
                       const double* shift_d, double* sum, double* sumsq) {
   using M = typename Io<T>::M;
-  const T* x = static_cast<const T*>(xv);
-  std::vector<M> k(shift_d, shift_d + s.C), a1(s.C, M(0)), a2(s.C, M(0));
-  M* __restrict__ p1 = a1.data();
-  M* __restrict__ p2 = a2.data();
+  const T* __restrict__ x = static_cast<const T*>(xv);
+  const auto k = as_math<M>(shift_d, s.C);
   const M* __restrict__ pk = k.data();
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* __restrict__ row = x + r * s.C;
-#pragma omp simd
-    for (int64_t c = 0; c < s.C; ++c) {
-      const M d = Io<T>::ld(row[c]) - pk[c];
-      p1[c] += d;
-      p2[c] += d * d;
-    }
-  }
-  for (int64_t c = 0; c < s.C; ++c) {
-    sum[c] += p1[c];
-    sumsq[c] += p2[c];
-  }
+  reduce_rows4<T>(s, r0, r1, [&](int64_t i, int64_t c, M& u, M& v) FX_INLINE {
+    const M d = Io<T>::ld(x[i]) - pk[c];
+    u = d;
+    v = d * d;
+  }, sum, sumsq);
 }
 
 template <typename T>
@@ -134,13 +164,13 @@ FX_HD void fwd_rows(const void* xv, void* yv, const BnShape& s, int64_t r0, int6
                     const double* scale_d, const double* shift_d) {
   using M = typename Io<T>::M;
   const auto scale = as_math<M>(scale_d, s.C), shift = as_math<M>(shift_d, s.C);
+  const M* __restrict__ sc = scale.data();
+  const M* __restrict__ sh = shift.data();
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
   for (int64_t r = r0; r < r1; ++r) {
     const T* __restrict__ p = x + r * s.C;
     T* __restrict__ q = y + r * s.C;
-    const M* __restrict__ sc = scale.data();
-    const M* __restrict__ sh = shift.data();
 #pragma omp simd
     for (int64_t c = 0; c < s.C; ++c) q[c] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[c]), sc[c], sh[c]));
   }
@@ -153,29 +183,16 @@ FX_HD void bwd_reduce_rows(const void* dyv, const void* xv, const BnShape& s, in
   using M = typename Io<T>::M;
   const auto scale = as_math<M>(scale_d, s.C), shift = as_math<M>(shift_d, s.C),
              mean = as_math<M>(mean_d, s.C);
-  std::vector<M> a1(s.C, M(0)), a2(s.C, M(0));
-  M* __restrict__ p1 = a1.data();
-  M* __restrict__ p2 = a2.data();
   const M* __restrict__ sc = scale.data();
   const M* __restrict__ sh = shift.data();
   const M* __restrict__ mu = mean.data();
-  const T* x = static_cast<const T*>(xv);
-  const T* dy = static_cast<const T*>(dyv);
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* __restrict__ px = x + r * s.C;
-    const T* __restrict__ pg = dy + r * s.C;
-#pragma omp simd
-    for (int64_t c = 0; c < s.C; ++c) {
-      const M xi = Io<T>::ld(px[c]);
-      const M g = bn_relu_grad<M>(Io<T>::ld(pg[c]), xi, sc[c], sh[c]);
-      p1[c] += g;
-      p2[c] += g * (xi - mu[c]);
-    }
-  }
-  for (int64_t c = 0; c < s.C; ++c) {
-    sum_g[c] += p1[c];
-    sum_gx[c] += p2[c];
-  }
+  const T* __restrict__ x = static_cast<const T*>(xv);
+  const T* __restrict__ dy = static_cast<const T*>(dyv);
+  reduce_rows4<T>(s, r0, r1, [&](int64_t i, int64_t c, M& u, M& v) FX_INLINE {
+    const M xi = Io<T>::ld(x[i]);
+    u = bn_relu_grad<M>(Io<T>::ld(dy[i]), xi, sc[c], sh[c]);
+    v = u * (xi - mu[c]);
+  }, sum_g, sum_gx);
 }
 
 template <typename T>
