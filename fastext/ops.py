@@ -159,23 +159,8 @@ def _bn_relu_backward_fake(grad_out, input, weight, bias, save_mean, save_invstd
     return _bn_out_like(input), param, param.clone()
 
 
-def _bn_relu_setup(ctx, inputs, output) -> None:
-    input, weight, bias, _, _, use_batch_stats, _ = inputs
-    _, mean, invstd, _ = output
-    ctx.save_for_backward(input, weight, bias, mean, invstd)
-    ctx.use_batch_stats = use_batch_stats
-
-
-def _bn_relu_backward(ctx, grad_out, *unused_stat_grads):
-    input, weight, bias, mean, invstd = ctx.saved_tensors
-    gi, gw, gb = torch.ops.fastext.bn_relu_backward(grad_out, input, weight, bias, mean, invstd,
-                                                    ctx.use_batch_stats)
-    return (gi, gw if weight is not None else None, gb if bias is not None else None,
-            None, None, None, None)
-
-
-torch.library.register_autograd("fastext::bn_relu_forward", _bn_relu_backward,
-                                setup_context=_bn_relu_setup)
+# Autograd of bn_relu_forward is registered in C++ (csrc/ops/bn_relu_autograd.cpp): a Python
+# formula would cost as much as the op itself on small activations.
 
 
 def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,

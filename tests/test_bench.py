@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from bench_helpers import quick_suite_run
 
 from fastext.bench import main
@@ -83,16 +82,32 @@ def test_unknown_suite_is_an_error():
         main(["no-such-suite"])
 
 
-def test_reuse_freed_memory_stops_repeat_page_faults():
-    """After the call, a freed 8 MB block is reused: allocating and filling it again
-    touches no new pages (glibc's default mmaps it afresh: about 2,000 faults)."""
-    import resource
+_HEAP_CHECK = """
+import ctypes, sys, torch
+from fastext.bench.timing import reuse_freed_memory
+if sys.argv[1] == "on" and reuse_freed_memory() is None:
+    sys.exit(3)
+libc = ctypes.CDLL(None)
+libc.sbrk.restype = ctypes.c_void_p
+t = torch.empty(6272 * 1024)  # 25.7 MB of float32: one of the bn_relu benchmark's activations
+print(int(t.data_ptr() < libc.sbrk(0)))  # below the program break: from the reusable heap
+"""
 
-    from fastext.bench.timing import reuse_freed_memory
 
-    if reuse_freed_memory() is None:
+def _from_heap(setting: str) -> bool:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _HEAP_CHECK, setting], capture_output=True,
+                       text=True)
+    if r.returncode == 3:
         pytest.skip("the C library is not glibc")
-    torch.empty(2 * 2**20).fill_(1.0)  # allocated, touched, freed
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(2 * 2**20).fill_(1.0)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 200
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip() == "1"
+
+
+def test_reuse_freed_memory_serves_large_tensors_from_the_heap():
+    """After the call a 25 MB tensor comes from glibc's heap, whose freed blocks are reused;
+    by default it is mapped afresh (and page-faulted in again) on every allocation."""
+    assert _from_heap("on")
+    assert not _from_heap("off")

@@ -224,3 +224,23 @@ def test_op_refuses_batch_stats_of_an_empty_batch(channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     with pytest.raises(RuntimeError, match="empty batch"):
         torch.ops.fastext.bn_relu_forward(x, None, None, None, None, True, 1e-5)
+
+
+def test_compiled_matches_eager(device):
+    """Under torch.compile (autograd of the op comes from its C++ registration) a conv block
+    with BatchNormReLU2d gives the eager outputs, gradients and running statistics."""
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormReLU2d(8)).to(device)
+    comp = nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormReLU2d(8)).to(device)
+    comp.load_state_dict(eager.state_dict())
+    step = torch.compile(lambda m, x: m(x).square().mean())
+    for _ in range(2):
+        x = torch.randn(4, 3, 9, 9, device=device)
+        le, lc = eager(x).square().mean(), step(comp, x)
+        le.backward()
+        lc.backward()
+        torch.testing.assert_close(lc, le)
+    for (n, pe), pc in zip(eager.named_parameters(), comp.parameters(), strict=True):
+        torch.testing.assert_close(pc.grad, pe.grad, msg=n)
+    for (n, be), bc in zip(eager.named_buffers(), comp.buffers(), strict=True):
+        torch.testing.assert_close(bc, be, msg=n)

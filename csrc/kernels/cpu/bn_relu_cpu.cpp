@@ -104,12 +104,15 @@ std::vector<M> as_math(const double* v, int64_t n) {
   return std::vector<M>(v, v + n);
 }
 
-// Interleaved reductions walk rows in order, four at a time: the four rows' terms are summed
-// in registers before one add into the range's per-channel accumulators, so the
-// load-add-store chain through an accumulator is paid once per four rows (one row of 16
-// channels is a single vector: a chain per row would bound the loop by its latency).
+// Interleaved reductions walk rows in order into the range's per-channel accumulators. Rows
+// of up to 32 channels go four at a time, their terms summed in registers before one add:
+// a row of 16 channels is a single vector, and a load-add-store chain through the
+// accumulator per row bounds the loop by its latency (measured here, one thread, C = 16:
+// 2.9 ms one row at a time vs 1.2 ms four; a plain sum of the same 25 MB 1.0 ms). Wider
+// rows carry enough independent vectors, and four at a time measured slower (C = 128:
+// 3.0 vs 1.8 ms).
 template <typename T, typename Term>
-FX_HD void reduce_rows4(const BnShape& s, int64_t r0, int64_t r1, Term term, double* sum1,
+FX_HD void sum_rows(const BnShape& s, int64_t r0, int64_t r1, Term term, double* sum1,
                         double* sum2) {
   using M = typename Io<T>::M;
   const int64_t C = s.C;
@@ -117,7 +120,7 @@ FX_HD void reduce_rows4(const BnShape& s, int64_t r0, int64_t r1, Term term, dou
   M* __restrict__ p1 = a1.data();
   M* __restrict__ p2 = a2.data();
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
+  for (; C <= 32 && r + 4 <= r1; r += 4) {
     const int64_t b = r * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
@@ -152,7 +155,7 @@ FX_HD void stats_rows(const void* xv, const BnShape& s, int64_t r0, int64_t r1,
   const T* __restrict__ x = static_cast<const T*>(xv);
   const auto k = as_math<M>(shift_d, s.C);
   const M* __restrict__ pk = k.data();
-  reduce_rows4<T>(s, r0, r1, [&](int64_t i, int64_t c, M& u, M& v) FX_INLINE {
+  sum_rows<T>(s, r0, r1, [&](int64_t i, int64_t c, M& u, M& v) FX_INLINE {
     const M d = Io<T>::ld(x[i]) - pk[c];
     u = d;
     v = d * d;
@@ -188,7 +191,7 @@ FX_HD void bwd_reduce_rows(const void* dyv, const void* xv, const BnShape& s, in
   const M* __restrict__ mu = mean.data();
   const T* __restrict__ x = static_cast<const T*>(xv);
   const T* __restrict__ dy = static_cast<const T*>(dyv);
-  reduce_rows4<T>(s, r0, r1, [&](int64_t i, int64_t c, M& u, M& v) FX_INLINE {
+  sum_rows<T>(s, r0, r1, [&](int64_t i, int64_t c, M& u, M& v) FX_INLINE {
     const M xi = Io<T>::ld(x[i]);
     u = bn_relu_grad<M>(Io<T>::ld(dy[i]), xi, sc[c], sh[c]);
     v = u * (xi - mu[c]);
