@@ -244,3 +244,32 @@ def test_compiled_matches_eager(device):
         torch.testing.assert_close(pc.grad, pe.grad, msg=n)
     for (n, be), bc in zip(eager.named_buffers(), comp.buffers(), strict=True):
         torch.testing.assert_close(bc, be, msg=n)
+
+
+@pytest.mark.parametrize("channels", [16, 64])
+def test_bn_relu_large_channels_last_float32(device, channels):
+    """An fp32 channels-last activation of over 16 MiB with C a multiple of 16: on an AVX-512
+    CPU its elementwise passes use streaming stores (csrc/kernels/cpu/bn_relu_stream.h). The
+    values sit away from the ReLU's edge (|x - mean| >= 1 per channel), so that fp32
+    rounding cannot flip a mask element between the two computations."""
+    torch.manual_seed(0)
+    shape = (8, channels, 4 * 2**20 // (8 * channels * 64), 64)  # 4M elements, 16 MiB
+    ours, ref = pair(2, channels, device, torch.float32)
+    with torch.no_grad():
+        ours.weight.fill_(1.0)
+        ours.bias.zero_()
+        ref[0].weight.fill_(1.0)
+        ref[0].bias.zero_()
+    sign = torch.randint(0, 2, shape, device=device) * 2 - 1
+    x = (sign * (1 + torch.rand(shape, device=device))).contiguous(
+        memory_format=torch.channels_last)
+    xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yo, yr = ours(xo), ref(xr)
+    torch.testing.assert_close(yo, yr, rtol=1e-4, atol=1e-5)
+    dy = torch.randn_like(x)
+    yo.backward(dy)
+    yr.backward(dy)
+    torch.testing.assert_close(xo.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    for po, pr in zip(ours.parameters(), ref[0].parameters(), strict=True):
+        torch.testing.assert_close(po.grad, pr.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ours.running_var, ref[0].running_var)

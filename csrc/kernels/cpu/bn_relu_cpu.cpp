@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../bn_relu_launch.h"
+#include "bn_relu_stream.h"
 #include "io.h"
 
 namespace fastext::kern {
@@ -284,6 +285,12 @@ FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int6
 }
 FX_CLONES void bn_fwd_rows_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t r0,
                                int64_t r1, const double* scale, const double* shift) {
+  const void* bufs[] = {x, y};
+  if (dt == DType::f32 && cpu::bn_rows_streamable(s, bufs, 2)) {
+    const auto sc = as_math<float>(scale, s.C), sh = as_math<float>(shift, s.C);
+    return cpu::bn_fwd_rows_stream_f32(static_cast<const float*>(x), static_cast<float*>(y), s,
+                                       r0, r1, sc.data(), sh.data());
+  }
   FX_BN_DISPATCH(dt, fwd_rows, x, y, s, r0, r1, scale, shift);
 }
 FX_CLONES void bn_bwd_reduce_rows_cpu(const void* dy, const void* x, DType dt, const BnShape& s,
@@ -296,6 +303,15 @@ FX_CLONES void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType
                                   const BnShape& s, int64_t r0, int64_t r1, const double* scale,
                                   const double* shift, const double* mean, const double* a,
                                   const double* k1, const double* k2) {
+  const void* bufs[] = {dy, x, dx};
+  if (dt == DType::f32 && cpu::bn_rows_streamable(s, bufs, 3)) {
+    const auto f = [&](const double* v) { return as_math<float>(v, s.C); };
+    const auto sc = f(scale), sh = f(shift), mu = f(mean), va = f(a), v1 = f(k1), v2 = f(k2);
+    return cpu::bn_bwd_dx_rows_stream_f32(static_cast<const float*>(dy),
+                                          static_cast<const float*>(x), static_cast<float*>(dx),
+                                          s, r0, r1, sc.data(), sh.data(), mu.data(), va.data(),
+                                          v1.data(), v2.data());
+  }
   FX_BN_DISPATCH(dt, bwd_dx_rows, dy, x, dx, s, r0, r1, scale, shift, mean, a, k1, k2);
 }
 
