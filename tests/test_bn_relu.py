@@ -246,12 +246,14 @@ def test_compiled_matches_eager(device):
         torch.testing.assert_close(bc, be, msg=n)
 
 
-@pytest.mark.parametrize("channels", [16, 64])
-def test_bn_relu_large_channels_last_float32(device, channels):
-    """An fp32 channels-last activation of over 16 MiB with C a multiple of 16: on an AVX-512
-    CPU its elementwise passes use streaming stores (csrc/kernels/cpu/bn_relu_stream.h). The
-    values sit away from the ReLU's edge (|x - mean| >= 1 per channel), so that fp32
-    rounding cannot flip a mask element between the two computations."""
+@pytest.mark.parametrize(("channels", "channels_last"), [(16, True), (64, True), (16, False)],
+                         ids=str)
+def test_bn_relu_large_float32(device, channels, channels_last):
+    """An fp32 activation of 16 MiB with C (channels-last) or H*W (NCHW) a multiple of 16: on
+    an AVX-512 CPU its elementwise passes use streaming stores
+    (csrc/kernels/cpu/bn_relu_stream.h). The values sit away from the ReLU's edge
+    (|x - mean| >= 1 per channel), so that fp32 rounding cannot flip a mask element between
+    the two computations."""
     torch.manual_seed(0)
     shape = (8, channels, 4 * 2**20 // (8 * channels * 64), 64)  # 4M elements, 16 MiB
     ours, ref = pair(2, channels, device, torch.float32)
@@ -262,7 +264,7 @@ def test_bn_relu_large_channels_last_float32(device, channels):
         ref[0].bias.zero_()
     sign = torch.randint(0, 2, shape, device=device) * 2 - 1
     x = (sign * (1 + torch.rand(shape, device=device))).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
     yo, yr = ours(xo), ref(xr)
     torch.testing.assert_close(yo, yr, rtol=1e-4, atol=1e-5)

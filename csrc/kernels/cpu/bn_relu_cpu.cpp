@@ -3,6 +3,8 @@
 // OpenMP simd reduction) and in double across planes. Interleaved (channels-last): a range
 // of rows, all channels, float sums within the range (four rows per accumulator update)
 // and double across.
+#include <array>
+#include <type_traits>
 #include <vector>
 
 #include "../bn_relu_launch.h"
@@ -36,13 +38,34 @@ FX_HD void stats_planar(const void* xv, const BnShape& s, int64_t c, double shif
   *sumsq = s2;
 }
 
+// A plane of S fp32 elements as S / 16 rows of 16 channels for the streaming passes.
+inline BnShape plane_rows(const BnShape& s) { return {1, 16, s.S / 16, true}; }
+template <int K>
+std::array<std::array<float, 16>, K> broadcast16(const std::array<double, K>& v) {
+  std::array<std::array<float, 16>, K> out;
+  for (int k = 0; k < K; ++k) out[k].fill(float(v[k]));
+  return out;
+}
+
+// stream: the caller checked bn_streamable (fp32 only).
 template <typename T>
 FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c, double scale_d,
-                      double shift_d) {
+                      double shift_d, bool stream = false) {
   using M = typename Io<T>::M;
   const M scale = M(scale_d), shift = M(shift_d);
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream) {
+      const auto k = broadcast16<2>({scale_d, shift_d});
+      for (int64_t n = 0; n < s.N; ++n) {
+        const int64_t base = (n * s.C + c) * s.S;
+        cpu::bn_fwd_rows_stream_f32(x + base, y + base, plane_rows(s), 0, s.S / 16,
+                                    k[0].data(), k[1].data());
+      }
+      return;
+    }
+  }
   for (int64_t n = 0; n < s.N; ++n) {
     const int64_t base = (n * s.C + c) * s.S;
     const T* __restrict__ p = x + base;
@@ -81,13 +104,25 @@ FX_HD void bwd_reduce_planar(const void* dyv, const void* xv, const BnShape& s, 
 template <typename T>
 FX_HD void bwd_dx_planar(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t c,
                          double scale_d, double shift_d, double mean_d, double a_d, double k1_d,
-                         double k2_d) {
+                         double k2_d, bool stream = false) {
   using M = typename Io<T>::M;
   const M scale = M(scale_d), shift = M(shift_d), mean = M(mean_d), a = M(a_d), k1 = M(k1_d),
           k2 = M(k2_d);
   const T* __restrict__ x = static_cast<const T*>(xv);
   const T* __restrict__ dy = static_cast<const T*>(dyv);
   T* __restrict__ dx = static_cast<T*>(dxv);
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream) {
+      const auto k = broadcast16<6>({scale_d, shift_d, mean_d, a_d, k1_d, k2_d});
+      for (int64_t n = 0; n < s.N; ++n) {
+        const int64_t base = (n * s.C + c) * s.S;
+        cpu::bn_bwd_dx_rows_stream_f32(dy + base, x + base, dx + base, plane_rows(s), 0,
+                                       s.S / 16, k[0].data(), k[1].data(), k[2].data(),
+                                       k[3].data(), k[4].data(), k[5].data());
+      }
+      return;
+    }
+  }
   for (int64_t n = 0; n < s.N; ++n) {
     const int64_t base = (n * s.C + c) * s.S;
 #pragma omp simd
@@ -238,12 +273,14 @@ FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape
 
 FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
                                  double scale, double shift) {
-  FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c, scale, shift);
+  const void* bufs[] = {x, y};
+  const bool stream = dt == DType::f32 && cpu::bn_streamable(s, s.S, bufs, 2);
+  FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c, scale, shift, stream);
 }
 // One channel, two passes back to back (the channel's planes stay in L2 between them).
 template <typename T>
 FX_HD void fwd_train_planar(const void* x, void* y, const BnShape& s, int64_t c, double w,
-                            double b, double eps, double* mean, double* var) {
+                            double b, double eps, double* mean, double* var, bool stream) {
   const double count = double(s.N * s.S);
   const double k = double(Io<T>::ld(static_cast<const T*>(x)[c * s.S]));  // shift: a value of c
   double s1, s2;
@@ -252,31 +289,35 @@ FX_HD void fwd_train_planar(const void* x, void* y, const BnShape& s, int64_t c,
   *mean = k + m1;
   *var = s2 / count - m1 * m1 > 0 ? s2 / count - m1 * m1 : 0.0;
   const double scale = w / sqrt(*var + eps);
-  fwd_planar<T>(x, y, s, c, scale, b - *mean * scale);
+  fwd_planar<T>(x, y, s, c, scale, b - *mean * scale, stream);
 }
 
 template <typename T>
 FX_HD void bwd_planar(const void* dy, const void* x, void* dx, const BnShape& s, int64_t c,
                       double w, double b, double mean, double invstd, bool batch,
-                      double* sum_g, double* sum_gx) {
+                      double* sum_g, double* sum_gx, bool stream) {
   const double scale = w * invstd, shift = b - mean * scale, count = double(s.N * s.S);
   bwd_reduce_planar<T>(dy, x, s, c, scale, shift, mean, sum_g, sum_gx);
   const double k1 = batch ? *sum_g / count : 0.0;
   const double k2 = batch ? invstd * invstd * *sum_gx / count : 0.0;
-  bwd_dx_planar<T>(dy, x, dx, s, c, scale, shift, mean, scale, k1, k2);
+  bwd_dx_planar<T>(dy, x, dx, s, c, scale, shift, mean, scale, k1, k2, stream);
 }
 
 FX_CLONES void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const BnShape& s,
                                        int64_t c, double w, double b, double eps, double* mean,
                                        double* var) {
-  FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c, w, b, eps, mean, var);
+  const void* bufs[] = {x, y};
+  const bool stream = dt == DType::f32 && cpu::bn_streamable(s, s.S, bufs, 2);
+  FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c, w, b, eps, mean, var, stream);
 }
 FX_CLONES void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt,
                                  const BnShape& s, int64_t c, double w, double b, double mean,
                                  double invstd, bool use_batch_stats, double* sum_g,
                                  double* sum_gx) {
+  const void* bufs[] = {dy, x, dx};
+  const bool stream = dt == DType::f32 && cpu::bn_streamable(s, s.S, bufs, 3);
   FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c, w, b, mean, invstd, use_batch_stats, sum_g,
-                 sum_gx);
+                 sum_gx, stream);
 }
 
 FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int64_t r0,
@@ -286,7 +327,7 @@ FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int6
 FX_CLONES void bn_fwd_rows_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t r0,
                                int64_t r1, const double* scale, const double* shift) {
   const void* bufs[] = {x, y};
-  if (dt == DType::f32 && cpu::bn_rows_streamable(s, bufs, 2)) {
+  if (dt == DType::f32 && cpu::bn_streamable(s, s.C, bufs, 2)) {
     const auto sc = as_math<float>(scale, s.C), sh = as_math<float>(shift, s.C);
     return cpu::bn_fwd_rows_stream_f32(static_cast<const float*>(x), static_cast<float*>(y), s,
                                        r0, r1, sc.data(), sh.data());
@@ -304,7 +345,7 @@ FX_CLONES void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType
                                   const double* shift, const double* mean, const double* a,
                                   const double* k1, const double* k2) {
   const void* bufs[] = {dy, x, dx};
-  if (dt == DType::f32 && cpu::bn_rows_streamable(s, bufs, 3)) {
+  if (dt == DType::f32 && cpu::bn_streamable(s, s.C, bufs, 3)) {
     const auto f = [&](const double* v) { return as_math<float>(v, s.C); };
     const auto sc = f(scale), sh = f(shift), mu = f(mean), va = f(a), v1 = f(k1), v2 = f(k2);
     return cpu::bn_bwd_dx_rows_stream_f32(static_cast<const float*>(dy),

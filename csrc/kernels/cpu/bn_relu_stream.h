@@ -1,4 +1,4 @@
-// Channels-last BatchNorm + ReLU elementwise passes with streaming (non-temporal) stores, for
+// BatchNorm + ReLU elementwise passes with streaming (non-temporal) stores, for
 // large fp32 activations on AVX-512 CPUs. A normal store first reads the destination line
 // into the cache (read-for-ownership) and then evicts something; a streaming store writes
 // the line straight to memory, so the pass moves a third less and leaves the cache to its
@@ -9,14 +9,16 @@
 
 namespace fastext::kern::cpu {
 
-// True when the streaming passes apply: fp32 rows of a multiple of 16 channels, 64-byte
-// aligned buffers, an activation of at least 16 MiB, and a CPU with AVX-512F.
-bool bn_rows_streamable(const BnShape& s, const void* const* bufs, int nbufs);
+// True when the streaming passes apply to fp32 runs of `run` contiguous elements (C for
+// rows, S for planes): `run` a multiple of 16, 64-byte aligned buffers, an activation of at
+// least 16 MiB, and a CPU with AVX-512F.
+bool bn_streamable(const BnShape& s, int64_t run, const void* const* bufs, int nbufs);
 
 // Rows [r0, r1): y = max(0, x * scale + shift), per-channel float coefficients.
 void bn_fwd_rows_stream_f32(const float* x, float* y, const BnShape& s, int64_t r0, int64_t r1,
                             const float* scale, const float* shift);
 // Rows [r0, r1): dx = a * (g - k1 - (x - mean) * k2), g = dy where x * scale + shift > 0.
+// (A plane of S elements is S / 16 rows of 16 channels with equal coefficients.)
 void bn_bwd_dx_rows_stream_f32(const float* dy, const float* x, float* dx, const BnShape& s,
                                int64_t r0, int64_t r1, const float* scale, const float* shift,
                                const float* mean, const float* a, const float* k1,

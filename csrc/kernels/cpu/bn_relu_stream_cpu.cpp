@@ -1,4 +1,4 @@
-// Streaming-store variants of the channels-last BatchNorm + ReLU elementwise passes (see
+// Streaming-store variants of the BatchNorm + ReLU elementwise passes (see
 // bn_relu_stream.h). The arithmetic is bn_relu_out / bn_relu_grad / bn_relu_dx of
 // bn_relu.h, operation for operation (multiply then add, no FMA), so results are
 // bit-identical to the portable loops.
@@ -12,15 +12,15 @@ namespace fastext::kern::cpu {
 
 constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
 
-bool bn_rows_streamable(const BnShape& s, const void* const* bufs, int nbufs) {
+bool bn_streamable(const BnShape& s, int64_t run, const void* const* bufs, int nbufs) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (s.C % 16 != 0 || s.N * s.S * s.C * 4 < kStreamMinBytes) return false;
+  if (run % 16 != 0 || s.N * s.S * s.C * 4 < kStreamMinBytes) return false;
   for (int i = 0; i < nbufs; ++i)
     if (reinterpret_cast<uintptr_t>(bufs[i]) % 64 != 0) return false;
   static const bool avx512 = __builtin_cpu_supports("avx512f");
   return avx512;
 #else
-  (void)s, (void)bufs, (void)nbufs;
+  (void)s, (void)run, (void)bufs, (void)nbufs;
   return false;
 #endif
 }
