@@ -2,7 +2,8 @@
 // contiguous planes of S elements; sums in float within a plane (vectorised with an
 // OpenMP simd reduction) and in double across planes. Interleaved (channels-last): a range
 // of rows, all channels, float sums within the range (four rows per accumulator update)
-// and double across.
+// and double across. Large fp32 outputs are written with streaming stores
+// (bn_relu_stream.h).
 #include <array>
 #include <type_traits>
 #include <vector>
@@ -149,7 +150,7 @@ std::vector<M> as_math(const double* v, int64_t n) {
 // 3.0 vs 1.8 ms).
 template <typename T, typename Term>
 FX_HD void sum_rows(const BnShape& s, int64_t r0, int64_t r1, Term term, double* sum1,
-                        double* sum2) {
+                    double* sum2) {
   using M = typename Io<T>::M;
   const int64_t C = s.C;
   std::vector<M> a1(C, M(0)), a2(C, M(0));
