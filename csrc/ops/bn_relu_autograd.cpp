@@ -43,8 +43,9 @@ class BnRelu : public torch::autograd::Function<BnRelu> {
     const auto saved = ctx->get_saved_variables();
     const auto& weight = saved[1];
     const auto& bias = saved[2];
-    auto grad_out = grads[0].defined() ? grads[0] : at::zeros_like(saved[0]);
-    auto [gi, gw, gb] = op.call(grad_out, saved[0], as_optional(weight), as_optional(bias),
+    // grads[0] is defined: the other outputs are non-differentiable, and undefined grads
+    // are materialised as zeros (the Function default).
+    auto [gi, gw, gb] = op.call(grads[0], saved[0], as_optional(weight), as_optional(bias),
                                 saved[3], saved[4], ctx->saved_data["use_batch_stats"].toBool());
     return {gi, weight.defined() ? gw : at::Tensor(), bias.defined() ? gb : at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

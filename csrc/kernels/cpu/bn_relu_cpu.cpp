@@ -275,7 +275,7 @@ FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape
 FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
                                  double scale, double shift) {
   const void* bufs[] = {x, y};
-  const bool stream = dt == DType::f32 && cpu::bn_streamable(s, s.S, bufs, 2);
+  const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 2);
   FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c, scale, shift, stream);
 }
 // One channel, two passes back to back (the channel's planes stay in L2 between them).
@@ -308,7 +308,7 @@ FX_CLONES void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const B
                                        int64_t c, double w, double b, double eps, double* mean,
                                        double* var) {
   const void* bufs[] = {x, y};
-  const bool stream = dt == DType::f32 && cpu::bn_streamable(s, s.S, bufs, 2);
+  const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 2);
   FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c, w, b, eps, mean, var, stream);
 }
 FX_CLONES void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt,
@@ -316,7 +316,7 @@ FX_CLONES void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType 
                                  double invstd, bool use_batch_stats, double* sum_g,
                                  double* sum_gx) {
   const void* bufs[] = {dy, x, dx};
-  const bool stream = dt == DType::f32 && cpu::bn_streamable(s, s.S, bufs, 3);
+  const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 3);
   FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c, w, b, mean, invstd, use_batch_stats, sum_g,
                  sum_gx, stream);
 }
@@ -328,7 +328,7 @@ FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int6
 FX_CLONES void bn_fwd_rows_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t r0,
                                int64_t r1, const double* scale, const double* shift) {
   const void* bufs[] = {x, y};
-  if (dt == DType::f32 && cpu::bn_streamable(s, s.C, bufs, 2)) {
+  if (cpu::bn_streamable(dt, s, s.C, bufs, 2)) {
     const auto sc = as_math<float>(scale, s.C), sh = as_math<float>(shift, s.C);
     return cpu::bn_fwd_rows_stream_f32(static_cast<const float*>(x), static_cast<float*>(y), s,
                                        r0, r1, sc.data(), sh.data());
@@ -346,7 +346,7 @@ FX_CLONES void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType
                                   const double* shift, const double* mean, const double* a,
                                   const double* k1, const double* k2) {
   const void* bufs[] = {dy, x, dx};
-  if (dt == DType::f32 && cpu::bn_streamable(s, s.C, bufs, 3)) {
+  if (cpu::bn_streamable(dt, s, s.C, bufs, 3)) {
     const auto f = [&](const double* v) { return as_math<float>(v, s.C); };
     const auto sc = f(scale), sh = f(shift), mu = f(mean), va = f(a), v1 = f(k1), v2 = f(k2);
     return cpu::bn_bwd_dx_rows_stream_f32(static_cast<const float*>(dy),

@@ -9,10 +9,10 @@
 
 namespace fastext::kern::cpu {
 
-// True when the streaming passes apply to fp32 runs of `run` contiguous elements (C for
-// rows, S for planes): `run` a multiple of 16, 64-byte aligned buffers, an activation of at
+// True when the streaming passes apply to runs of `run` contiguous elements (C for rows, S
+// for planes): fp32, `run` a multiple of 16, 64-byte aligned buffers, an activation of at
 // least 16 MiB, and a CPU with AVX-512F.
-bool bn_streamable(const BnShape& s, int64_t run, const void* const* bufs, int nbufs);
+bool bn_streamable(DType dt, const BnShape& s, int64_t run, const void* const* bufs, int nbufs);
 
 // Rows [r0, r1): y = max(0, x * scale + shift), per-channel float coefficients.
 void bn_fwd_rows_stream_f32(const float* x, float* y, const BnShape& s, int64_t r0, int64_t r1,

@@ -4,23 +4,26 @@
 // bit-identical to the portable loops.
 #include "bn_relu_stream.h"
 
-#include <immintrin.h>
-
 #include <cstdint>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace fastext::kern::cpu {
 
 constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
 
-bool bn_streamable(const BnShape& s, int64_t run, const void* const* bufs, int nbufs) {
+bool bn_streamable(DType dt, const BnShape& s, int64_t run, const void* const* bufs,
+                   int nbufs) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (run % 16 != 0 || s.N * s.S * s.C * 4 < kStreamMinBytes) return false;
+  if (dt != DType::f32 || run % 16 != 0 || s.N * s.S * s.C * 4 < kStreamMinBytes) return false;
   for (int i = 0; i < nbufs; ++i)
     if (reinterpret_cast<uintptr_t>(bufs[i]) % 64 != 0) return false;
   static const bool avx512 = __builtin_cpu_supports("avx512f");
   return avx512;
 #else
-  (void)s, (void)run, (void)bufs, (void)nbufs;
+  (void)dt, (void)s, (void)run, (void)bufs, (void)nbufs;
   return false;
 #endif
 }
