@@ -222,8 +222,27 @@ def test_gradual_unfreezing_trains_the_right_groups_at_the_right_rates(tmp_path)
             assert moved == trainable
     label, probs = learn.predict("I loved this great film")
     assert label in ("neg", "pos") and math.isclose(float(probs.sum()), 1.0, rel_tol=1e-5)
-    with pytest.raises(ValueError, match="one count per stage"):
+    with pytest.raises(ValueError, match="one value per stage"):
         learn.fit_ulmfit(lr, epochs=(1, 1))
+    with pytest.raises(ValueError, match="div >= 1"):
+        learn.fit_ulmfit(lr, div=0.5)
+
+
+def test_ulmfit_options_skip_stages_and_set_uniform_rates(tmp_path):
+    """``div=1`` trains every unfrozen group at one rate; a stage of 0 epochs is skipped."""
+    lm, dls = text_setup(tmp_path)
+    lm.save_encoder("enc")
+    learn = text_classifier_learner(dls, emb_sz=8, n_hid=16, n_layers=3, encoder="enc",
+                                    path=tmp_path, quiet=True)
+    learn.stages = []
+    learn.add_cb(StageSpy())
+    lr = 1e-2
+    learn.fit_ulmfit(lr, epochs=(1, 0, 0, 2), div=1, lr_mults=(1, 1, 1, 0.5))
+    assert [s["trainable"] for s in learn.stages] == [
+        [False, False, False, False, True], [True, True, True, True, True]]
+    # the first step of a 1cycle fit runs at lr_max / 25 (the warm-up's start)
+    assert learn.stages[0]["lrs"][-1] == pytest.approx(lr / 25)
+    assert learn.stages[1]["lrs"] == pytest.approx([lr * 0.5 / 25] * 5)
 
 
 def test_load_encoder_checks_file_and_vocab(tmp_path):

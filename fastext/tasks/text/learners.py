@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...learner import Learner, Metric, accuracy, ulmfit_slice
+from ...learner import ULMFIT_DIV, Learner, Metric, accuracy
 from ...learner.distributed import unwrap_model
 from .awd_lstm import (
     AWDLSTM,
@@ -55,6 +55,9 @@ __all__ = [
     "TextClassifierLearner", "TokenAccuracy", "awd_lstm_clas_split", "language_model_learner",
     "lm_loss", "masked_concat_pool", "text_classifier_learner", "unigram_perplexity",
 ]
+
+#: The course's learning-rate multipliers of the four ULMFiT stages (2e-2, 1e-2, 5e-3, 1e-3).
+ULMFIT_LR_MULTS = (1.0, 1 / 2, 1 / 4, 1 / 20)
 
 #: Format tag of :meth:`LMLearner.save_encoder` files.
 ENCODER_FORMAT = "fastext.text.encoder/1"
@@ -310,20 +313,35 @@ class TextClassifierLearner(Learner):
         return self
 
     def fit_ulmfit(self, lr: float = 2e-2, epochs: Sequence[int] = (1, 1, 1, 2),
+                   div: float = ULMFIT_DIV, lr_mults: Sequence[float] = ULMFIT_LR_MULTS,
                    **kwargs: Any) -> None:
-        """ULMFiT's gradual unfreezing, each stage a 1cycle fit: the head alone at ``lr``;
-        ``freeze_to(-2)`` at ``slice(lr/2 / 2.6**4, lr/2)``; ``freeze_to(-3)`` at
-        ``slice(lr/4 / 2.6**4, lr/4)``; ``unfreeze`` at ``slice(lr/20 / 2.6**4, lr/20)``
-        (the course's 2e-2, 1e-2, 5e-3, 1e-3). ``epochs`` gives each stage's epochs."""
-        if len(epochs) != 4:
-            raise ValueError(f"epochs needs one count per stage (4), got {list(epochs)}")
-        stages = ((self.freeze, lr), (lambda: self.freeze_to(-2), ulmfit_slice(lr / 2)),
-                  (lambda: self.freeze_to(-3), ulmfit_slice(lr / 4)),
-                  (self.unfreeze, ulmfit_slice(lr / 20)))
-        for (freeze, stage_lr), n in zip(stages, epochs, strict=True):
+        """ULMFiT's gradual unfreezing, each stage a 1cycle fit: the head alone at
+        ``lr * lr_mults[0]``; then ``freeze_to(-2)``, ``freeze_to(-3)`` and ``unfreeze``, stage
+        ``i`` at the discriminative ``slice(m / div, m)`` with ``m = lr * lr_mults[i]`` (the
+        lowest trained group at ``m / div``, each group above it a constant factor higher).
+        The defaults are the course's: ``div = 2.6**4`` and ``lr_mults = (1, 1/2, 1/4, 1/20)``
+        (2e-2, 1e-2, 5e-3, 1e-3 at ``lr = 2e-2``), made for an encoder pretrained on a large
+        corpus; ``div=1`` trains every unfrozen group at the same rate. ``epochs`` gives each
+        stage's epochs; a stage of 0 epochs is skipped (``(1, 0, 0, n)``: the head, then
+        everything).
+
+        >>> learn.fit_ulmfit(1e-2, epochs=(1, 0, 0, 6), div=1,
+        ...                  lr_mults=(1, 1, 1, 1))  # doctest: +SKIP
+        """
+        if len(epochs) != 4 or len(lr_mults) != 4:
+            raise ValueError(f"epochs and lr_mults need one value per stage (4), got "
+                             f"{list(epochs)} and {list(lr_mults)}")
+        if div < 1 or any(m <= 0 for m in lr_mults) or any(n < 0 for n in epochs):
+            raise ValueError(f"need div >= 1, lr_mults > 0 and epochs >= 0, got {div}, "
+                             f"{list(lr_mults)}, {list(epochs)}")
+        freezes = (self.freeze, lambda: self.freeze_to(-2), lambda: self.freeze_to(-3),
+                   self.unfreeze)
+        for i, (freeze, mult, n) in enumerate(zip(freezes, lr_mults, epochs, strict=True)):
             if n > 0:
                 freeze()
-                self.fit_one_cycle(n, stage_lr, **kwargs)
+                top = lr * mult
+                self.fit_one_cycle(n, top if i == 0 or div == 1 else slice(top / div, top),
+                                   **kwargs)
 
     def predict(self, text: str) -> tuple[str, Tensor]:
         """The predicted class of ``text`` and the class probabilities."""
