@@ -108,6 +108,7 @@ def test_discriminative_lrs_land_in_groups():
     got = {g["layer_group"]: g["lr"] for g in learn.opt.param_groups}
     assert got == {0: pytest.approx(1e-4), 1: pytest.approx(1e-2)}
     assert learn.lr_range(slice(1e-2)).tolist() == pytest.approx([1e-3, 1e-2])
+    assert learn.lr_range(slice(3e-3, 3e-3)).tolist() == [3e-3, 3e-3]
     s = ulmfit_slice(1e-2)
     assert s.start == pytest.approx(1e-2 / 2.6**4) and s.stop == 1e-2
     track = Track()

@@ -219,6 +219,8 @@ class Learner:
         if isinstance(lr, slice):
             if lr.start is None:
                 return np.array([lr.stop / 10] * (n - 1) + [lr.stop])
+            if lr.start == lr.stop:  # exactly that rate (geomspace can be an ulp off)
+                return np.full(n, float(lr.stop))
             return np.geomspace(lr.start, lr.stop, n) if n > 1 else np.array([lr.stop])
         if np.ndim(lr) == 0:
             return np.full(n, float(lr))

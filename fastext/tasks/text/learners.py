@@ -340,8 +340,7 @@ class TextClassifierLearner(Learner):
             if n > 0:
                 freeze()
                 top = lr * mult
-                self.fit_one_cycle(n, top if i == 0 or div == 1 else slice(top / div, top),
-                                   **kwargs)
+                self.fit_one_cycle(n, top if i == 0 else slice(top / div, top), **kwargs)
 
     def predict(self, text: str) -> tuple[str, Tensor]:
         """The predicted class of ``text`` and the class probabilities."""
