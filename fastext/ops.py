@@ -147,7 +147,8 @@ def _bn_stat_like(input: Tensor) -> Tensor:
 
 
 @torch.library.register_fake("fastext::bn_relu_forward")
-def _bn_relu_forward_fake(input, weight, bias, running_mean, running_var, use_batch_stats, eps):
+def _bn_relu_forward_fake(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                          use_batch_stats, momentum, eps):
     return _bn_out_like(input), _bn_stat_like(input), _bn_stat_like(input), _bn_stat_like(input)
 
 
@@ -165,12 +166,27 @@ def _bn_relu_backward_fake(grad_out, input, weight, bias, save_mean, save_invstd
 
 def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
                     running_mean: Tensor | None, running_var: Tensor | None,
-                    use_batch_stats: bool, eps: float = 1e-5) -> tuple[Tensor, ...]:
+                    use_batch_stats: bool, momentum: float = 0.1, eps: float = 1e-5,
+                    num_batches_tracked: Tensor | None = None) -> tuple[Tensor, ...]:
     """``relu(batch_norm(input))`` in one pass after the statistics: returns the output, the
-    mean and 1/std used, and the biased batch variance (differentiable w.r.t. input, weight
-    and bias). Statistics are float32 (float64 for float64 input)."""
-    return torch.ops.fastext.bn_relu_forward(input, weight, bias, running_mean, running_var,
-                                             bool(use_batch_stats), float(eps))
+    mean and 1/std used, and the biased variance used (differentiable w.r.t. input, weight
+    and bias). Statistics are float32 (float64 for float64 input). With
+    ``use_batch_stats`` the running statistics, when given, are updated in place as
+    ``F.batch_norm(..., training=True, momentum=momentum)`` does, and
+    ``num_batches_tracked``, when given, grows by one.
+
+    >>> import torch
+    >>> rm, rv = torch.zeros(3), torch.ones(3)
+    >>> out, mean, invstd, var = bn_relu_forward(torch.randn(8, 3), None, None, rm, rv, True)
+    >>> torch.allclose(rm, 0.1 * mean)
+    True
+    """
+    return _BN_RELU_FORWARD(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                            bool(use_batch_stats), float(momentum), float(eps))
+
+
+# The overload itself: calling it skips the packet's overload resolution on every layer call.
+_BN_RELU_FORWARD = torch.ops.fastext.bn_relu_forward.default
 
 
 # -- feature loss ------------------------------------------------------------------------------

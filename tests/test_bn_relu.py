@@ -119,13 +119,19 @@ def test_gradcheck_float64(device):
 def test_opcheck(device):
     x = torch.randn(4, 3, 5, 5, device=device)
     w, b = torch.randn(3, device=device), torch.randn(3, device=device)
-    for args in [(x, w, b, None, None, True, 1e-5),
-                 (x.contiguous(memory_format=torch.channels_last), None, None, None, None, True,
-                  1e-5),
-                 (x, w, b, torch.zeros(3, device=device), torch.ones(3, device=device), False,
-                  1e-5)]:
+
+    def running():
+        return (torch.zeros(3, device=device), torch.ones(3, device=device),
+                torch.zeros((), dtype=torch.long, device=device))
+
+    for args in [(x, w, b, None, None, None, True, 0.1, 1e-5),
+                 (x.contiguous(memory_format=torch.channels_last), None, None, None, None, None,
+                  True, 0.1, 1e-5),
+                 (x, w, b, *running(), True, 0.1, 1e-5),  # updates the running statistics
+                 (x, w, b, *running(), False, 0.1, 1e-5)]:
         torch.library.opcheck(torch.ops.fastext.bn_relu_forward.default, args)
-    out, mean, invstd, _ = torch.ops.fastext.bn_relu_forward(x, w, b, None, None, True, 1e-5)
+    out, mean, invstd, _ = torch.ops.fastext.bn_relu_forward(x, w, b, None, None, None, True, 0.1,
+                                                             1e-5)
     torch.library.opcheck(torch.ops.fastext.bn_relu_backward.default,
                           (torch.randn_like(out), x, w, b, mean, invstd, True))
 
@@ -137,7 +143,7 @@ def test_bad_input():
         BatchNormReLU2d(3)(torch.randn(2, 3))
     with pytest.raises(RuntimeError, match="floating point"):
         torch.ops.fastext.bn_relu_forward(torch.ones(2, 3, dtype=torch.int64), None, None, None,
-                                          None, True, 1e-5)
+                                          None, None, True, 0.1, 1e-5)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -206,6 +212,43 @@ def test_mnist_cnn_trains_as_well_fused():
     assert fastext.nn.fuse_bn_relu is fuse_bn_relu
 
 
+@pytest.mark.parametrize("running_dtype", [torch.float32, torch.float16, torch.float64], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_op_updates_running_stats_as_batch_norm(device, running_dtype, channels_last):
+    """The op's in-place update of running_mean / running_var / num_batches_tracked against
+    F.batch_norm's, for running statistics in the statistics' dtype (updated inside the
+    kernel on a GPU) and in others (updated by torch ops); the version counters move, as
+    after any in-place op."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, 4, 3, device=device) * 3 + 2
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(5, device=device), torch.randn(5, device=device)
+    rm0 = torch.randn(5, device=device).to(running_dtype)
+    rv0 = (torch.rand(5, device=device) + 0.5).to(running_dtype)
+    rm, rv = rm0.clone(), rv0.clone()
+    nbt = torch.tensor(7, device=device)
+    versions = rm._version, rv._version, nbt._version
+    out, mean, invstd, var = torch.ops.fastext.bn_relu_forward(x, w, b, rm, rv, nbt, True, 0.3,
+                                                               1e-5)
+    ref_rm, ref_rv = rm0.double(), rv0.double()
+    ref = F.batch_norm(x.double(), ref_rm, ref_rv, w.double(), b.double(), True, 0.3, 1e-5)
+    # fp32 activations: statistics good to fp32, whatever the running dtype.
+    tol = dict(rtol=1e-3, atol=1e-3) if running_dtype == torch.float16 else dict(rtol=1e-5,
+                                                                                atol=1e-6)
+    torch.testing.assert_close(rm, ref_rm.to(running_dtype), **tol)
+    torch.testing.assert_close(rv, ref_rv.to(running_dtype), **tol)
+    torch.testing.assert_close(out, F.relu(ref).float(), rtol=1e-5, atol=1e-5)
+    assert nbt.item() == 8
+    assert all(a < b for a, b in zip(versions, (rm._version, rv._version, nbt._version),
+                                     strict=True))
+    # Evaluation reads them and updates nothing.
+    before = rm.clone(), rv.clone()
+    torch.ops.fastext.bn_relu_forward(x, w, b, rm, rv, nbt, False, 0.3, 1e-5)
+    torch.testing.assert_close((rm, rv), before, rtol=0, atol=0)
+    assert nbt.item() == 8
+
+
 def test_bn_relu_empty_batch():
     out = BatchNormReLU2d(3)(torch.randn(0, 3, 4, 4))
     assert out.shape == (0, 3, 4, 4)
@@ -214,7 +257,10 @@ def test_bn_relu_empty_batch():
 def test_running_stats_of_the_wrong_size_are_named():
     with pytest.raises(RuntimeError, match="running_mean must have C = 3"):
         torch.ops.fastext.bn_relu_forward(torch.randn(4, 3), None, None, torch.zeros(2),
-                                          torch.ones(2), False, 1e-5)
+                                          torch.ones(2), None, False, 0.1, 1e-5)
+    with pytest.raises(RuntimeError, match="running_var must have C = 3"):
+        torch.ops.fastext.bn_relu_forward(torch.randn(4, 3), None, None, torch.zeros(3),
+                                          torch.ones(2), None, True, 0.1, 1e-5)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -223,7 +269,7 @@ def test_op_refuses_batch_stats_of_an_empty_batch(channels_last):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with pytest.raises(RuntimeError, match="empty batch"):
-        torch.ops.fastext.bn_relu_forward(x, None, None, None, None, True, 1e-5)
+        torch.ops.fastext.bn_relu_forward(x, None, None, None, None, None, True, 0.1, 1e-5)
 
 
 def test_compiled_matches_eager(device):

@@ -1,8 +1,11 @@
 // Autograd of fastext::bn_relu_forward, in C++ for every device: the forward op below the
 // autograd key, input / weight / bias / mean / invstd saved, and fastext::bn_relu_backward.
+// The running statistics and num_batches_tracked the op updates get their version counters
+// bumped here, as the ADInplaceOrView kernel this call skips would.
 // In C++ rather than torch.library.register_autograd because a Python autograd formula costs
 // tens of microseconds per call, as much as the whole op on small activations and on a GPU.
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 namespace fastext::ops {
@@ -23,13 +26,19 @@ class BnRelu : public torch::autograd::Function<BnRelu> {
                                const std::optional<at::Tensor>& bias,
                                const std::optional<at::Tensor>& running_mean,
                                const std::optional<at::Tensor>& running_var,
-                               bool use_batch_stats, double eps) {
-    at::AutoDispatchBelowADInplaceOrView guard;
+                               const std::optional<at::Tensor>& num_batches_tracked,
+                               bool use_batch_stats, double momentum, double eps) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("fastext::bn_relu_forward", "")
                          .typed<decltype(bn_relu_forward_signature)>();
-    auto [out, mean, invstd, var] =
-        op.call(input, weight, bias, running_mean, running_var, use_batch_stats, eps);
+    auto [out, mean, invstd, var] = [&] {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      return op.call(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                     use_batch_stats, momentum, eps);
+    }();
+    if (use_batch_stats)
+      for (const auto* t : {&running_mean, &running_var, &num_batches_tracked})
+        if (t->has_value() && (*t)->defined()) torch::autograd::impl::bump_version(**t);
     ctx->save_for_backward({input, or_undefined(weight), or_undefined(bias), mean, invstd});
     ctx->saved_data["use_batch_stats"] = use_batch_stats;
     ctx->mark_non_differentiable({mean, invstd, var});
@@ -47,15 +56,17 @@ class BnRelu : public torch::autograd::Function<BnRelu> {
     // are materialised as zeros (the Function default).
     auto [gi, gw, gb] = op.call(grads[0], saved[0], as_optional(weight), as_optional(bias),
                                 saved[3], saved[4], ctx->saved_data["use_batch_stats"].toBool());
-    return {gi, weight.defined() ? gw : at::Tensor(), bias.defined() ? gb : at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gi,          weight.defined() ? gw : at::Tensor(),
+            bias.defined() ? gb : at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 
  private:
   // The ops' C++ signatures, for the typed dispatcher handles above.
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_signature(
       const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool, double);
+      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+      const std::optional<at::Tensor>&, bool, double, double);
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_signature(
       const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
       const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, bool);
@@ -64,8 +75,11 @@ class BnRelu : public torch::autograd::Function<BnRelu> {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_autograd(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var, bool use_batch_stats, double eps) {
-  auto r = BnRelu::apply(input, weight, bias, running_mean, running_var, use_batch_stats, eps);
+    const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& num_batches_tracked, bool use_batch_stats, double momentum,
+    double eps) {
+  auto r = BnRelu::apply(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                         use_batch_stats, momentum, eps);
   return {r[0], r[1], r[2], r[3]};
 }
 

@@ -1,15 +1,22 @@
 // CPU implementations of fastext::bn_relu_forward / bn_relu_backward. NCHW: channels in
 // parallel, each visited once per direction (its planes stay in cache between the two passes).
 // Channels-last and (N, C): row ranges in parallel with per-range partial sums.
+// Per-channel numbers live in std::vector<double> and are computed in plain loops: a dozen
+// small ATen ops on C-element tensors would cost more host time than a small activation's
+// passes (this is the path of every BatchNorm layer call).
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <vector>
 
 #include "bn_relu_common.h"
 
 namespace fastext::ops {
 namespace {
+
+using Vec = std::vector<double>;
 
 // Rows of a parallel range: about 16k elements (64 KB of fp32, L2-sized), at least 16 rows.
 int64_t range_rows(int64_t C) { return std::max<int64_t>(16, 16384 / std::max<int64_t>(1, C)); }
@@ -18,124 +25,180 @@ int64_t range_rows(int64_t C) { return std::max<int64_t>(16, 16384 / std::max<in
 // strided single elements).
 bool as_rows(const kern::BnShape& s) { return s.channels_last || s.S == 1; }
 
-const double* dp(const at::Tensor& t) { return t.data_ptr<double>(); }
+// A per-channel tensor (weight, bias, running or saved statistics) read into doubles, or
+// `fill` everywhere when absent.
+Vec channel_vec(const char* op, const std::optional<at::Tensor>& p, int64_t C, double fill,
+                const char* name = "weight and bias") {
+  if (!p.has_value() || !p->defined()) return Vec(size_t(C), fill);
+  check_channel(op, *p, C, name);
+  TORCH_CHECK(p->device().is_cpu(), op, ": ", name, " must be on the CPU");
+  Vec v(static_cast<size_t>(C));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p->scalar_type(), "channel_vec", [&] {
+    const auto* d = p->data_ptr<scalar_t>();
+    const int64_t st = p->stride(0);
+    for (int64_t c = 0; c < C; ++c) v[size_t(c)] = double(d[c * st]);
+  });
+  return v;
+}
+
+// Writes v into a 1-D tensor of any float dtype: out[c] = f(v[c], out[c]).
+template <typename F>
+void store_channel(at::Tensor& t, const Vec& v, F f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "store_channel", [&] {
+    auto* d = t.data_ptr<scalar_t>();
+    const int64_t st = t.stride(0);
+    for (size_t c = 0; c < v.size(); ++c)
+      d[int64_t(c) * st] = scalar_t(f(v[c], double(d[int64_t(c) * st])));
+  });
+}
+
+at::Tensor channel_tensor(const Vec& v, const at::TensorOptions& opts) {
+  auto t = at::empty({int64_t(v.size())}, opts);
+  store_channel(t, v, [](double x, double) { return x; });
+  return t;
+}
+
+// Channels in parallel, at least ~32k elements per task so a small activation stays on one
+// thread (waking the pool costs more than its passes).
+template <typename Fn>
+void per_channel(const BnInput& in, Fn fn) {
+  const int64_t per = std::max<int64_t>(1, in.shape.N * in.shape.S);
+  at::parallel_for(0, in.shape.C, std::max<int64_t>(1, 32768 / per), [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) fn(c);
+  });
+}
 
 // Runs fn(r0, r1, acc_a, acc_b) over row ranges with private accumulators, then sums them.
 template <typename Fn>
-std::pair<at::Tensor, at::Tensor> reduce_rows(const BnInput& in, Fn fn) {
+std::pair<Vec, Vec> reduce_rows(const BnInput& in, Fn fn) {
   const int64_t rows = in.shape.N * in.shape.S, C = in.shape.C;
   const int64_t kRows = range_rows(C);
   const int64_t nranges = std::max<int64_t>(1, (rows + kRows - 1) / kRows);
-  std::vector<double> acc(size_t(nranges) * 2 * C, 0.0);
+  Vec acc(size_t(nranges) * 2 * C, 0.0);
   at::parallel_for(0, nranges, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       double* a = acc.data() + r * 2 * C;
       fn(r * kRows, std::min(rows, (r + 1) * kRows), a, a + C);
     }
   });
-  auto s1 = at::zeros({C}, at::kDouble), s2 = at::zeros({C}, at::kDouble);
-  double* p1 = s1.data_ptr<double>();
-  double* p2 = s2.data_ptr<double>();
+  Vec s1(size_t(C), 0.0), s2(size_t(C), 0.0);
   for (int64_t r = 0; r < nranges; ++r)
     for (int64_t c = 0; c < C; ++c) {
-      p1[c] += acc[r * 2 * C + c];
-      p2[c] += acc[r * 2 * C + C + c];
+      s1[c] += acc[r * 2 * C + c];
+      s2[c] += acc[r * 2 * C + C + c];
     }
   return {s1, s2};
 }
 
-template <typename Fn>
-void per_channel(const BnInput& in, Fn fn) {
-  at::parallel_for(0, in.shape.C, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t c = lo; c < hi; ++c) fn(c);
-  });
-}
-
-// Row-layout statistics (planar ones come with the fused per-channel forward).
-std::pair<at::Tensor, at::Tensor> stats_rows(const BnInput& in) {
+// Row-layout statistics (planar ones come with the fused per-channel forward): mean and
+// biased variance, from sums shifted by each channel's first value (no cancellation).
+std::pair<Vec, Vec> stats_rows(const BnInput& in) {
   const auto& s = in.shape;
   const double count = double(s.N * s.S);
-  // Shift each channel by its first value so that sum((x - k)^2) does not cancel.
-  const auto shift =
-      in.x.as_strided({s.C}, {in.x.stride(1)}, in.x.storage_offset()).to(at::kDouble).contiguous();
+  Vec shift(static_cast<size_t>(s.C));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "bn_shift", [&] {
+    const auto* x = in.x.data_ptr<scalar_t>();
+    for (int64_t c = 0; c < s.C; ++c) shift[c] = double(x[c]);  // row 0
+  });
   auto [s1, s2] = reduce_rows(in, [&](int64_t r0, int64_t r1, double* a, double* b) {
-    kern::bn_stats_rows_cpu(in.x.data_ptr(), in.dtype, s, r0, r1, dp(shift), a, b);
+    kern::bn_stats_rows_cpu(in.x.data_ptr(), in.dtype, s, r0, r1, shift.data(), a, b);
   });
-  const auto m1 = s1 / count;
-  return {shift + m1, (s2 / count - m1 * m1).clamp_min(0.0)};
+  Vec mean(static_cast<size_t>(s.C)), var(static_cast<size_t>(s.C));
+  for (int64_t c = 0; c < s.C; ++c) {
+    const double m1 = s1[c] / count;
+    mean[c] = shift[c] + m1;
+    var[c] = std::max(s2[c] / count - m1 * m1, 0.0);
+  }
+  return {mean, var};
 }
 
-// NCHW training forward: each channel's statistics and output in one visit (see
-// bn_fwd_train_planar_cpu), channels in parallel.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fwd_train_planar(
-    const char* op, const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, double eps) {
-  const auto in = bn_input(op, input);
-  TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
-  const auto opts = input.options().dtype(at::kDouble);
-  const auto w = channel_param(op, weight, in.shape.C, 1.0, opts).contiguous();
-  const auto b = channel_param(op, bias, in.shape.C, 0.0, opts).contiguous();
-  auto mean = at::empty({in.shape.C}, opts), var = at::empty({in.shape.C}, opts);
-  auto out = at::empty_like(in.x);
-  per_channel(in, [&](int64_t c) {
-    kern::bn_fwd_train_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, in.shape, c,
-                                  dp(w)[c], dp(b)[c], eps, mean.data_ptr<double>() + c,
-                                  var.data_ptr<double>() + c);
-  });
-  const auto sd = save_dtype(in);
-  return {out, mean.to(sd), (var + eps).rsqrt().to(sd), var.to(sd)};
-}
-
-// NCHW backward: each channel's sums and dx in one visit, channels in parallel.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> bwd_planar(
-    const char* op, const at::Tensor& grad_out, const at::Tensor& input,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& save_mean, const at::Tensor& save_invstd, bool use_batch_stats) {
-  const auto in = bn_input(op, input);
-  TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type(),
-              op, ": grad_out must have the input's shape and dtype");
-  const auto dy = grad_out.contiguous();
-  const auto opts = input.options().dtype(at::kDouble);
-  const auto w = channel_param(op, weight, in.shape.C, 1.0, opts).contiguous();
-  const auto b = channel_param(op, bias, in.shape.C, 0.0, opts).contiguous();
-  const auto mean = save_mean.to(at::kDouble).contiguous();
-  const auto invstd = save_invstd.to(at::kDouble).contiguous();
-  auto g = at::empty({in.shape.C}, opts), gx = at::empty({in.shape.C}, opts);
-  auto dx = at::empty_like(in.x);
-  per_channel(in, [&](int64_t c) {
-    kern::bn_bwd_planar_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, in.shape, c,
-                            dp(w)[c], dp(b)[c], dp(mean)[c], dp(invstd)[c], use_batch_stats,
-                            g.data_ptr<double>() + c, gx.data_ptr<double>() + c);
-  });
-  const bool affine = weight.has_value() && weight->defined();
-  if (!affine) return {dx, at::empty({0}, input.options()), at::empty({0}, input.options())};
-  return {dx, (gx * invstd).to(weight->scalar_type()), g.to(weight->scalar_type())};
-}
-
-void fwd_cpu(const BnInput& in, at::Tensor& out, const at::Tensor& scale, const at::Tensor& shift) {
-  const auto& s = in.shape;
-  if (as_rows(s)) {
-    at::parallel_for(0, s.N * s.S, range_rows(s.C), [&](int64_t r0, int64_t r1) {
-      kern::bn_fwd_rows_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, r0, r1, dp(scale),
-                            dp(shift));
-    });
-  } else {
-    per_channel(in, [&](int64_t c) {
-      kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c, dp(scale)[c],
-                              dp(shift)[c]);
-    });
+// running = (1 - momentum) * running + momentum * batch value (unbiased variance), and one
+// more tracked batch: F.batch_norm's update, in the running tensors' own dtype.
+void update_running(const char* op, const std::optional<at::Tensor>& running_mean,
+                    const std::optional<at::Tensor>& running_var,
+                    const std::optional<at::Tensor>& num_batches_tracked, const Vec& mean,
+                    const Vec& var, double count, double momentum) {
+  const int64_t C = int64_t(mean.size());
+  if (running_mean.has_value() && running_mean->defined() && running_var.has_value() &&
+      running_var->defined()) {
+    check_channel(op, *running_mean, C, "running_mean");
+    check_channel(op, *running_var, C, "running_var");
+    TORCH_CHECK(running_mean->device().is_cpu() && running_var->device().is_cpu(), op,
+                ": running statistics must be on the CPU");
+    const double unbias = count / (count - 1);
+    const auto lerp = [momentum](double batch, double run) {
+      return run + momentum * (batch - run);
+    };
+    at::Tensor rm = *running_mean, rv = *running_var;
+    store_channel(rm, mean, lerp);
+    Vec uvar(var);
+    for (auto& v : uvar) v *= unbias;
+    store_channel(rv, uvar, lerp);
+  }
+  if (num_batches_tracked.has_value() && num_batches_tracked->defined()) {
+    const auto& t = *num_batches_tracked;
+    TORCH_CHECK(t.scalar_type() == at::kLong && t.numel() == 1 && t.device().is_cpu(), op,
+                ": num_batches_tracked must be a one-element int64 CPU tensor");
+    ++*t.data_ptr<int64_t>();
   }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var, bool use_batch_stats, double eps) {
+    const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& num_batches_tracked, bool use_batch_stats, double momentum,
+    double eps) {
   const char* op = "fastext::bn_relu_forward";
-  if (use_batch_stats && !as_rows(bn_input(op, input).shape))
-    return fwd_train_planar(op, input, weight, bias, eps);
-  return bn_relu_forward_recipe(op, input, weight, bias, running_mean, running_var,
-                                use_batch_stats, eps, at::kDouble, stats_rows, fwd_cpu);
+  const auto in = bn_input(op, input);
+  const auto& s = in.shape;
+  const int64_t C = s.C;
+  const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  Vec mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+  auto out = at::empty_like(in.x);
+  const bool fused = use_batch_stats && !as_rows(s);  // NCHW training: one visit per channel
+  if (use_batch_stats) {
+    TORCH_CHECK(s.N * s.S > 0, op, ": batch statistics of an empty batch");
+    if (fused) {
+      per_channel(in, [&](int64_t c) {
+        kern::bn_fwd_train_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c, w[c],
+                                      b[c], eps, &mean[c], &var[c]);
+      });
+    } else {
+      std::tie(mean, var) = stats_rows(in);
+    }
+  } else {
+    TORCH_CHECK(running_mean.has_value() && running_var.has_value() && running_mean->defined() &&
+                    running_var->defined(),
+                op, ": evaluation without batch statistics needs running_mean and running_var");
+    mean = channel_vec(op, running_mean, C, 0.0, "running_mean");
+    var = channel_vec(op, running_var, C, 1.0, "running_var");
+  }
+  Vec invstd(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    invstd[c] = 1.0 / std::sqrt(var[c] + eps);
+    scale[c] = w[c] * invstd[c];
+    shift[c] = b[c] - mean[c] * scale[c];
+  }
+  if (!fused && s.N * s.S * C > 0) {
+    if (as_rows(s)) {
+      at::parallel_for(0, s.N * s.S, range_rows(C), [&](int64_t r0, int64_t r1) {
+        kern::bn_fwd_rows_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, r0, r1, scale.data(),
+                              shift.data());
+      });
+    } else {
+      per_channel(in, [&](int64_t c) {
+        kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c, scale[c],
+                                shift[c]);
+      });
+    }
+  }
+  if (use_batch_stats)
+    update_running(op, running_mean, running_var, num_batches_tracked, mean, var,
+                   double(s.N * s.S), momentum);
+  const auto opts = input.options().dtype(save_dtype(in));
+  return {out, channel_tensor(mean, opts), channel_tensor(invstd, opts),
+          channel_tensor(var, opts)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
@@ -143,27 +206,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
     const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
     const at::Tensor& save_invstd, bool use_batch_stats) {
   const char* op = "fastext::bn_relu_backward";
-  if (!as_rows(bn_input(op, input).shape))
-    return bwd_planar(op, grad_out, input, weight, bias, save_mean, save_invstd, use_batch_stats);
-  auto reduce = [](const BnInput& in, const at::Tensor& dy, const at::Tensor& scale,
-                   const at::Tensor& shift, const at::Tensor& mean) {
-    return reduce_rows(in, [&](int64_t r0, int64_t r1, double* a, double* b) {
-      kern::bn_bwd_reduce_rows_cpu(dy.data_ptr(), in.x.data_ptr(), in.dtype, in.shape, r0, r1,
-                                   dp(scale), dp(shift), dp(mean), a, b);
+  const auto in = bn_input(op, input);
+  const auto& s = in.shape;
+  const int64_t C = s.C;
+  TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type(),
+              op, ": grad_out must have the input's shape and dtype");
+  const auto dy = s.channels_last ? grad_out.contiguous(at::MemoryFormat::ChannelsLast)
+                                  : grad_out.contiguous();
+  const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const Vec mean = channel_vec(op, save_mean, C, 0.0, "save_mean");
+  const Vec invstd = channel_vec(op, save_invstd, C, 1.0, "save_invstd");
+  Vec sum_g(size_t(C), 0.0), sum_gx(size_t(C), 0.0);
+  auto dx = at::empty_like(in.x);
+  const double count = double(s.N * s.S);
+  if (count > 0 && !as_rows(s)) {  // each channel's sums and dx in one visit
+    per_channel(in, [&](int64_t c) {
+      kern::bn_bwd_planar_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, c,
+                              w[c], b[c], mean[c], invstd[c], use_batch_stats, &sum_g[c],
+                              &sum_gx[c]);
     });
-  };
-  auto dx_pass = [](const BnInput& in, const at::Tensor& dy, at::Tensor& dx,
-                    const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
-                    const at::Tensor& a, const at::Tensor& k1, const at::Tensor& k2) {
-    const auto& s = in.shape;
-    at::parallel_for(0, s.N * s.S, range_rows(s.C), [&](int64_t r0, int64_t r1) {
-      kern::bn_bwd_dx_rows_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, in.shape,
-                               r0, r1, dp(scale), dp(shift), dp(mean), dp(a), dp(k1), dp(k2));
+  } else if (count > 0) {
+    Vec scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C)), k1(size_t(C), 0.0), k2(size_t(C), 0.0);
+    for (int64_t c = 0; c < C; ++c) {
+      scale[c] = w[c] * invstd[c];
+      shift[c] = b[c] - mean[c] * scale[c];
+    }
+    std::tie(sum_g, sum_gx) = reduce_rows(in, [&](int64_t r0, int64_t r1, double* g, double* gx) {
+      kern::bn_bwd_reduce_rows_cpu(dy.data_ptr(), in.x.data_ptr(), in.dtype, s, r0, r1,
+                                   scale.data(), shift.data(), mean.data(), g, gx);
     });
-  };
-  return bn_relu_backward_recipe("fastext::bn_relu_backward", grad_out, input, weight, bias,
-                                 save_mean, save_invstd, use_batch_stats, at::kDouble, reduce,
-                                 dx_pass);
+    if (use_batch_stats)
+      for (int64_t c = 0; c < C; ++c) {
+        k1[c] = sum_g[c] / count;
+        k2[c] = invstd[c] * invstd[c] * sum_gx[c] / count;
+      }
+    at::parallel_for(0, s.N * s.S, range_rows(C), [&](int64_t r0, int64_t r1) {
+      kern::bn_bwd_dx_rows_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, r0, r1,
+                               scale.data(), shift.data(), mean.data(), scale.data(), k1.data(),
+                               k2.data());
+    });
+  }
+  const bool affine = weight.has_value() && weight->defined();
+  if (!affine) return {dx, at::empty({0}, input.options()), at::empty({0}, input.options())};
+  Vec dweight(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) dweight[c] = sum_gx[c] * invstd[c];
+  const auto popts = input.options().dtype(weight->scalar_type());
+  return {dx, channel_tensor(dweight, popts), channel_tensor(sum_g, popts)};
 }
 
 }  // namespace

@@ -31,10 +31,21 @@ at::Tensor optional_channel(const char* op, const std::optional<at::Tensor>& p, 
 
 const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
+bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// Whether the statistics kernel can update t in place: contiguous, on x's device, in the
+// statistics' dtype (fp32 running stats beside fp16/bf16/fp32 activations, as usual).
+bool in_kernel(const std::optional<at::Tensor>& t, const at::TensorOptions& opts) {
+  return given(t) && t->device() == opts.device() && t->scalar_type() == opts.dtype() &&
+         t->is_contiguous();
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var, bool use_batch_stats, double eps) {
+    const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& num_batches_tracked, bool use_batch_stats, double momentum,
+    double eps) {
   const char* op = "fastext::bn_relu_forward";
   const c10::cuda::CUDAGuard guard(input.device());
   const auto in = bn_input(op, input);
@@ -45,14 +56,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
   auto coef = at::empty({2 * C}, opts);
   if (use_batch_stats) {
     TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
+    const bool track = given(running_mean) && given(running_var);
+    if (track) {
+      check_channel(op, *running_mean, C, "running_mean");
+      check_channel(op, *running_var, C, "running_var");
+    }
+    const bool fuse = track && in_kernel(running_mean, opts) && in_kernel(running_var, opts);
+    const bool count = given(num_batches_tracked);
+    if (count)
+      TORCH_CHECK(num_batches_tracked->scalar_type() == at::kLong &&
+                      num_batches_tracked->numel() == 1 &&
+                      num_batches_tracked->device() == input.device(),
+                  op, ": num_batches_tracked must be a one-element int64 tensor on the input's "
+                  "device");
     auto work = workspace(in);
-    kern::bn_train_stats_cuda(in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b),
-                              eps, mean.data_ptr(), invstd.data_ptr(), var.data_ptr(),
-                              coef.data_ptr(), work.data_ptr<double>(), stream());
+    kern::bn_train_stats_cuda(
+        in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b), eps,
+        mean.data_ptr(), invstd.data_ptr(), var.data_ptr(), coef.data_ptr(),
+        fuse ? running_mean->data_ptr() : nullptr, fuse ? running_var->data_ptr() : nullptr,
+        momentum, count ? num_batches_tracked->data_ptr<int64_t>() : nullptr,
+        work.data_ptr<double>(), stream());
+    if (track && !fuse) {  // other dtypes or layouts: the same update with torch ops
+      const double n = double(in.shape.N * in.shape.S);
+      running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);
+      running_var->lerp_((var * (n / (n - 1))).to(running_var->scalar_type()), momentum);
+    }
   } else {
-    TORCH_CHECK(running_mean.has_value() && running_var.has_value() && running_mean->defined() &&
-                    running_var->defined(),
-                op, ": evaluation without batch statistics needs running_mean and running_var");
+    TORCH_CHECK(given(running_mean) && given(running_var), op,
+                ": evaluation without batch statistics needs running_mean and running_var");
     const auto rm = channel_param(op, running_mean, C, 0.0, opts, "running_mean").contiguous();
     const auto rv = channel_param(op, running_var, C, 1.0, opts, "running_var").contiguous();
     kern::bn_eval_coef_cuda(in.dtype, C, rm.data_ptr(), rv.data_ptr(), ptr_or_null(w),

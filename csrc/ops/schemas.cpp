@@ -25,10 +25,13 @@ TORCH_LIBRARY(fastext, m) {
       "update_scale_(Tensor(a!) scale, Tensor(b!) growth_tracker, Tensor found_inf, "
       "float growth_factor, float backoff_factor, int growth_interval) -> ()");
   // BatchNorm + ReLU. Forward returns the output, the statistics used (mean, invstd: saved
-  // for backward) and the biased batch variance (for the running-stat update).
+  // for backward) and the biased variance used. With batch statistics it also updates the
+  // running statistics in place as F.batch_norm does (when given) and adds one to
+  // num_batches_tracked (when given): one call per layer, no separate update ops.
   m.def(
-      "bn_relu_forward(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean, "
-      "Tensor? running_var, bool use_batch_stats, float eps) -> "
+      "bn_relu_forward(Tensor input, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
+      "Tensor(b!)? running_var, Tensor(c!)? num_batches_tracked, bool use_batch_stats, "
+      "float momentum, float eps) -> "
       "(Tensor out, Tensor save_mean, Tensor save_invstd, Tensor batch_var)");
   m.def(
       "bn_relu_backward(Tensor grad_out, Tensor input, Tensor? weight, Tensor? bias, "

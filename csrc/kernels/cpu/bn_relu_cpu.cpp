@@ -16,6 +16,22 @@ namespace fastext::kern {
 namespace {
 using cpu::Io;
 
+// A channel's planes are N runs of S elements, C * S apart. When S is small the hardware
+// prefetchers see a new short stream per plane and the pass waits on memory latency
+// (measured here, N256xC16x14x14 fp32 from a cold cache: 448 us per forward against 306 us
+// for the same bytes channels-last). So the first pass over a channel fetches the planes
+// kAhead ahead itself, up to kPrefetchLines lines of each; longer planes ramp the hardware
+// prefetchers up by themselves.
+constexpr int64_t kAhead = 8, kPrefetchLines = 32;
+template <typename T>
+FX_HD void prefetch_plane(const T* base, const BnShape& s, int64_t n, int64_t c) {
+  if (n >= s.N) return;
+  const char* p = reinterpret_cast<const char*>(base + (n * s.C + c) * s.S);
+  const int64_t bytes = s.S * int64_t(sizeof(T));
+  const int64_t lines = bytes / 64 + 1;
+  for (int64_t l = 0; l < lines && l < kPrefetchLines; ++l) __builtin_prefetch(p + 64 * l);
+}
+
 template <typename T>
 FX_HD void stats_planar(const void* xv, const BnShape& s, int64_t c, double shift, double* sum,
                         double* sumsq) {
@@ -23,7 +39,9 @@ FX_HD void stats_planar(const void* xv, const BnShape& s, int64_t c, double shif
   const T* x = static_cast<const T*>(xv);
   const M k = M(shift);
   double s1 = 0, s2 = 0;
+  for (int64_t n = 0; n < kAhead; ++n) prefetch_plane(x, s, n, c);
   for (int64_t n = 0; n < s.N; ++n) {
+    prefetch_plane(x, s, n + kAhead, c);
     const T* p = x + (n * s.C + c) * s.S;
     M f1 = 0, f2 = 0;
 #pragma omp simd reduction(+ : f1, f2)
@@ -85,7 +103,10 @@ FX_HD void bwd_reduce_planar(const void* dyv, const void* xv, const BnShape& s, 
   const T* x = static_cast<const T*>(xv);
   const T* dy = static_cast<const T*>(dyv);
   double s1 = 0, s2 = 0;
+  for (int64_t n = 0; n < kAhead; ++n) prefetch_plane(x, s, n, c), prefetch_plane(dy, s, n, c);
   for (int64_t n = 0; n < s.N; ++n) {
+    prefetch_plane(x, s, n + kAhead, c);
+    prefetch_plane(dy, s, n + kAhead, c);
     const int64_t base = (n * s.C + c) * s.S;
     M f1 = 0, f2 = 0;
 #pragma omp simd reduction(+ : f1, f2)

@@ -1,0 +1,147 @@
+"""Where the time of a GPU benchmark case goes: host submission vs device kernels.
+
+Run by ``bench/gpu_check.sh`` after the suites: ``python bench/gpu_diag.py OUT.json``. For
+each BatchNorm + ReLU case of the ``bn_relu`` suite (forward + backward, training mode) and
+for one AdamW step on a 10M tensor, per implementation:
+
+* ``event_ms``: CUDA-event time of one call, median of ``REPS`` (what the suites report);
+* ``host_us``: host time to submit one call, without waiting for the device (mean over
+  ``REPS`` calls; the launch queue is far from full, so the host never blocks);
+* ``kernel_us``: device time of the kernels one call launches (``torch.profiler``), and
+  ``kernels``: each kernel's name and time.
+
+A case whose ``event_ms`` is near ``host_us`` is bound by the host; near ``kernel_us``, by
+the device. Nothing here is a benchmark result in the README; it tells the next change.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from fastext.bench import bn_relu as bn_suite
+from fastext.optim import AdamW
+
+REPS = 30
+PROFILED_CALLS = 5
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def event_ms(fn: Callable[[], object]) -> float:
+    if not torch.cuda.is_available():  # smoke test on a CPU machine
+        return host_us(fn) / 1e3
+    times = []
+    for _ in range(REPS):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def host_us(fn: Callable[[], object]) -> float:
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(REPS):
+        fn()
+    t = time.perf_counter() - t0
+    sync()
+    return t / REPS * 1e6
+
+
+def kernels(fn: Callable[[], object]) -> tuple[float, list[tuple[str, float]]]:
+    """Device microseconds per call, and (kernel, microseconds per call) pairs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gpu = torch.cuda.is_available()
+    sync()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with profile(activities=acts) as prof:
+        for _ in range(PROFILED_CALLS):
+            fn()
+        sync()
+    per: dict[str, float] = {}
+    for e in prof.events():
+        on_device = str(getattr(e, "device_type", "")).endswith("CUDA")
+        if on_device or (not gpu and e.name.startswith("fastext::")):
+            t = getattr(e, "device_time", None) if on_device else e.cpu_time_total
+            if t is None:
+                t = getattr(e, "cuda_time", 0.0)
+            per[e.name[:90]] = per.get(e.name[:90], 0.0) + t / PROFILED_CALLS
+    rows = sorted(per.items(), key=lambda kv: -kv[1])
+    return sum(per.values()), [(k, round(v, 2)) for k, v in rows]
+
+
+def measure(name: str, fn: Callable[[], object]) -> dict:
+    for _ in range(5):
+        fn()
+    sync()
+    row: dict = {"impl": name, "event_ms": event_ms(fn), "host_us": host_us(fn)}
+    try:
+        row["kernel_us"], row["kernels"] = kernels(fn)
+    except Exception as e:  # the profiler is optional for this report
+        row["profiler_error"] = f"{type(e).__name__}: {e}"
+    return row
+
+
+def bn_cases(dev: torch.device) -> list[dict]:
+    out = []
+    gen = torch.Generator(device=dev).manual_seed(0)
+    for shape in (bn_suite.SHAPES if dev.type == "cuda" else bn_suite.QUICK_SHAPES):
+        for fmt, mf in bn_suite.FORMATS.items():
+            x = torch.randn(shape, generator=gen, device=dev).to(memory_format=mf)
+            x.requires_grad_(True)
+            g = torch.randn(shape, generator=gen, device=dev).to(memory_format=mf)
+            mods = bn_suite.bn_relu_modules(shape[1], dev)
+            for impl in ("torch-eager", "fastext"):
+                m = mods[impl]
+                row = measure(impl, bn_suite.fwd_bwd(m, m, x, g))
+                with torch.no_grad():
+                    row["fwd_only_host_us"] = host_us(lambda m=m, x=x: m(x))
+                row["case"] = bn_suite.case_name(shape, fmt)
+                out.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
+                for k, v in row.get("kernels", [])[:8]:
+                    print(f"    {v:9.2f} us  {k}", flush=True)
+    return out
+
+
+def adamw_case(dev: torch.device) -> list[dict]:
+    out = []
+    for impl in ("torch-fused", "fastext"):
+        p = torch.zeros(10_000_000, device=dev, requires_grad=True)
+        p.grad = torch.randn_like(p)
+        opt = (torch.optim.AdamW([p], fused=True) if impl == "torch-fused" else AdamW([p]))
+        row = measure(impl, opt.step)
+        row["case"] = "AdamW/10M"
+        if "kernel_us" in row:
+            row["kernel_gbs"] = 28 * p.numel() / (row["kernel_us"] * 1e-6) / 1e9
+        out.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
+        for k, v in row.get("kernels", [])[:4]:
+            print(f"    {v:9.2f} us  {k}", flush=True)
+    return out
+
+
+def main(path: str) -> None:
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = bn_cases(dev) + adamw_case(dev)
+    with open(path, "w") as f:
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+        json.dump({"device": name, "torch": torch.__version__,
+                   "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
