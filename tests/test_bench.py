@@ -111,3 +111,20 @@ def test_reuse_freed_memory_serves_large_tensors_from_the_heap():
     by default it is mapped afresh (and page-faulted in again) on every allocation."""
     assert _from_heap("on")
     assert not _from_heap("off")
+
+
+def test_time_alternating_shuffles_each_round():
+    """Every implementation runs once per round (after the warm-up rounds), in an order
+    shuffled per round: none always follows the same other one."""
+    from fastext.bench.timing import time_alternating
+
+    calls: list[str] = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    times = time_alternating(fns, "cpu", reps=12, warmup=1)
+    assert set(times) == set("abc") and all(t >= 0 for t in times.values())
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert len(rounds) == 13 and all(sorted(r) == list("abc") for r in rounds)
+    timed = rounds[1:]
+    assert len({tuple(r) for r in timed}) > 1
+    predecessors_of_a = {r[r.index("a") - 1] for r in timed if r.index("a") > 0}
+    assert predecessors_of_a == {"b", "c"}

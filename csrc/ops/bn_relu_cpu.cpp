@@ -1,5 +1,5 @@
-// CPU implementations of fastext::bn_relu_forward / bn_relu_backward. NCHW: channels in
-// parallel, each visited once per direction (its planes stay in cache between the two passes).
+// CPU implementations of fastext::bn_relu_forward / bn_relu_backward. NCHW: channel blocks in
+// parallel, each visited once per direction (see kern::bn_planar_block).
 // Channels-last and (N, C): row ranges in parallel with per-range partial sums.
 // Per-channel numbers live in std::vector<double> and are computed in plain loops: a dozen
 // small ATen ops on C-element tensors would cost more host time than a small activation's
@@ -58,13 +58,17 @@ at::Tensor channel_tensor(const Vec& v, const at::TensorOptions& opts) {
   return t;
 }
 
-// Channels in parallel, at least ~32k elements per task so a small activation stays on one
-// thread (waking the pool costs more than its passes).
+// Planar passes over channel blocks in parallel (kern::bn_planar_block): fn(c0, c1). Each
+// task covers at least ~32k elements, so a small activation stays on one thread (waking the
+// pool costs more than its passes).
 template <typename Fn>
-void per_channel(const BnInput& in, Fn fn) {
+void per_channel_block(const BnInput& in, Fn fn) {
   const int64_t per = std::max<int64_t>(1, in.shape.N * in.shape.S);
-  at::parallel_for(0, in.shape.C, std::max<int64_t>(1, 32768 / per), [&](int64_t lo, int64_t hi) {
-    for (int64_t c = lo; c < hi; ++c) fn(c);
+  const int64_t block = kern::bn_planar_block(in.shape, in.x.element_size(),
+                                              at::get_num_threads());
+  const int64_t grain = std::max<int64_t>(block, 32768 / per);
+  at::parallel_for(0, in.shape.C, std::max<int64_t>(1, grain), [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; c += block) fn(c, std::min(hi, c + block));
   });
 }
 
@@ -154,15 +158,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
   const auto& s = in.shape;
   const int64_t C = s.C;
   const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
-  Vec mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+  const size_t nc = static_cast<size_t>(C);
+  Vec mean(nc), var(nc), scale(nc), shift(nc);
   auto out = at::empty_like(in.x);
-  const bool fused = use_batch_stats && !as_rows(s);  // NCHW training: one visit per channel
+  const bool fused = use_batch_stats && !as_rows(s);  // NCHW training: stats + output at once
   if (use_batch_stats) {
     TORCH_CHECK(s.N * s.S > 0, op, ": batch statistics of an empty batch");
     if (fused) {
-      per_channel(in, [&](int64_t c) {
-        kern::bn_fwd_train_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c, w[c],
-                                      b[c], eps, &mean[c], &var[c]);
+      per_channel_block(in, [&](int64_t c0, int64_t c1) {
+        kern::bn_fwd_train_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c0, c1,
+                                      w.data(), b.data(), eps, mean.data(), var.data());
       });
     } else {
       std::tie(mean, var) = stats_rows(in);
@@ -187,9 +192,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
                               shift.data());
       });
     } else {
-      per_channel(in, [&](int64_t c) {
-        kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c, scale[c],
-                                shift[c]);
+      per_channel_block(in, [&](int64_t c0, int64_t c1) {
+        kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c0, c1,
+                                scale.data(), shift.data());
       });
     }
   }
@@ -220,13 +225,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
   auto dx = at::empty_like(in.x);
   const double count = double(s.N * s.S);
   if (count > 0 && !as_rows(s)) {  // each channel's sums and dx in one visit
-    per_channel(in, [&](int64_t c) {
-      kern::bn_bwd_planar_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, c,
-                              w[c], b[c], mean[c], invstd[c], use_batch_stats, &sum_g[c],
-                              &sum_gx[c]);
+    per_channel_block(in, [&](int64_t c0, int64_t c1) {
+      kern::bn_bwd_planar_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, c0,
+                              c1, w.data(), b.data(), mean.data(), invstd.data(),
+                              use_batch_stats, sum_g.data(), sum_gx.data());
     });
   } else if (count > 0) {
-    Vec scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C)), k1(size_t(C), 0.0), k2(size_t(C), 0.0);
+    const size_t nc = static_cast<size_t>(C);
+    Vec scale(nc), shift(nc), k1(nc, 0.0), k2(nc, 0.0);
     for (int64_t c = 0; c < C; ++c) {
       scale[c] = w[c] * invstd[c];
       shift[c] = b[c] - mean[c] * scale[c];

@@ -1,6 +1,5 @@
-// CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): one channel per call, its N
-// contiguous planes of S elements; sums in float within a plane (vectorised with an
-// OpenMP simd reduction) and in double across planes. Interleaved (channels-last): a range
+// CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): a block of channels per call,
+// walked plane by plane (below). Interleaved (channels-last): a range
 // of rows, all channels, float sums within the range (four rows per accumulator update)
 // and double across. Large fp32 outputs are written with streaming stores
 // (bn_relu_stream.h).
@@ -16,144 +15,155 @@ namespace fastext::kern {
 namespace {
 using cpu::Io;
 
-// A channel's planes are N runs of S elements, C * S apart. When S is small the hardware
-// prefetchers see a new short stream per plane and the pass waits on memory latency
-// (measured here, N256xC16x14x14 fp32 from a cold cache: 448 us per forward against 306 us
-// for the same bytes channels-last). So the first pass over a channel fetches the planes
-// kAhead ahead itself, up to kPrefetchLines lines of each; longer planes ramp the hardware
-// prefetchers up by themselves.
-constexpr int64_t kAhead = 8, kPrefetchLines = 32;
-template <typename T>
-FX_HD void prefetch_plane(const T* base, const BnShape& s, int64_t n, int64_t c) {
-  if (n >= s.N) return;
-  const char* p = reinterpret_cast<const char*>(base + (n * s.C + c) * s.S);
-  const int64_t bytes = s.S * int64_t(sizeof(T));
-  const int64_t lines = bytes / 64 + 1;
-  for (int64_t l = 0; l < lines && l < kPrefetchLines; ++l) __builtin_prefetch(p + 64 * l);
-}
-
-template <typename T>
-FX_HD void stats_planar(const void* xv, const BnShape& s, int64_t c, double shift, double* sum,
-                        double* sumsq) {
-  using M = typename Io<T>::M;
-  const T* x = static_cast<const T*>(xv);
-  const M k = M(shift);
-  double s1 = 0, s2 = 0;
-  for (int64_t n = 0; n < kAhead; ++n) prefetch_plane(x, s, n, c);
-  for (int64_t n = 0; n < s.N; ++n) {
-    prefetch_plane(x, s, n + kAhead, c);
-    const T* p = x + (n * s.C + c) * s.S;
-    M f1 = 0, f2 = 0;
-#pragma omp simd reduction(+ : f1, f2)
-    for (int64_t i = 0; i < s.S; ++i) {
-      const M d = Io<T>::ld(p[i]) - k;
-      f1 += d;
-      f2 += d * d;
-    }
-    s1 += f1;
-    s2 += f2;
-  }
-  *sum = s1;
-  *sumsq = s2;
-}
+// Planar passes work on a block of channels [c0, c1), image by image: for n, for c in the
+// block, one plane of S contiguous elements. A block of one channel is the per-channel walk
+// (its planes stay in L2 between a direction's two passes); a wider block reads runs of
+// (c1 - c0) * S contiguous elements, which is what keeps the hardware prefetchers streaming
+// when planes are short (see bn_planar_block in bn_relu_launch.h). Within a plane the sums
+// are float (an OpenMP simd reduction), across planes double, in the same order either way.
 
 // A plane of S fp32 elements as S / 16 rows of 16 channels for the streaming passes.
-inline BnShape plane_rows(const BnShape& s) { return {1, 16, s.S / 16, true}; }
-template <int K>
-std::array<std::array<float, 16>, K> broadcast16(const std::array<double, K>& v) {
-  std::array<std::array<float, 16>, K> out;
-  for (int k = 0; k < K; ++k) out[k].fill(float(v[k]));
-  return out;
+inline BnShape plane_rows(int64_t S) { return {1, 16, S / 16, true}; }
+using F16 = std::array<float, 16>;
+inline F16 bcast(double v) {
+  F16 a;
+  a.fill(float(v));
+  return a;
+}
+
+template <typename T, typename M = typename Io<T>::M>
+FX_HD void plane_stats(const T* __restrict__ p, int64_t S, M k, double& s1, double& s2) {
+  M f1 = 0, f2 = 0;
+#pragma omp simd reduction(+ : f1, f2)
+  for (int64_t i = 0; i < S; ++i) {
+    const M d = Io<T>::ld(p[i]) - k;
+    f1 += d;
+    f2 += d * d;
+  }
+  s1 += f1;
+  s2 += f2;
 }
 
 // stream: the caller checked bn_streamable (fp32 only).
+template <typename T, typename M = typename Io<T>::M>
+FX_HD void plane_fwd(const T* __restrict__ p, T* __restrict__ q, int64_t S, M scale, M shift,
+                     bool stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream) {
+      const F16 sc = bcast(scale), sh = bcast(shift);
+      return cpu::bn_fwd_rows_stream_f32(p, q, plane_rows(S), 0, S / 16, sc.data(), sh.data());
+    }
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < S; ++i) q[i] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[i]), scale, shift));
+}
+
+template <typename T, typename M = typename Io<T>::M>
+FX_HD void plane_grad_sums(const T* __restrict__ dy, const T* __restrict__ x, int64_t S, M scale,
+                           M shift, M mean, double& s1, double& s2) {
+  M f1 = 0, f2 = 0;
+#pragma omp simd reduction(+ : f1, f2)
+  for (int64_t i = 0; i < S; ++i) {
+    const M xi = Io<T>::ld(x[i]);
+    const M g = bn_relu_grad<M>(Io<T>::ld(dy[i]), xi, scale, shift);
+    f1 += g;
+    f2 += g * (xi - mean);
+  }
+  s1 += f1;
+  s2 += f2;
+}
+
+template <typename T, typename M = typename Io<T>::M>
+FX_HD void plane_dx(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
+                    int64_t S, M scale, M shift, M mean, M a, M k1, M k2, bool stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream) {
+      const F16 v[6] = {bcast(scale), bcast(shift), bcast(mean), bcast(a), bcast(k1), bcast(k2)};
+      return cpu::bn_bwd_dx_rows_stream_f32(dy, x, dx, plane_rows(S), 0, S / 16, v[0].data(),
+                                            v[1].data(), v[2].data(), v[3].data(), v[4].data(),
+                                            v[5].data());
+    }
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < S; ++i) {
+    const M xi = Io<T>::ld(x[i]);
+    const M g = bn_relu_grad<M>(Io<T>::ld(dy[i]), xi, scale, shift);
+    dx[i] = Io<T>::st(bn_relu_dx<M>(g, xi, mean, a, k1, k2));
+  }
+}
+
+// Calls fn(plane offset, channel) for every plane of the block, image by image.
+template <typename Fn>
+FX_HD void for_planes(const BnShape& s, int64_t c0, int64_t c1, Fn fn) {
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t c = c0; c < c1; ++c) fn((n * s.C + c) * s.S, c);
+}
+
 template <typename T>
-FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c, double scale_d,
-                      double shift_d, bool stream = false) {
+FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c0, int64_t c1,
+                      const double* scale, const double* shift, bool stream) {
   using M = typename Io<T>::M;
-  const M scale = M(scale_d), shift = M(shift_d);
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
-  if constexpr (std::is_same_v<T, float>) {
-    if (stream) {
-      const auto k = broadcast16<2>({scale_d, shift_d});
-      for (int64_t n = 0; n < s.N; ++n) {
-        const int64_t base = (n * s.C + c) * s.S;
-        cpu::bn_fwd_rows_stream_f32(x + base, y + base, plane_rows(s), 0, s.S / 16,
-                                    k[0].data(), k[1].data());
-      }
-      return;
-    }
-  }
-  for (int64_t n = 0; n < s.N; ++n) {
-    const int64_t base = (n * s.C + c) * s.S;
-    const T* __restrict__ p = x + base;
-    T* __restrict__ q = y + base;
-#pragma omp simd
-    for (int64_t i = 0; i < s.S; ++i) q[i] = Io<T>::st(bn_relu_out<M>(Io<T>::ld(p[i]), scale, shift));
-  }
+  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
+    plane_fwd<T>(x + o, y + o, s.S, M(scale[c]), M(shift[c]), stream);
+  });
 }
 
+// Statistics (sums shifted by each channel's first value, so they do not cancel), then the
+// normalise pass: mean[c], var[c] (biased) for c in the block.
 template <typename T>
-FX_HD void bwd_reduce_planar(const void* dyv, const void* xv, const BnShape& s, int64_t c,
-                             double scale_d, double shift_d, double mean_d, double* sum_g,
-                             double* sum_gx) {
+FX_HD void fwd_train_planar(const void* xv, void* yv, const BnShape& s, int64_t c0, int64_t c1,
+                            const double* w, const double* b, double eps, double* mean,
+                            double* var, bool stream) {
   using M = typename Io<T>::M;
-  const M scale = M(scale_d), shift = M(shift_d), mean = M(mean_d);
+  const T* x = static_cast<const T*>(xv);
+  const int64_t nc = c1 - c0;
+  std::vector<double> k(nc), s1(nc, 0.0), s2(nc, 0.0);
+  std::vector<double> scale(size_t(c1), 0.0), shift(size_t(c1), 0.0);
+  for (int64_t j = 0; j < nc; ++j) k[j] = double(Io<T>::ld(x[(c0 + j) * s.S]));
+  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
+    plane_stats<T>(x + o, s.S, M(k[c - c0]), s1[c - c0], s2[c - c0]);
+  });
+  const double count = double(s.N * s.S);
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t j = c - c0;
+    const double m1 = s1[j] / count;
+    mean[c] = k[j] + m1;
+    var[c] = s2[j] / count - m1 * m1 > 0 ? s2[j] / count - m1 * m1 : 0.0;
+    scale[c] = w[c] / sqrt(var[c] + eps);
+    shift[c] = b[c] - mean[c] * scale[c];
+  }
+  fwd_planar<T>(xv, yv, s, c0, c1, scale.data(), shift.data(), stream);
+}
+
+// Sums, then dx: sum_g[c], sum_gx[c] for c in the block.
+template <typename T>
+FX_HD void bwd_planar(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t c0,
+                      int64_t c1, const double* w, const double* b, const double* mean,
+                      const double* invstd, bool batch, double* sum_g, double* sum_gx,
+                      bool stream) {
+  using M = typename Io<T>::M;
   const T* x = static_cast<const T*>(xv);
   const T* dy = static_cast<const T*>(dyv);
-  double s1 = 0, s2 = 0;
-  for (int64_t n = 0; n < kAhead; ++n) prefetch_plane(x, s, n, c), prefetch_plane(dy, s, n, c);
-  for (int64_t n = 0; n < s.N; ++n) {
-    prefetch_plane(x, s, n + kAhead, c);
-    prefetch_plane(dy, s, n + kAhead, c);
-    const int64_t base = (n * s.C + c) * s.S;
-    M f1 = 0, f2 = 0;
-#pragma omp simd reduction(+ : f1, f2)
-    for (int64_t i = 0; i < s.S; ++i) {
-      const M xi = Io<T>::ld(x[base + i]);
-      const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + i]), xi, scale, shift);
-      f1 += g;
-      f2 += g * (xi - mean);
-    }
-    s1 += f1;
-    s2 += f2;
+  T* dx = static_cast<T*>(dxv);
+  std::vector<double> scale(static_cast<size_t>(c1)), shift(static_cast<size_t>(c1));
+  for (int64_t c = c0; c < c1; ++c) {
+    scale[c] = w[c] * invstd[c];
+    shift[c] = b[c] - mean[c] * scale[c];
+    sum_g[c] = sum_gx[c] = 0.0;
   }
-  *sum_g = s1;
-  *sum_gx = s2;
-}
-
-template <typename T>
-FX_HD void bwd_dx_planar(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t c,
-                         double scale_d, double shift_d, double mean_d, double a_d, double k1_d,
-                         double k2_d, bool stream = false) {
-  using M = typename Io<T>::M;
-  const M scale = M(scale_d), shift = M(shift_d), mean = M(mean_d), a = M(a_d), k1 = M(k1_d),
-          k2 = M(k2_d);
-  const T* __restrict__ x = static_cast<const T*>(xv);
-  const T* __restrict__ dy = static_cast<const T*>(dyv);
-  T* __restrict__ dx = static_cast<T*>(dxv);
-  if constexpr (std::is_same_v<T, float>) {
-    if (stream) {
-      const auto k = broadcast16<6>({scale_d, shift_d, mean_d, a_d, k1_d, k2_d});
-      for (int64_t n = 0; n < s.N; ++n) {
-        const int64_t base = (n * s.C + c) * s.S;
-        cpu::bn_bwd_dx_rows_stream_f32(dy + base, x + base, dx + base, plane_rows(s), 0,
-                                       s.S / 16, k[0].data(), k[1].data(), k[2].data(),
-                                       k[3].data(), k[4].data(), k[5].data());
-      }
-      return;
-    }
-  }
-  for (int64_t n = 0; n < s.N; ++n) {
-    const int64_t base = (n * s.C + c) * s.S;
-#pragma omp simd
-    for (int64_t i = 0; i < s.S; ++i) {
-      const M xi = Io<T>::ld(x[base + i]);
-      const M g = bn_relu_grad<M>(Io<T>::ld(dy[base + i]), xi, scale, shift);
-      dx[base + i] = Io<T>::st(bn_relu_dx<M>(g, xi, mean, a, k1, k2));
-    }
-  }
+  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
+    plane_grad_sums<T>(dy + o, x + o, s.S, M(scale[c]), M(shift[c]), M(mean[c]), sum_g[c],
+                       sum_gx[c]);
+  });
+  const double count = double(s.N * s.S);
+  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
+    const double k1 = batch ? sum_g[c] / count : 0.0;
+    const double k2 = batch ? invstd[c] * invstd[c] * sum_gx[c] / count : 0.0;
+    plane_dx<T>(dy + o, x + o, dx + o, s.S, M(scale[c]), M(shift[c]), M(mean[c]), M(scale[c]),
+                M(k1), M(k2), stream);
+  });
 }
 
 // Per-channel doubles converted once per call to the math type of the inner loops.
@@ -293,53 +303,27 @@ FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape
     default: FN<float>(__VA_ARGS__); break;                      \
   }
 
-FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
-                                 double scale, double shift) {
+FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c0,
+                                 int64_t c1, const double* scale, const double* shift) {
   const void* bufs[] = {x, y};
   const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 2);
-  FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c, scale, shift, stream);
+  FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c0, c1, scale, shift, stream);
 }
-// One channel, two passes back to back (the channel's planes stay in L2 between them).
-template <typename T>
-FX_HD void fwd_train_planar(const void* x, void* y, const BnShape& s, int64_t c, double w,
-                            double b, double eps, double* mean, double* var, bool stream) {
-  const double count = double(s.N * s.S);
-  const double k = double(Io<T>::ld(static_cast<const T*>(x)[c * s.S]));  // shift: a value of c
-  double s1, s2;
-  stats_planar<T>(x, s, c, k, &s1, &s2);
-  const double m1 = s1 / count;
-  *mean = k + m1;
-  *var = s2 / count - m1 * m1 > 0 ? s2 / count - m1 * m1 : 0.0;
-  const double scale = w / sqrt(*var + eps);
-  fwd_planar<T>(x, y, s, c, scale, b - *mean * scale, stream);
-}
-
-template <typename T>
-FX_HD void bwd_planar(const void* dy, const void* x, void* dx, const BnShape& s, int64_t c,
-                      double w, double b, double mean, double invstd, bool batch,
-                      double* sum_g, double* sum_gx, bool stream) {
-  const double scale = w * invstd, shift = b - mean * scale, count = double(s.N * s.S);
-  bwd_reduce_planar<T>(dy, x, s, c, scale, shift, mean, sum_g, sum_gx);
-  const double k1 = batch ? *sum_g / count : 0.0;
-  const double k2 = batch ? invstd * invstd * *sum_gx / count : 0.0;
-  bwd_dx_planar<T>(dy, x, dx, s, c, scale, shift, mean, scale, k1, k2, stream);
-}
-
 FX_CLONES void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const BnShape& s,
-                                       int64_t c, double w, double b, double eps, double* mean,
-                                       double* var) {
+                                       int64_t c0, int64_t c1, const double* w, const double* b,
+                                       double eps, double* mean, double* var) {
   const void* bufs[] = {x, y};
   const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 2);
-  FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c, w, b, eps, mean, var, stream);
+  FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c0, c1, w, b, eps, mean, var, stream);
 }
 FX_CLONES void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt,
-                                 const BnShape& s, int64_t c, double w, double b, double mean,
-                                 double invstd, bool use_batch_stats, double* sum_g,
-                                 double* sum_gx) {
+                                 const BnShape& s, int64_t c0, int64_t c1, const double* w,
+                                 const double* b, const double* mean, const double* invstd,
+                                 bool use_batch_stats, double* sum_g, double* sum_gx) {
   const void* bufs[] = {dy, x, dx};
   const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 3);
-  FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c, w, b, mean, invstd, use_batch_stats, sum_g,
-                 sum_gx, stream);
+  FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c0, c1, w, b, mean, invstd, use_batch_stats,
+                 sum_g, sum_gx, stream);
 }
 
 FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int64_t r0,
