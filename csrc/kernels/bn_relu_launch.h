@@ -6,11 +6,11 @@
 
 namespace fastext::kern {
 
-// CPU, planar layout (NCHW): a block of channels [c0, c1) (the caller runs blocks in
-// parallel), walked image by image. Per-channel arrays are indexed by channel, all C of them;
-// the calls read and write entries c0..c1-1. Blocks of one channel for long planes: each
-// channel's planes stay in L2 between a direction's two passes, so the second read hits the
-// cache. Wider blocks for short planes (see bn_planar_block below).
+// CPU, planar layout (NCHW), channels [c0, c1) over all images, walked image by image (the
+// caller runs one channel per call, channels in parallel, when planes are long: see
+// bn_planar_by_images). Per-channel arrays hold the entries of channels c0..c1-1 (entry 0 is
+// channel c0). A channel's two passes run back to back, so the second read of its planes
+// hits L2.
 void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c0,
                        int64_t c1, const double* scale, const double* shift);
 // The training forward (statistics with shifted sums, then normalise + affine + ReLU):
@@ -24,19 +24,34 @@ void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt, const 
                        const double* mean, const double* invstd, bool use_batch_stats,
                        double* sum_g, double* sum_gx);
 
-// Channels per planar block. A channel's planes are N runs of S elements, C * S apart: when
-// a plane is short, a one-channel walk starts a new short stream per plane, the hardware
-// prefetchers never get going, and the pass waits on memory latency. Planes under 4 KB
-// therefore go in blocks of C / threads channels (one per thread), whose runs are block * S
-// elements long. Measured here (2 threads, fp32, forward + backward alternating with eager,
-// ratio to eager over 3 runs): N256xC16x14x14 1.68-1.71x one channel at a time, 2.15-2.30x
-// in blocks of 8 (1.9-2.0x in blocks of 2 or 4); N64xC128x28x28 2.51-2.52x against
-// 2.64-3.11x; N32xC64x56x56 (12 KB planes) 2.6-2.9x either way, so long planes keep the
-// per-channel walk, whose second pass reads the channel back from L2.
-inline int64_t bn_planar_block(const BnShape& s, int64_t elem_size, int threads) {
-  if (s.S * elem_size >= 4096 || threads < 1) return 1;
-  return (s.C + threads - 1) / threads;
+// Whether NCHW passes walk ranges of whole images (the *_images functions below) rather than
+// one channel at a time. A channel's planes are N runs of S elements, C * S apart: when a
+// plane is short, a one-channel walk starts a new short stream per plane, the hardware
+// prefetchers never get going, and the pass waits on memory latency. A range of whole images
+// is one contiguous stream per thread, as channels-last rows are, at the price of a second
+// read of the activation from L3 or memory instead of L2. Measured here (2 threads, fp32,
+// forward + backward alternating with eager, ratio to eager, 3 runs each): N256xC16x14x14
+// 1.68-1.71x one channel at a time, 2.57-2.87x by images (2.05-2.22x in blocks of C / 2
+// channels); N64xC128x28x28 (3 KB planes) about the same either way (2.5-3.3x, noisy);
+// N32xC64x56x56 (12 KB planes) keeps the per-channel walk.
+inline bool bn_planar_by_images(const BnShape& s, int64_t elem_size) {
+  return s.S * elem_size < 4096;
 }
+
+// CPU, planar layout, whole images [n0, n1) and all channels (the caller runs image ranges in
+// parallel, as rows): statistics and gradient sums added into per-channel double arrays,
+// and the two elementwise passes.
+void bn_stats_images_cpu(const void* x, DType dt, const BnShape& s, int64_t n0, int64_t n1,
+                         const double* shift, double* sum, double* sumsq);
+void bn_fwd_images_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t n0,
+                       int64_t n1, const double* scale, const double* shift);
+void bn_bwd_reduce_images_cpu(const void* dy, const void* x, DType dt, const BnShape& s,
+                              int64_t n0, int64_t n1, const double* scale, const double* shift,
+                              const double* mean, double* sum_g, double* sum_gx);
+void bn_bwd_dx_images_cpu(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
+                          int64_t n0, int64_t n1, const double* scale, const double* shift,
+                          const double* mean, const double* a, const double* k1,
+                          const double* k2);
 
 // CPU, interleaved layout: rows [r0, r1) of the (N*S, C) matrix, all channels; the reduce
 // functions add into per-channel double arrays (one set per parallel range, summed after).

@@ -1,6 +1,8 @@
-// CPU implementations of fastext::bn_relu_forward / bn_relu_backward. NCHW: channel blocks in
-// parallel, each visited once per direction (see kern::bn_planar_block).
-// Channels-last and (N, C): row ranges in parallel with per-range partial sums.
+// CPU implementations of fastext::bn_relu_forward / bn_relu_backward. NCHW with long planes:
+// channels in parallel, each visited once per direction (its planes stay in cache between
+// the two passes). Channels-last and (N, C): row ranges in parallel with per-range partial
+// sums; NCHW with short planes the same with ranges of whole images
+// (kern::bn_planar_by_images).
 // Per-channel numbers live in std::vector<double> and are computed in plain loops: a dozen
 // small ATen ops on C-element tensors would cost more host time than a small activation's
 // passes (this is the path of every BatchNorm layer call).
@@ -58,31 +60,27 @@ at::Tensor channel_tensor(const Vec& v, const at::TensorOptions& opts) {
   return t;
 }
 
-// Planar passes over channel blocks in parallel (kern::bn_planar_block): fn(c0, c1). Each
-// task covers at least ~32k elements, so a small activation stays on one thread (waking the
-// pool costs more than its passes).
+// One channel at a time in parallel, fn(c, c + 1), at least ~32k elements per task so that
+// a small activation stays on one thread (waking the pool costs more than its passes).
 template <typename Fn>
-void per_channel_block(const BnInput& in, Fn fn) {
+void per_channel(const BnInput& in, Fn fn) {
   const int64_t per = std::max<int64_t>(1, in.shape.N * in.shape.S);
-  const int64_t block = kern::bn_planar_block(in.shape, in.x.element_size(),
-                                              at::get_num_threads());
-  const int64_t grain = std::max<int64_t>(block, 32768 / per);
-  at::parallel_for(0, in.shape.C, std::max<int64_t>(1, grain), [&](int64_t lo, int64_t hi) {
-    for (int64_t c = lo; c < hi; c += block) fn(c, std::min(hi, c + block));
+  at::parallel_for(0, in.shape.C, std::max<int64_t>(1, 32768 / per), [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) fn(c, c + 1);
   });
 }
 
-// Runs fn(r0, r1, acc_a, acc_b) over row ranges with private accumulators, then sums them.
+// Runs fn(u0, u1, acc_a, acc_b) over ranges of `per` units (rows or images) out of `units`,
+// with private accumulators, then sums them in range order (fixed ranges: the sums do not
+// depend on the thread count).
 template <typename Fn>
-std::pair<Vec, Vec> reduce_rows(const BnInput& in, Fn fn) {
-  const int64_t rows = in.shape.N * in.shape.S, C = in.shape.C;
-  const int64_t kRows = range_rows(C);
-  const int64_t nranges = std::max<int64_t>(1, (rows + kRows - 1) / kRows);
+std::pair<Vec, Vec> reduce_ranges(int64_t units, int64_t per, int64_t C, Fn fn) {
+  const int64_t nranges = std::max<int64_t>(1, (units + per - 1) / per);
   Vec acc(size_t(nranges) * 2 * C, 0.0);
   at::parallel_for(0, nranges, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       double* a = acc.data() + r * 2 * C;
-      fn(r * kRows, std::min(rows, (r + 1) * kRows), a, a + C);
+      fn(r * per, std::min(units, (r + 1) * per), a, a + C);
     }
   });
   Vec s1(size_t(C), 0.0), s2(size_t(C), 0.0);
@@ -94,19 +92,43 @@ std::pair<Vec, Vec> reduce_rows(const BnInput& in, Fn fn) {
   return {s1, s2};
 }
 
-// Row-layout statistics (planar ones come with the fused per-channel forward): mean and
-// biased variance, from sums shifted by each channel's first value (no cancellation).
-std::pair<Vec, Vec> stats_rows(const BnInput& in) {
+template <typename Fn>
+std::pair<Vec, Vec> reduce_rows(const BnInput& in, Fn fn) {
+  return reduce_ranges(in.shape.N * in.shape.S, range_rows(in.shape.C), in.shape.C, fn);
+}
+
+// NCHW with short planes walks ranges of whole images (kern::bn_planar_by_images), about
+// 16k elements each.
+bool by_images(const BnInput& in) {
+  return !as_rows(in.shape) && kern::bn_planar_by_images(in.shape, in.x.element_size());
+}
+int64_t range_images(const kern::BnShape& s) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, s.C * s.S));
+}
+template <typename Fn>
+std::pair<Vec, Vec> reduce_images(const BnInput& in, Fn fn) {
+  return reduce_ranges(in.shape.N, range_images(in.shape), in.shape.C, fn);
+}
+
+// Statistics of the ranges walks (rows, images; planar channels come with the fused
+// per-channel forward): mean and biased variance, from sums shifted by each channel's first
+// value (no cancellation).
+std::pair<Vec, Vec> stats_ranges(const BnInput& in) {
   const auto& s = in.shape;
   const double count = double(s.N * s.S);
+  const bool images = by_images(in);
   Vec shift(static_cast<size_t>(s.C));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "bn_shift", [&] {
     const auto* x = in.x.data_ptr<scalar_t>();
-    for (int64_t c = 0; c < s.C; ++c) shift[c] = double(x[c]);  // row 0
+    for (int64_t c = 0; c < s.C; ++c) shift[c] = double(x[images ? c * s.S : c]);  // (0, c, 0)
   });
-  auto [s1, s2] = reduce_rows(in, [&](int64_t r0, int64_t r1, double* a, double* b) {
-    kern::bn_stats_rows_cpu(in.x.data_ptr(), in.dtype, s, r0, r1, shift.data(), a, b);
-  });
+  auto [s1, s2] = images
+      ? reduce_images(in, [&](int64_t n0, int64_t n1, double* a, double* b) {
+          kern::bn_stats_images_cpu(in.x.data_ptr(), in.dtype, s, n0, n1, shift.data(), a, b);
+        })
+      : reduce_rows(in, [&](int64_t r0, int64_t r1, double* a, double* b) {
+          kern::bn_stats_rows_cpu(in.x.data_ptr(), in.dtype, s, r0, r1, shift.data(), a, b);
+        });
   Vec mean(static_cast<size_t>(s.C)), var(static_cast<size_t>(s.C));
   for (int64_t c = 0; c < s.C; ++c) {
     const double m1 = s1[c] / count;
@@ -161,16 +183,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
   const size_t nc = static_cast<size_t>(C);
   Vec mean(nc), var(nc), scale(nc), shift(nc);
   auto out = at::empty_like(in.x);
-  const bool fused = use_batch_stats && !as_rows(s);  // NCHW training: stats + output at once
+  const bool images = by_images(in);
+  const bool fused = use_batch_stats && !as_rows(s) && !images;  // per channel: stats + output
   if (use_batch_stats) {
     TORCH_CHECK(s.N * s.S > 0, op, ": batch statistics of an empty batch");
     if (fused) {
-      per_channel_block(in, [&](int64_t c0, int64_t c1) {
+      per_channel(in, [&](int64_t c0, int64_t c1) {
         kern::bn_fwd_train_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c0, c1,
-                                      w.data(), b.data(), eps, mean.data(), var.data());
+                                      &w[c0], &b[c0], eps, &mean[c0], &var[c0]);
       });
     } else {
-      std::tie(mean, var) = stats_rows(in);
+      std::tie(mean, var) = stats_ranges(in);
     }
   } else {
     TORCH_CHECK(running_mean.has_value() && running_var.has_value() && running_mean->defined() &&
@@ -191,10 +214,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
         kern::bn_fwd_rows_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, r0, r1, scale.data(),
                               shift.data());
       });
-    } else {
-      per_channel_block(in, [&](int64_t c0, int64_t c1) {
-        kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c0, c1,
+    } else if (images) {
+      at::parallel_for(0, s.N, range_images(s), [&](int64_t n0, int64_t n1) {
+        kern::bn_fwd_images_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, n0, n1,
                                 scale.data(), shift.data());
+      });
+    } else {
+      per_channel(in, [&](int64_t c0, int64_t c1) {
+        kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c0, c1,
+                                &scale[c0], &shift[c0]);
       });
     }
   }
@@ -224,11 +252,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
   Vec sum_g(size_t(C), 0.0), sum_gx(size_t(C), 0.0);
   auto dx = at::empty_like(in.x);
   const double count = double(s.N * s.S);
-  if (count > 0 && !as_rows(s)) {  // each channel's sums and dx in one visit
-    per_channel_block(in, [&](int64_t c0, int64_t c1) {
+  const bool images = by_images(in);
+  if (count > 0 && !as_rows(s) && !images) {  // each channel's sums and dx in one visit
+    per_channel(in, [&](int64_t c0, int64_t c1) {
       kern::bn_bwd_planar_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, c0,
-                              c1, w.data(), b.data(), mean.data(), invstd.data(),
-                              use_batch_stats, sum_g.data(), sum_gx.data());
+                              c1, &w[c0], &b[c0], &mean[c0], &invstd[c0], use_batch_stats,
+                              &sum_g[c0], &sum_gx[c0]);
     });
   } else if (count > 0) {
     const size_t nc = static_cast<size_t>(C);
@@ -237,20 +266,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
       scale[c] = w[c] * invstd[c];
       shift[c] = b[c] - mean[c] * scale[c];
     }
-    std::tie(sum_g, sum_gx) = reduce_rows(in, [&](int64_t r0, int64_t r1, double* g, double* gx) {
-      kern::bn_bwd_reduce_rows_cpu(dy.data_ptr(), in.x.data_ptr(), in.dtype, s, r0, r1,
-                                   scale.data(), shift.data(), mean.data(), g, gx);
-    });
+    const void *pdy = dy.data_ptr(), *px = in.x.data_ptr();
+    std::tie(sum_g, sum_gx) = images
+        ? reduce_images(in, [&](int64_t n0, int64_t n1, double* g, double* gx) {
+            kern::bn_bwd_reduce_images_cpu(pdy, px, in.dtype, s, n0, n1, scale.data(),
+                                           shift.data(), mean.data(), g, gx);
+          })
+        : reduce_rows(in, [&](int64_t r0, int64_t r1, double* g, double* gx) {
+            kern::bn_bwd_reduce_rows_cpu(pdy, px, in.dtype, s, r0, r1, scale.data(),
+                                         shift.data(), mean.data(), g, gx);
+          });
     if (use_batch_stats)
       for (int64_t c = 0; c < C; ++c) {
         k1[c] = sum_g[c] / count;
         k2[c] = invstd[c] * invstd[c] * sum_gx[c] / count;
       }
-    at::parallel_for(0, s.N * s.S, range_rows(C), [&](int64_t r0, int64_t r1) {
-      kern::bn_bwd_dx_rows_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, r0, r1,
-                               scale.data(), shift.data(), mean.data(), scale.data(), k1.data(),
-                               k2.data());
-    });
+    if (images) {
+      at::parallel_for(0, s.N, range_images(s), [&](int64_t n0, int64_t n1) {
+        kern::bn_bwd_dx_images_cpu(pdy, px, dx.data_ptr(), in.dtype, s, n0, n1, scale.data(),
+                                   shift.data(), mean.data(), scale.data(), k1.data(),
+                                   k2.data());
+      });
+    } else {
+      at::parallel_for(0, s.N * s.S, range_rows(C), [&](int64_t r0, int64_t r1) {
+        kern::bn_bwd_dx_rows_cpu(pdy, px, dx.data_ptr(), in.dtype, s, r0, r1, scale.data(),
+                                 shift.data(), mean.data(), scale.data(), k1.data(), k2.data());
+      });
+    }
   }
   const bool affine = weight.has_value() && weight->defined();
   if (!affine) return {dx, at::empty({0}, input.options()), at::empty({0}, input.options())};

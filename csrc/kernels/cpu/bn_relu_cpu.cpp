@@ -1,5 +1,6 @@
-// CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): a block of channels per call,
-// walked plane by plane (below). Interleaved (channels-last): a range
+// CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): channels over all images, or
+// whole images over all channels, walked plane by plane (below). Interleaved
+// (channels-last): a range
 // of rows, all channels, float sums within the range (four rows per accumulator update)
 // and double across. Large fp32 outputs are written with streaming stores
 // (bn_relu_stream.h).
@@ -15,12 +16,9 @@ namespace fastext::kern {
 namespace {
 using cpu::Io;
 
-// Planar passes work on a block of channels [c0, c1), image by image: for n, for c in the
-// block, one plane of S contiguous elements. A block of one channel is the per-channel walk
-// (its planes stay in L2 between a direction's two passes); a wider block reads runs of
-// (c1 - c0) * S contiguous elements, which is what keeps the hardware prefetchers streaming
-// when planes are short (see bn_planar_block in bn_relu_launch.h). Within a plane the sums
-// are float (an OpenMP simd reduction), across planes double, in the same order either way.
+// Planar passes walk planes of S contiguous elements: channels [c0, c1) over all images, or
+// whole images [n0, n1) over all channels. Within a plane the sums are float (an OpenMP simd
+// reduction), across planes double.
 
 // A plane of S fp32 elements as S / 16 rows of 16 channels for the streaming passes.
 inline BnShape plane_rows(int64_t S) { return {1, 16, S / 16, true}; }
@@ -92,11 +90,12 @@ FX_HD void plane_dx(const T* __restrict__ dy, const T* __restrict__ x, T* __rest
   }
 }
 
-// Calls fn(plane offset, channel) for every plane of the block, image by image.
+// Calls fn(plane offset, j) for every plane of channels [c0, c1), image by image; j = c - c0
+// indexes the per-channel arrays of the functions below, which hold entries for c0..c1-1.
 template <typename Fn>
 FX_HD void for_planes(const BnShape& s, int64_t c0, int64_t c1, Fn fn) {
   for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t c = c0; c < c1; ++c) fn((n * s.C + c) * s.S, c);
+    for (int64_t c = c0; c < c1; ++c) fn((n * s.C + c) * s.S, c - c0);
 }
 
 template <typename T>
@@ -105,39 +104,37 @@ FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c0, in
   using M = typename Io<T>::M;
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
-  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
-    plane_fwd<T>(x + o, y + o, s.S, M(scale[c]), M(shift[c]), stream);
+  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
+    plane_fwd<T>(x + o, y + o, s.S, M(scale[j]), M(shift[j]), stream);
   });
 }
 
 // Statistics (sums shifted by each channel's first value, so they do not cancel), then the
-// normalise pass: mean[c], var[c] (biased) for c in the block.
+// normalise pass: mean[j], var[j] (biased).
 template <typename T>
 FX_HD void fwd_train_planar(const void* xv, void* yv, const BnShape& s, int64_t c0, int64_t c1,
                             const double* w, const double* b, double eps, double* mean,
                             double* var, bool stream) {
   using M = typename Io<T>::M;
   const T* x = static_cast<const T*>(xv);
-  const int64_t nc = c1 - c0;
-  std::vector<double> k(nc), s1(nc, 0.0), s2(nc, 0.0);
-  std::vector<double> scale(size_t(c1), 0.0), shift(size_t(c1), 0.0);
-  for (int64_t j = 0; j < nc; ++j) k[j] = double(Io<T>::ld(x[(c0 + j) * s.S]));
-  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
-    plane_stats<T>(x + o, s.S, M(k[c - c0]), s1[c - c0], s2[c - c0]);
+  const size_t nc = size_t(c1 - c0);
+  std::vector<double> k(nc), s1(nc, 0.0), s2(nc, 0.0), scale(nc), shift(nc);
+  for (size_t j = 0; j < nc; ++j) k[j] = double(Io<T>::ld(x[(c0 + int64_t(j)) * s.S]));
+  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
+    plane_stats<T>(x + o, s.S, M(k[j]), s1[j], s2[j]);
   });
   const double count = double(s.N * s.S);
-  for (int64_t c = c0; c < c1; ++c) {
-    const int64_t j = c - c0;
+  for (size_t j = 0; j < nc; ++j) {
     const double m1 = s1[j] / count;
-    mean[c] = k[j] + m1;
-    var[c] = s2[j] / count - m1 * m1 > 0 ? s2[j] / count - m1 * m1 : 0.0;
-    scale[c] = w[c] / sqrt(var[c] + eps);
-    shift[c] = b[c] - mean[c] * scale[c];
+    mean[j] = k[j] + m1;
+    var[j] = s2[j] / count - m1 * m1 > 0 ? s2[j] / count - m1 * m1 : 0.0;
+    scale[j] = w[j] / sqrt(var[j] + eps);
+    shift[j] = b[j] - mean[j] * scale[j];
   }
   fwd_planar<T>(xv, yv, s, c0, c1, scale.data(), shift.data(), stream);
 }
 
-// Sums, then dx: sum_g[c], sum_gx[c] for c in the block.
+// Sums, then dx: sum_g[j], sum_gx[j].
 template <typename T>
 FX_HD void bwd_planar(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t c0,
                       int64_t c1, const double* w, const double* b, const double* mean,
@@ -147,23 +144,86 @@ FX_HD void bwd_planar(const void* dyv, const void* xv, void* dxv, const BnShape&
   const T* x = static_cast<const T*>(xv);
   const T* dy = static_cast<const T*>(dyv);
   T* dx = static_cast<T*>(dxv);
-  std::vector<double> scale(static_cast<size_t>(c1)), shift(static_cast<size_t>(c1));
-  for (int64_t c = c0; c < c1; ++c) {
-    scale[c] = w[c] * invstd[c];
-    shift[c] = b[c] - mean[c] * scale[c];
-    sum_g[c] = sum_gx[c] = 0.0;
+  const size_t nc = size_t(c1 - c0);
+  std::vector<double> scale(nc), shift(nc), g(nc, 0.0), gx(nc, 0.0);
+  for (size_t j = 0; j < nc; ++j) {
+    scale[j] = w[j] * invstd[j];
+    shift[j] = b[j] - mean[j] * scale[j];
   }
-  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
-    plane_grad_sums<T>(dy + o, x + o, s.S, M(scale[c]), M(shift[c]), M(mean[c]), sum_g[c],
-                       sum_gx[c]);
+  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
+    plane_grad_sums<T>(dy + o, x + o, s.S, M(scale[j]), M(shift[j]), M(mean[j]), g[j], gx[j]);
   });
   const double count = double(s.N * s.S);
-  for_planes(s, c0, c1, [&](int64_t o, int64_t c) {
-    const double k1 = batch ? sum_g[c] / count : 0.0;
-    const double k2 = batch ? invstd[c] * invstd[c] * sum_gx[c] / count : 0.0;
-    plane_dx<T>(dy + o, x + o, dx + o, s.S, M(scale[c]), M(shift[c]), M(mean[c]), M(scale[c]),
+  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
+    const double k1 = batch ? g[j] / count : 0.0;
+    const double k2 = batch ? invstd[j] * invstd[j] * gx[j] / count : 0.0;
+    plane_dx<T>(dy + o, x + o, dx + o, s.S, M(scale[j]), M(shift[j]), M(mean[j]), M(scale[j]),
                 M(k1), M(k2), stream);
   });
+  for (size_t j = 0; j < nc; ++j) sum_g[j] = g[j], sum_gx[j] = gx[j];
+}
+
+// Whole images [n0, n1), all channels (NCHW with short planes; see bn_planar_by_images):
+// statistics and gradient sums added into the caller's arrays, and the two elementwise
+// passes. The sums go through local vectors first, as in fwd_train_planar: accumulating
+// straight into the caller's arrays, GCC vectorised across planes instead of within each
+// plane (measured: the variance 40x less precise).
+template <typename T>
+FX_HD void stats_images(const void* xv, const BnShape& s, int64_t n0, int64_t n1,
+                        const double* shift, double* sum, double* sumsq) {
+  using M = typename Io<T>::M;
+  const T* x = static_cast<const T*>(xv);
+  std::vector<double> s1(size_t(s.C), 0.0), s2(size_t(s.C), 0.0);
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t c = 0; c < s.C; ++c)
+      plane_stats<T>(x + (n * s.C + c) * s.S, s.S, M(shift[c]), s1[c], s2[c]);
+  for (int64_t c = 0; c < s.C; ++c) sum[c] += s1[c], sumsq[c] += s2[c];
+}
+
+template <typename T>
+FX_HD void fwd_images(const void* xv, void* yv, const BnShape& s, int64_t n0, int64_t n1,
+                      const double* scale, const double* shift) {
+  using M = typename Io<T>::M;
+  const T* x = static_cast<const T*>(xv);
+  T* y = static_cast<T*>(yv);
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t c = 0; c < s.C; ++c) {
+      const int64_t o = (n * s.C + c) * s.S;
+      plane_fwd<T>(x + o, y + o, s.S, M(scale[c]), M(shift[c]), false);
+    }
+}
+
+template <typename T>
+FX_HD void bwd_reduce_images(const void* dyv, const void* xv, const BnShape& s, int64_t n0,
+                             int64_t n1, const double* scale, const double* shift,
+                             const double* mean, double* sum_g, double* sum_gx) {
+  using M = typename Io<T>::M;
+  const T* x = static_cast<const T*>(xv);
+  const T* dy = static_cast<const T*>(dyv);
+  std::vector<double> s1(size_t(s.C), 0.0), s2(size_t(s.C), 0.0);
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t c = 0; c < s.C; ++c) {
+      const int64_t o = (n * s.C + c) * s.S;
+      plane_grad_sums<T>(dy + o, x + o, s.S, M(scale[c]), M(shift[c]), M(mean[c]), s1[c], s2[c]);
+    }
+  for (int64_t c = 0; c < s.C; ++c) sum_g[c] += s1[c], sum_gx[c] += s2[c];
+}
+
+template <typename T>
+FX_HD void bwd_dx_images(const void* dyv, const void* xv, void* dxv, const BnShape& s,
+                         int64_t n0, int64_t n1, const double* scale, const double* shift,
+                         const double* mean, const double* a, const double* k1,
+                         const double* k2) {
+  using M = typename Io<T>::M;
+  const T* x = static_cast<const T*>(xv);
+  const T* dy = static_cast<const T*>(dyv);
+  T* dx = static_cast<T*>(dxv);
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t c = 0; c < s.C; ++c) {
+      const int64_t o = (n * s.C + c) * s.S;
+      plane_dx<T>(dy + o, x + o, dx + o, s.S, M(scale[c]), M(shift[c]), M(mean[c]), M(a[c]),
+                  M(k1[c]), M(k2[c]), false);
+    }
 }
 
 // Per-channel doubles converted once per call to the math type of the inner loops.
@@ -324,6 +384,27 @@ FX_CLONES void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType 
   const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 3);
   FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c0, c1, w, b, mean, invstd, use_batch_stats,
                  sum_g, sum_gx, stream);
+}
+
+FX_CLONES void bn_stats_images_cpu(const void* x, DType dt, const BnShape& s, int64_t n0,
+                                   int64_t n1, const double* shift, double* sum, double* sumsq) {
+  FX_BN_DISPATCH(dt, stats_images, x, s, n0, n1, shift, sum, sumsq);
+}
+FX_CLONES void bn_fwd_images_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t n0,
+                                 int64_t n1, const double* scale, const double* shift) {
+  FX_BN_DISPATCH(dt, fwd_images, x, y, s, n0, n1, scale, shift);
+}
+FX_CLONES void bn_bwd_reduce_images_cpu(const void* dy, const void* x, DType dt,
+                                        const BnShape& s, int64_t n0, int64_t n1,
+                                        const double* scale, const double* shift,
+                                        const double* mean, double* sum_g, double* sum_gx) {
+  FX_BN_DISPATCH(dt, bwd_reduce_images, dy, x, s, n0, n1, scale, shift, mean, sum_g, sum_gx);
+}
+FX_CLONES void bn_bwd_dx_images_cpu(const void* dy, const void* x, void* dx, DType dt,
+                                    const BnShape& s, int64_t n0, int64_t n1,
+                                    const double* scale, const double* shift, const double* mean,
+                                    const double* a, const double* k1, const double* k2) {
+  FX_BN_DISPATCH(dt, bwd_dx_images, dy, x, dx, s, n0, n1, scale, shift, mean, a, k1, k2);
 }
 
 FX_CLONES void bn_stats_rows_cpu(const void* x, DType dt, const BnShape& s, int64_t r0,
