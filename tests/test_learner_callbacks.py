@@ -426,3 +426,35 @@ def test_default_callbacks_are_present():
     learn = linear_learner(metrics=[accuracy])
     assert isinstance(learn.recorder, Recorder) and isinstance(learn.progress, ProgressCallback)
     assert [type(c).__name__ for c in learn.cbs] == ["Recorder", "ProgressCallback"]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["BatchNorm2d", "BatchNormReLU2d"])
+def test_precise_bn_recomputes_running_stats_with_the_final_weights(fused):
+    """After the fit, every BatchNorm's running statistics are those of its input over the
+    training set, computed with the final weights (what a momentum average taken while the
+    weights moved is not). One training batch, so the average of batch variances is the
+    set's unbiased variance whatever the shuffle order."""
+    from fastext.learner import PreciseBN
+    from fastext.nn import BatchNormReLU2d
+
+    torch.manual_seed(0)
+    x = torch.randn(48, 2, 6, 6) * 2 + 1
+    y = x.mean((1, 2, 3))[:, None]
+    dls = DataLoaders.from_tensors(x, y, x[:16], y[:16], bs=48, device="cpu")
+    bn = BatchNormReLU2d(4) if fused else torch.nn.BatchNorm2d(4)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), bn, torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 4 * 4, 1))
+    learn = Learner(dls, model, F.mse_loss, quiet=True, cbs=[PreciseBN()])
+    learn.fit(3, lr=1e-1)
+    with torch.no_grad():
+        feats = model[0](x)
+    torch.testing.assert_close(bn.running_mean, feats.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, feats.var((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1  # restored
+    # Without it, the momentum average of three steps is far from them.
+    model2 = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4),
+                                 torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 1))
+    Learner(dls, model2, F.mse_loss, quiet=True).fit(3, lr=1e-1)
+    with torch.no_grad():
+        feats2 = model2[0](x)
+    assert not torch.allclose(model2[1].running_var, feats2.var((0, 2, 3)), rtol=1e-2)
