@@ -29,6 +29,11 @@ from ._common import torch_threads, write_json
 __all__ = ["cli_main", "run"]
 
 
+#: Generator pretraining epochs: fewer than ``fastext run superres`` trains (20), to keep this
+#: demo within a few minutes; the adversarial phase starts from wherever it got.
+PRETRAIN_EPOCHS = 12
+
+
 def run(data: Any = None, epochs: int | None = None, quick: bool = False,
         json_path: Any = None, out_dir: Any = "out", seed: int = 0, generator: Any = None,
         dls: Any = None, gen_loss: Any = None, threads: int | None = 1,
@@ -43,7 +48,8 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
     with torch_threads(threads):
         if generator is None:
             learn, dls, record = train_generator(quick=quick, seed=seed, out_dir=out_dir,
-                                                 data=data, weights=weights)
+                                                 data=data, weights=weights,
+                                                 epochs=PRETRAIN_EPOCHS)
             generator, gen_loss = learn.model, learn.loss_func
         gen_loss = gen_loss or torch.nn.L1Loss()
         before = evaluate(generator, dls)
