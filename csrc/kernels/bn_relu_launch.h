@@ -6,23 +6,19 @@
 
 namespace fastext::kern {
 
-// CPU, planar layout (NCHW), channels [c0, c1) over all images, walked image by image (the
-// caller runs one channel per call, channels in parallel, when planes are long: see
-// bn_planar_by_images). Per-channel arrays hold the entries of channels c0..c1-1 (entry 0 is
-// channel c0). A channel's two passes run back to back, so the second read of its planes
-// hits L2.
-void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c0,
-                       int64_t c1, const double* scale, const double* shift);
-// The training forward (statistics with shifted sums, then normalise + affine + ReLU):
-// writes mean and biased var.
-void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c0,
-                             int64_t c1, const double* w, const double* b, double eps,
-                             double* mean, double* var);
-// The backward (sums, then dx): writes sum_g and sum_gx.
+// CPU, planar layout (NCHW), one channel c over all images (the caller runs channels in
+// parallel when planes are long: see bn_planar_by_images). The training forward and the
+// backward run their two passes back to back, so the second read of the channel's planes
+// hits L2. Shifted sums (shift = a value of the channel) keep E[x^2] - E[x]^2 stable.
+void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
+                       double scale, double shift);
+// Statistics, then normalise + affine + ReLU: returns mean and biased variance.
+void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
+                             double w, double b, double eps, double* mean, double* var);
+// Sums, then dx: returns sum_g and sum_gx.
 void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
-                       int64_t c0, int64_t c1, const double* w, const double* b,
-                       const double* mean, const double* invstd, bool use_batch_stats,
-                       double* sum_g, double* sum_gx);
+                       int64_t c, double w, double b, double mean, double invstd,
+                       bool use_batch_stats, double* sum_g, double* sum_gx);
 
 // Whether NCHW passes walk ranges of whole images (the *_images functions below) rather than
 // one channel at a time. A channel's planes are N runs of S elements, C * S apart: when a

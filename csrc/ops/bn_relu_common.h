@@ -28,6 +28,9 @@ inline BnInput bn_input(const char* op, const at::Tensor& input) {
   return in;
 }
 
+// An optional tensor that is present and defined.
+inline bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
 // A per-channel tensor (weight, bias, running stats) must have C elements.
 inline void check_channel(const char* op, const at::Tensor& p, int64_t C, const char* name) {
   TORCH_CHECK(p.dim() == 1 && p.size(0) == C, op, ": ", name, " must have C = ", C,
@@ -38,7 +41,7 @@ inline void check_channel(const char* op, const at::Tensor& p, int64_t C, const 
 inline at::Tensor channel_param(const char* op, const std::optional<at::Tensor>& p, int64_t C,
                                 double fill, const at::TensorOptions& opts,
                                 const char* name = "weight and bias") {
-  if (!p.has_value() || !p->defined()) return at::full({C}, fill, opts);
+  if (!given(p)) return at::full({C}, fill, opts);
   check_channel(op, *p, C, name);
   return p->to(opts);
 }

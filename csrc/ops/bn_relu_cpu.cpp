@@ -23,15 +23,28 @@ using Vec = std::vector<double>;
 // Rows of a parallel range: about 16k elements (64 KB of fp32, L2-sized), at least 16 rows.
 int64_t range_rows(int64_t C) { return std::max<int64_t>(16, 16384 / std::max<int64_t>(1, C)); }
 
-// Rows of C channels: channels-last, and (N, C) inputs (S = 1: a planar channel would be N
-// strided single elements).
-bool as_rows(const kern::BnShape& s) { return s.channels_last || s.S == 1; }
+// How a direction's passes split the activation.
+enum class Walk {
+  // Channels-last, and (N, C) input (S = 1: a planar channel would be N strided elements):
+  // ranges of rows of C in parallel, with per-range partial sums.
+  rows,
+  // NCHW with short planes (kern::bn_planar_by_images): the same with ranges of whole images.
+  images,
+  // NCHW with long planes: channels in parallel, both passes of a direction at once.
+  channels,
+};
+
+Walk walk_of(const BnInput& in) {
+  if (in.shape.channels_last || in.shape.S == 1) return Walk::rows;
+  return kern::bn_planar_by_images(in.shape, in.x.element_size()) ? Walk::images
+                                                                  : Walk::channels;
+}
 
 // A per-channel tensor (weight, bias, running or saved statistics) read into doubles, or
 // `fill` everywhere when absent.
 Vec channel_vec(const char* op, const std::optional<at::Tensor>& p, int64_t C, double fill,
                 const char* name = "weight and bias") {
-  if (!p.has_value() || !p->defined()) return Vec(size_t(C), fill);
+  if (!given(p)) return Vec(size_t(C), fill);
   check_channel(op, *p, C, name);
   TORCH_CHECK(p->device().is_cpu(), op, ": ", name, " must be on the CPU");
   Vec v(static_cast<size_t>(C));
@@ -60,13 +73,13 @@ at::Tensor channel_tensor(const Vec& v, const at::TensorOptions& opts) {
   return t;
 }
 
-// One channel at a time in parallel, fn(c, c + 1), at least ~32k elements per task so that
-// a small activation stays on one thread (waking the pool costs more than its passes).
+// fn(c) for each channel, in parallel, at least ~32k elements per task so that a small
+// activation stays on one thread (waking the pool costs more than its passes).
 template <typename Fn>
 void per_channel(const BnInput& in, Fn fn) {
   const int64_t per = std::max<int64_t>(1, in.shape.N * in.shape.S);
   at::parallel_for(0, in.shape.C, std::max<int64_t>(1, 32768 / per), [&](int64_t lo, int64_t hi) {
-    for (int64_t c = lo; c < hi; ++c) fn(c, c + 1);
+    for (int64_t c = lo; c < hi; ++c) fn(c);
   });
 }
 
@@ -97,11 +110,7 @@ std::pair<Vec, Vec> reduce_rows(const BnInput& in, Fn fn) {
   return reduce_ranges(in.shape.N * in.shape.S, range_rows(in.shape.C), in.shape.C, fn);
 }
 
-// NCHW with short planes walks ranges of whole images (kern::bn_planar_by_images), about
-// 16k elements each.
-bool by_images(const BnInput& in) {
-  return !as_rows(in.shape) && kern::bn_planar_by_images(in.shape, in.x.element_size());
-}
+// Images per range of the images walk: about 16k elements.
 int64_t range_images(const kern::BnShape& s) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, s.C * s.S));
 }
@@ -110,13 +119,13 @@ std::pair<Vec, Vec> reduce_images(const BnInput& in, Fn fn) {
   return reduce_ranges(in.shape.N, range_images(in.shape), in.shape.C, fn);
 }
 
-// Statistics of the ranges walks (rows, images; planar channels come with the fused
-// per-channel forward): mean and biased variance, from sums shifted by each channel's first
-// value (no cancellation).
-std::pair<Vec, Vec> stats_ranges(const BnInput& in) {
+// Statistics of the rows and images walks (the channels walk computes them with the output):
+// mean and biased variance, from sums shifted by each channel's first value (no
+// cancellation).
+std::pair<Vec, Vec> stats_ranges(const BnInput& in, Walk walk) {
   const auto& s = in.shape;
   const double count = double(s.N * s.S);
-  const bool images = by_images(in);
+  const bool images = walk == Walk::images;
   Vec shift(static_cast<size_t>(s.C));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "bn_shift", [&] {
     const auto* x = in.x.data_ptr<scalar_t>();
@@ -145,8 +154,7 @@ void update_running(const char* op, const std::optional<at::Tensor>& running_mea
                     const std::optional<at::Tensor>& num_batches_tracked, const Vec& mean,
                     const Vec& var, double count, double momentum) {
   const int64_t C = int64_t(mean.size());
-  if (running_mean.has_value() && running_mean->defined() && running_var.has_value() &&
-      running_var->defined()) {
+  if (given(running_mean) && given(running_var)) {
     check_channel(op, *running_mean, C, "running_mean");
     check_channel(op, *running_var, C, "running_var");
     TORCH_CHECK(running_mean->device().is_cpu() && running_var->device().is_cpu(), op,
@@ -161,7 +169,7 @@ void update_running(const char* op, const std::optional<at::Tensor>& running_mea
     for (auto& v : uvar) v *= unbias;
     store_channel(rv, uvar, lerp);
   }
-  if (num_batches_tracked.has_value() && num_batches_tracked->defined()) {
+  if (given(num_batches_tracked)) {
     const auto& t = *num_batches_tracked;
     TORCH_CHECK(t.scalar_type() == at::kLong && t.numel() == 1 && t.device().is_cpu(), op,
                 ": num_batches_tracked must be a one-element int64 CPU tensor");
@@ -183,22 +191,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
   const size_t nc = static_cast<size_t>(C);
   Vec mean(nc), var(nc), scale(nc), shift(nc);
   auto out = at::empty_like(in.x);
-  const bool images = by_images(in);
-  const bool fused = use_batch_stats && !as_rows(s) && !images;  // per channel: stats + output
+  const Walk walk = walk_of(in);
+  const bool fused = use_batch_stats && walk == Walk::channels;  // stats + output at once
   if (use_batch_stats) {
     TORCH_CHECK(s.N * s.S > 0, op, ": batch statistics of an empty batch");
     if (fused) {
-      per_channel(in, [&](int64_t c0, int64_t c1) {
-        kern::bn_fwd_train_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c0, c1,
-                                      &w[c0], &b[c0], eps, &mean[c0], &var[c0]);
+      per_channel(in, [&](int64_t c) {
+        kern::bn_fwd_train_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c, w[c],
+                                      b[c], eps, &mean[c], &var[c]);
       });
     } else {
-      std::tie(mean, var) = stats_ranges(in);
+      std::tie(mean, var) = stats_ranges(in, walk);
     }
   } else {
-    TORCH_CHECK(running_mean.has_value() && running_var.has_value() && running_mean->defined() &&
-                    running_var->defined(),
-                op, ": evaluation without batch statistics needs running_mean and running_var");
+    TORCH_CHECK(given(running_mean) && given(running_var), op,
+                ": evaluation without batch statistics needs running_mean and running_var");
     mean = channel_vec(op, running_mean, C, 0.0, "running_mean");
     var = channel_vec(op, running_var, C, 1.0, "running_var");
   }
@@ -209,20 +216,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
     shift[c] = b[c] - mean[c] * scale[c];
   }
   if (!fused && s.N * s.S * C > 0) {
-    if (as_rows(s)) {
+    if (walk == Walk::rows) {
       at::parallel_for(0, s.N * s.S, range_rows(C), [&](int64_t r0, int64_t r1) {
         kern::bn_fwd_rows_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, r0, r1, scale.data(),
                               shift.data());
       });
-    } else if (images) {
+    } else if (walk == Walk::images) {
       at::parallel_for(0, s.N, range_images(s), [&](int64_t n0, int64_t n1) {
         kern::bn_fwd_images_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, n0, n1,
                                 scale.data(), shift.data());
       });
     } else {
-      per_channel(in, [&](int64_t c0, int64_t c1) {
-        kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c0, c1,
-                                &scale[c0], &shift[c0]);
+      per_channel(in, [&](int64_t c) {
+        kern::bn_fwd_planar_cpu(in.x.data_ptr(), out.data_ptr(), in.dtype, s, c, scale[c],
+                                shift[c]);
       });
     }
   }
@@ -252,12 +259,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
   Vec sum_g(size_t(C), 0.0), sum_gx(size_t(C), 0.0);
   auto dx = at::empty_like(in.x);
   const double count = double(s.N * s.S);
-  const bool images = by_images(in);
-  if (count > 0 && !as_rows(s) && !images) {  // each channel's sums and dx in one visit
-    per_channel(in, [&](int64_t c0, int64_t c1) {
-      kern::bn_bwd_planar_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, c0,
-                              c1, &w[c0], &b[c0], &mean[c0], &invstd[c0], use_batch_stats,
-                              &sum_g[c0], &sum_gx[c0]);
+  const Walk walk = walk_of(in);
+  const bool images = walk == Walk::images;
+  if (count > 0 && walk == Walk::channels) {  // each channel's sums and dx in one visit
+    per_channel(in, [&](int64_t c) {
+      kern::bn_bwd_planar_cpu(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, s, c,
+                              w[c], b[c], mean[c], invstd[c], use_batch_stats, &sum_g[c],
+                              &sum_gx[c]);
     });
   } else if (count > 0) {
     const size_t nc = static_cast<size_t>(C);
@@ -294,7 +302,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
       });
     }
   }
-  const bool affine = weight.has_value() && weight->defined();
+  const bool affine = given(weight);
   if (!affine) return {dx, at::empty({0}, input.options()), at::empty({0}, input.options())};
   Vec dweight(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) dweight[c] = sum_gx[c] * invstd[c];

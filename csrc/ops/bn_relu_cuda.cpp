@@ -31,8 +31,6 @@ at::Tensor optional_channel(const char* op, const std::optional<at::Tensor>& p, 
 
 const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
-bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
-
 // Whether the statistics kernel can update t in place: contiguous, on x's device, in the
 // statistics' dtype (fp32 running stats beside fp16/bf16/fp32 activations, as usual).
 bool in_kernel(const std::optional<at::Tensor>& t, const at::TensorOptions& opts) {

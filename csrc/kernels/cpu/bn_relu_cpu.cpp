@@ -1,4 +1,4 @@
-// CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): channels over all images, or
+// CPU launchers of the fused BatchNorm + ReLU. Planar (NCHW): one channel over all images, or
 // whole images over all channels, walked plane by plane (below). Interleaved
 // (channels-last): a range
 // of rows, all channels, float sums within the range (four rows per accumulator update)
@@ -16,8 +16,8 @@ namespace fastext::kern {
 namespace {
 using cpu::Io;
 
-// Planar passes walk planes of S contiguous elements: channels [c0, c1) over all images, or
-// whole images [n0, n1) over all channels. Within a plane the sums are float (an OpenMP simd
+// Planar passes walk planes of S contiguous elements: one channel over all images, or whole
+// images [n0, n1) over all channels. Within a plane the sums are float (an OpenMP simd
 // reduction), across planes double.
 
 // A plane of S fp32 elements as S / 16 rows of 16 channels for the streaming passes.
@@ -90,84 +90,66 @@ FX_HD void plane_dx(const T* __restrict__ dy, const T* __restrict__ x, T* __rest
   }
 }
 
-// Calls fn(plane offset, j) for every plane of channels [c0, c1), image by image; j = c - c0
-// indexes the per-channel arrays of the functions below, which hold entries for c0..c1-1.
-template <typename Fn>
-FX_HD void for_planes(const BnShape& s, int64_t c0, int64_t c1, Fn fn) {
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t c = c0; c < c1; ++c) fn((n * s.C + c) * s.S, c - c0);
-}
-
+// One channel c, all images: its N planes, C * S elements apart.
 template <typename T>
-FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c0, int64_t c1,
-                      const double* scale, const double* shift, bool stream) {
+FX_HD void fwd_planar(const void* xv, void* yv, const BnShape& s, int64_t c, double scale,
+                      double shift, bool stream) {
   using M = typename Io<T>::M;
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
-  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
-    plane_fwd<T>(x + o, y + o, s.S, M(scale[j]), M(shift[j]), stream);
-  });
+  for (int64_t n = 0; n < s.N; ++n) {
+    const int64_t o = (n * s.C + c) * s.S;
+    plane_fwd<T>(x + o, y + o, s.S, M(scale), M(shift), stream);
+  }
 }
 
-// Statistics (sums shifted by each channel's first value, so they do not cancel), then the
-// normalise pass: mean[j], var[j] (biased).
+// Statistics (sums shifted by the channel's first value, so they do not cancel), then the
+// normalise pass while the channel's planes sit in L2: writes mean and biased var.
 template <typename T>
-FX_HD void fwd_train_planar(const void* xv, void* yv, const BnShape& s, int64_t c0, int64_t c1,
-                            const double* w, const double* b, double eps, double* mean,
-                            double* var, bool stream) {
+FX_HD void fwd_train_planar(const void* xv, void* yv, const BnShape& s, int64_t c, double w,
+                            double b, double eps, double* mean, double* var, bool stream) {
   using M = typename Io<T>::M;
   const T* x = static_cast<const T*>(xv);
-  const size_t nc = size_t(c1 - c0);
-  std::vector<double> k(nc), s1(nc, 0.0), s2(nc, 0.0), scale(nc), shift(nc);
-  for (size_t j = 0; j < nc; ++j) k[j] = double(Io<T>::ld(x[(c0 + int64_t(j)) * s.S]));
-  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
-    plane_stats<T>(x + o, s.S, M(k[j]), s1[j], s2[j]);
-  });
-  const double count = double(s.N * s.S);
-  for (size_t j = 0; j < nc; ++j) {
-    const double m1 = s1[j] / count;
-    mean[j] = k[j] + m1;
-    var[j] = s2[j] / count - m1 * m1 > 0 ? s2[j] / count - m1 * m1 : 0.0;
-    scale[j] = w[j] / sqrt(var[j] + eps);
-    shift[j] = b[j] - mean[j] * scale[j];
-  }
-  fwd_planar<T>(xv, yv, s, c0, c1, scale.data(), shift.data(), stream);
+  const double k = double(Io<T>::ld(x[c * s.S]));
+  double s1 = 0, s2 = 0;
+  for (int64_t n = 0; n < s.N; ++n) plane_stats<T>(x + (n * s.C + c) * s.S, s.S, M(k), s1, s2);
+  const double count = double(s.N * s.S), m1 = s1 / count;
+  *mean = k + m1;
+  *var = s2 / count - m1 * m1 > 0 ? s2 / count - m1 * m1 : 0.0;
+  const double scale = w / sqrt(*var + eps);
+  fwd_planar<T>(xv, yv, s, c, scale, b - *mean * scale, stream);
 }
 
-// Sums, then dx: sum_g[j], sum_gx[j].
+// The sums, then dx: writes sum_g and sum_gx.
 template <typename T>
-FX_HD void bwd_planar(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t c0,
-                      int64_t c1, const double* w, const double* b, const double* mean,
-                      const double* invstd, bool batch, double* sum_g, double* sum_gx,
-                      bool stream) {
+FX_HD void bwd_planar(const void* dyv, const void* xv, void* dxv, const BnShape& s, int64_t c,
+                      double w, double b, double mean, double invstd, bool batch, double* sum_g,
+                      double* sum_gx, bool stream) {
   using M = typename Io<T>::M;
   const T* x = static_cast<const T*>(xv);
   const T* dy = static_cast<const T*>(dyv);
   T* dx = static_cast<T*>(dxv);
-  const size_t nc = size_t(c1 - c0);
-  std::vector<double> scale(nc), shift(nc), g(nc, 0.0), gx(nc, 0.0);
-  for (size_t j = 0; j < nc; ++j) {
-    scale[j] = w[j] * invstd[j];
-    shift[j] = b[j] - mean[j] * scale[j];
+  const double scale = w * invstd, shift = b - mean * scale, count = double(s.N * s.S);
+  double g = 0, gx = 0;
+  for (int64_t n = 0; n < s.N; ++n) {
+    const int64_t o = (n * s.C + c) * s.S;
+    plane_grad_sums<T>(dy + o, x + o, s.S, M(scale), M(shift), M(mean), g, gx);
   }
-  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
-    plane_grad_sums<T>(dy + o, x + o, s.S, M(scale[j]), M(shift[j]), M(mean[j]), g[j], gx[j]);
-  });
-  const double count = double(s.N * s.S);
-  for_planes(s, c0, c1, [&](int64_t o, int64_t j) {
-    const double k1 = batch ? g[j] / count : 0.0;
-    const double k2 = batch ? invstd[j] * invstd[j] * gx[j] / count : 0.0;
-    plane_dx<T>(dy + o, x + o, dx + o, s.S, M(scale[j]), M(shift[j]), M(mean[j]), M(scale[j]),
-                M(k1), M(k2), stream);
-  });
-  for (size_t j = 0; j < nc; ++j) sum_g[j] = g[j], sum_gx[j] = gx[j];
+  const M k1 = M(batch ? g / count : 0.0), k2 = M(batch ? invstd * invstd * gx / count : 0.0);
+  for (int64_t n = 0; n < s.N; ++n) {
+    const int64_t o = (n * s.C + c) * s.S;
+    plane_dx<T>(dy + o, x + o, dx + o, s.S, M(scale), M(shift), M(mean), M(scale), k1, k2,
+                stream);
+  }
+  *sum_g = g;
+  *sum_gx = gx;
 }
 
 // Whole images [n0, n1), all channels (NCHW with short planes; see bn_planar_by_images):
 // statistics and gradient sums added into the caller's arrays, and the two elementwise
-// passes. The sums go through local vectors first, as in fwd_train_planar: accumulating
-// straight into the caller's arrays, GCC vectorised across planes instead of within each
-// plane (measured: the variance 40x less precise).
+// passes. The sums go through local accumulators first: added straight into the caller's
+// arrays, GCC vectorised across planes instead of within each plane (measured: the variance
+// 40x less precise).
 template <typename T>
 FX_HD void stats_images(const void* xv, const BnShape& s, int64_t n0, int64_t n1,
                         const double* shift, double* sum, double* sumsq) {
@@ -363,27 +345,27 @@ FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape
     default: FN<float>(__VA_ARGS__); break;                      \
   }
 
-FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c0,
-                                 int64_t c1, const double* scale, const double* shift) {
+FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
+                                 double scale, double shift) {
   const void* bufs[] = {x, y};
   const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 2);
-  FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c0, c1, scale, shift, stream);
+  FX_BN_DISPATCH(dt, fwd_planar, x, y, s, c, scale, shift, stream);
 }
 FX_CLONES void bn_fwd_train_planar_cpu(const void* x, void* y, DType dt, const BnShape& s,
-                                       int64_t c0, int64_t c1, const double* w, const double* b,
-                                       double eps, double* mean, double* var) {
+                                       int64_t c, double w, double b, double eps, double* mean,
+                                       double* var) {
   const void* bufs[] = {x, y};
   const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 2);
-  FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c0, c1, w, b, eps, mean, var, stream);
+  FX_BN_DISPATCH(dt, fwd_train_planar, x, y, s, c, w, b, eps, mean, var, stream);
 }
 FX_CLONES void bn_bwd_planar_cpu(const void* dy, const void* x, void* dx, DType dt,
-                                 const BnShape& s, int64_t c0, int64_t c1, const double* w,
-                                 const double* b, const double* mean, const double* invstd,
-                                 bool use_batch_stats, double* sum_g, double* sum_gx) {
+                                 const BnShape& s, int64_t c, double w, double b, double mean,
+                                 double invstd, bool use_batch_stats, double* sum_g,
+                                 double* sum_gx) {
   const void* bufs[] = {dy, x, dx};
   const bool stream = cpu::bn_streamable(dt, s, s.S, bufs, 3);
-  FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c0, c1, w, b, mean, invstd, use_batch_stats,
-                 sum_g, sum_gx, stream);
+  FX_BN_DISPATCH(dt, bwd_planar, dy, x, dx, s, c, w, b, mean, invstd, use_batch_stats, sum_g,
+                 sum_gx, stream);
 }
 
 FX_CLONES void bn_stats_images_cpu(const void* x, DType dt, const BnShape& s, int64_t n0,
