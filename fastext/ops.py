@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import _C  # noqa: F401  (registers torch.ops.fastext.*)
+from . import _C  # loading it registers torch.ops.fastext.*
 
 __all__ = ["adamw_", "bn_relu_forward", "check_finite_", "feature_loss", "rmsprop_",
            "unscale_and_check_", "update_scale_"]
@@ -61,6 +61,15 @@ def _lr_args(lr: float | Tensor) -> tuple[float, Tensor | None]:
     return (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
 
 
+def _step_op(name: str):
+    """The optimizer op ``name`` as called: torch.ops.fastext.* while torch.compile traces
+    (it knows that op and its fake kernel), else the same op through fastext._C's direct
+    binding, which skips the boxed Python call (a third of a 161-param step's host time)."""
+    if torch.compiler.is_compiling():
+        return getattr(torch.ops.fastext, name)
+    return getattr(_C, name)
+
+
 def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
            exp_avg_sqs: Sequence[Tensor], max_exp_avg_sqs: Sequence[Tensor],
            steps: Sequence[Tensor], *, lr: float | Tensor = 1e-3, beta1: float = 0.9,
@@ -77,7 +86,7 @@ def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence
     into ``model_params``.
     """
     lr_f, lr_t = _lr_args(lr)
-    torch.ops.fastext.adamw_(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
+    _step_op("adamw_")(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
                              list(max_exp_avg_sqs), list(steps), list(model_params), lr_f,
                              float(beta1),
                              float(beta2), float(eps), float(weight_decay), bool(amsgrad),
@@ -96,7 +105,7 @@ def rmsprop_(params: Sequence[Tensor], grads: Sequence[Tensor], square_avgs: Seq
     (pass empty lists otherwise). Scalars and ``model_params`` as in :func:`adamw_`.
     """
     lr_f, lr_t = _lr_args(lr)
-    torch.ops.fastext.rmsprop_(list(params), list(grads), list(square_avgs), list(grad_avgs),
+    _step_op("rmsprop_")(list(params), list(grads), list(square_avgs), list(grad_avgs),
                                list(momentum_buffers), list(steps), list(model_params), lr_f,
                                float(alpha),
                                float(eps), float(weight_decay), float(momentum), bool(centered),
