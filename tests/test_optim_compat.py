@@ -197,8 +197,9 @@ def test_op_input_checks():
         fastext.ops.adamw_([i], [i], [i], [i], [], st)
     with pytest.raises(RuntimeError, match="grad shape"):
         fastext.ops.adamw_([f32], [torch.zeros(5)], [f32.clone()], [f32.clone()], [], st)
-    with pytest.raises(RuntimeError, match="one-element float32"):
-        fastext.ops.adamw_([f32], [f32.clone()], [f32.clone()], [f32.clone()], [], [torch.zeros(2)])
+    for bad_step in (torch.zeros(0), torch.zeros((), dtype=torch.float64), torch.zeros(4)[::2]):
+        with pytest.raises(RuntimeError, match="contiguous float32 tensor of one or more"):
+            fastext.ops.adamw_([f32], [f32.clone()], [f32.clone()], [f32.clone()], [], [bad_step])
     with pytest.raises(RuntimeError, match="amsgrad needs"):
         fastext.ops.adamw_([f32], [f32.clone()], [f32.clone()], [f32.clone()], [], st, amsgrad=True)
     with pytest.raises(RuntimeError, match="centered needs"):

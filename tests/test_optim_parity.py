@@ -271,3 +271,70 @@ def test_rebucketing_follows_which_params_have_grads(device):
     p, r, _, _ = run_pair(ours, ref, params, steps=9,
                           grad_mask=lambda step, i: (step + i) % 3 != 0)
     assert_close(p, r)
+
+
+def _one_step(kind, p, g, steps):
+    state = [torch.zeros_like(p)]
+    if kind == "adamw":
+        fastext.ops.adamw_([p], [g], state, [torch.zeros_like(p)], [], [steps], lr=0.1)
+    else:
+        fastext.ops.rmsprop_([p], [g], state, [], [], [steps], lr=0.1)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "rmsprop"])
+@pytest.mark.parametrize("n", [50, 0])
+def test_step_tensor_of_several_counters(device, kind, n):
+    """A step tensor of k counters (the flat layout keeps one per param in one buffer)
+    advances all k, and the update reads the first: the same as a step with that counter
+    alone. Empty params advance too (on CUDA RMSprop bumps in its kernel, which has no
+    block for an empty param)."""
+    g = torch.randn(n, device=device)
+    p_many, p_one = torch.randn(n, device=device), torch.zeros(n, device=device)
+    p_one.copy_(p_many)
+    many = torch.tensor([3.0, 7.0, 0.0, 1.0], device=device)
+    one = torch.tensor(3.0, device=device)
+    _one_step(kind, p_many, g, many)
+    _one_step(kind, p_one, g, one)
+    assert many.tolist() == [4.0, 8.0, 1.0, 2.0] and one.item() == 4.0
+    torch.testing.assert_close(p_many, p_one, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "rmsprop"])
+def test_every_step_counter_advances_once_per_step(device, kind):
+    """Many params (more than one CUDA launch's slots), an empty one, and on CUDA one of more
+    chunks than a launch holds (it continues into the next launch): after 3 steps every
+    counter reads 3, and the update matches torch's."""
+    sizes = [1] * 40 + [0, 65536 * 2 + 7]
+    if device == "cuda":
+        sizes.append(65536 * 330 + 5)  # 331 chunks: cut by the 320-block launch limit
+    ours, ref = (adamw_pair if kind == "adamw" else rmsprop_pair)(lr=1e-2)
+    params = [torch.randn(n, device=device) for n in sizes]
+    p, r, opt, _ = run_pair(ours, ref, params, steps=3)
+    assert_close(p, r)
+    assert {float(opt.state[q]["step"]) for q in p} == {3.0}
+
+
+@pytest.mark.parametrize("kind", ["adamw_", "rmsprop_"])
+def test_direct_binding_is_the_op(device, kind):
+    """fastext._C's direct entry points (what eager steps call) give what torch.ops gives,
+    and raise its errors."""
+    def run(fn):
+        torch.manual_seed(0)
+        p, g = torch.randn(33, device=device), torch.randn(33, device=device)
+        states = [torch.rand(33, device=device)]
+        step = torch.zeros((), device=device)
+        if kind == "adamw_":
+            fn([p], [g], states, [torch.rand(33, device=device)], [], [step], [], 0.1, 0.9,
+               0.999, 1e-8, 0.01, False, False, None, None, None)
+        else:
+            fn([p], [g], states, [], [], [step], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False,
+               None, None, None)
+        return p, states[0], step
+
+    for a, b in zip(run(getattr(torch.ops.fastext, kind)), run(getattr(fastext._C, kind)),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    z = torch.zeros(2, device=device)
+    with pytest.raises(RuntimeError, match="same length"):
+        getattr(fastext._C, kind)([z], [], [z.clone()], [z.clone()], [z.clone()], [], [], 0.1,
+                                  0.9, 0.9, 1e-8, 0.0, False, False, None, None, None)

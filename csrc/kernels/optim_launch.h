@@ -20,6 +20,9 @@ struct OptimSlot {
   void* model;  // master weights only, else nullptr
   int64_t numel;
   float* step;  // already advanced for this step (AdamW's bias correction reads it)
+  // Counters at step[0 .. nsteps) all advance by one per step: the flat layout keeps one per
+  // parameter in a single buffer and steps them all in one slot. The update reads step[0].
+  int64_t nsteps;
 };
 
 // CPU: elements [begin, end) of one slot. The caller splits work and runs ranges in parallel.

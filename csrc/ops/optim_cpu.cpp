@@ -45,7 +45,8 @@ void run_ranges(const PreparedSlots& ps, Kernel kernel) {
 }
 
 void bump_steps(const PreparedSlots& ps) {
-  for (const auto& s : ps.slots) *s.step += 1.f;
+  for (const auto& s : ps.slots)
+    for (int64_t k = 0; k < s.nsteps; ++k) s.step[k] += 1.f;
 }
 
 void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,

@@ -51,38 +51,44 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
     TORCH_CHECK(g.sizes() == p.sizes(), op, ": grad shape ", g.sizes(), " != param shape ", p.sizes());
     TORCH_CHECK(!p.is_complex(), op, ": complex parameters are not supported");
     const auto& st = steps[i];
-    TORCH_CHECK(st.device() == dev && st.scalar_type() == at::kFloat && st.numel() == 1, op,
-                ": each step must be a one-element float32 tensor on ", dev);
+    TORCH_CHECK(st.device() == dev && st.scalar_type() == at::kFloat && st.numel() >= 1 &&
+                    st.is_contiguous(),
+                op, ": each step must be a contiguous float32 tensor of one or more counters on ",
+                dev);
 
     // The kernels walk every buffer linearly: that is right when all share p's dense layout.
-    std::array<at::Tensor, 6> bufs = {p, g, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    // Pointers, not tensor copies: each copy of a Python-owned tensor costs a refcount round
+    // trip, and this loop runs over every parameter at every step.
+    std::array<const at::Tensor*, 6> bufs = {&p, &g, nullptr, nullptr, nullptr, nullptr};
     if (!models.empty()) {
       const auto& mp = models[i];
       TORCH_CHECK(mp.device() == dev && mp.scalar_type() == grad_dtype && mp.sizes() == p.sizes(),
                   op, ": each model param must match its grad's dtype and its master's shape");
-      bufs[5] = mp;
+      bufs[5] = &mp;
     }
     for (int k = 0; k < 3; ++k) {
       if (states[k].empty()) continue;
       const auto& s = states[k][i];
       TORCH_CHECK(s.device() == dev && s.scalar_type() == dtype && s.sizes() == p.sizes(), op,
                   ": optimizer state must match its parameter's device, dtype and shape");
-      bufs[2 + k] = s;
+      bufs[2 + k] = &s;
     }
     bool same_layout = p.is_non_overlapping_and_dense();
-    for (auto& b : bufs) same_layout = same_layout && (!b.defined() || b.strides() == p.strides());
-    if (!same_layout) {
-      for (int k = 0; k < 6; ++k) {
-        if (!bufs[k].defined()) continue;
-        auto tmp = bufs[k].contiguous();
-        if (k != 1 && !tmp.is_same(bufs[k])) out.writebacks.emplace_back(bufs[k], tmp);
-        out.keep_alive.push_back(tmp);
-        bufs[k] = tmp;
+    for (const auto* b : bufs) same_layout = same_layout && (!b || b->strides() == p.strides());
+    std::array<void*, 6> ptrs{};
+    for (int k = 0; k < 6; ++k) {
+      if (!bufs[k]) continue;
+      if (same_layout) {
+        ptrs[k] = bufs[k]->data_ptr();
+        continue;
       }
+      auto tmp = bufs[k]->contiguous();
+      if (k != 1 && !tmp.is_same(*bufs[k])) out.writebacks.emplace_back(*bufs[k], tmp);
+      ptrs[k] = tmp.data_ptr();
+      out.keep_alive.push_back(std::move(tmp));
     }
-    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
-    out.slots.push_back({ptr(bufs[0]), ptr(bufs[1]), ptr(bufs[2]), ptr(bufs[3]), ptr(bufs[4]),
-                         ptr(bufs[5]), p.numel(), st.data_ptr<float>()});
+    out.slots.push_back({ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], p.numel(),
+                         st.data_ptr<float>(), st.numel()});
   }
   return out;
 }

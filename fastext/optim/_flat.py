@@ -13,6 +13,8 @@ contiguous views (a transposed parameter becomes a contiguous one of the same sh
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -83,9 +85,15 @@ class FlatBuffers:
             if not self._is_grad_view(p):
                 self._set_grad_view(p)
 
-    def adopt_grads(self) -> None:
+    def adopt_grads(self, grads: list[Tensor | None] | None = None) -> None:
         """Moves gradients that autograd allocated elsewhere (after ``p.grad = None``,
-        e.g. from ``Module.zero_grad``) back into the flat buffer."""
+        e.g. from ``Module.zero_grad``) back into the flat buffer. ``grads``: the params'
+        current ``.grad``, in order, when the caller has read them already."""
+        if grads is None:
+            grads = [p.grad for p in self.params]
+        # The usual case, every grad still our view, checked in C: this runs at every step.
+        if all(map(operator.is_, grads, self._grad_views)):
+            return
         for p in self.params:
             if p.grad is not None and not self._is_grad_view(p):
                 self._view(self.grad_buf, p).copy_(p.grad)

@@ -5,6 +5,7 @@ bucket of a param group, step counters kept on the params' device, the AMP
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from ._flat import FlatBuffers
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 _LOW = (torch.float16, torch.bfloat16)
+_NONES = itertools.repeat(None)  # map(operator.is_not, grads, _NONES): which grads exist
 
 
 def check_hypers(lr: float | Tensor, **non_negative: float) -> None:
@@ -40,17 +42,16 @@ def _on(t: Tensor | None, dev: torch.device) -> Tensor | None:
 @dataclass
 class _Bucket:
     """One native call of a step: same device, dtype and master-ness. ``index`` locates its
-    grads in the group; ``cols`` holds its state lists. ``flat`` (the single-slot case of
-    ``flat=True``) means params/grads/states are whole flat buffers; then ``other_steps``
-    are the step counters beyond the first, which the step advances itself."""
+    grads in the group (``None``: all of them, in order); ``cols`` holds its state lists.
+    ``flat`` (the single-slot case of ``flat=True``) means params/grads/states are whole
+    flat buffers, and the one step tensor holds every param's counter (all advance)."""
 
     device: torch.device
-    index: list[int]
+    index: list[int] | None
     params: list[Tensor]
     cols: dict[str, list[Tensor]]
     models: list[Tensor]
     flat: FlatBuffers | None
-    other_steps: Tensor | None
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -74,6 +75,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.flat = bool(flat)
         self.master_weights = bool(master_weights)
         self._flat: list[FlatBuffers] = []
+        self._group_flat: list[list[FlatBuffers]] = []  # param group -> its flat buffers
         self._plans: dict[int, tuple[tuple, list[_Bucket]]] = {}  # param group -> bucketing
         super().__init__(params, defaults)
 
@@ -95,7 +97,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._plans.clear()
         if self.flat:
-            self._flat.extend(FlatBuffers.flatten(self.param_groups[-1]["params"]))
+            fbs = FlatBuffers.flatten(self.param_groups[-1]["params"])
+            self._flat.extend(fbs)
+            self._group_flat.append(fbs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As ``torch.optim.Optimizer.zero_grad``; with ``flat=True`` gradients stay
@@ -114,26 +118,31 @@ class FusedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        for fb in self._flat:
-            fb.adopt_grads()
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
             grads = [p.grad for p in params]
+            if self.flat:
+                fbs = self._group_flat[gi] if gi < len(self._group_flat) else self._flat
+                for fb in fbs:  # one buffer holds the group's params in order: reuse grads
+                    fb.adopt_grads(grads if len(fbs) == 1 else None)
             # The bucketing is redone only when which params have a gradient, the params
-            # themselves or the state's layout change: per step, Python touches each
-            # param once (reading .grad) and then makes one native call per bucket.
-            key = (tuple(map(id, params)), tuple(g is None for g in grads),
+            # themselves or the state's layout change. Per step, Python reads each .grad once
+            # and builds the key with C-level maps (no per-param Python frames; `count(None)`
+            # would call Tensor.__eq__); then one native call per bucket. On a GPU this host
+            # work, not the kernel, is what a step of many small params waits for.
+            key = (tuple(map(id, params)), tuple(map(operator.is_not, grads, _NONES)),
                    self._buffer_names(group))
             plan = self._plans.get(gi)
             if plan is None or plan[0] != key:
                 plan = (key, self._plan(group, params, grads))
                 self._plans[gi] = plan
             for b in plan[1]:
-                gs = [b.flat.grad_buf] if b.flat is not None else [grads[i] for i in b.index]
-                fi = _on(found_inf, b.device)
-                if b.other_steps is not None:  # flat: the kernel advances steps[0] only
-                    b.other_steps.add_(1 if fi is None else fi == 0)
-                self._launch(group, b.params, gs, b.cols, b.models, _on(grad_scale, b.device), fi)
+                if b.flat is not None:
+                    gs = [b.flat.grad_buf]
+                else:
+                    gs = grads if b.index is None else [grads[i] for i in b.index]
+                self._launch(group, b.params, gs, b.cols, b.models, _on(grad_scale, b.device),
+                             _on(found_inf, b.device))
         return loss
 
     def _plan(self, group: dict[str, Any], params: list[Tensor],
@@ -158,22 +167,25 @@ class FusedOptimizer(torch.optim.Optimizer):
             if fb is not None and fb.params == ps and fb.steps_in_step:
                 # Every param of the flat buffer steps, all at the same count: one slot.
                 cols = {n: [fb.state_bufs[n]] for n in names if n != "step"}
-                cols["step"] = [fb.step_buf[0]]
-                buckets.append(_Bucket(dev, idx, [fb.param_buf], cols, [], fb, fb.step_buf[1:]))
+                cols["step"] = [fb.step_buf]
+                buckets.append(_Bucket(dev, idx, [fb.param_buf], cols, [], fb))
                 continue
             if fb is not None:
                 for q in self._flat:  # a partial step: step counts diverge for good
                     if any(q.owns(p) for p in ps):
                         q.steps_in_step = False
             cols = {n: [st[n] for st in states] for n in names}
-            buckets.append(_Bucket(dev, idx, [st["master"] for st in states] if master else ps,
-                                   cols, ps if master else [], None, None))
+            whole = idx == list(range(len(params)))
+            buckets.append(_Bucket(dev, None if whole else idx,
+                                   [st["master"] for st in states] if master else ps,
+                                   cols, ps if master else [], None))
         return buckets
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_plans", {})
         self.__dict__.setdefault("_flat", [])
+        self.__dict__.setdefault("_group_flat", [])
         for group in self.param_groups:  # groups saved by older torch lack newer keys
             for k, v in self.defaults.items():
                 group.setdefault(k, v)

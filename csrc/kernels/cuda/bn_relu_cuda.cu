@@ -27,11 +27,20 @@ constexpr int kBlock = 256;
 constexpr int kTileC = 32, kTileR = kBlock / kTileC;  // row-major reduction tile
 constexpr int64_t kMinPerBlock = 4 * kBlock;          // elements a reduction block reads, at least
 
+// Streaming multiprocessors of the current device, queried once per device (this runs on
+// every launch, and the host is what a BatchNorm layer's time follows at ResNet sizes).
 int sm_count() {
-  int dev = 0, n = 0;
+  constexpr int kMaxDevices = 64;
+  static int cached[kMaxDevices] = {};  // 0: not queried yet; a benign race writes the same value
+  int dev = 0;
   cudaGetDevice(&dev);
+  const bool cacheable = dev >= 0 && dev < kMaxDevices;
+  if (cacheable && cached[dev] > 0) return cached[dev];
+  int n = 0;
   cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-  return n > 0 ? n : 1;
+  n = n > 0 ? n : 1;
+  if (cacheable) cached[dev] = n;
+  return n;
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

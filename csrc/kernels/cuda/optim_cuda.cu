@@ -11,14 +11,20 @@ namespace fastext::kern {
 namespace {
 using namespace cuda;
 
-constexpr int kMaxSlots = 32;  // 32 x 64-byte slots + block tables stay under 4 KiB
-constexpr int kMaxSteps = 480;
+constexpr int kMaxSlots = 32;  // 32 x 72-byte slots + block tables stay under 4 KiB
+constexpr int kMaxSteps = 320;
 using Meta = TensorChunks<OptimSlot, kMaxSlots>;
+static_assert(sizeof(Meta) + sizeof(AdamWHyper) + sizeof(DeviceScalars) <= 4096,
+              "kernel arguments must stay under 4 KiB");
 
+// Step counter ranges (a slot's step[0 .. nsteps)) to advance.
 struct StepMeta {
   float* steps[kMaxSteps];
+  int count[kMaxSteps];
   int n;
 };
+static_assert(sizeof(StepMeta) + sizeof(DeviceScalars) <= 4096,
+              "kernel arguments must stay under 4 KiB");
 
 __device__ __forceinline__ bool skip_step(const DeviceScalars& s) {
   return s.found_inf != nullptr && *s.found_inf != 0.f;
@@ -32,7 +38,15 @@ __device__ __forceinline__ double lr_of(const DeviceScalars& s, double lr) {
 
 __global__ void bump_steps(StepMeta meta, DeviceScalars s) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < meta.n && !skip_step(s)) atomicAdd(meta.steps[i], 1.f);  // a param listed twice
+  if (i >= meta.n || skip_step(s)) return;
+  for (int k = 0; k < meta.count[i]; ++k) atomicAdd(meta.steps[i] + k, 1.f);  // a param listed twice
+}
+
+// RMSprop's update never reads the step, so the block that holds a slot's first chunk
+// advances its counters itself: no separate launch.
+__device__ __forceinline__ void bump_own_steps(const OptimSlot& t, int64_t begin) {
+  if (begin != 0) return;
+  for (int64_t k = threadIdx.x; k < t.nsteps; k += blockDim.x) atomicAdd(t.step + k, 1.f);
 }
 
 // Runs op(p, g, states) on elements [begin, end): p and the NS states are of type T, the
@@ -127,6 +141,7 @@ __global__ void __launch_bounds__(kThreads)
   if (skip_step(s)) return;
   const OptimSlot& t = meta.slot();
   const int64_t begin = meta.begin(), end = std::min(t.numel, begin + kChunk);
+  bump_own_steps(t, begin);
   const auto c = rmsprop_coeffs<M>(h, lr_of(s, h.lr), inv_scale_of(s));
   constexpr int NS = 1 + int(CENTERED) + int(MOMENTUM);
   void* states[3] = {t.s0, CENTERED ? t.s1 : t.s2, t.s2};
@@ -137,16 +152,22 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
-// Advances every step counter once (skipped on found_inf), before the update reads them.
-void launch_bump(const OptimSlot* slots, int n, const DeviceScalars& s, cudaStream_t stream) {
+// Advances the step counters of every slot (of the empty ones only, with `empty_only`)
+// once, skipped on found_inf. AdamW runs it before the update, which reads them.
+void launch_bump(const OptimSlot* slots, int n, const DeviceScalars& s, cudaStream_t stream,
+                 bool empty_only = false) {
   StepMeta meta{};
+  auto flush = [&] {
+    if (meta.n > 0) bump_steps<<<(meta.n + 127) / 128, 128, 0, stream>>>(meta, s);
+    meta.n = 0;
+  };
   for (int i = 0; i < n; ++i) {
-    meta.steps[meta.n++] = slots[i].step;
-    if (meta.n == kMaxSteps || i == n - 1) {
-      bump_steps<<<(meta.n + 127) / 128, 128, 0, stream>>>(meta, s);
-      meta.n = 0;
-    }
+    if (empty_only && slots[i].numel > 0) continue;
+    meta.steps[meta.n] = slots[i].step;
+    meta.count[meta.n++] = int(slots[i].nsteps);
+    if (meta.n == kMaxSteps) flush();
   }
+  flush();
 }
 
 template <typename T, typename G, bool COPY>
@@ -174,7 +195,7 @@ void rmsprop_launch(const Meta& m, int nb, const RMSpropHyper& h, const DeviceSc
 template <typename T, typename G, bool COPY>
 void rmsprop_typed(const OptimSlot* slots, int n, const RMSpropHyper& h, const DeviceScalars& s,
                    cudaStream_t st) {
-  launch_bump(slots, n, s, st);
+  launch_bump(slots, n, s, st, /*empty_only=*/true);  // the kernel bumps the others
   const bool momentum = h.momentum > 0;
   multi_tensor_apply<kMaxSlots>(slots, n, [&](const Meta& m, int nb) {
     if (h.centered) {
