@@ -116,6 +116,34 @@ def test_gradcheck_float64(device):
     assert torch.autograd.gradcheck(lambda x, w, b: bn_relu(x, rm, rv, w, b, False), (x, w, b))
 
 
+def test_create_graph_gives_first_order_grads_and_refuses_the_second(device):
+    """Under create_graph=True (e.g. a gradient penalty) the first-order gradients are right
+    and differentiable-looking; differentiating them again is a clear error, not silence."""
+    ours, ref = pair(2, 3, device, torch.float32)
+    x = torch.randn(4, 3, 5, 5, device=device, requires_grad=True)
+    g = torch.randn_like(x)
+    gx, gw = torch.autograd.grad(ours(x), (x, ours.weight), g, create_graph=True)
+    rx, rw = torch.autograd.grad(ref(x), (x, ref[0].weight), g)
+    torch.testing.assert_close(gx, rx, **TOL[torch.float32])
+    torch.testing.assert_close(gw, rw, **PARAM_TOL[torch.float32])
+    assert gx.requires_grad
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+
+
+def test_only_the_output_is_differentiated(device):
+    """The statistics outputs get no gradient buffers (they are not materialised as zeros):
+    a backward through the output alone gives eager's gradients."""
+    ours, ref = pair(2, 3, device, torch.float32)
+    x = torch.randn(2, 3, 4, 4, device=device, requires_grad=True)
+    out, mean, invstd, var = torch.ops.fastext.bn_relu_forward(
+        x, ours.weight, ours.bias, None, None, None, True, 0.1, 1e-5)
+    assert not (mean.requires_grad or invstd.requires_grad or var.requires_grad)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    (rx,) = torch.autograd.grad(ref(x).sum(), x)
+    torch.testing.assert_close(gx, rx, **TOL[torch.float32])
+
+
 def test_opcheck(device):
     x = torch.randn(4, 3, 5, 5, device=device)
     w, b = torch.randn(3, device=device), torch.randn(3, device=device)

@@ -4,6 +4,8 @@
 // bumped here, as the ADInplaceOrView kernel this call skips would.
 // In C++ rather than torch.library.register_autograd because a Python autograd formula costs
 // tens of microseconds per call, as much as the whole op on small activations and on a GPU.
+// fastext::bn_relu_backward gets an Autograd kernel too: without one, every backward call
+// would go through torch's boxed "autograd not implemented" fallback.
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
@@ -13,10 +15,83 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t.value_or(at::Tensor()); }
 std::optional<at::Tensor> as_optional(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+bool requires_grad(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() && t->requires_grad();
+}
+
+// The ops' device kernels, reached below the autograd key.
+ForwardResult call_forward(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                           const std::optional<at::Tensor>& bias,
+                           const std::optional<at::Tensor>& running_mean,
+                           const std::optional<at::Tensor>& running_var,
+                           const std::optional<at::Tensor>& num_batches_tracked,
+                           bool use_batch_stats, double momentum, double eps) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastext::bn_relu_forward", "")
+                       .typed<ForwardResult(const at::Tensor&, const std::optional<at::Tensor>&,
+                                            const std::optional<at::Tensor>&,
+                                            const std::optional<at::Tensor>&,
+                                            const std::optional<at::Tensor>&,
+                                            const std::optional<at::Tensor>&, bool, double,
+                                            double)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                 use_batch_stats, momentum, eps);
+}
+
+BackwardResult call_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                             const std::optional<at::Tensor>& weight,
+                             const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
+                             const at::Tensor& save_invstd, bool use_batch_stats) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastext::bn_relu_backward", "")
+                       .typed<BackwardResult(const at::Tensor&, const at::Tensor&,
+                                             const std::optional<at::Tensor>&,
+                                             const std::optional<at::Tensor>&, const at::Tensor&,
+                                             const at::Tensor&, bool)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(grad_out, input, weight, bias, save_mean, save_invstd, use_batch_stats);
+}
+
+// The backward op under a graph (create_graph=True): its outputs exist, but differentiating
+// them again is not supported, and says so.
+class BnReluBackward : public torch::autograd::Function<BnReluBackward> {
+ public:
+  static variable_list forward(AutogradContext*, const at::Tensor& grad_out,
+                               const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                               const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
+                               const at::Tensor& save_invstd, bool use_batch_stats) {
+    auto [gi, gw, gb] = call_backward(grad_out, input, weight, bias, save_mean, save_invstd,
+                                      use_batch_stats);
+    return {gi, gw, gb};
+  }
+  static variable_list backward(AutogradContext*, variable_list) {
+    TORCH_CHECK(false, "fastext::bn_relu: double backward (a gradient of the gradient) is not "
+                       "supported");
+  }
+};
+
+// The engine calls this with grad mode off (no create_graph): straight to the device kernel.
+BackwardResult bn_relu_backward_autograd(const at::Tensor& grad_out, const at::Tensor& input,
+                                         const std::optional<at::Tensor>& weight,
+                                         const std::optional<at::Tensor>& bias,
+                                         const at::Tensor& save_mean,
+                                         const at::Tensor& save_invstd, bool use_batch_stats) {
+  if (at::GradMode::is_enabled() &&
+      (grad_out.requires_grad() || input.requires_grad() || requires_grad(weight) ||
+       requires_grad(bias))) {
+    auto r = BnReluBackward::apply(grad_out, input, weight, bias, save_mean, save_invstd,
+                                   use_batch_stats);
+    return {r[0], r[1], r[2]};
+  }
+  return call_backward(grad_out, input, weight, bias, save_mean, save_invstd, use_batch_stats);
 }
 
 class BnRelu : public torch::autograd::Function<BnRelu> {
@@ -28,56 +103,44 @@ class BnRelu : public torch::autograd::Function<BnRelu> {
                                const std::optional<at::Tensor>& running_var,
                                const std::optional<at::Tensor>& num_batches_tracked,
                                bool use_batch_stats, double momentum, double eps) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("fastext::bn_relu_forward", "")
-                         .typed<decltype(bn_relu_forward_signature)>();
-    auto [out, mean, invstd, var] = [&] {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      return op.call(input, weight, bias, running_mean, running_var, num_batches_tracked,
-                     use_batch_stats, momentum, eps);
-    }();
+    auto [out, mean, invstd, var] = call_forward(input, weight, bias, running_mean, running_var,
+                                                 num_batches_tracked, use_batch_stats, momentum,
+                                                 eps);
     if (use_batch_stats)
       for (const auto* t : {&running_mean, &running_var, &num_batches_tracked})
         if (t->has_value() && (*t)->defined()) torch::autograd::impl::bump_version(**t);
     ctx->save_for_backward({input, or_undefined(weight), or_undefined(bias), mean, invstd});
     ctx->saved_data["use_batch_stats"] = use_batch_stats;
     ctx->mark_non_differentiable({mean, invstd, var});
+    // The statistics never get gradients: no zeros allocated (and, on a GPU, filled by three
+    // launches) for them at every backward.
+    ctx->set_materialize_grads(false);
     return {out, mean, invstd, var};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("fastext::bn_relu_backward", "")
-                         .typed<decltype(bn_relu_backward_signature)>();
+    variable_list none(9);
+    if (!grads[0].defined()) return none;  // the output took no part in what is differentiated
     const auto saved = ctx->get_saved_variables();
     const auto& weight = saved[1];
     const auto& bias = saved[2];
-    // grads[0] is defined: the other outputs are non-differentiable, and undefined grads
-    // are materialised as zeros (the Function default).
-    auto [gi, gw, gb] = op.call(grads[0], saved[0], as_optional(weight), as_optional(bias),
-                                saved[3], saved[4], ctx->saved_data["use_batch_stats"].toBool());
-    return {gi,          weight.defined() ? gw : at::Tensor(),
-            bias.defined() ? gb : at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    auto [gi, gw, gb] = bn_relu_backward_autograd(
+        grads[0], saved[0], as_optional(weight), as_optional(bias), saved[3], saved[4],
+        ctx->saved_data["use_batch_stats"].toBool());
+    none[0] = gi;
+    if (weight.defined()) none[1] = gw;
+    if (bias.defined()) none[2] = gb;
+    return none;
   }
-
- private:
-  // The ops' C++ signatures, for the typed dispatcher handles above.
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_signature(
-      const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-      const std::optional<at::Tensor>&, bool, double, double);
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_signature(
-      const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-      const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, bool);
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_autograd(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var,
-    const std::optional<at::Tensor>& num_batches_tracked, bool use_batch_stats, double momentum,
-    double eps) {
+ForwardResult bn_relu_forward_autograd(const at::Tensor& input,
+                                       const std::optional<at::Tensor>& weight,
+                                       const std::optional<at::Tensor>& bias,
+                                       const std::optional<at::Tensor>& running_mean,
+                                       const std::optional<at::Tensor>& running_var,
+                                       const std::optional<at::Tensor>& num_batches_tracked,
+                                       bool use_batch_stats, double momentum, double eps) {
   auto r = BnRelu::apply(input, weight, bias, running_mean, running_var, num_batches_tracked,
                          use_batch_stats, momentum, eps);
   return {r[0], r[1], r[2], r[3]};
@@ -87,6 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_autog
 
 TORCH_LIBRARY_IMPL(fastext, Autograd, m) {
   m.impl("bn_relu_forward", &bn_relu_forward_autograd);
+  m.impl("bn_relu_backward", &bn_relu_backward_autograd);
 }
 
 }  // namespace fastext::ops
