@@ -8,7 +8,12 @@ for one AdamW step on a 10M tensor, per implementation:
 * ``host_us``: host time to submit one call, without waiting for the device (mean over
   ``REPS`` calls; the launch queue is far from full, so the host never blocks);
 * ``kernel_us``: device time of the kernels one call launches (``torch.profiler``), and
-  ``kernels``: each kernel's name and time.
+  ``kernels``: each kernel's name and time;
+* ``host_ops``: where the host time goes: the profiler's CPU events (ops, autograd nodes,
+  CUDA runtime calls) by self CPU time per call, largest first.
+
+One RMSprop step over ResNet-50's parameter shapes (fastext vs torch-foreach) is measured
+the same way: the suite's case that a slow host bounds.
 
 A case whose ``event_ms`` is near ``host_us`` is bound by the host; near ``kernel_us``, by
 the device. Nothing here is a benchmark result in the README; it tells the next change.
@@ -25,7 +30,7 @@ from collections.abc import Callable
 import torch
 
 from fastext.bench import bn_relu as bn_suite
-from fastext.optim import AdamW
+from fastext.optim import AdamW, RMSprop
 
 REPS = 30
 PROFILED_CALLS = 5
@@ -83,6 +88,20 @@ def kernels(fn: Callable[[], object]) -> tuple[float, list[tuple[str, float]]]:
     return sum(per.values()), [(k, round(v, 2)) for k, v in rows]
 
 
+def host_ops(fn: Callable[[], object], top: int = 14) -> list[tuple[str, float]]:
+    """(CPU event, self microseconds per call), largest first: ops, autograd nodes, runtime
+    calls (cudaLaunchKernel, ...)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(PROFILED_CALLS):
+            fn()
+        sync()
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
+    return [(e.key[:90], round(e.self_cpu_time_total / PROFILED_CALLS, 2)) for e in rows]
+
+
 def measure(name: str, fn: Callable[[], object]) -> dict:
     for _ in range(5):
         fn()
@@ -90,9 +109,19 @@ def measure(name: str, fn: Callable[[], object]) -> dict:
     row: dict = {"impl": name, "event_ms": event_ms(fn), "host_us": host_us(fn)}
     try:
         row["kernel_us"], row["kernels"] = kernels(fn)
+        row["host_ops"] = host_ops(fn)
     except Exception as e:  # the profiler is optional for this report
         row["profiler_error"] = f"{type(e).__name__}: {e}"
     return row
+
+
+def show(row: dict) -> None:
+    print(json.dumps({k: v for k, v in row.items() if k not in ("kernels", "host_ops")}),
+          flush=True)
+    for k, v in row.get("kernels", [])[:8]:
+        print(f"    {v:9.2f} us  {k}", flush=True)
+    for k, v in row.get("host_ops", []):
+        print(f"    host {v:9.2f} us  {k}", flush=True)
 
 
 def bn_cases(dev: torch.device) -> list[dict]:
@@ -111,9 +140,7 @@ def bn_cases(dev: torch.device) -> list[dict]:
                     row["fwd_only_host_us"] = host_us(lambda m=m, x=x: m(x))
                 row["case"] = bn_suite.case_name(shape, fmt)
                 out.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
-                for k, v in row.get("kernels", [])[:8]:
-                    print(f"    {v:9.2f} us  {k}", flush=True)
+                show(row)
     return out
 
 
@@ -125,18 +152,35 @@ def adamw_case(dev: torch.device) -> list[dict]:
         opt = (torch.optim.AdamW([p], fused=True) if impl == "torch-fused" else AdamW([p]))
         row = measure(impl, opt.step)
         row["case"] = "AdamW/10M"
-        if "kernel_us" in row:
+        if row.get("kernel_us"):
             row["kernel_gbs"] = 28 * p.numel() / (row["kernel_us"] * 1e-6) / 1e9
         out.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
-        for k, v in row.get("kernels", [])[:4]:
-            print(f"    {v:9.2f} us  {k}", flush=True)
+        show(row)
+    return out
+
+
+def rmsprop_resnet50_case(dev: torch.device) -> list[dict]:
+    """One RMSprop step over ResNet-50's 161 parameter shapes: fastext and torch-foreach."""
+    from fastext.bench import optim as optim_suite
+
+    shapes = optim_suite.resnet50_shapes() if dev.type == "cuda" else [(3, 3)] * 161
+    out = []
+    for impl, make in (("torch-foreach", lambda ps: torch.optim.RMSprop(ps, foreach=True)),
+                       ("fastext", lambda ps: RMSprop(ps)),
+                       ("fastext-flat", lambda ps: RMSprop(ps, flat=True))):
+        ps = [torch.zeros(s, device=dev, requires_grad=True) for s in shapes]
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        row = measure(impl, make(ps).step)
+        row["case"] = "RMSprop/resnet50"
+        out.append(row)
+        show(row)
     return out
 
 
 def main(path: str) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = bn_cases(dev) + adamw_case(dev)
+    rows = bn_cases(dev) + adamw_case(dev) + rmsprop_resnet50_case(dev)
     with open(path, "w") as f:
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
         json.dump({"device": name, "torch": torch.__version__,
