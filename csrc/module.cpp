@@ -1,10 +1,10 @@
-// The pybind11 side of fastext._C: build facts, and direct entry points of the optimizer
-// ops for eager steps (ops/optim_python.cpp). The ops themselves are registered with the
+// The pybind11 side of fastext._C: build facts, and direct entry points of the per-step
+// ops for eager calls (ops/direct_calls.cpp). The ops themselves are registered with the
 // dispatcher (TORCH_LIBRARY) when this library loads, and reached through torch.ops.fastext.*.
 #include <pybind11/pybind11.h>
 
 #include "kernels/optim_launch.h"
-#include "ops/optim_python.h"
+#include "ops/direct_calls.h"
 
 namespace py = pybind11;
 
@@ -23,5 +23,5 @@ PYBIND11_MODULE(_C, m) {
     d["cpu_isa"] = fastext::kern::cpu_isa();
     return d;
   });
-  fastext::ops::bind_optim(m);
+  fastext::ops::bind_direct(m);
 }

@@ -190,12 +190,17 @@ def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> torch.allclose(rm, 0.1 * mean)
     True
     """
-    return _BN_RELU_FORWARD(input, weight, bias, running_mean, running_var, num_batches_tracked,
-                            bool(use_batch_stats), float(momentum), float(eps))
+    return _bn_relu_forward_op()(input, weight, bias, running_mean, running_var,
+                                 num_batches_tracked, bool(use_batch_stats), float(momentum),
+                                 float(eps))
 
 
-# The overload itself: calling it skips the packet's overload resolution on every layer call.
-_BN_RELU_FORWARD = torch.ops.fastext.bn_relu_forward.default
+def _bn_relu_forward_op():
+    """The op as a layer calls it: the overload itself while torch.compile traces, else
+    fastext._C's direct binding of it (no boxing of the nine arguments per layer call)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.fastext.bn_relu_forward.default
+    return _C.bn_relu_forward
 
 
 # -- feature loss ------------------------------------------------------------------------------

@@ -349,3 +349,20 @@ def test_bn_relu_large_float32(device, channels, channels_last):
     for po, pr in zip(ours.parameters(), ref[0].parameters(), strict=True):
         torch.testing.assert_close(po.grad, pr.grad, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(ours.running_var, ref[0].running_var)
+
+
+def test_direct_binding_is_the_op(device):
+    """fastext._C.bn_relu_forward (what eager layers call) gives what torch.ops gives,
+    gradients and running statistics included."""
+    results = []
+    for fn in (torch.ops.fastext.bn_relu_forward.default, fastext._C.bn_relu_forward):
+        torch.manual_seed(0)
+        x = torch.randn(4, 3, 5, 5, device=device, requires_grad=True)
+        w = torch.randn(3, device=device, requires_grad=True)
+        rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+        nbt = torch.zeros((), dtype=torch.long, device=device)
+        out, *stats = fn(x, w, None, rm, rv, nbt, True, 0.1, 1e-5)
+        gx, gw = torch.autograd.grad(out.pow(2).sum(), (x, w))
+        results.append([out, *stats, gx, gw, rm, rv, nbt])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -1,18 +1,19 @@
-// Direct Python entry points of fastext::adamw_ / rmsprop_ for eager steps: the same ops,
-// called through the dispatcher's typed (unboxed) path from pybind11.
+// Direct Python entry points of the ops called on every training step (fastext::adamw_,
+// rmsprop_, bn_relu_forward): the same ops, called through the dispatcher's typed (unboxed)
+// path from pybind11.
 //
-// torch.ops.fastext.* from Python is the boxed path: every tensor of every list becomes an
-// IValue, then an unboxed TensorList copy whose release, with the GIL dropped for the call,
+// torch.ops.fastext.* from Python is the boxed path: every argument becomes an IValue, every
+// tensor list an unboxed TensorList copy whose release, with the GIL dropped for the call,
 // takes the GIL back once per tensor. Measured on the 2-core VM, a step over ResNet-50's 161
-// params (4 lists): ~75 us per call that way. Here the lists are converted once with the
+// params (4 lists): ~75 us per call that way. Here arguments are converted once with the
 // GIL held and the dispatcher call is the same as from C++ (modes, profiler, autograd
-// keys all still apply). torch.compile traces torch.ops.fastext.*, so fastext.optim uses
-// these only outside compilation.
+// keys all still apply). torch.compile traces torch.ops.fastext.*, so the Python callers
+// use these only outside compilation.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include "optim_python.h"
+#include "direct_calls.h"
 
 namespace fastext::ops {
 namespace {
@@ -44,11 +45,29 @@ void step(const Tensors& params, const Tensors& grads, const Tensors& s0, const 
 constexpr char kAdamW[] = "fastext::adamw_";
 constexpr char kRMSprop[] = "fastext::rmsprop_";
 
+using BnResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// One layer call: small, so the GIL stays held (releasing and taking it back costs more).
+BnResult bn_relu_forward(const at::Tensor& input, const Opt& weight, const Opt& bias,
+                         const Opt& running_mean, const Opt& running_var,
+                         const Opt& num_batches_tracked, bool use_batch_stats, double momentum,
+                         double eps) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastext::bn_relu_forward", "")
+          .typed<BnResult(const at::Tensor&, const Opt&, const Opt&, const Opt&, const Opt&,
+                          const Opt&, bool, double, double)>();
+  return op.call(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                 use_batch_stats, momentum, eps);
+}
+
 }  // namespace
 
-void bind_optim(py::module_& m) {
+void bind_direct(py::module_& m) {
   m.def("adamw_", &step<kAdamW>, "fastext::adamw_ through the dispatcher's unboxed path");
   m.def("rmsprop_", &step<kRMSprop>, "fastext::rmsprop_ through the dispatcher's unboxed path");
+  m.def("bn_relu_forward", &bn_relu_forward,
+        "fastext::bn_relu_forward through the dispatcher's unboxed path");
 }
 
 }  // namespace fastext::ops
