@@ -37,13 +37,22 @@ inline void check_channel(const char* op, const at::Tensor& p, int64_t C, const 
               " elements, got shape ", p.sizes());
 }
 
+// t in `opts`' dtype and device: t itself when it already is. Tested here rather than left to
+// Tensor::to, which returns t too but only after a dispatcher call: a layer makes several of
+// these per step, and on a GPU the layer's time is the host's.
+inline at::Tensor as_opts(const at::Tensor& t, const at::TensorOptions& opts) {
+  if (t.scalar_type() == c10::typeMetaToScalarType(opts.dtype()) && t.device() == opts.device())
+    return t;
+  return t.to(opts);
+}
+
 // A per-channel tensor as `opts`, or a constant when absent.
 inline at::Tensor channel_param(const char* op, const std::optional<at::Tensor>& p, int64_t C,
                                 double fill, const at::TensorOptions& opts,
                                 const char* name = "weight and bias") {
   if (!given(p)) return at::full({C}, fill, opts);
   check_channel(op, *p, C, name);
-  return p->to(opts);
+  return as_opts(*p, opts);
 }
 
 // Statistics tensors are float32, or float64 for float64 activations.

@@ -16,10 +16,26 @@ namespace {
 
 void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// Partial sums of the reductions, from torch's caching allocator (no cudaMalloc per call).
-at::Tensor workspace(const BnInput& in) {
-  return at::empty({std::max<int64_t>(1, kern::bn_reduce_work_cuda(in.shape))},
-                   in.x.options().dtype(at::kDouble));
+// The reductions' partial sums (doubles) and `coef_elems` per-channel coefficients (in the
+// statistics' dtype) in one buffer from torch's caching allocator: one allocation per
+// direction instead of two (each costs microseconds of host time, which bounds this op).
+struct Scratch {
+  at::Tensor buf;
+  double* work;
+  void* coef;
+};
+
+Scratch scratch(const BnInput& in, int64_t coef_elems, const at::TensorOptions& opts) {
+  auto round2 = [](int64_t n) { return (n + 1) / 2 * 2; };  // keeps coef 16-byte aligned
+  const int64_t nwork = round2(std::max<int64_t>(1, kern::bn_reduce_work_cuda(in.shape)));
+  const int64_t coef_bytes = coef_elems * int64_t(c10::elementSize(
+                                              c10::typeMetaToScalarType(opts.dtype())));
+  const int64_t ncoef = round2((coef_bytes + 7) / 8);
+  Scratch out;
+  out.buf = at::empty({nwork + ncoef}, in.x.options().dtype(at::kDouble));
+  out.work = out.buf.data_ptr<double>();
+  out.coef = out.work + nwork;
+  return out;
 }
 
 // An optional per-channel tensor in the math dtype, or an undefined tensor when absent.
@@ -51,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
   const auto opts = input.options().dtype(save_dtype(in));
   const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
   auto mean = at::empty({C}, opts), invstd = at::empty({C}, opts), var = at::empty({C}, opts);
-  auto coef = at::empty({2 * C}, opts);
+  const auto sc = scratch(in, 2 * C, opts);
   if (use_batch_stats) {
     TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
     const bool track = given(running_mean) && given(running_var);
@@ -67,13 +83,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
                       num_batches_tracked->device() == input.device(),
                   op, ": num_batches_tracked must be a one-element int64 tensor on the input's "
                   "device");
-    auto work = workspace(in);
     kern::bn_train_stats_cuda(
         in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b), eps,
-        mean.data_ptr(), invstd.data_ptr(), var.data_ptr(), coef.data_ptr(),
+        mean.data_ptr(), invstd.data_ptr(), var.data_ptr(), sc.coef,
         fuse ? running_mean->data_ptr() : nullptr, fuse ? running_var->data_ptr() : nullptr,
-        momentum, count ? num_batches_tracked->data_ptr<int64_t>() : nullptr,
-        work.data_ptr<double>(), stream());
+        momentum, count ? num_batches_tracked->data_ptr<int64_t>() : nullptr, sc.work,
+        stream());
     if (track && !fuse) {  // other dtypes or layouts: the same update with torch ops
       const double n = double(in.shape.N * in.shape.S);
       running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);
@@ -86,12 +101,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
     const auto rv = channel_param(op, running_var, C, 1.0, opts, "running_var").contiguous();
     kern::bn_eval_coef_cuda(in.dtype, C, rm.data_ptr(), rv.data_ptr(), ptr_or_null(w),
                             ptr_or_null(b), eps, mean.data_ptr(), invstd.data_ptr(),
-                            var.data_ptr(), coef.data_ptr(), stream());
+                            var.data_ptr(), sc.coef, stream());
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   auto out = at::empty_like(in.x);
-  kern::bn_fwd_cuda(in.x.data_ptr(), out.data_ptr(), in.dtype, in.shape, coef.data_ptr(),
-                    stream());
+  kern::bn_fwd_cuda(in.x.data_ptr(), out.data_ptr(), in.dtype, in.shape, sc.coef, stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {out, mean, invstd, var};
 }
@@ -112,23 +126,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cuda(
   const auto opts = input.options().dtype(save_dtype(in));
   TORCH_CHECK(save_mean.numel() == C && save_invstd.numel() == C, op,
               ": save_mean and save_invstd must have C = ", C, " elements");
-  const auto mean = save_mean.to(opts).contiguous(), invstd = save_invstd.to(opts).contiguous();
+  const auto mean = as_opts(save_mean, opts).contiguous();
+  const auto invstd = as_opts(save_invstd, opts).contiguous();
   const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
   const bool affine = w.defined();
   auto dweight = affine ? at::empty({C}, opts) : at::Tensor();
   auto dbias = affine ? at::empty({C}, opts) : at::Tensor();
-  auto coef = at::empty({5 * C}, opts);
-  auto work = workspace(in);
+  const auto sc = scratch(in, 5 * C, opts);
   auto dx = at::empty_like(in.x);
   kern::bn_bwd_cuda(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, in.shape,
                     ptr_or_null(w), ptr_or_null(b), mean.data_ptr(), invstd.data_ptr(),
                     use_batch_stats, affine ? dweight.data_ptr() : nullptr,
-                    affine ? dbias.data_ptr() : nullptr, coef.data_ptr(),
-                    work.data_ptr<double>(), stream());
+                    affine ? dbias.data_ptr() : nullptr, sc.coef, sc.work, stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (!affine) return {dx, at::empty({0}, input.options()), at::empty({0}, input.options())};
-  const auto pdtype = weight->scalar_type();
-  return {dx, dweight.to(pdtype), dbias.to(pdtype)};
+  const auto popts = weight->options();
+  return {dx, as_opts(dweight, popts), as_opts(dbias, popts)};
 }
 
 }  // namespace
