@@ -61,13 +61,26 @@ def _lr_args(lr: float | Tensor) -> tuple[float, Tensor | None]:
     return (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
 
 
-def _step_op(name: str):
-    """The optimizer op ``name`` as called: torch.ops.fastext.* while torch.compile traces
-    (it knows that op and its fake kernel), else the same op through fastext._C's direct
-    binding, which skips the boxed Python call (a third of a 161-param step's host time)."""
-    if torch.compiler.is_compiling():
-        return getattr(torch.ops.fastext, name)
-    return getattr(_C, name)
+# Types the direct bindings take as they are: any other (a __torch_function__ subclass, an
+# FX Proxy) goes through torch.ops, which honours its overrides.
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _direct(*tensors: object) -> bool:
+    """Whether fastext._C's direct binding may replace torch.ops.fastext.* for a call on
+    ``tensors`` (``None`` allowed): not while torch.compile traces (it knows the op and its
+    fake kernel, not the binding), and only for plain tensors."""
+    return (not torch.compiler.is_compiling()
+            and all(t is None or type(t) in _PLAIN for t in tensors))
+
+
+def _step_op(name: str, params: Sequence[Tensor]):
+    """The optimizer op ``name`` as called: fastext._C's direct binding, which skips the
+    boxed Python call (a third of a 161-param step's host time), where :func:`_direct`
+    allows (one param decides for the list), else torch.ops.fastext.*."""
+    if _direct(params[0] if params else None):
+        return getattr(_C, name)
+    return getattr(torch.ops.fastext, name).default
 
 
 def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
@@ -86,7 +99,7 @@ def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence
     into ``model_params``.
     """
     lr_f, lr_t = _lr_args(lr)
-    _step_op("adamw_")(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
+    _step_op("adamw_", params)(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
                              list(max_exp_avg_sqs), list(steps), list(model_params), lr_f,
                              float(beta1),
                              float(beta2), float(eps), float(weight_decay), bool(amsgrad),
@@ -105,7 +118,7 @@ def rmsprop_(params: Sequence[Tensor], grads: Sequence[Tensor], square_avgs: Seq
     (pass empty lists otherwise). Scalars and ``model_params`` as in :func:`adamw_`.
     """
     lr_f, lr_t = _lr_args(lr)
-    _step_op("rmsprop_")(list(params), list(grads), list(square_avgs), list(grad_avgs),
+    _step_op("rmsprop_", params)(list(params), list(grads), list(square_avgs), list(grad_avgs),
                                list(momentum_buffers), list(steps), list(model_params), lr_f,
                                float(alpha),
                                float(eps), float(weight_decay), float(momentum), bool(centered),
@@ -190,17 +203,17 @@ def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> torch.allclose(rm, 0.1 * mean)
     True
     """
-    return _bn_relu_forward_op()(input, weight, bias, running_mean, running_var,
-                                 num_batches_tracked, bool(use_batch_stats), float(momentum),
-                                 float(eps))
+    return _bn_relu_forward_op(input, weight)(input, weight, bias, running_mean, running_var,
+                                              num_batches_tracked, bool(use_batch_stats),
+                                              float(momentum), float(eps))
 
 
-def _bn_relu_forward_op():
-    """The op as a layer calls it: the overload itself while torch.compile traces, else
-    fastext._C's direct binding of it (no boxing of the nine arguments per layer call)."""
-    if torch.compiler.is_compiling():
-        return torch.ops.fastext.bn_relu_forward.default
-    return _C.bn_relu_forward
+def _bn_relu_forward_op(input: Tensor, weight: Tensor | None):
+    """The op as a layer calls it: fastext._C's direct binding (no boxing of the nine
+    arguments per layer call) where :func:`_direct` allows, else the overload itself."""
+    if _direct(input, weight):
+        return _C.bn_relu_forward
+    return torch.ops.fastext.bn_relu_forward.default
 
 
 # -- feature loss ------------------------------------------------------------------------------

@@ -204,3 +204,28 @@ def test_op_input_checks():
         fastext.ops.adamw_([f32], [f32.clone()], [f32.clone()], [f32.clone()], [], st, amsgrad=True)
     with pytest.raises(RuntimeError, match="centered needs"):
         fastext.ops.rmsprop_([f32], [f32.clone()], [f32.clone()], [], [], st, centered=True)
+
+
+def test_subclass_params_go_through_torch_ops():
+    """Params of a __torch_function__ subclass take torch.ops.fastext.* (whose overrides the
+    subclass sees) rather than the direct binding; the update is the same."""
+    class Logged(torch.Tensor):
+        seen: list = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.seen.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    torch.manual_seed(0)
+    plain = [torch.nn.Parameter(torch.randn(5)) for _ in range(2)]
+    logged = [torch.nn.Parameter(p.detach().clone().as_subclass(Logged)) for p in plain]
+    for a, b in zip(plain, logged, strict=True):
+        a.grad = torch.randn(5)
+        b.grad = a.grad.clone().as_subclass(Logged)
+    fastext.optim.AdamW(plain, lr=0.1).step()
+    fastext.optim.AdamW(logged, lr=0.1).step()
+    assert torch.ops.fastext.adamw_.default in Logged.seen
+    for a, b in zip(plain, logged, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach().as_subclass(torch.Tensor),
+                                   rtol=0, atol=0)

@@ -33,5 +33,6 @@ def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | No
     if training and input.numel() <= input.shape[1]:
         raise ValueError("Expected more than 1 value per channel when training, got input "
                          f"size {tuple(input.shape)}")
-    return ops._bn_relu_forward_op()(input, weight, bias, running_mean, running_var,
-                                     num_batches_tracked, training, momentum, eps)[0]
+    return ops._bn_relu_forward_op(input, weight)(input, weight, bias, running_mean,
+                                                  running_var, num_batches_tracked, training,
+                                                  momentum, eps)[0]
