@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a G
 
 @pytest.mark.parametrize("kind", ["adamw", "rmsprop"])
 def test_many_tensors_and_chunks_span_launches(kind):
-    """More tensors (>32) and more chunks (>320 blocks) than one launch holds."""
-    params = [torch.randn(n, device="cuda") for n in [3, 70_000, 5] * 20 + [23_000_001]]
+    """More tensors (>192) and more chunks (>1,280 blocks) than one launch holds."""
+    params = [torch.randn(n, device="cuda") for n in [3, 70_000, 5] * 70 + [85_000_001]]
     if kind == "adamw":
         pair = (lambda ps: fastext.optim.AdamW(ps, lr=1e-2),
                 lambda ps: torch.optim.AdamW(ps, lr=1e-2, foreach=False))

@@ -301,12 +301,12 @@ def test_step_tensor_of_several_counters(device, kind, n):
 
 @pytest.mark.parametrize("kind", ["adamw", "rmsprop"])
 def test_every_step_counter_advances_once_per_step(device, kind):
-    """Many params (more than one CUDA launch's slots), an empty one, and on CUDA one of more
-    chunks than a launch holds (it continues into the next launch): after 3 steps every
+    """Many params (more than one CUDA launch's 192 slots), an empty one, and on CUDA one of
+    more chunks than a launch holds (it continues into the next launch): after 3 steps every
     counter reads 3, and the update matches torch's."""
-    sizes = [1] * 40 + [0, 65536 * 2 + 7]
+    sizes = [1] * 200 + [0, 65536 * 2 + 7]
     if device == "cuda":
-        sizes.append(65536 * 330 + 5)  # 331 chunks: cut by the 320-block launch limit
+        sizes.append(65536 * 1290 + 5)  # 1,291 chunks: cut by the 1,280-block launch limit
     ours, ref = (adamw_pair if kind == "adamw" else rmsprop_pair)(lr=1e-2)
     params = [torch.randn(n, device=device) for n in sizes]
     p, r, opt, _ = run_pair(ours, ref, params, steps=3)
