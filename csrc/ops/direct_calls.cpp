@@ -47,7 +47,8 @@ constexpr char kRMSprop[] = "fastext::rmsprop_";
 
 using BnResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// One layer call: small, so the GIL stays held (releasing and taking it back costs more).
+// One layer call, with the GIL released like any torch op: a CPU layer can run for
+// milliseconds, and other Python threads (data loading) must not wait on it.
 BnResult bn_relu_forward(const at::Tensor& input, const Opt& weight, const Opt& bias,
                          const Opt& running_mean, const Opt& running_var,
                          const Opt& num_batches_tracked, bool use_batch_stats, double momentum,
@@ -57,6 +58,7 @@ BnResult bn_relu_forward(const at::Tensor& input, const Opt& weight, const Opt& 
           .findSchemaOrThrow("fastext::bn_relu_forward", "")
           .typed<BnResult(const at::Tensor&, const Opt&, const Opt&, const Opt&, const Opt&,
                           const Opt&, bool, double, double)>();
+  py::gil_scoped_release no_gil;
   return op.call(input, weight, bias, running_mean, running_var, num_batches_tracked,
                  use_batch_stats, momentum, eps);
 }
