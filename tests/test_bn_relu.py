@@ -5,6 +5,7 @@ float64; opcheck; a converted ResNet-18; training on MNIST."""
 import pytest
 import torch
 import torch.nn.functional as F
+from logged_tensor import Logged
 from torch import nn
 
 import fastext
@@ -368,23 +369,12 @@ def test_direct_binding_is_the_op(device):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-class _Logged(torch.Tensor):
-    """A __torch_function__ subclass that records the functions it sees."""
-
-    seen: list = []
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        cls.seen.append(func)
-        return super().__torch_function__(func, types, args, kwargs or {})
-
-
 def test_subclass_input_goes_through_torch_ops():
     """The direct binding would bypass a subclass's __torch_function__: such inputs take
     torch.ops.fastext.bn_relu_forward, which the subclass sees, with the same result."""
     ours, ref = pair(2, 3, "cpu", torch.float32)
     x = torch.randn(2, 3, 4, 4)
-    _Logged.seen.clear()
-    y = ours(x.as_subclass(_Logged))
-    assert torch.ops.fastext.bn_relu_forward.default in _Logged.seen
+    Logged.seen.clear()
+    y = ours(x.as_subclass(Logged))
+    assert torch.ops.fastext.bn_relu_forward.default in Logged.seen
     torch.testing.assert_close(y.as_subclass(torch.Tensor), ref(x), **TOL[torch.float32])

@@ -3,6 +3,7 @@ and clear errors for bad input."""
 
 import pytest
 import torch
+from logged_tensor import Logged
 from optim_reference import assert_close, run_pair
 
 import fastext
@@ -209,15 +210,8 @@ def test_op_input_checks():
 def test_subclass_params_go_through_torch_ops():
     """Params of a __torch_function__ subclass take torch.ops.fastext.* (whose overrides the
     subclass sees) rather than the direct binding; the update is the same."""
-    class Logged(torch.Tensor):
-        seen: list = []
-
-        @classmethod
-        def __torch_function__(cls, func, types, args=(), kwargs=None):
-            cls.seen.append(func)
-            return super().__torch_function__(func, types, args, kwargs or {})
-
     torch.manual_seed(0)
+    Logged.seen.clear()
     plain = [torch.nn.Parameter(torch.randn(5)) for _ in range(2)]
     logged = [torch.nn.Parameter(p.detach().clone().as_subclass(Logged)) for p in plain]
     for a, b in zip(plain, logged, strict=True):

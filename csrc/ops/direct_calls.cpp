@@ -22,7 +22,8 @@ namespace py = pybind11;
 using Tensors = std::vector<at::Tensor>;
 using Opt = std::optional<at::Tensor>;
 
-// The shared schema of both ops: 7 tensor lists, 6 floats, 2 bools... differ only in names.
+// The shared schema of both ops (7 tensor lists, 5 floats, 2 bools, 3 optional tensors):
+// they differ only in what the floats and bools mean.
 using StepSig = void(at::TensorList, at::TensorList, at::TensorList, at::TensorList,
                      at::TensorList, at::TensorList, at::TensorList, double, double, double,
                      double, double, bool, bool, const Opt&, const Opt&, const Opt&);

@@ -74,7 +74,6 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise ValueError("flat=True and master_weights=True cannot be combined")
         self.flat = bool(flat)
         self.master_weights = bool(master_weights)
-        self._flat: list[FlatBuffers] = []
         self._group_flat: list[list[FlatBuffers]] = []  # param group -> its flat buffers
         self._plans: dict[int, tuple[tuple, list[_Bucket]]] = {}  # param group -> bucketing
         super().__init__(params, defaults)
@@ -97,9 +96,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._plans.clear()
         if self.flat:
-            fbs = FlatBuffers.flatten(self.param_groups[-1]["params"])
-            self._flat.extend(fbs)
-            self._group_flat.append(fbs)
+            self._group_flat.append(FlatBuffers.flatten(self.param_groups[-1]["params"]))
+
+    @property
+    def _flat(self) -> list[FlatBuffers]:
+        """Every flat buffer, of all param groups."""
+        return [fb for fbs in self._group_flat for fb in fbs]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As ``torch.optim.Optimizer.zero_grad``; with ``flat=True`` gradients stay
@@ -122,7 +124,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             params = group["params"]
             grads = [p.grad for p in params]
             if self.flat:
-                fbs = self._group_flat[gi] if gi < len(self._group_flat) else self._flat
+                fbs = self._group_flat[gi]
                 for fb in fbs:  # one buffer holds the group's params in order: reuse grads
                     fb.adopt_grads(grads if len(fbs) == 1 else None)
             # The bucketing is redone only when which params have a gradient, the params
@@ -184,7 +186,6 @@ class FusedOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_plans", {})
-        self.__dict__.setdefault("_flat", [])
         self.__dict__.setdefault("_group_flat", [])
         for group in self.param_groups:  # groups saved by older torch lack newer keys
             for k, v in self.defaults.items():
