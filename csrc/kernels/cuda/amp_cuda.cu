@@ -16,8 +16,7 @@ __global__ void __launch_bounds__(kThreads)
   using M = typename DIo<T>::M;
   const Span& t = meta.slot();
   T* x = static_cast<T*>(t.data);
-  const int64_t begin = meta.begin();
-  const int64_t end = begin + kChunk < t.numel ? begin + kChunk : t.numel;
+  const int64_t begin = meta.begin(), end = meta.end(t.numel);
   const M inv = UNSCALE ? M(*inv_scale) : M(1);
   bool bad = false;
   int64_t i = begin + int64_t(threadIdx.x) * kIlp;

@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(Meta meta, AdamWHyper h
   using M = typename DIo<T>::M;
   if (skip_step(s)) return;
   const OptimSlot& t = meta.slot();
-  const int64_t begin = meta.begin(), end = std::min(t.numel, begin + kChunk);
+  const int64_t begin = meta.begin(), end = meta.end(t.numel);
   const auto c = adamw_coeffs<M>(h, lr_of(s, h.lr), double(*t.step), inv_scale_of(s));
   void* states[3] = {t.s0, t.s1, t.s2};
   constexpr int NS = AMSGRAD ? 3 : 2;
@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kThreads)
   using M = typename DIo<T>::M;
   if (skip_step(s)) return;
   const OptimSlot& t = meta.slot();
-  const int64_t begin = meta.begin(), end = std::min(t.numel, begin + kChunk);
+  const int64_t begin = meta.begin(), end = meta.end(t.numel);
   const auto c = rmsprop_coeffs<M>(h, lr_of(s, h.lr), inv_scale_of(s));
   constexpr int NS = 1 + int(CENTERED) + int(MOMENTUM);
   void* states[3] = {t.s0, CENTERED ? t.s1 : t.s2, t.s2};
