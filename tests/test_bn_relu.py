@@ -321,6 +321,40 @@ def test_compiled_matches_eager(device):
         torch.testing.assert_close(bc, be, msg=n)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_cuda_graph_replays_match_eager(channels_last):
+    """A training forward + backward captured in a CUDA graph and replayed on new data gives
+    what eager BatchNorm + ReLU gives, running statistics included: each replay reuses the
+    reductions' workspace and launch tokens, whose arrival counters must start from zero."""
+    shape = (8, 24, 12, 12)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ours, ref = pair(2, shape[1], "cuda", torch.float32)
+    x = torch.randn(shape, device="cuda").contiguous(memory_format=fmt).requires_grad_()
+    dy = torch.randn(shape, device="cuda").contiguous(memory_format=fmt)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture, as torch.cuda.graph asks
+        torch.autograd.grad(ours(x), (x,), dy)
+    torch.cuda.current_stream().wait_stream(side)
+    ours.load_state_dict(ref[0].state_dict())  # undo the warm-up's running-stat update
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = ours(x)
+        (dx,) = torch.autograd.grad(y, (x,), dy)
+    for _ in range(3):
+        with torch.no_grad():
+            x.copy_(torch.randn(shape, device="cuda") * 2 + 1)
+        graph.replay()
+        xr = x.detach().clone().requires_grad_()
+        yr = ref(xr)
+        (dxr,) = torch.autograd.grad(yr, (xr,), dy)
+        torch.testing.assert_close(y, yr, **TOL[torch.float32])
+        torch.testing.assert_close(dx, dxr, **TOL[torch.float32])
+    for name, b in ref[0].named_buffers():
+        torch.testing.assert_close(getattr(ours, name), b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize(("channels", "channels_last"), [(16, True), (64, True), (16, False)],
                          ids=str)
 def test_bn_relu_large_float32(device, channels, channels_last):

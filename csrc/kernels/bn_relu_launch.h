@@ -71,7 +71,7 @@ int64_t bn_reduce_work_cuda(const BnShape& s);
 // Training forward statistics: mean, invstd = 1/sqrt(var + eps), biased var; coef (2*C) gets
 // the normalise pass's scale and shift. When given (same type as mean), running_mean and
 // running_var are updated in place (momentum, unbiased variance), and num_batches_tracked,
-// when given, grows by one: all in the kernel that finishes the statistics.
+// when given, grows by one: all in the reduction's last block, one launch.
 void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
                          double eps, void* mean, void* invstd, void* var, void* coef,
                          void* running_mean, void* running_var, double momentum,

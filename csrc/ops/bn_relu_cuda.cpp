@@ -1,7 +1,8 @@
 // CUDA implementations of fastext::bn_relu_forward / bn_relu_backward: argument checks, then
-// three kernels per direction (reduce, per-channel finish, elementwise) on the current
-// stream. Per-channel arithmetic lives in the finish kernels rather than in torch ops, so a
-// direction costs three launches, not a dozen; nothing syncs with the host.
+// two kernels per direction (a reduction whose last block does the per-channel arithmetic,
+// and an elementwise pass) on the current stream. Per-channel arithmetic lives in the
+// kernels rather than in torch ops, so a direction costs two launches, not a dozen; nothing
+// syncs with the host.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -16,9 +17,10 @@ namespace {
 
 void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// The reductions' partial sums (doubles) and `coef_elems` per-channel coefficients (in the
-// statistics' dtype) in one buffer from torch's caching allocator: one allocation per
-// direction instead of two (each costs microseconds of host time, which bounds this op).
+// The reduction's workspace (partial sums and its arrival counter, as doubles) and
+// `coef_elems` per-channel coefficients (in the statistics' dtype) in one buffer from
+// torch's caching allocator: one allocation per direction instead of two (each costs
+// microseconds of host time, which bounds this op).
 struct Scratch {
   at::Tensor buf;
   double* work;

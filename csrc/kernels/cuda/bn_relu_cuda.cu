@@ -1,19 +1,22 @@
 // CUDA launchers of the fused BatchNorm + ReLU. Math in float (double for float64
 // activations), shared with the CPU through bn_relu.h.
 //
-// A direction is three kernels: a reduction, a per-channel "finish" that turns the sums into
+// A direction is two kernels: a reduction whose last block to finish turns the sums into
 // every per-channel number the next pass and autograd need, and one elementwise pass. Few
 // launches matter as much as few bytes here: at ResNet sizes the host's launch cost is
-// comparable to the memory time.
+// comparable to the memory time (on an H200 host, about 8-13 us per launch against 18-99 us
+// of kernels for a whole forward + backward), so the per-channel "finish" rides in the
+// reduction instead of a launch of its own.
 //
 // Reductions run on a 2-D grid (channel blocks x splits of the batch) so that even a few
 // channels fill the GPU: each block writes one partial pair of sums per channel, and the
-// finish kernel adds a channel's partials in a fixed order (deterministic, no atomics).
-// Planar (NCHW) blocks read one channel's planes; row-major ones (channels-last, or 2-D
-// input) read a tile of 32 neighbouring channels per row, so a warp's loads are coalesced.
+// last block adds a channel's partials in a fixed order (deterministic, no atomics on the
+// sums). Planar (NCHW) blocks read one channel's planes; row-major ones (channels-last, or
+// 2-D input) read a tile of 32 neighbouring channels per row, so a warp's loads are coalesced.
 // Elementwise passes are grid-stride loops with 32-bit index math whenever the tensor allows
 // (64-bit division costs more than the memory traffic it indexes).
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "../bn_relu_launch.h"
@@ -26,22 +29,6 @@ using namespace cuda;
 constexpr int kBlock = 256;
 constexpr int kTileC = 32, kTileR = kBlock / kTileC;  // row-major reduction tile
 constexpr int64_t kMinPerBlock = 4 * kBlock;          // elements a reduction block reads, at least
-
-// Streaming multiprocessors of the current device, queried once per device (this runs on
-// every launch, and the host is what a BatchNorm layer's time follows at ResNet sizes).
-int sm_count() {
-  constexpr int kMaxDevices = 64;
-  static int cached[kMaxDevices] = {};  // 0: not queried yet; a benign race writes the same value
-  int dev = 0;
-  cudaGetDevice(&dev);
-  const bool cacheable = dev >= 0 && dev < kMaxDevices;
-  if (cacheable && cached[dev] > 0) return cached[dev];
-  int n = 0;
-  cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-  n = n > 0 ? n : 1;
-  if (cacheable) cached[dev] = n;
-  return n;
-}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -124,10 +111,80 @@ struct GradTerm {
   }
 };
 
-// Planar: block (c, split) walks elements [j0, j1) of channel c's N*S.
-template <typename T, typename I, typename Term>
+// The arrival counter of one reduction launch: a 64-bit word in the launch's workspace
+// holding (token, blocks arrived). The workspace comes uninitialised from torch's caching
+// allocator, so a word whose token is not this launch's counts as zero; every launch gets a
+// token of its own, and the last block writes 0 (no launch has token 0), so a replayed CUDA
+// graph, which reuses the workspace and the token, starts from zero too. This spares both a
+// memset and a persistent counter shared between streams.
+struct Arrival {
+  unsigned long long* word;
+  unsigned token;
+};
+
+unsigned next_token() {
+  static std::atomic<unsigned> last{0};
+  unsigned t = last.fetch_add(1, std::memory_order_relaxed) + 1;
+  while (t == 0) t = last.fetch_add(1, std::memory_order_relaxed) + 1;
+  return t;
+}
+
+// Called by every thread of every block after the block's partial sums are written; true in
+// all threads of the block that arrives last, which then sees every block's partials.
+__device__ bool last_to_arrive(const Arrival& a) {
+  __shared__ bool last;
+  __threadfence();  // this thread's partials are visible device-wide before the block arrives
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned total = gridDim.x * gridDim.y;
+    unsigned long long seen = *reinterpret_cast<volatile unsigned long long*>(a.word), assumed;
+    unsigned arrived;
+    do {
+      assumed = seen;
+      arrived = (unsigned(assumed >> 32) == a.token ? unsigned(assumed) : 0u) + 1;
+      const unsigned long long next =
+          arrived == total ? 0ull : (static_cast<unsigned long long>(a.token) << 32 | arrived);
+      seen = atomicCAS(a.word, assumed, next);
+    } while (seen != assumed);
+    last = arrived == total;
+  }
+  __syncthreads();
+  return last;
+}
+
+// Adds each channel's partials (pairs at work[k * C + c] and work[(splits + k) * C + c]) and
+// calls fin(c, sum1, sum2) once per channel, from one block. Each channel gets L lanes of a
+// warp (L a power of two, more when there are few channels); lane l takes splits l, l + L, ...
+// and a fixed shuffle tree adds the lanes, so the sums are deterministic. Loads bypass L1:
+// other blocks wrote the partials during this launch.
+template <typename Fin>
+__device__ void finish_channels(const double* work, int64_t splits, int64_t C, const Fin& fin) {
+  int lanes = 32;
+  while (lanes > 1 && int64_t(kBlock / lanes) < C) lanes /= 2;
+  const int per_pass = kBlock / lanes, lane = threadIdx.x % lanes;
+  for (int64_t c0 = 0; c0 < C; c0 += per_pass) {  // the same trip count in every thread
+    const int64_t c = c0 + threadIdx.x / lanes;
+    double a = 0, b = 0;
+    if (c < C) {
+      for (int64_t k = lane; k < splits; k += lanes) {
+        a += __ldcg(work + k * C + c);
+        b += __ldcg(work + (splits + k) * C + c);
+      }
+    }
+    for (int o = lanes / 2; o > 0; o /= 2) {
+      a += __shfl_down_sync(0xffffffffu, a, o, lanes);
+      b += __shfl_down_sync(0xffffffffu, b, o, lanes);
+    }
+    if (lane == 0 && c < C) fin(c, a, b);
+  }
+}
+
+// Planar: block (c, split) walks elements [j0, j1) of channel c's N*S; the last block runs
+// `fin` over all channels.
+template <typename T, typename I, typename Term, typename Fin>
 __global__ void __launch_bounds__(kBlock)
-    reduce_planar(const T* x, const T* dy, BnShape s, Term term, double* part1, double* part2) {
+    reduce_planar(const T* x, const T* dy, BnShape s, Term term, double* work, Fin fin,
+                  Arrival arrival) {
   using M = typename DIo<T>::M;
   const I c = blockIdx.x, k = blockIdx.y, splits = gridDim.y;
   const I count = I(s.N) * I(s.S), S = I(s.S), C = I(s.C);
@@ -143,16 +200,18 @@ __global__ void __launch_bounds__(kBlock)
   double a = f1, b = f2;
   block_sum2(a, b);
   if (threadIdx.x == 0) {
-    part1[int64_t(k) * s.C + c] = a;
-    part2[int64_t(k) * s.C + c] = b;
+    work[int64_t(k) * s.C + c] = a;
+    work[(int64_t(splits) + k) * s.C + c] = b;
   }
+  if (last_to_arrive(arrival)) finish_channels(work, splits, s.C, fin);
 }
 
 // Row-major (rows of C): block (channel tile, split) walks rows [r0, r1); thread (tx, ty)
-// takes channel tile * 32 + tx of every kTileR-th row.
-template <typename T, typename I, typename Term>
+// takes channel tile * 32 + tx of every kTileR-th row. The last block runs `fin`.
+template <typename T, typename I, typename Term, typename Fin>
 __global__ void __launch_bounds__(kBlock)
-    reduce_rows(const T* x, const T* dy, BnShape s, Term term, double* part1, double* part2) {
+    reduce_rows(const T* x, const T* dy, BnShape s, Term term, double* work, Fin fin,
+                Arrival arrival) {
   using M = typename DIo<T>::M;
   __shared__ double sa[kTileR][kTileC], sb[kTileR][kTileC];
   const int tx = threadIdx.x % kTileC, ty = threadIdx.x / kTileC;
@@ -177,88 +236,65 @@ __global__ void __launch_bounds__(kBlock)
       a += sa[r][tx];
       b += sb[r][tx];
     }
-    part1[int64_t(k) * s.C + c] = a;
-    part2[int64_t(k) * s.C + c] = b;
+    work[int64_t(k) * s.C + c] = a;
+    work[(int64_t(splits) + k) * s.C + c] = b;
   }
+  if (last_to_arrive(arrival)) finish_channels(work, splits, s.C, fin);
 }
 
-template <typename T, typename Term>
+// The reduction's workspace: 2 * splits * C partial sums, then the arrival counter.
+int64_t reduce_work(const BnShape& s, const ReduceGrid& g) { return 2 * g.splits * s.C + 1; }
+
+template <typename T, typename Term, typename Fin>
 void launch_reduce(const T* x, const T* dy, const BnShape& s, const ReduceGrid& g, Term term,
-                   double* work, cudaStream_t st) {
-  double* part1 = work;
-  double* part2 = work + g.splits * s.C;
+                   Fin fin, double* work, cudaStream_t st) {
+  const Arrival arrival{reinterpret_cast<unsigned long long*>(work + 2 * g.splits * s.C),
+                        next_token()};
   const dim3 grid(unsigned(g.col_blocks), unsigned(g.splits));
   const bool small = s.N * s.C * s.S < (int64_t(1) << 31);
   if (row_major(s)) {
-    if (small) reduce_rows<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, part1, part2);
-    else reduce_rows<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, part1, part2);
+    if (small) reduce_rows<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
+    else reduce_rows<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
   } else {
-    if (small) reduce_planar<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, part1, part2);
-    else reduce_planar<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, part1, part2);
+    if (small) reduce_planar<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
+    else reduce_planar<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
   }
 }
 
-// Finish kernels give each channel one warp: its lanes add the channel's partials (lane l
-// takes splits l, l + 32, ...), then a fixed shuffle tree adds the lanes, so the sums are
-// deterministic. (One thread per channel walking hundreds of splits serially measured
-// 35-134 us per call on an H200 at C = 16-64 channels-last, more than the passes.)
-constexpr int kFinishWarps = kBlock / 32;
-
-__device__ void sum_partials(const double* work, int64_t splits, int64_t C, int64_t c,
-                             double& a, double& b) {
-  const int lane = threadIdx.x % 32;
-  a = 0;
-  b = 0;
-  for (int64_t k = lane; k < splits; k += 32) {
-    a += work[k * C + c];
-    b += work[(splits + k) * C + c];
-  }
-  for (int o = 16; o > 0; o /= 2) {
-    a += __shfl_down_sync(0xffffffffu, a, o);
-    b += __shfl_down_sync(0xffffffffu, b, o);
-  }
-}
-
-// The channel of this warp, or -1 past the last one.
-__device__ __forceinline__ int64_t warp_channel(int64_t C) {
-  const int64_t c = int64_t(blockIdx.x) * kFinishWarps + threadIdx.x / 32;
-  return c < C ? c : -1;
-}
-
-// Training forward: mean, 1/std and the biased variance (autograd's saved values), scale /
-// shift for the normalise pass, and the running statistics' update (when given).
+// Training forward finish: mean, 1/std and the biased variance (autograd's saved values),
+// scale / shift for the normalise pass, and the running statistics' update (when given).
+// Sums are of x - k, k being the channel's first element (see StatsTerm).
 template <typename T>
-__global__ void __launch_bounds__(kBlock)
-    finish_stats(const T* x, BnShape s, const double* work, int64_t splits,
-                 const typename DIo<T>::M* w, const typename DIo<T>::M* b, double eps,
-                 typename DIo<T>::M* mean, typename DIo<T>::M* invstd, typename DIo<T>::M* var,
-                 typename DIo<T>::M* scale, typename DIo<T>::M* shift,
-                 typename DIo<T>::M* running_mean, typename DIo<T>::M* running_var,
-                 double momentum, int64_t* num_batches_tracked) {
+struct StatsFinish {
   using M = typename DIo<T>::M;
-  const int64_t c = warp_channel(s.C);
-  if (c < 0) return;
-  double s1, s2;
-  sum_partials(work, splits, s.C, c, s1, s2);
-  if (threadIdx.x % 32 != 0) return;
-  const double count = double(s.N * s.S);
-  const double k = double(DIo<T>::ld(x[s.channels_last || s.S == 1 ? c : c * s.S]));
-  const double m1 = s1 / count;
-  const M mu = M(k + m1), v = M(fmax(s2 / count - m1 * m1, 0.0));
-  const M inv = M(1) / sqrt(v + M(eps));
-  const M sc = channel_or(w, c, M(1)) * inv;
-  mean[c] = mu;
-  invstd[c] = inv;
-  var[c] = v;
-  scale[c] = sc;
-  shift[c] = channel_or(b, c, M(0)) - mu * sc;
-  if (running_mean) {  // as F.batch_norm: lerp towards the batch values, variance unbiased
-    const M m = M(momentum);
-    running_mean[c] += m * (mu - running_mean[c]);
-    running_var[c] += m * (M(double(v) * count / (count - 1)) - running_var[c]);
+  const T* x;
+  BnShape s;
+  const M *w, *b;
+  double eps;
+  M *mean, *invstd, *var, *scale, *shift, *running_mean, *running_var;
+  double momentum;
+  int64_t* num_batches_tracked;
+
+  __device__ void operator()(int64_t c, double s1, double s2) const {
+    const double count = double(s.N * s.S);
+    const double k = double(DIo<T>::ld(x[s.channels_last || s.S == 1 ? c : c * s.S]));
+    const double m1 = s1 / count;
+    const M mu = M(k + m1), v = M(fmax(s2 / count - m1 * m1, 0.0));
+    const M inv = M(1) / sqrt(v + M(eps));
+    const M sc = channel_or(w, c, M(1)) * inv;
+    mean[c] = mu;
+    invstd[c] = inv;
+    var[c] = v;
+    scale[c] = sc;
+    shift[c] = channel_or(b, c, M(0)) - mu * sc;
+    if (running_mean) {  // as F.batch_norm: lerp towards the batch values, variance unbiased
+      const M m = M(momentum);
+      running_mean[c] += m * (mu - running_mean[c]);
+      running_var[c] += m * (M(double(v) * count / (count - 1)) - running_var[c]);
+    }
+    if (num_batches_tracked && c == 0) ++*num_batches_tracked;
   }
-  if (num_batches_tracked && c == 0) ++*num_batches_tracked;
-}
+};
 
 // Evaluation forward: the same outputs from the running statistics.
 template <typename M>
@@ -276,26 +312,32 @@ __global__ void eval_coef(int64_t C, const M* rmean, const M* rvar, const M* w, 
   shift[c] = channel_or(b, c, M(0)) - mu * sc;
 }
 
-// Backward: dweight, dbias (when affine) and the dx pass's per-channel numbers
-// (coef rows: scale, shift, mean, k1, k2; see bn_relu.h).
+// Backward finish: dweight, dbias (when affine) and the dx pass's per-channel numbers
+// (coef rows: scale, shift, mean, k1, k2; see bn_relu.h) from sum_g and sum_gx.
 template <typename M>
-__global__ void __launch_bounds__(kBlock)
-    finish_grad(int64_t C, double count, const double* work, int64_t splits, const M* w,
-                const M* b, const M* mean, const M* invstd, bool use_batch_stats, M* dweight,
-                M* dbias, M* coef) {
-  const int64_t c = warp_channel(C);
-  if (c < 0) return;
-  double sg = 0, sgx = 0;
-  sum_partials(work, splits, C, c, sg, sgx);
-  if (threadIdx.x % 32 != 0) return;
-  const M inv = invstd[c], sc = channel_or(w, c, M(1)) * inv;
-  if (dweight) dweight[c] = M(sgx) * inv;
-  if (dbias) dbias[c] = M(sg);
-  coef[c] = sc;
-  coef[C + c] = channel_or(b, c, M(0)) - mean[c] * sc;
-  coef[2 * C + c] = mean[c];
-  coef[3 * C + c] = use_batch_stats ? M(sg / count) : M(0);
-  coef[4 * C + c] = use_batch_stats ? M(inv * inv * M(sgx) / M(count)) : M(0);
+struct GradFinish {
+  int64_t C;
+  double count;
+  const M *w, *b, *mean, *invstd;
+  bool use_batch_stats;
+  M *dweight, *dbias, *coef;
+
+  __device__ void operator()(int64_t c, double sg, double sgx) const {
+    const M inv = invstd[c], sc = channel_or(w, c, M(1)) * inv;
+    if (dweight) dweight[c] = M(sgx) * inv;
+    if (dbias) dbias[c] = M(sg);
+    coef[c] = sc;
+    coef[C + c] = channel_or(b, c, M(0)) - mean[c] * sc;
+    coef[2 * C + c] = mean[c];
+    coef[3 * C + c] = use_batch_stats ? M(sg / count) : M(0);
+    coef[4 * C + c] = use_batch_stats ? M(inv * inv * M(sgx) / M(count)) : M(0);
+  }
+};
+
+// The backward of an empty batch has nothing to reduce: the finish alone, on zero sums.
+template <typename Fin>
+__global__ void __launch_bounds__(kBlock) finish_only(int64_t C, Fin fin) {
+  finish_channels(nullptr, 0, C, fin);
 }
 
 template <typename I>
@@ -338,9 +380,6 @@ unsigned elementwise_blocks(const BnShape& s) {
 bool small_index(const BnShape& s) { return s.N * s.C * s.S < (int64_t(1) << 31); }
 
 unsigned channel_blocks(int64_t C) { return unsigned(ceil_div(std::max<int64_t>(C, 1), kBlock)); }
-unsigned warp_blocks(int64_t C) {
-  return unsigned(ceil_div(std::max<int64_t>(C, 1), kFinishWarps));
-}
 
 template <typename T>
 using Mp = typename DIo<T>::M*;
@@ -357,7 +396,7 @@ using CMp = const typename DIo<T>::M*;
     default: { using T = float; BODY; } break;             \
   }
 
-int64_t bn_reduce_work_cuda(const BnShape& s) { return 2 * reduce_grid(s).splits * s.C; }
+int64_t bn_reduce_work_cuda(const BnShape& s) { return reduce_work(s, reduce_grid(s)); }
 
 void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
                          double eps, void* mean, void* invstd, void* var, void* coef,
@@ -368,11 +407,10 @@ void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* 
   const ReduceGrid g = reduce_grid(s);
   FX_BN_CUDA_DISPATCH(dt, ({
     const T* xt = static_cast<const T*>(x);
-    launch_reduce<T>(xt, nullptr, s, g, StatsTerm<T>{xt, s}, work, st);
-    finish_stats<T><<<warp_blocks(s.C), kBlock, 0, st>>>(
-        xt, s, work, g.splits, CMp<T>(w), CMp<T>(b), eps, Mp<T>(mean), Mp<T>(invstd),
-        Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + s.C, Mp<T>(running_mean), Mp<T>(running_var),
-        momentum, num_batches_tracked);
+    const StatsFinish<T> fin{xt, s, CMp<T>(w), CMp<T>(b), eps, Mp<T>(mean), Mp<T>(invstd),
+                             Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + s.C, Mp<T>(running_mean),
+                             Mp<T>(running_var), momentum, num_batches_tracked};
+    launch_reduce<T>(xt, nullptr, s, g, StatsTerm<T>{xt, s}, fin, work, st);
   }));
 }
 
@@ -416,12 +454,12 @@ void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShap
     using M = typename DIo<T>::M;
     const T* xt = static_cast<const T*>(x);
     const T* dyt = static_cast<const T*>(dy);
-    if (!empty)
-      launch_reduce<T>(xt, dyt, s, g, GradTerm<T>{CMp<T>(w), CMp<T>(b), CMp<T>(mean),
-                                                   CMp<T>(invstd)}, work, st);
-    finish_grad<M><<<warp_blocks(s.C), kBlock, 0, st>>>(
-        s.C, double(s.N * s.S), work, g.splits, CMp<T>(w), CMp<T>(b), CMp<T>(mean),
-        CMp<T>(invstd), use_batch_stats, Mp<T>(dweight), Mp<T>(dbias), Mp<T>(coef));
+    const GradFinish<M> fin{s.C, double(s.N * s.S), CMp<T>(w), CMp<T>(b), CMp<T>(mean),
+                            CMp<T>(invstd), use_batch_stats, Mp<T>(dweight), Mp<T>(dbias),
+                            Mp<T>(coef)};
+    if (empty) finish_only<<<1, kBlock, 0, st>>>(s.C, fin);
+    else launch_reduce<T>(xt, dyt, s, g, GradTerm<T>{CMp<T>(w), CMp<T>(b), CMp<T>(mean),
+                                                      CMp<T>(invstd)}, fin, work, st);
     if (!empty) {
       T* dxt = static_cast<T*>(dx);
       if (small_index(s)) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
