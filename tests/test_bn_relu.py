@@ -325,8 +325,8 @@ def test_compiled_matches_eager(device):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_cuda_graph_replays_match_eager(channels_last):
     """A training forward + backward captured in a CUDA graph and replayed on new data gives
-    what eager BatchNorm + ReLU gives, running statistics included: each replay reuses the
-    reductions' workspace and launch tokens, whose arrival counters must start from zero."""
+    what eager BatchNorm + ReLU gives, running statistics included: a captured reduction
+    counts its blocks in its own workspace, which every replay must zero again."""
     shape = (8, 24, 12, 12)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     ours, ref = pair(2, shape[1], "cuda", torch.float32)

@@ -66,7 +66,9 @@ void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType dt, const
 // stats, dweight, dbias, coef) are float, or double for float64 activations; w and b may be
 // null (affine=False), as may dweight and dbias. The reductions need a device workspace of
 // bn_reduce_work_cuda(s) doubles, allocated by the caller (so the kernels stay free of any
-// allocator; its contents need no initialisation).
+// allocator; its contents need no initialisation), and `arrivals`: a device counter that
+// reads 0 when the call's work starts on the stream; the reduction's last block does the
+// per-channel arithmetic and leaves the counter at 0 again.
 int64_t bn_reduce_work_cuda(const BnShape& s);
 // Training forward statistics: mean, invstd = 1/sqrt(var + eps), biased var; coef (2*C) gets
 // the normalise pass's scale and shift. When given (same type as mean), running_mean and
@@ -75,7 +77,8 @@ int64_t bn_reduce_work_cuda(const BnShape& s);
 void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
                          double eps, void* mean, void* invstd, void* var, void* coef,
                          void* running_mean, void* running_var, double momentum,
-                         int64_t* num_batches_tracked, double* work, void* stream);
+                         int64_t* num_batches_tracked, double* work, unsigned* arrivals,
+                         void* stream);
 // Evaluation: the same outputs from running_mean / running_var.
 void bn_eval_coef_cuda(DType dt, int64_t C, const void* running_mean, const void* running_var,
                        const void* w, const void* b, double eps, void* mean, void* invstd,
@@ -87,6 +90,6 @@ void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void*
 void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
                  const void* w, const void* b, const void* mean, const void* invstd,
                  bool use_batch_stats, void* dweight, void* dbias, void* coef, double* work,
-                 void* stream);
+                 unsigned* arrivals, void* stream);
 
 }  // namespace fastext::kern

@@ -16,7 +16,6 @@
 // Elementwise passes are grid-stride loops with 32-bit index math whenever the tensor allows
 // (64-bit division costs more than the memory traffic it indexes).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include "../bn_relu_launch.h"
@@ -111,42 +110,16 @@ struct GradTerm {
   }
 };
 
-// The arrival counter of one reduction launch: a 64-bit word in the launch's workspace
-// holding (token, blocks arrived). The workspace comes uninitialised from torch's caching
-// allocator, so a word whose token is not this launch's counts as zero; every launch gets a
-// token of its own, and the last block writes 0 (no launch has token 0), so a replayed CUDA
-// graph, which reuses the workspace and the token, starts from zero too. This spares both a
-// memset and a persistent counter shared between streams.
-struct Arrival {
-  unsigned long long* word;
-  unsigned token;
-};
-
-unsigned next_token() {
-  static std::atomic<unsigned> last{0};
-  unsigned t = last.fetch_add(1, std::memory_order_relaxed) + 1;
-  while (t == 0) t = last.fetch_add(1, std::memory_order_relaxed) + 1;
-  return t;
-}
-
 // Called by every thread of every block after the block's partial sums are written; true in
 // all threads of the block that arrives last, which then sees every block's partials.
-__device__ bool last_to_arrive(const Arrival& a) {
+// `arrivals` reads 0 when the launch starts, and the last block leaves it at 0 again.
+__device__ bool last_to_arrive(unsigned* arrivals) {
   __shared__ bool last;
   __threadfence();  // this thread's partials are visible device-wide before the block arrives
   __syncthreads();
   if (threadIdx.x == 0) {
-    const unsigned total = gridDim.x * gridDim.y;
-    unsigned long long seen = *reinterpret_cast<volatile unsigned long long*>(a.word), assumed;
-    unsigned arrived;
-    do {
-      assumed = seen;
-      arrived = (unsigned(assumed >> 32) == a.token ? unsigned(assumed) : 0u) + 1;
-      const unsigned long long next =
-          arrived == total ? 0ull : (static_cast<unsigned long long>(a.token) << 32 | arrived);
-      seen = atomicCAS(a.word, assumed, next);
-    } while (seen != assumed);
-    last = arrived == total;
+    last = atomicAdd(arrivals, 1u) == gridDim.x * gridDim.y - 1;
+    if (last) atomicExch(arrivals, 0u);  // every other block has counted itself already
   }
   __syncthreads();
   return last;
@@ -184,7 +157,7 @@ __device__ void finish_channels(const double* work, int64_t splits, int64_t C, c
 template <typename T, typename I, typename Term, typename Fin>
 __global__ void __launch_bounds__(kBlock)
     reduce_planar(const T* x, const T* dy, BnShape s, Term term, double* work, Fin fin,
-                  Arrival arrival) {
+                  unsigned* arrivals) {
   using M = typename DIo<T>::M;
   const I c = blockIdx.x, k = blockIdx.y, splits = gridDim.y;
   const I count = I(s.N) * I(s.S), S = I(s.S), C = I(s.C);
@@ -203,7 +176,7 @@ __global__ void __launch_bounds__(kBlock)
     work[int64_t(k) * s.C + c] = a;
     work[(int64_t(splits) + k) * s.C + c] = b;
   }
-  if (last_to_arrive(arrival)) finish_channels(work, splits, s.C, fin);
+  if (last_to_arrive(arrivals)) finish_channels(work, splits, s.C, fin);
 }
 
 // Row-major (rows of C): block (channel tile, split) walks rows [r0, r1); thread (tx, ty)
@@ -211,7 +184,7 @@ __global__ void __launch_bounds__(kBlock)
 template <typename T, typename I, typename Term, typename Fin>
 __global__ void __launch_bounds__(kBlock)
     reduce_rows(const T* x, const T* dy, BnShape s, Term term, double* work, Fin fin,
-                Arrival arrival) {
+                unsigned* arrivals) {
   using M = typename DIo<T>::M;
   __shared__ double sa[kTileR][kTileC], sb[kTileR][kTileC];
   const int tx = threadIdx.x % kTileC, ty = threadIdx.x / kTileC;
@@ -239,25 +212,20 @@ __global__ void __launch_bounds__(kBlock)
     work[int64_t(k) * s.C + c] = a;
     work[(int64_t(splits) + k) * s.C + c] = b;
   }
-  if (last_to_arrive(arrival)) finish_channels(work, splits, s.C, fin);
+  if (last_to_arrive(arrivals)) finish_channels(work, splits, s.C, fin);
 }
-
-// The reduction's workspace: 2 * splits * C partial sums, then the arrival counter.
-int64_t reduce_work(const BnShape& s, const ReduceGrid& g) { return 2 * g.splits * s.C + 1; }
 
 template <typename T, typename Term, typename Fin>
 void launch_reduce(const T* x, const T* dy, const BnShape& s, const ReduceGrid& g, Term term,
-                   Fin fin, double* work, cudaStream_t st) {
-  const Arrival arrival{reinterpret_cast<unsigned long long*>(work + 2 * g.splits * s.C),
-                        next_token()};
+                   Fin fin, double* work, unsigned* arrivals, cudaStream_t st) {
   const dim3 grid(unsigned(g.col_blocks), unsigned(g.splits));
   const bool small = s.N * s.C * s.S < (int64_t(1) << 31);
   if (row_major(s)) {
-    if (small) reduce_rows<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
-    else reduce_rows<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
+    if (small) reduce_rows<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
+    else reduce_rows<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
   } else {
-    if (small) reduce_planar<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
-    else reduce_planar<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrival);
+    if (small) reduce_planar<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
+    else reduce_planar<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
   }
 }
 
@@ -396,12 +364,13 @@ using CMp = const typename DIo<T>::M*;
     default: { using T = float; BODY; } break;             \
   }
 
-int64_t bn_reduce_work_cuda(const BnShape& s) { return reduce_work(s, reduce_grid(s)); }
+int64_t bn_reduce_work_cuda(const BnShape& s) { return 2 * reduce_grid(s).splits * s.C; }
 
 void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
                          double eps, void* mean, void* invstd, void* var, void* coef,
                          void* running_mean, void* running_var, double momentum,
-                         int64_t* num_batches_tracked, double* work, void* stream) {
+                         int64_t* num_batches_tracked, double* work, unsigned* arrivals,
+                         void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0 || s.N * s.S == 0) return;  // the glue refuses an empty batch
   const ReduceGrid g = reduce_grid(s);
@@ -410,7 +379,7 @@ void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* 
     const StatsFinish<T> fin{xt, s, CMp<T>(w), CMp<T>(b), eps, Mp<T>(mean), Mp<T>(invstd),
                              Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + s.C, Mp<T>(running_mean),
                              Mp<T>(running_var), momentum, num_batches_tracked};
-    launch_reduce<T>(xt, nullptr, s, g, StatsTerm<T>{xt, s}, fin, work, st);
+    launch_reduce<T>(xt, nullptr, s, g, StatsTerm<T>{xt, s}, fin, work, arrivals, st);
   }));
 }
 
@@ -444,7 +413,7 @@ void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void*
 void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShape& s,
                  const void* w, const void* b, const void* mean, const void* invstd,
                  bool use_batch_stats, void* dweight, void* dbias, void* coef, double* work,
-                 void* stream) {
+                 unsigned* arrivals, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
   const bool empty = s.N * s.S == 0;
@@ -459,7 +428,8 @@ void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShap
                             Mp<T>(coef)};
     if (empty) finish_only<<<1, kBlock, 0, st>>>(s.C, fin);
     else launch_reduce<T>(xt, dyt, s, g, GradTerm<T>{CMp<T>(w), CMp<T>(b), CMp<T>(mean),
-                                                      CMp<T>(invstd)}, fin, work, st);
+                                                      CMp<T>(invstd)}, fin, work, arrivals,
+                                      st);
     if (!empty) {
       T* dxt = static_cast<T*>(dx);
       if (small_index(s)) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
