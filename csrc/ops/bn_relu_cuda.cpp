@@ -4,16 +4,13 @@
 // kernels rather than in torch ops, so a direction costs two launches, not a dozen; nothing
 // syncs with the host.
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
-#include <mutex>
 
+#include "arrival_counter.h"
 #include "bn_relu_common.h"
 
 namespace fastext::ops {
@@ -21,55 +18,21 @@ namespace {
 
 void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// The reduction's arrival counter must read 0 when the reduction starts (bn_relu_launch.h).
-// Eager calls take one from a per-device ring of counters, zeroed once and left at 0 by
-// every reduction, so no call pays for a memset; consecutive calls take consecutive slots,
-// and a slot comes round again only after kRing reductions, far more than a device queues
-// at once. While a CUDA graph is being captured the counter is instead a word of the call's
-// own scratch, zeroed by a captured memset: a replay pays no host cost per node, and the
-// graph shares no counter with eager calls.
-constexpr int64_t kRing = int64_t(1) << 16;
-constexpr int kMaxDevices = 64;
-
-unsigned* ring_counter(c10::DeviceIndex dev) {
-  static std::mutex mutex;
-  static std::array<std::atomic<unsigned*>, kMaxDevices> rings{};
-  static std::atomic<uint32_t> next{0};
-  TORCH_CHECK(dev >= 0 && dev < kMaxDevices, "fastext::bn_relu: CUDA device index ", int(dev),
-              " is beyond the ", kMaxDevices, " supported");
-  unsigned* ring = rings[dev].load(std::memory_order_acquire);
-  if (ring == nullptr) {
-    const std::lock_guard<std::mutex> lock(mutex);
-    ring = rings[dev].load(std::memory_order_relaxed);
-    if (ring == nullptr) {
-      // Kept for the life of the process: never freed, so no destructor runs after CUDA's
-      // own teardown at exit.
-      auto* t = new at::Tensor(at::zeros({kRing}, at::TensorOptions(at::kInt).device(
-                                                      at::Device(at::kCUDA, dev))));
-      c10::cuda::getCurrentCUDAStream(dev).synchronize();  // zero before any stream uses it
-      ring = reinterpret_cast<unsigned*>(t->data_ptr<int>());
-      rings[dev].store(ring, std::memory_order_release);
-    }
-  }
-  return ring + next.fetch_add(1, std::memory_order_relaxed) % kRing;
-}
-
-// The reduction's workspace (partial sums, as doubles), a word for a captured call's arrival
-// counter, and `coef_elems` per-channel coefficients (in the statistics' dtype) in one
-// buffer from torch's caching allocator: one allocation per direction instead of two (each
-// costs microseconds of host time, which bounds this op). `reduces`: whether a reduction
-// will run (and needs an arrival counter).
+// The reduction's workspace (partial sums, as doubles) and `coef_elems` per-channel
+// coefficients (in the statistics' dtype) in one buffer from torch's caching allocator: one
+// allocation per direction instead of two (each costs microseconds of host time, which bounds
+// this op); and, when a reduction will run (`reduces`), its arrival counter.
 struct Scratch {
   at::Tensor buf;
   double* work;
   void* coef;
-  unsigned* arrivals;
+  ArrivalCounter arrivals;
 };
 
 Scratch scratch(const BnInput& in, int64_t coef_elems, const at::TensorOptions& opts,
                 bool reduces) {
   auto round2 = [](int64_t n) { return (n + 1) / 2 * 2; };  // keeps coef 16-byte aligned
-  const int64_t nwork = round2(std::max<int64_t>(1, kern::bn_reduce_work_cuda(in.shape)) + 1);
+  const int64_t nwork = round2(std::max<int64_t>(1, kern::bn_reduce_work_cuda(in.shape)));
   const int64_t coef_bytes = coef_elems * int64_t(c10::elementSize(
                                               c10::typeMetaToScalarType(opts.dtype())));
   const int64_t ncoef = round2((coef_bytes + 7) / 8);
@@ -77,17 +40,7 @@ Scratch scratch(const BnInput& in, int64_t coef_elems, const at::TensorOptions& 
   out.buf = at::empty({nwork + ncoef}, in.x.options().dtype(at::kDouble));
   out.work = out.buf.data_ptr<double>();
   out.coef = out.work + nwork;
-  if (!reduces) {
-    out.arrivals = nullptr;
-    return out;
-  }
-  const auto st = c10::cuda::getCurrentCUDAStream();
-  if (c10::cuda::captureStatusMayInitCtx(st) == c10::cuda::CaptureStatus::None) {
-    out.arrivals = ring_counter(in.x.device().index());
-  } else {
-    out.arrivals = reinterpret_cast<unsigned*>(out.work + nwork - 1);
-    C10_CUDA_CHECK(cudaMemsetAsync(out.arrivals, 0, sizeof(unsigned), st.stream()));
-  }
+  out.arrivals = reduces ? arrival_counter(in.x.device()) : ArrivalCounter{nullptr, {}};
   return out;
 }
 
@@ -141,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
         mean.data_ptr(), invstd.data_ptr(), var.data_ptr(), sc.coef,
         fuse ? running_mean->data_ptr() : nullptr, fuse ? running_var->data_ptr() : nullptr,
         momentum, count ? num_batches_tracked->data_ptr<int64_t>() : nullptr, sc.work,
-        sc.arrivals, stream());
+        sc.arrivals.ptr, stream());
     if (track && !fuse) {  // other dtypes or layouts: the same update with torch ops
       const double n = double(in.shape.N * in.shape.S);
       running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);
@@ -190,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cuda(
   kern::bn_bwd_cuda(dy.data_ptr(), in.x.data_ptr(), dx.data_ptr(), in.dtype, in.shape,
                     ptr_or_null(w), ptr_or_null(b), mean.data_ptr(), invstd.data_ptr(),
                     use_batch_stats, affine ? dweight.data_ptr() : nullptr,
-                    affine ? dbias.data_ptr() : nullptr, sc.coef, sc.work, sc.arrivals,
+                    affine ? dbias.data_ptr() : nullptr, sc.coef, sc.work, sc.arrivals.ptr,
                     stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (!affine) return {dx, at::empty({0}, input.options()), at::empty({0}, input.options())};

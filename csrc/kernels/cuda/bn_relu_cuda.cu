@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "../bn_relu_launch.h"
+#include "last_block.cuh"
 #include "multi_tensor.cuh"
 
 namespace fastext::kern {
@@ -109,21 +110,6 @@ struct GradTerm {
     f2 += g * (x - k.mean);
   }
 };
-
-// Called by every thread of every block after the block's partial sums are written; true in
-// all threads of the block that arrives last, which then sees every block's partials.
-// `arrivals` reads 0 when the launch starts, and the last block leaves it at 0 again.
-__device__ bool last_to_arrive(unsigned* arrivals) {
-  __shared__ bool last;
-  __threadfence();  // this thread's partials are visible device-wide before the block arrives
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(arrivals, 1u) == gridDim.x * gridDim.y - 1;
-    if (last) atomicExch(arrivals, 0u);  // every other block has counted itself already
-  }
-  __syncthreads();
-  return last;
-}
 
 // Adds each channel's partials (pairs at work[k * C + c] and work[(splits + k) * C + c]) and
 // calls fin(c, sum1, sum2) once per channel, from one block. Each channel gets L lanes of a
