@@ -19,7 +19,8 @@ struct OptimSlot {
   void* s2;
   void* model;  // master weights only, else nullptr
   int64_t numel;
-  float* step;  // already advanced for this step (AdamW's bias correction reads it)
+  float* step;  // the CPU update reads it already advanced for this step (AdamW's bias
+                // correction); the CUDA kernels read it before and advance it themselves
   // Counters at step[0 .. nsteps) all advance by one per step: the flat layout keeps one per
   // parameter in a single buffer and steps them all in one slot. The update reads step[0].
   int64_t nsteps;
@@ -43,8 +44,10 @@ struct DeviceScalars {
   const float* grad_scale;
   const float* found_inf;
 };
+// AdamW also takes `arrivals`, a device counter that reads 0 when the step starts on the
+// stream (its launches' last blocks advance the step counters and leave it at 0).
 bool adamw_cuda(const OptimSlot* slots, int n, DType dt, DType grad_dt, const AdamWHyper& h,
-                const DeviceScalars& s, void* stream);
+                const DeviceScalars& s, unsigned* arrivals, void* stream);
 bool rmsprop_cuda(const OptimSlot* slots, int n, DType dt, DType grad_dt, const RMSpropHyper& h,
                   const DeviceScalars& s, void* stream);
 

@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "arrival_counter.h"
 #include "optim_slots.h"
 
 namespace fastext::ops {
@@ -60,8 +61,10 @@ void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_
                           model_params);
   const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   const kern::AdamWHyper h{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
+  const auto arrivals = arrival_counter(params[0].device());
   TORCH_CHECK(kern::adamw_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype, h,
-                               sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),
+                               sc.ptrs(), arrivals.ptr,
+                               c10::cuda::getCurrentCUDAStream().stream()),
               op, ": unsupported dtypes");
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   ps.write_back();

@@ -40,6 +40,9 @@ struct TensorChunks {
   static_assert(MaxSlots <= 256, "block_slot holds slot indices in one byte");
   Slot slots[MaxSlots];
   int64_t chunk;  // elements per block
+  int nslots;     // slots in this launch
+  bool last_slot_ends;  // whether this launch holds its last slot's final chunk (else the
+                        // next launch continues that tensor)
   int block_chunk[MaxBlocks];
   unsigned char block_slot[MaxBlocks];
 
@@ -81,6 +84,8 @@ void multi_tensor_apply(const Slot* slots, int n, Launch launch) {
       meta.block_chunk[nblocks++] = static_cast<int>(c);
       const bool last_chunk = c == chunks - 1;
       if (nblocks == MaxBlocks || (nslots == MaxSlots && last_chunk)) {
+        meta.nslots = nslots;
+        meta.last_slot_ends = last_chunk;
         launch(meta, nblocks);
         nblocks = 0;
         if (last_chunk) {
@@ -92,7 +97,11 @@ void multi_tensor_apply(const Slot* slots, int n, Launch launch) {
       }
     }
   }
-  if (nblocks > 0) launch(meta, nblocks);
+  if (nblocks > 0) {
+    meta.nslots = nslots;
+    meta.last_slot_ends = true;
+    launch(meta, nblocks);
+  }
 }
 
 // Storage type -> math type, device loads and stores (round to nearest even).
