@@ -2,18 +2,21 @@
 
 Run by ``bench/gpu_check.sh`` after the suites: ``python bench/gpu_diag.py OUT.json``. For
 each BatchNorm + ReLU case of the ``bn_relu`` suite (forward + backward, training mode) and
-for one AdamW step on a 10M tensor, per implementation:
+each optimizer step below, per implementation:
 
 * ``event_ms``: CUDA-event time of one call, median of ``REPS`` (what the suites report);
 * ``host_us``: host time to submit one call, without waiting for the device (mean over
   ``REPS`` calls; the launch queue is far from full, so the host never blocks);
-* ``kernel_us``: device time of the kernels one call launches (``torch.profiler``), and
-  ``kernels``: each kernel's name and time;
+* ``kernel_us``: device time of the kernels one call launches (``torch.profiler``),
+  ``kernels``: each kernel's name and time, and ``launches``: device events (kernels,
+  memsets) per call;
 * ``host_ops``: where the host time goes: the profiler's CPU events (ops, autograd nodes,
   CUDA runtime calls) by self CPU time per call, largest first.
 
-One RMSprop step over ResNet-50's parameter shapes (fastext vs torch-foreach) is measured
-the same way: the suite's case that a slow host bounds.
+One step on a 10M-element tensor (AdamW: fastext vs torch-fused; RMSprop: fastext vs
+torch-foreach; ``kernel_gbs`` against the copy bandwidth line) and one RMSprop step over
+ResNet-50's parameter shapes (the suite's case that a slow host bounds) are measured the
+same way.
 
 A case whose ``event_ms`` is near ``host_us`` is bound by the host; near ``kernel_us``, by
 the device. Nothing here is a benchmark result in the README; it tells the next change.
@@ -65,8 +68,9 @@ def host_us(fn: Callable[[], object]) -> float:
     return t / REPS * 1e6
 
 
-def kernels(fn: Callable[[], object]) -> tuple[float, list[tuple[str, float]]]:
-    """Device microseconds per call, and (kernel, microseconds per call) pairs."""
+def kernels(fn: Callable[[], object]) -> tuple[float, list[tuple[str, float]], float]:
+    """Device microseconds per call, (kernel, microseconds per call) pairs, and device
+    events (kernel launches, memsets, copies) per call."""
     from torch.profiler import ProfilerActivity, profile
 
     gpu = torch.cuda.is_available()
@@ -77,15 +81,17 @@ def kernels(fn: Callable[[], object]) -> tuple[float, list[tuple[str, float]]]:
             fn()
         sync()
     per: dict[str, float] = {}
+    launches = 0
     for e in prof.events():
         on_device = str(getattr(e, "device_type", "")).endswith("CUDA")
+        launches += on_device
         if on_device or (not gpu and e.name.startswith("fastext::")):
             t = getattr(e, "device_time", None) if on_device else e.cpu_time_total
             if t is None:
                 t = getattr(e, "cuda_time", 0.0)
             per[e.name[:90]] = per.get(e.name[:90], 0.0) + t / PROFILED_CALLS
     rows = sorted(per.items(), key=lambda kv: -kv[1])
-    return sum(per.values()), [(k, round(v, 2)) for k, v in rows]
+    return sum(per.values()), [(k, round(v, 2)) for k, v in rows], launches / PROFILED_CALLS
 
 
 def host_ops(fn: Callable[[], object], top: int = 14) -> list[tuple[str, float]]:
@@ -108,7 +114,7 @@ def measure(name: str, fn: Callable[[], object]) -> dict:
     sync()
     row: dict = {"impl": name, "event_ms": event_ms(fn), "host_us": host_us(fn)}
     try:
-        row["kernel_us"], row["kernels"] = kernels(fn)
+        row["kernel_us"], row["kernels"], row["launches"] = kernels(fn)
         row["host_ops"] = host_ops(fn)
     except Exception as e:  # the profiler is optional for this report
         row["profiler_error"] = f"{type(e).__name__}: {e}"
@@ -144,18 +150,26 @@ def bn_cases(dev: torch.device) -> list[dict]:
     return out
 
 
-def adamw_case(dev: torch.device) -> list[dict]:
+def ten_million_cases(dev: torch.device) -> list[dict]:
+    """One step on a 10M-element tensor: AdamW (torch-fused vs fastext) and RMSprop
+    (torch-foreach vs fastext), with the kernels' bandwidth (28 and 20 bytes a parameter)."""
+    makers = {
+        "AdamW/10M": (28, {"torch-fused": lambda ps: torch.optim.AdamW(ps, fused=True),
+                           "fastext": lambda ps: AdamW(ps)}),
+        "RMSprop/10M": (20, {"torch-foreach": lambda ps: torch.optim.RMSprop(ps, foreach=True),
+                             "fastext": lambda ps: RMSprop(ps)}),
+    }
     out = []
-    for impl in ("torch-fused", "fastext"):
-        p = torch.zeros(10_000_000, device=dev, requires_grad=True)
-        p.grad = torch.randn_like(p)
-        opt = (torch.optim.AdamW([p], fused=True) if impl == "torch-fused" else AdamW([p]))
-        row = measure(impl, opt.step)
-        row["case"] = "AdamW/10M"
-        if row.get("kernel_us"):
-            row["kernel_gbs"] = 28 * p.numel() / (row["kernel_us"] * 1e-6) / 1e9
-        out.append(row)
-        show(row)
+    for case, (nbytes, impls) in makers.items():
+        for impl, make in impls.items():
+            p = torch.zeros(10_000_000, device=dev, requires_grad=True)
+            p.grad = torch.randn_like(p)
+            row = measure(impl, make([p]).step)
+            row["case"] = case
+            if row.get("kernel_us"):
+                row["kernel_gbs"] = nbytes * p.numel() / (row["kernel_us"] * 1e-6) / 1e9
+            out.append(row)
+            show(row)
     return out
 
 
@@ -180,7 +194,7 @@ def rmsprop_resnet50_case(dev: torch.device) -> list[dict]:
 
 def main(path: str) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = bn_cases(dev) + adamw_case(dev) + rmsprop_resnet50_case(dev)
+    rows = bn_cases(dev) + ten_million_cases(dev) + rmsprop_resnet50_case(dev)
     with open(path, "w") as f:
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
         json.dump({"device": name, "torch": torch.__version__,

@@ -128,3 +128,22 @@ def test_time_alternating_shuffles_each_round():
     assert len({tuple(r) for r in timed}) > 1
     predecessors_of_a = {r[r.index("a") - 1] for r in timed if r.index("a") > 0}
     assert predecessors_of_a == {"b", "c"}
+
+
+def test_gpu_diag_runs(tmp_path):
+    """bench/gpu_diag.py, which the GPU job runs after the suites, works here on the CPU
+    (small shapes): a script error must not cost a GPU run. Its figures mean nothing on the
+    CPU and are not checked."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_diag.py"
+    out = tmp_path / "diag.json"
+    subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True)
+    rows = json.loads(out.read_text())["rows"]
+    cases = {(r["case"], r["impl"]) for r in rows}
+    assert {("AdamW/10M", "fastext"), ("RMSprop/10M", "fastext"),
+            ("RMSprop/resnet50", "fastext-flat")} <= cases
+    assert all(r["host_us"] > 0 for r in rows)
