@@ -1,7 +1,7 @@
 #include "arrival_counter.h"
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGraphsC10Utils.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <array>
@@ -38,8 +38,10 @@ unsigned* ring(c10::DeviceIndex dev) {
 
 ArrivalCounter arrival_counter(const c10::Device& device) {
   static std::atomic<uint32_t> next{0};
-  const auto stream = c10::cuda::getCurrentCUDAStream(device.index());
-  if (c10::cuda::captureStatusMayInitCtx(stream) != c10::cuda::CaptureStatus::None) {
+  // cudaStreamIsCapturing itself: c10's stream-taking wrapper is newer than torch 2.11.
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(device.index()), &status));
+  if (status != cudaStreamCaptureStatusNone) {
     auto t = at::zeros({1}, at::TensorOptions(at::kInt).device(device));
     return {reinterpret_cast<unsigned*>(t.data_ptr<int>()), t};
   }
