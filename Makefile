@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the suite).
 # Both create .venv (see scripts/venv.sh), build the extension and run from it.
-.PHONY: setup demo test lint bench wheel clean
+.PHONY: setup demo test lint bench wheel clean gpu-torch-check
 
 setup:
 	@bash scripts/venv.sh
@@ -16,6 +16,10 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m fastext.bench optim --json bench/results/optim-cpu.json
+
+# The CUDA build against the GPU machine's torch (2.11.0), and the native ops' CPU tests.
+gpu-torch-check:
+	@bash scripts/gpu_torch_check.sh
 
 wheel: setup
 	.venv/bin/pip wheel --no-build-isolation --no-deps -w dist .

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds fastext, CUDA kernels included, against the torch of the GPU machine (2.11.0, CUDA
+# 13.0; see ../shared/ENVIRONMENT.md) and runs the native ops' CPU tests with it. CI builds
+# against the newer torch of requirements.txt; this catches what only the older one breaks
+# before a GPU run does: a c10 helper 2.14 has and 2.11 lacks, or torch 2.11's bundled
+# pybind11 (3.0.1) meeting another one in the module (a segfault on the first call).
+# The venv is cached beside .venv's, keyed by the package list below.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+packages=(torch==2.11.0 numpy pybind11 "scikit-build-core>=0.10" ninja "cmake>=3.26" pytest
+          pytest-timeout)
+hash=$(printf '%s\n' "${packages[@]}" | sha256sum | cut -c1-12)
+cache=${FASTEXT_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastext}
+venv="$cache/venv-gpu-torch-$hash"
+if [ ! -f "$venv/.complete" ]; then
+  echo "== creating $venv (torch 2.11.0, a few minutes the first time)"
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  "$PY" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q "${packages[@]}"
+  touch "$venv/.complete"
+fi
+
+# A copy of the tracked files: the checkout's own build/ and .venv stay as they are.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+git ls-files -z | xargs -0 cp --parents -t "$work"
+cd "$work"
+echo "== building fastext against $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
+# One arch (the GPU machine's sm_90) halves the CUDA compile; what compiles is the same code.
+FASTEXT_CUDA=on TORCH_CUDA_ARCH_LIST=9.0 "$venv/bin/pip" install -q --no-build-isolation \
+  --no-deps -e .
+"$venv/bin/python" - <<'PY'
+import fastext
+info = fastext.build_info()
+print("build_info:", info)
+assert info["cuda"], "the CUDA kernels must compile against the GPU machine's torch"
+PY
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_optim_parity.py \
+  tests/test_optim_cuda.py tests/test_bn_relu.py tests/test_amp.py tests/test_feature_loss.py \
+  tests/test_multi_tensor_packing.py
