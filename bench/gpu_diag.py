@@ -19,7 +19,9 @@ ResNet-50's parameter shapes (the suite's case that a slow host bounds) are meas
 same way.
 
 A case whose ``event_ms`` is near ``host_us`` is bound by the host; near ``kernel_us``, by
-the device. Nothing here is a benchmark result in the README; it tells the next change.
+the device. ``suite_method`` times one BatchNorm case the suite's way and two others (see
+:func:`suite_method_case`). Nothing here is a benchmark result in the README; it tells the
+next change.
 """
 
 from __future__ import annotations
@@ -192,13 +194,71 @@ def rmsprop_resnet50_case(dev: torch.device) -> list[dict]:
     return out
 
 
+def block_ms(fn: Callable[[], object], calls: int = 20, blocks: int = 15) -> float:
+    """Median over ``blocks`` of the CUDA-event time of ``calls`` back-to-back calls, per call
+    (CPU: wall time): the steady-state throughput of one implementation alone."""
+    times = []
+    for _ in range(blocks):
+        sync()
+        if torch.cuda.is_available():
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            for _ in range(calls):
+                fn()
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e) / calls)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - t0) * 1e3 / calls)
+    return statistics.median(times)
+
+
+def suite_method_case(dev: torch.device) -> list[dict]:
+    """One BatchNorm + ReLU case (N64xC128x28x28 channels-last on CUDA, where the suite gave
+    fastext 0.37 ms against 0.21 ms here on 2026-11-27) timed three ways: the suite's
+    alternating per-call events with and without ``torch-compile`` among the
+    implementations, and blocks of back-to-back calls of one implementation. Which of them
+    moves fastext's time says what the suite measures at this size."""
+    from fastext.bench.timing import time_alternating
+
+    shape = (64, 128, 28, 28) if dev.type == "cuda" else bn_suite.QUICK_SHAPES[0]
+    fmt = torch.channels_last
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(shape, generator=gen, device=dev).to(memory_format=fmt).requires_grad_()
+    g = torch.randn(shape, generator=gen, device=dev).to(memory_format=fmt)
+    mods = bn_suite.bn_relu_modules(shape[1], dev)
+    calls = {impl: bn_suite.fwd_bwd(mods[impl], mods[impl], x, g)
+             for impl in ("torch-eager", "fastext")}
+    case = bn_suite.case_name(shape, "channels_last")
+    reps = 50 if dev.type == "cuda" else 5
+    rows = [{"case": case, "method": "alternating, eager + fastext",
+             "ms": time_alternating(calls, dev, reps=reps)}]
+    if dev.type == "cuda":  # compiling takes tens of seconds: not in the CPU smoke test
+        torch._dynamo.reset()
+        comp = torch.compile(mods["torch-compile"], dynamic=False)
+        with_compile = dict(calls)
+        with_compile["torch-compile"] = bn_suite.fwd_bwd(comp, mods["torch-compile"], x, g)
+        with_compile["torch-compile"]()
+        rows.append({"case": case, "method": "alternating, eager + compile + fastext",
+                     "ms": time_alternating(with_compile, dev, reps=reps)})
+    rows.append({"case": case, "method": "blocks of 20 calls",
+                 "ms": {impl: block_ms(fn) for impl, fn in calls.items()}})
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(path: str) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = bn_cases(dev) + ten_million_cases(dev) + rmsprop_resnet50_case(dev)
+    method = suite_method_case(dev)
     with open(path, "w") as f:
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-        json.dump({"device": name, "torch": torch.__version__,
-                   "rows": rows}, f, indent=1)
+        json.dump({"device": name, "torch": torch.__version__, "rows": rows,
+                   "suite_method": method}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -142,8 +142,11 @@ def test_gpu_diag_runs(tmp_path):
     script = Path(__file__).resolve().parents[1] / "bench" / "gpu_diag.py"
     out = tmp_path / "diag.json"
     subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True)
-    rows = json.loads(out.read_text())["rows"]
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]
     cases = {(r["case"], r["impl"]) for r in rows}
+    methods = {r["method"] for r in doc["suite_method"]}
+    assert methods == {"alternating, eager + fastext", "blocks of 20 calls"}
     assert {("AdamW/10M", "fastext"), ("RMSprop/10M", "fastext"),
             ("RMSprop/resnet50", "fastext-flat")} <= cases
     assert all(r["host_us"] > 0 for r in rows)
