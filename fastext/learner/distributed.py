@@ -434,15 +434,24 @@ def distrib_ctx(learn: Learner, backend: str | None = None, seed: int | None = N
     """Within the block the learner trains data-parallel over the torchrun ranks: joins
     the process group (:func:`setup_distributed`), adds a :class:`DistributedTrainer`, and
     on exit removes it and leaves the group if this call joined it. In a single process it
-    only yields the learner."""
+    only yields the learner.
+
+    Leaving is collective: after the block every rank waits for the others (a barrier), so
+    that none tears the group down while a peer still talks to it (in CI a gloo rank once
+    died with SIGABRT at that moment). After an exception the group is left as it is: a peer
+    may be blocked in a collective that will never complete, and destroying the group could
+    then hang this rank too; the process exits with the error and torchrun stops the rest."""
     joined = not _initialized()
     _, world = setup_distributed(backend)
     cb = learn.add_cb(DistributedTrainer(seed=seed, **ddp_kwargs)) if world > 1 else None
+    completed = False
     try:
         yield learn
+        completed = True
     finally:
         if cb is not None:
             cb.restore()
             learn.remove_cb(cb)
-        if joined and _initialized():
+        if joined and completed and _initialized():
+            dist.barrier()
             dist.destroy_process_group()
