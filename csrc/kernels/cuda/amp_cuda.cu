@@ -9,6 +9,8 @@ using namespace cuda;
 
 constexpr int kMaxSpans = 110;  // 110 x 16-byte spans + block tables stay under 4 KiB
 using Meta = TensorChunks<Span, kMaxSpans>;
+static_assert(sizeof(Meta) + 2 * sizeof(void*) <= 4096,
+              "kernel arguments must stay under the classic 4 KiB");
 
 template <typename T, bool UNSCALE>
 __global__ void __launch_bounds__(kThreads)

@@ -20,8 +20,10 @@ constexpr int kMaxSlots = 192;
 constexpr int kMaxChunks = 1280;
 constexpr int kMaxSteps = 320;
 using Meta = TensorChunks<OptimSlot, kMaxSlots, kMaxChunks>;
-static_assert(sizeof(Meta) + sizeof(AdamWHyper) + sizeof(DeviceScalars) <= kMaxKernelArgBytes,
-              "kernel arguments must fit CUDA's argument block");
+static_assert(sizeof(Meta) + sizeof(AdamWHyper) + sizeof(DeviceScalars) + sizeof(unsigned*) <=
+                  kMaxKernelArgBytes,
+              "kernel arguments (AdamW's: meta, hyper-parameters, scalars, arrival counter) "
+              "must fit CUDA's argument block");
 
 // Step counter ranges (a slot's step[0 .. nsteps)) to advance.
 struct StepMeta {
