@@ -31,7 +31,8 @@ step timeout 120 "$PY" -m fastext.bench optim --device cuda --json "$out/optim-c
 step timeout 60 "$PY" -m fastext.bench amp --device cuda --json "$out/amp-cuda.json"
 step timeout 240 "$PY" -m fastext.bench bn_relu --device cuda --json "$out/bn_relu-cuda.json"
 step timeout 90 "$PY" -m fastext.bench feature_loss --device cuda --json "$out/feature_loss-cuda.json"
-# Host vs device time of the BatchNorm + ReLU cases and of one AdamW step (bench/gpu_diag.py).
+# Host vs device time and launches of the BatchNorm + ReLU cases and of the optimizer steps,
+# and one BatchNorm case timed three ways (bench/gpu_diag.py; 9 s on the H200 at 11:04).
 step timeout 120 "$PY" bench/gpu_diag.py "$out/gpu_diag.json"
 [ -n "${FASTEXT_DATA:-}" ] && step timeout 150 "$PY" -m fastext.bench train --device cuda \
   --reps 3 --json "$out/train-cuda.json"
