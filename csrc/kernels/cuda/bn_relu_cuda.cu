@@ -33,7 +33,14 @@ constexpr int64_t kMinPerBlock = 4 * kBlock;          // elements a reduction bl
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // (N, C, 1) planar is row-major too: element (n, c) at n * C + c.
-bool row_major(const BnShape& s) { return s.channels_last || s.S == 1; }
+FX_HD bool row_major(const BnShape& s) { return s.channels_last || s.S == 1; }
+
+// Channel c's first element: the shift of its statistics' sums (see StatsTerm).
+template <typename T>
+__device__ __forceinline__ typename DIo<T>::M channel_first(const T* x, const BnShape& s,
+                                                          int64_t c) {
+  return DIo<T>::ld(x[row_major(s) ? c : c * s.S]);
+}
 
 struct ReduceGrid {
   int64_t col_blocks, splits;
@@ -86,9 +93,8 @@ struct StatsTerm {
   BnShape s;
   struct Coef { M k; };
   __device__ Coef coef(int64_t c) const {
-    return {DIo<T>::ld(x[row_major_d() ? c : c * s.S])};
+    return {channel_first(x, s, c)};
   }
-  __device__ bool row_major_d() const { return s.channels_last || s.S == 1; }
   __device__ void add(const Coef& k, M x, M, M& f1, M& f2) const {
     const M d = x - k.k;
     f1 += d;
@@ -215,6 +221,21 @@ void launch_reduce(const T* x, const T* dy, const BnShape& s, const ReduceGrid& 
   }
 }
 
+// Channel c's forward numbers from its mean and (biased) variance: mean, 1/std and variance
+// (autograd's saved values), and scale / shift for the normalise pass.
+template <typename M>
+__device__ __forceinline__ void store_channel_stats(int64_t c, M mu, M v, const M* w, const M* b,
+                                                    double eps, M* mean, M* invstd, M* var,
+                                                    M* scale, M* shift) {
+  const M inv = M(1) / sqrt(v + M(eps));
+  const M sc = channel_or(w, c, M(1)) * inv;
+  mean[c] = mu;
+  invstd[c] = inv;
+  var[c] = v;
+  scale[c] = sc;
+  shift[c] = channel_or(b, c, M(0)) - mu * sc;
+}
+
 // Training forward finish: mean, 1/std and the biased variance (autograd's saved values),
 // scale / shift for the normalise pass, and the running statistics' update (when given).
 // Sums are of x - k, k being the channel's first element (see StatsTerm).
@@ -231,16 +252,10 @@ struct StatsFinish {
 
   __device__ void operator()(int64_t c, double s1, double s2) const {
     const double count = double(s.N * s.S);
-    const double k = double(DIo<T>::ld(x[s.channels_last || s.S == 1 ? c : c * s.S]));
+    const double k = double(channel_first(x, s, c));
     const double m1 = s1 / count;
     const M mu = M(k + m1), v = M(fmax(s2 / count - m1 * m1, 0.0));
-    const M inv = M(1) / sqrt(v + M(eps));
-    const M sc = channel_or(w, c, M(1)) * inv;
-    mean[c] = mu;
-    invstd[c] = inv;
-    var[c] = v;
-    scale[c] = sc;
-    shift[c] = channel_or(b, c, M(0)) - mu * sc;
+    store_channel_stats(c, mu, v, w, b, eps, mean, invstd, var, scale, shift);
     if (running_mean) {  // as F.batch_norm: lerp towards the batch values, variance unbiased
       const M m = M(momentum);
       running_mean[c] += m * (mu - running_mean[c]);
@@ -256,14 +271,7 @@ __global__ void eval_coef(int64_t C, const M* rmean, const M* rvar, const M* w, 
                           double eps, M* mean, M* invstd, M* var, M* scale, M* shift) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  const M mu = rmean[c], v = rvar[c];
-  const M inv = M(1) / sqrt(v + M(eps));
-  const M sc = channel_or(w, c, M(1)) * inv;
-  mean[c] = mu;
-  invstd[c] = inv;
-  var[c] = v;
-  scale[c] = sc;
-  shift[c] = channel_or(b, c, M(0)) - mu * sc;
+  store_channel_stats(c, rmean[c], rvar[c], w, b, eps, mean, invstd, var, scale, shift);
 }
 
 // Backward finish: dweight, dbias (when affine) and the dx pass's per-channel numbers
@@ -304,7 +312,7 @@ __global__ void __launch_bounds__(kBlock)
     fwd_kernel(const T* x, T* y, BnShape s, const typename DIo<T>::M* scale,
                const typename DIo<T>::M* shift) {
   const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
-  const bool rows = s.channels_last || s.S == 1;
+  const bool rows = row_major(s);
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
     const I c = channel_of(i, C, S, rows);
     y[i] = DIo<T>::st(bn_relu_out(DIo<T>::ld(x[i]), scale[c], shift[c]));
@@ -316,7 +324,7 @@ __global__ void __launch_bounds__(kBlock)
     dx_kernel(const T* dy, const T* x, T* dx, BnShape s, const typename DIo<T>::M* coef) {
   using M = typename DIo<T>::M;
   const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
-  const bool rows = s.channels_last || s.S == 1;
+  const bool rows = row_major(s);
   const M *scale = coef, *shift = coef + s.C, *mean = coef + 2 * s.C, *k1 = coef + 3 * s.C,
           *k2 = coef + 4 * s.C;
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
