@@ -25,7 +25,8 @@ static_assert(sizeof(Meta) + sizeof(AdamWHyper) + sizeof(DeviceScalars) + sizeof
               "kernel arguments (AdamW's: meta, hyper-parameters, scalars, arrival counter) "
               "must fit CUDA's argument block");
 
-// Step counter ranges (a slot's step[0 .. nsteps)) to advance.
+// Step counter ranges (a slot's step[0 .. nsteps)) to advance: the empty slots', which no
+// update block visits.
 struct StepMeta {
   float* steps[kMaxSteps];
   int count[kMaxSteps];
@@ -44,10 +45,15 @@ __device__ __forceinline__ double lr_of(const DeviceScalars& s, double lr) {
   return s.lr_ptr != nullptr ? double(*s.lr_ptr) : lr;
 }
 
+// Counters step[0 .. n) advance by one (several: the flat layout's one slot of many params).
+__device__ __forceinline__ void advance_steps(float* step, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) atomicAdd(step + k, 1.f);
+}
+
 __global__ void bump_steps(StepMeta meta, DeviceScalars s) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= meta.n || skip_step(s)) return;
-  for (int k = 0; k < meta.count[i]; ++k) atomicAdd(meta.steps[i] + k, 1.f);  // a param listed twice
+  advance_steps(meta.steps[i], meta.count[i]);
 }
 
 // RMSprop's update never reads the step, so the block that holds a slot's first chunk
@@ -56,8 +62,7 @@ __global__ void bump_steps(StepMeta meta, DeviceScalars s) {
 // H200 measured 77 us at 11:03 against 60 us with the separate launch at 08:12; after the
 // update, 38 registers.)
 __device__ __forceinline__ void bump_own_steps(const OptimSlot& t, int64_t begin) {
-  if (begin != 0 || threadIdx.x != 0) return;
-  for (int64_t k = 0; k < t.nsteps; ++k) atomicAdd(t.step + k, 1.f);
+  if (begin == 0 && threadIdx.x == 0) advance_steps(t.step, t.nsteps);
 }
 
 // Runs op(p, g, states) on elements [begin, end): p and the NS states are of type T, the
@@ -134,10 +139,8 @@ __device__ __forceinline__ void apply_range(const OptimSlot& t, void* const* sta
 // the slots.
 __device__ void bump_launch_steps(const Meta& meta) {
   const int n = meta.last_slot_ends ? meta.nslots : meta.nslots - 1;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const OptimSlot& t = meta.slots[i];
-    for (int64_t k = 0; k < t.nsteps; ++k) atomicAdd(t.step + k, 1.f);
-  }
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    advance_steps(meta.slots[i].step, meta.slots[i].nsteps);
 }
 
 // AdamW's bias correction reads the step, so its counters advance only once every block
@@ -186,17 +189,17 @@ __global__ void __launch_bounds__(kThreads)
   bump_own_steps(t, begin);
 }
 
-// Advances the step counters of every slot (of the empty ones only, with `empty_only`)
-// once, skipped on found_inf. The update kernels advance the others themselves.
-void launch_bump(const OptimSlot* slots, int n, const DeviceScalars& s, cudaStream_t stream,
-                 bool empty_only = false) {
+// Advances the step counters of the empty slots once, skipped on found_inf; the update
+// kernels advance the others themselves.
+void launch_bump_empty(const OptimSlot* slots, int n, const DeviceScalars& s,
+                       cudaStream_t stream) {
   StepMeta meta{};
   auto flush = [&] {
     if (meta.n > 0) bump_steps<<<(meta.n + 127) / 128, 128, 0, stream>>>(meta, s);
     meta.n = 0;
   };
   for (int i = 0; i < n; ++i) {
-    if (empty_only && slots[i].numel > 0) continue;
+    if (slots[i].numel > 0) continue;
     meta.steps[meta.n] = slots[i].step;
     meta.count[meta.n++] = int(slots[i].nsteps);
     if (meta.n == kMaxSteps) flush();
@@ -207,7 +210,7 @@ void launch_bump(const OptimSlot* slots, int n, const DeviceScalars& s, cudaStre
 template <typename T, typename G, bool COPY>
 void adamw_typed(const OptimSlot* slots, int n, const AdamWHyper& h, const DeviceScalars& s,
                  unsigned* arrivals, cudaStream_t st) {
-  launch_bump(slots, n, s, st, /*empty_only=*/true);  // the kernel bumps the others
+  launch_bump_empty(slots, n, s, st);
   multi_tensor_apply<kMaxSlots, kMaxChunks>(slots, n, [&](const Meta& m, int nb) {
     // Launches on one stream run one after another: they share the counter.
     if (h.amsgrad) {
@@ -230,7 +233,7 @@ void rmsprop_launch(const Meta& m, int nb, const RMSpropHyper& h, const DeviceSc
 template <typename T, typename G, bool COPY>
 void rmsprop_typed(const OptimSlot* slots, int n, const RMSpropHyper& h, const DeviceScalars& s,
                    cudaStream_t st) {
-  launch_bump(slots, n, s, st, /*empty_only=*/true);  // the kernel bumps the others
+  launch_bump_empty(slots, n, s, st);
   const bool momentum = h.momentum > 0;
   multi_tensor_apply<kMaxSlots, kMaxChunks>(slots, n, [&](const Meta& m, int nb) {
     if (h.centered) {
