@@ -4,24 +4,10 @@
 # against the newer torch of requirements.txt; this catches what only the older one breaks
 # before a GPU run does: a c10 helper 2.14 has and 2.11 lacks, or torch 2.11's bundled
 # pybind11 (3.0.1) meeting another one in the module (a segfault on the first call).
-# The venv is cached beside .venv's, keyed by the package list below.
+# Its venv (scripts/gpu-torch-requirements.txt) is cached beside .venv's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-packages=(torch==2.11.0 numpy pybind11 "scikit-build-core>=0.10" ninja "cmake>=3.26" pytest
-          pytest-timeout)
-hash=$(printf '%s\n' "${packages[@]}" | sha256sum | cut -c1-12)
-cache=${FASTEXT_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastext}
-venv="$cache/venv-gpu-torch-$hash"
-if [ ! -f "$venv/.complete" ]; then
-  echo "== creating $venv (torch 2.11.0, a few minutes the first time)"
-  rm -rf "$venv"
-  mkdir -p "$cache"
-  "$PY" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q "${packages[@]}"
-  touch "$venv/.complete"
-fi
+venv=$(bash scripts/cached_venv.sh venv-gpu-torch scripts/gpu-torch-requirements.txt)
 
 # A copy of the tracked files: the checkout's own build/ and .venv stay as they are.
 work=$(mktemp -d)

@@ -1,23 +1,11 @@
 #!/usr/bin/env bash
-# Makes ./.venv ready: a virtual environment with requirements.txt, kept in a cache folder
-# keyed by that file's hash (so clones share the 5.6 GB torch install), rebuilt from
-# nothing when missing or incomplete; then builds and installs fastext into it (editable).
+# Makes ./.venv ready: a link to the cached virtual environment with requirements.txt
+# (scripts/cached_venv.sh: keyed by that file's hash, so clones share the 5.6 GB torch
+# install); then builds and installs fastext into it (editable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-hash=$(sha256sum requirements.txt | cut -c1-12)
-cache=${FASTEXT_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastext}
-venv="$cache/venv-$hash"
-
-if [ ! -f "$venv/.complete" ]; then
-  echo "== creating $venv (torch and friends, a few minutes the first time)"
-  rm -rf "$venv"
-  mkdir -p "$cache"
-  "$PY" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -r requirements.txt
-  touch "$venv/.complete"
-fi
+venv=$(bash scripts/cached_venv.sh venv requirements.txt)
+hash=${venv##*-}
 if [ "$(readlink .venv 2>/dev/null)" != "$venv" ]; then
   rm -rf .venv
   ln -s "$venv" .venv
