@@ -412,3 +412,36 @@ def test_subclass_input_goes_through_torch_ops():
     y = ours(x.as_subclass(Logged))
     assert torch.ops.fastext.bn_relu_forward.default in Logged.seen
     torch.testing.assert_close(y.as_subclass(torch.Tensor), ref(x), **TOL[torch.float32])
+
+
+def test_parametrized_weight_and_functional_call():
+    """The layer reads its parameters and buffers from the module's dicts: a parametrized
+    weight (a property, no longer in ``_parameters``), attributes set after construction and
+    ``torch.func.functional_call``'s swapped tensors must all be what it uses."""
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    ours, ref = pair(2, 3, "cpu", torch.float32)
+    for m in (ours, ref[0]):
+        parametrize.register_parametrization(m, "weight", Double())
+    x = torch.randn(4, 3, 2, 2)
+    torch.testing.assert_close(ours(x), ref(x), **TOL[torch.float32])
+
+    ours, ref = pair(2, 3, "cpu", torch.float32)
+    swapped = {"weight": torch.full((3,), -1.5), "bias": torch.ones(3),
+               "running_mean": torch.zeros(3), "running_var": torch.ones(3)}
+    got = torch.func.functional_call(ours, {k: v.clone() for k, v in swapped.items()}, (x,))
+    want = torch.func.functional_call(ref, {f"0.{k}": v.clone() for k, v in swapped.items()},
+                                      (x,))
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+    ours, ref = pair(2, 3, "cpu", torch.float32)
+    for m in (ours, ref[0]):
+        m.bias = nn.Parameter(torch.full((3,), 0.25))
+        m.eval()
+        m.running_mean = None  # evaluation with batch statistics, as nn.BatchNorm2d does
+        m.running_var = None
+    torch.testing.assert_close(ours(x), ref(x), **TOL[torch.float32])
