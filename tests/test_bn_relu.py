@@ -445,3 +445,21 @@ def test_parametrized_weight_and_functional_call():
         m.running_mean = None  # evaluation with batch statistics, as nn.BatchNorm2d does
         m.running_var = None
     torch.testing.assert_close(ours(x), ref(x), **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("shape", [(4, 0, 3, 3), (4, 0), (4, 0, 5)], ids=str)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_ops_take_zero_channels(device, shape, train):
+    """No channels: empty outputs and gradients, one more tracked batch, no error (the CUDA
+    reduction once divided by its zero channel blocks, killing the process)."""
+    x = torch.randn(shape, device=device)
+    rm, rv = torch.zeros(0, device=device), torch.ones(0, device=device)
+    nbt = torch.zeros((), dtype=torch.long, device=device)
+    w, b = torch.ones(0, device=device), torch.zeros(0, device=device)
+    out, mean, invstd, var = torch.ops.fastext.bn_relu_forward(x, w, b, rm, rv, nbt, train, 0.1,
+                                                               1e-5)
+    assert out.shape == x.shape and mean.shape == invstd.shape == var.shape == (0,)
+    assert int(nbt) == int(train)
+    dx, dw, db = torch.ops.fastext.bn_relu_backward(torch.randn_like(x), x, w, b, mean, invstd,
+                                                    train)
+    assert dx.shape == x.shape and dw.shape == db.shape == (0,)

@@ -19,11 +19,13 @@ inline BnInput bn_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK(input.is_floating_point(), op, ": input must be floating point");
   BnInput in;
   in.dtype = to_kern(input.scalar_type(), op);
-  const int64_t N = input.size(0), C = input.size(1), S = input.numel() / std::max<int64_t>(1, N * C);
+  const int64_t N = input.size(0), C = input.size(1);
+  int64_t S = 1;  // from the sizes, not numel / (N * C): that is 0 / 0 without channels
+  for (int64_t d = 2; d < input.dim(); ++d) S *= input.size(d);
   const bool cl = input.dim() == 4 && !input.is_contiguous() &&
                   input.is_contiguous(at::MemoryFormat::ChannelsLast);
   in.x = cl ? input : input.contiguous();
-  in.shape = {N, C, input.dim() == 2 ? 1 : S, cl};
+  in.shape = {N, C, S, cl};
   if (input.dim() == 2) in.shape.channels_last = false;  // (N, C, 1): planar, S = 1
   return in;
 }

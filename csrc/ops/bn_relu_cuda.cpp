@@ -21,7 +21,7 @@ void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 // The reduction's workspace (partial sums, as doubles) and `coef_elems` per-channel
 // coefficients (in the statistics' dtype) in one buffer from torch's caching allocator: one
 // allocation per direction instead of two (each costs microseconds of host time, which bounds
-// this op); and, when a reduction will run (`reduces`), its arrival counter.
+// this op); and, when a reduction will run (`reduces`), its workspace and arrival counter.
 struct Scratch {
   at::Tensor buf;
   double* work;
@@ -32,7 +32,7 @@ struct Scratch {
 Scratch scratch(const BnInput& in, int64_t coef_elems, const at::TensorOptions& opts,
                 bool reduces) {
   auto round2 = [](int64_t n) { return (n + 1) / 2 * 2; };  // keeps coef 16-byte aligned
-  const int64_t nwork = round2(std::max<int64_t>(1, kern::bn_reduce_work_cuda(in.shape)));
+  const int64_t nwork = round2(reduces ? kern::bn_reduce_work_cuda(in.shape) : 0);
   const int64_t coef_bytes = coef_elems * int64_t(c10::elementSize(
                                               c10::typeMetaToScalarType(opts.dtype())));
   const int64_t ncoef = round2((coef_bytes + 7) / 8);
@@ -95,6 +95,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cuda(
         fuse ? running_mean->data_ptr() : nullptr, fuse ? running_var->data_ptr() : nullptr,
         momentum, count ? num_batches_tracked->data_ptr<int64_t>() : nullptr, sc.work,
         sc.arrivals.ptr, stream());
+    if (count && C == 0) num_batches_tracked->add_(1);  // no channels: no kernel counts it
     if (track && !fuse) {  // other dtypes or layouts: the same update with torch ops
       const double n = double(in.shape.N * in.shape.S);
       running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);

@@ -46,8 +46,10 @@ struct ReduceGrid {
   int64_t col_blocks, splits;
 };
 
-// About 4 blocks per SM, but no block reading fewer than kMinPerBlock elements.
+// About 4 blocks per SM, but no block reading fewer than kMinPerBlock elements. Nothing to
+// reduce (no channels, or an empty batch): no blocks.
 ReduceGrid reduce_grid(const BnShape& s) {
+  if (s.C == 0 || s.N * s.S == 0) return {0, 0};
   const bool rows = row_major(s);
   const int64_t col_blocks = rows ? ceil_div(s.C, kTileC) : s.C;
   const int64_t per_block_row = rows ? std::min<int64_t>(s.C, kTileC) : 1;
@@ -411,7 +413,7 @@ void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShap
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
   const bool empty = s.N * s.S == 0;
-  const ReduceGrid g = empty ? ReduceGrid{0, 0} : reduce_grid(s);
+  const ReduceGrid g = reduce_grid(s);
   const unsigned nb = empty ? 0 : elementwise_blocks(s);
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
