@@ -207,6 +207,25 @@ def test_op_input_checks():
         fastext.ops.rmsprop_([f32], [f32.clone()], [f32.clone()], [], [], st, centered=True)
 
 
+@pytest.mark.parametrize("op", ["adamw_", "rmsprop_"])
+def test_ops_refuse_shared_step_counters(device, op):
+    """Each param needs its own step counter: shared or overlapping ones would advance twice
+    per step. Disjoint views of one buffer, in any order, are fine."""
+    ps = [torch.zeros(4, device=device) for _ in range(3)]
+
+    def step(steps):
+        gs, s0, s1 = ([torch.ones_like(p) for p in ps] for _ in range(3))
+        getattr(fastext.ops, op)(ps, gs, s0, s1, [], steps)
+
+    buf = torch.zeros(4, device=device)
+    for steps in ([buf[0]] * 3, [buf[0], buf[1], buf[0]], [buf[0:2], buf[2], buf[1]]):
+        with pytest.raises(RuntimeError, match="share a step counter"):
+            step(steps)
+    step([buf[2], buf[0], buf[1]])
+    assert buf.tolist() == [1.0, 1.0, 1.0, 0.0]
+    step([torch.zeros((), device=device) for _ in ps])
+
+
 def test_subclass_params_go_through_torch_ops():
     """Params of a __torch_function__ subclass take torch.ops.fastext.* (whose overrides the
     subclass sees) rather than the direct binding; the update is the same."""

@@ -1,5 +1,7 @@
 #include "optim_slots.h"
 
+#include <algorithm>
+
 namespace fastext::ops {
 
 kern::DType to_kern(at::ScalarType t, const char* op) {
@@ -11,6 +13,31 @@ kern::DType to_kern(at::ScalarType t, const char* op) {
     default: TORCH_CHECK(false, op, ": tensors must be float32, float64, float16 or bfloat16, got ", t);
   }
 }
+
+namespace {
+
+// Two params sharing a step counter would advance it twice in one step, and read it
+// differently per device (the CUDA kernels compute with the stored count + 1 and advance it
+// once every block has read it; the CPU loop advances it before the next param reads it).
+// The optimizers give each param its own counter, in address order when they are views of
+// one buffer: a linear scan proves that, and only other orders pay for a sort.
+void check_steps_disjoint(const char* op, const std::vector<kern::OptimSlot>& slots) {
+  auto ordered = [](const kern::OptimSlot& a, const kern::OptimSlot& b) {
+    return a.step + a.nsteps <= b.step;
+  };
+  bool sorted = true;
+  for (size_t i = 1; i < slots.size() && sorted; ++i) sorted = ordered(slots[i - 1], slots[i]);
+  if (sorted) return;
+  std::vector<std::pair<const float*, int64_t>> spans;
+  spans.reserve(slots.size());
+  for (const auto& t : slots) spans.emplace_back(t.step, t.nsteps);
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i)
+    TORCH_CHECK(spans[i - 1].first + spans[i - 1].second <= spans[i].first, op,
+                ": two params share a step counter; each needs its own");
+}
+
+}  // namespace
 
 PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
                             std::array<at::TensorList, 3> states, at::TensorList steps,
@@ -90,6 +117,7 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
     out.slots.push_back({ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], p.numel(),
                          st.data_ptr<float>(), st.numel()});
   }
+  check_steps_disjoint(op, out.slots);
   return out;
 }
 
