@@ -44,6 +44,18 @@ def test_step_has_no_host_sync(cls, lr_device):
         torch.cuda.set_sync_debug_mode(0)
 
 
+def test_capture_refuses_a_cpu_lr_tensor():
+    """A CPU lr (what schedulers keep) is read on the host: under capture the graph would
+    keep that value for good, so the step says so instead."""
+    p = torch.zeros(10, device="cuda", requires_grad=True)
+    p.grad = torch.ones_like(p)
+    opt = fastext.optim.AdamW([p], lr=torch.tensor(1e-3))
+    opt.step()  # state is created outside the capture
+    with pytest.raises(RuntimeError, match="CPU lr tensor cannot be captured"):
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            opt.step()
+
+
 def test_cuda_graph_capture_matches_eager():
     torch.manual_seed(0)
     ref_p = torch.randn(1000, device="cuda")

@@ -23,13 +23,20 @@ struct ScalarTensors {
 };
 
 // A CPU lr tensor (what LR schedulers keep) is read on the host: free, and a copy to the
-// device would block. The AMP flags must already be on the device.
+// device would block. Not while the stream is captured: the graph would keep the value read
+// at capture, and every replay would ignore the scheduler's later values. The AMP flags must
+// already be on the device.
 ScalarTensors device_scalars(const char* op, const at::Device& dev, double& lr_value,
                              const std::optional<at::Tensor>& lr,
                              const std::optional<at::Tensor>& grad_scale,
                              const std::optional<at::Tensor>& found_inf) {
   ScalarTensors out;
   if (lr.has_value() && lr->defined() && lr->is_cpu()) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    C10_CUDA_CHECK(cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(dev.index()), &status));
+    TORCH_CHECK(status == cudaStreamCaptureStatusNone, op,
+                ": a CPU lr tensor cannot be captured in a CUDA graph (replays would keep the "
+                "value read at capture); put lr on ", dev);
     lr_value = scalar_arg(op, "lr_tensor", lr, at::Device(at::kCPU))->item<double>();
   } else {
     out.lr = scalar_arg(op, "lr_tensor", lr, dev);

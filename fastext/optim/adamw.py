@@ -18,7 +18,8 @@ class AdamW(FusedOptimizer):
     The update of each element (``p``, ``grad``, ``exp_avg``, ``exp_avg_sq``) is read and
     written once, in fp32 (fp64 for fp64 params) whatever the storage dtype. Step
     counters live on the params' device, so a step never waits for the GPU, and CUDA
-    steps can be captured in a graph (``capturable`` is accepted and always true).
+    steps can be captured in a graph (``capturable`` is accepted and always true; a tensor
+    ``lr`` must then be on the device, since a CPU one would be read once, at capture).
     ``foreach`` and ``fused`` are accepted for compatibility and ignored.
 
     Args: as ``torch.optim.AdamW``, plus ``flat`` (see :mod:`fastext.optim._flat`) and

@@ -17,7 +17,8 @@ class RMSprop(FusedOptimizer):
 
     torch has no fused RMSprop; its foreach path makes about eight passes over memory per
     step where this makes one. Math in fp32 (fp64 for fp64 params). ``foreach`` is
-    accepted and ignored; ``capturable`` is always true on CUDA.
+    accepted and ignored; ``capturable`` is always true on CUDA (a tensor ``lr`` must then be
+    on the device: a CPU one is refused under capture).
 
     Args: as ``torch.optim.RMSprop``, plus ``flat`` (see :mod:`fastext.optim._flat`) and
     ``master_weights`` (as :class:`fastext.optim.AdamW`).
