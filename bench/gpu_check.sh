@@ -23,7 +23,8 @@ step "$PY" -c "import fastext, json; print(json.dumps(fastext.build_info()))"
 # Every CUDA twin of the test suite (ids carry 'cuda'), plus the CUDA-only modules, in five
 # processes: a crash in one (a segfault stopped the whole list once) leaves the others' results.
 for tests in "tests/test_optim_parity.py tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py" \
-             tests/test_amp.py tests/test_bn_relu.py tests/test_arrival_counter_cuda.py \
+             tests/test_amp.py "tests/test_bn_relu.py tests/test_inplace_abn.py" \
+             tests/test_arrival_counter_cuda.py \
              tests/test_feature_loss.py; do
   # shellcheck disable=SC2086  # $tests is a list of paths
   step timeout 150 "$PY" -m pytest -q -p no:cacheprovider -rfE --tb=short -k cuda $tests

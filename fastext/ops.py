@@ -23,8 +23,8 @@ from torch import Tensor
 
 from . import _C  # loading it registers torch.ops.fastext.*
 
-__all__ = ["adamw_", "bn_relu_forward", "check_finite_", "feature_loss", "rmsprop_",
-           "unscale_and_check_", "update_scale_"]
+__all__ = ["adamw_", "bn_leaky_relu_", "bn_relu_forward", "check_finite_", "feature_loss",
+           "rmsprop_", "unscale_and_check_", "update_scale_"]
 
 
 @torch.library.register_fake("fastext::adamw_")
@@ -214,6 +214,75 @@ def _bn_relu_forward_op(input: Tensor, weight: Tensor | None):
     if _direct(input, weight):
         return _C.bn_relu_forward
     return torch.ops.fastext.bn_relu_forward.default
+
+
+# -- BatchNorm + LeakyReLU in place (InPlace-ABN) -----------------------------------------------
+
+@torch.library.register_fake("fastext::bn_leaky_relu_")
+def _bn_leaky_relu_fake(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                        use_batch_stats, momentum, eps, negative_slope):
+    return _bn_stat_like(input), _bn_stat_like(input)
+
+
+@torch.library.register_fake("fastext::bn_leaky_relu_backward")
+def _bn_leaky_relu_backward_fake(grad_out, output, weight, bias, save_mean, save_invstd,
+                                 use_batch_stats, negative_slope):
+    return _bn_relu_backward_fake(grad_out, output, weight, bias, save_mean, save_invstd,
+                                  use_batch_stats)
+
+
+class _BnLeakyReluInPlace(torch.autograd.Function):
+    """Autograd of fastext::bn_leaky_relu_: the input is overwritten (marked dirty) by the
+    output, which is the one activation saved."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, num_batches_tracked,
+                use_batch_stats, momentum, eps, negative_slope):
+        mean, invstd = torch.ops.fastext.bn_leaky_relu_(input, weight, bias, running_mean,
+                                                        running_var, num_batches_tracked,
+                                                        use_batch_stats, momentum, eps,
+                                                        negative_slope)
+        ctx.mark_dirty(input)
+        ctx.mark_non_differentiable(mean, invstd)
+        ctx.save_for_backward(input, weight, bias, mean, invstd)
+        ctx.use_batch_stats, ctx.negative_slope = use_batch_stats, negative_slope
+        return input, mean, invstd
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
+        output, weight, bias, mean, invstd = ctx.saved_tensors
+        dx, dw, db = torch.ops.fastext.bn_leaky_relu_backward(
+            grad_out, output, weight, bias, mean, invstd, ctx.use_batch_stats,
+            ctx.negative_slope)
+        affine = weight is not None
+        return (dx, dw if affine else None, db if bias is not None else None,
+                None, None, None, None, None, None, None)
+
+
+def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,
+                   running_mean: Tensor | None, running_var: Tensor | None,
+                   use_batch_stats: bool, momentum: float = 0.1, eps: float = 1e-5,
+                   negative_slope: float = 0.01,
+                   num_batches_tracked: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``leaky_relu(batch_norm(input), negative_slope)`` written over ``input``
+    (InPlace-ABN): returns ``input`` (now the output), and the mean and 1/std used.
+    Differentiable w.r.t. input, weight and bias; the backward reads only the output, so
+    ``weight`` must have no zero (the layer passes ``|w| + eps``) and ``negative_slope``
+    must be positive. Running statistics and ``num_batches_tracked`` as
+    :func:`bn_relu_forward`.
+
+    >>> import torch
+    >>> x = torch.randn(8, 3)
+    >>> ref = torch.nn.functional.leaky_relu(
+    ...     torch.nn.functional.batch_norm(x, None, None, training=True), 0.1)
+    >>> y, mean, invstd = bn_leaky_relu_(x, None, None, None, None, True, negative_slope=0.1)
+    >>> y is x and torch.allclose(y, ref, atol=1e-6)
+    True
+    """
+    return _BnLeakyReluInPlace.apply(input, weight, bias, running_mean, running_var,
+                                     num_batches_tracked, bool(use_batch_stats),
+                                     float(momentum), float(eps), float(negative_slope))
 
 
 # -- feature loss ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from bench_helpers import quick_suite_run
 
 from fastext.bench import SUITES
 from fastext.bench.bn_relu import (
+    ABN_QUICK,
     FORMATS,
     QUICK_BATCH,
     QUICK_SHAPES,
@@ -21,6 +22,7 @@ from fastext.bench.bn_relu import (
 from fastext.bench.report import format_table
 
 RESNET_CASE = f"resnet18-step/b{QUICK_BATCH}"
+ABN_CASE = f"abn-stack-step/b{ABN_QUICK[0]}"
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,18 @@ def test_resnet_rows(quick_run):
         assert _positive_finite(row["ms"]) and _positive_finite(row["saved_mb"])
 
 
+def test_abn_stack_rows(quick_run):
+    """The InPlace-ABN stack keeps one activation per block where BatchNorm + LeakyReLU keep
+    three (the conv's output, the BatchNorm's, the activation's)."""
+    _, doc = quick_run
+    rows = {r["impl"]: r for r in doc["rows"] if r["case"] == ABN_CASE}
+    assert sorted(rows) == ["fastext", "torch-eager"]
+    for row in rows.values():
+        assert set(row) == {"case", "impl", "ms", "saved_mb"}
+        assert _positive_finite(row["ms"]) and _positive_finite(row["saved_mb"])
+    assert rows["fastext"]["saved_mb"] < 0.5 * rows["torch-eager"]["saved_mb"]
+
+
 def test_table(quick_run):
     _, doc = quick_run
     table = format_table(doc)
@@ -103,9 +117,9 @@ def test_compile_failure_leaves_row_out(monkeypatch):
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(bn_relu, "torchvision_available", lambda: False)  # BN cases only
+    monkeypatch.setattr(bn_relu, "torchvision_available", lambda: False)  # no ResNet rows
     messages: list[str] = []
     rows = bn_relu.run(torch.device("cpu"), reps=1, quick=True, progress=messages.append,
                        warmup=0)
-    assert {r["impl"] for r in rows} == {"torch-eager", "fastext"}
+    assert {r["impl"] for r in rows if "/b" not in r["case"]} == {"torch-eager", "fastext"}
     assert any("torch-compile left out: RuntimeError" in m for m in messages)

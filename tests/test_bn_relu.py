@@ -5,6 +5,7 @@ float64; opcheck; a converted ResNet-18; training on MNIST."""
 import pytest
 import torch
 import torch.nn.functional as F
+from bn_helpers import activation, train_then_eval
 from logged_tensor import Logged
 from torch import nn
 
@@ -33,13 +34,8 @@ def pair(kind, c, device, dtype, **kw):
 
 def check_steps(ours, ref, shape, device, dtype, channels_last=False, steps=3):
     """Several train steps (running stats accumulate), then eval; compares everything."""
-    for step in range(steps + 1):
-        train = step < steps
-        ours.train(train)
-        ref.train(train)
-        x = (torch.randn(shape, device=device) * 2 + 1).to(dtype)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for _ in train_then_eval(ours, ref, steps=steps):
+        x = activation(shape, device, dtype, channels_last)
         ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         xo, xr = x.clone().requires_grad_(), x.clone().to(ref_dtype).requires_grad_()
         yo = ours(xo)

@@ -57,6 +57,14 @@ inline at::Tensor channel_param(const char* op, const std::optional<at::Tensor>&
   return as_opts(*p, opts);
 }
 
+// grad_out checked against the activation, in its layout.
+inline at::Tensor grad_out_like(const char* op, const at::Tensor& grad_out, const BnInput& in) {
+  TORCH_CHECK(grad_out.sizes() == in.x.sizes() && grad_out.scalar_type() == in.x.scalar_type(),
+              op, ": grad_out must have the activation's shape and dtype");
+  return in.shape.channels_last ? grad_out.contiguous(at::MemoryFormat::ChannelsLast)
+                                : grad_out.contiguous();
+}
+
 // Statistics tensors are float32, or float64 for float64 activations.
 inline at::ScalarType save_dtype(const BnInput& in) {
   return in.dtype == kern::DType::f64 ? at::kDouble : at::kFloat;

@@ -18,6 +18,13 @@ Cases:
   cannot avoid (forward: read x for the statistics, read x and write y; backward: read x and
   dy for the reductions, read x and dy again and write dx).
 
+* ``abn-stack-step/b{batch}``: one training step (as the ResNet-18 rows below: forward,
+  cross-entropy, backward, SGD step) of a small conv stack (:func:`abn_stack_models`: a
+  stride-2 stem and three 3x3 convs of 64 channels; 16 images of 64x64 on the CPU, 64 of
+  224x224 on CUDA, ``--quick``: 4 of 16x16), each conv followed by ``nn.BatchNorm2d`` and
+  ``nn.LeakyReLU`` (``torch-eager``) or by :class:`fastext.nn.InPlaceABN2d` (``fastext``),
+  with time and memory as the ResNet-18 rows.
+
 * ``resnet18-step/b{batch}``: one training step of ``torchvision.models.resnet18(num_classes=10)``
   (forward, cross-entropy, backward, ``torch.optim.SGD`` step) on a fixed random batch of 32
   images, 112x112 on the CPU and 224x224 on CUDA (``--quick``: 4 images of 32x32).
@@ -206,16 +213,10 @@ def step_peak_bytes(step: Callable[[], object], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def _resnet_rows(device: torch.device, reps: int, quick: bool, warmup: int,
-                 progress: Callable[[str], None]) -> list[dict]:
-    batch = QUICK_BATCH if quick else BATCH
-    size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE[device.type]
-    case = f"resnet18-step/b{batch}"
-    progress(f"{case} building models")
-    gen = torch.Generator(device=device).manual_seed(SEED)
-    x = torch.randn(batch, 3, size, size, generator=gen, device=device)
-    y = torch.randint(0, NUM_CLASSES, (batch,), generator=gen, device=device)
-    models = resnet18_models(device)
+def _step_rows(case: str, models: dict[str, nn.Module], x: Tensor, y: Tensor,
+               device: torch.device, reps: int, warmup: int,
+               progress: Callable[[str], None]) -> list[dict]:
+    """Training-step rows of ``case``: time and memory (see the module doc) per model."""
     steps = {impl: train_step(m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), x, y)
              for impl, m in models.items()}
     progress(f"{case} timing {len(steps)} impls x {reps} reps")
@@ -232,17 +233,71 @@ def _resnet_rows(device: torch.device, reps: int, quick: bool, warmup: int,
     return rows
 
 
+def _batch(device: torch.device, batch: int, size: int) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    x = torch.randn(batch, 3, size, size, generator=gen, device=device)
+    return x, torch.randint(0, NUM_CLASSES, (batch,), generator=gen, device=device)
+
+
+def _resnet_rows(device: torch.device, reps: int, quick: bool, warmup: int,
+                 progress: Callable[[str], None]) -> list[dict]:
+    batch = QUICK_BATCH if quick else BATCH
+    size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE[device.type]
+    case = f"resnet18-step/b{batch}"
+    progress(f"{case} building models")
+    x, y = _batch(device, batch, size)
+    return _step_rows(case, resnet18_models(device), x, y, device, reps, warmup, progress)
+
+
+#: The InPlace-ABN stack: batch and image side per device type (``--quick``: 4 of 16x16),
+#: channels, and convolutions after the stride-2 stem.
+ABN_BATCH_SIZE = {"cpu": (16, 64), "cuda": (64, 224)}
+ABN_QUICK = (4, 16)
+ABN_WIDTH, ABN_DEPTH = 64, 3
+
+
+def abn_stack_models(device: torch.device) -> dict[str, nn.Module]:
+    """``torch-eager``: a stride-2 conv stem and ABN_DEPTH 3x3 convs of ABN_WIDTH channels,
+    each followed by ``nn.BatchNorm2d`` and ``nn.LeakyReLU(0.01)``, then pooling and a
+    linear layer; ``fastext``: the same initial weights, :class:`fastext.nn.InPlaceABN2d`
+    in place of each BatchNorm + LeakyReLU pair (whose scale is ``|w| + eps``: the same
+    computation up to eps on BatchNorm's default weights)."""
+
+    def stack(block: Callable[[int], list[nn.Module]]) -> nn.Module:
+        torch.manual_seed(SEED)
+        w = ABN_WIDTH
+        layers = [nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False), *block(w)]
+        for _ in range(ABN_DEPTH):
+            layers += [nn.Conv2d(w, w, 3, padding=1, bias=False), *block(w)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, NUM_CLASSES)]
+        return nn.Sequential(*layers).to(device).train()
+
+    # Seeded alike, and BatchNorm draws no random numbers: the same convs and linear layer.
+    return {"torch-eager": stack(lambda w: [nn.BatchNorm2d(w), nn.LeakyReLU(0.01)]),
+            "fastext": stack(lambda w: [fastext.nn.InPlaceABN2d(w)])}
+
+
+def _abn_rows(device: torch.device, reps: int, quick: bool, warmup: int,
+              progress: Callable[[str], None]) -> list[dict]:
+    batch, size = ABN_QUICK if quick else ABN_BATCH_SIZE[device.type]
+    case = f"abn-stack-step/b{batch}"
+    progress(f"{case} building models")
+    x, y = _batch(device, batch, size)
+    return _step_rows(case, abn_stack_models(device), x, y, device, reps, warmup, progress)
+
+
 def run(device: torch.device, reps: int, quick: bool = False,
         progress: Callable[[str], None] = lambda msg: None,
         warmup: int = 3) -> list[dict]:
-    """Time every BatchNorm + ReLU case, then the ResNet-18 step (when torchvision is
-    installed), for every implementation.
+    """Time every BatchNorm + ReLU case, the InPlace-ABN stack's step, then the ResNet-18
+    step (when torchvision is installed), for every implementation.
 
     Returns rows ``{"case": "N32xC64x56x56/nchw", "impl": "fastext", "ms": ..., "gbs": ...}``
     and ``{"case": "resnet18-step/b32", "impl": "fastext", "ms": ..., "saved_mb": ...}``
     (``peak_mb`` instead of ``saved_mb`` on CUDA).
     """
     rows = _bn_relu_rows(device, reps, quick, warmup, progress)
+    rows += _abn_rows(device, reps, quick, warmup, progress)
     if torchvision_available():
         rows += _resnet_rows(device, reps, quick, warmup, progress)
     else:

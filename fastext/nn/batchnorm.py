@@ -14,6 +14,29 @@ def _get(module: nn.Module, tensors: dict, name: str) -> Tensor | None:
     return tensors[name] if name in tensors else getattr(module, name)
 
 
+def _batch_args(m: nn.modules.batchnorm._BatchNorm, params: dict, buffers: dict):
+    """What ``nn.BatchNorm*d.forward`` passes to ``F.batch_norm`` besides input, weight and
+    bias: (running_mean, running_var, use_batch_stats, momentum, num_batches_tracked), the
+    last to be counted by the op (``None`` when the module counted it itself, as for the
+    cumulative average of ``momentum=None``)."""
+    momentum = m.momentum
+    rm, rv = _get(m, buffers, "running_mean"), _get(m, buffers, "running_var")
+    nbt = None
+    if m.training:
+        use_batch_stats = True
+        if m.track_running_stats:
+            nbt = _get(m, buffers, "num_batches_tracked")
+            if nbt is not None and momentum is None:  # cumulative moving average
+                nbt.add_(1)
+                momentum = 1.0 / float(nbt)
+                nbt = None
+        else:
+            rm = rv = None
+    else:
+        use_batch_stats = rm is None and rv is None
+    return rm, rv, use_batch_stats, 0.0 if momentum is None else momentum, nbt
+
+
 class _BatchNormReLU(nn.modules.batchnorm._BatchNorm):
     # Every attribute is read once, and parameters and buffers straight from their dicts
     # (nn.Module.__getattr__ costs 0.6 us each on the 2-core VM, 3 of a 13 us call): this
@@ -23,25 +46,10 @@ class _BatchNormReLU(nn.modules.batchnorm._BatchNorm):
     # (torch.nn.utils.parametrize makes ``weight`` a property) is read as an attribute.
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        momentum = self.momentum
-        params, buffers = self._parameters, self._buffers
-        rm, rv = _get(self, buffers, "running_mean"), _get(self, buffers, "running_var")
-        nbt = None  # num_batches_tracked, counted inside the op
-        if self.training:
-            use_batch_stats = True
-            if self.track_running_stats:
-                nbt = _get(self, buffers, "num_batches_tracked")
-                if nbt is not None and momentum is None:  # cumulative moving average
-                    nbt.add_(1)
-                    momentum = 1.0 / float(nbt)
-                    nbt = None
-            else:
-                rm = rv = None
-        else:
-            use_batch_stats = rm is None and rv is None
+        params = self._parameters
+        rm, rv, use_batch_stats, momentum, nbt = _batch_args(self, params, self._buffers)
         return bn_relu(input, rm, rv, _get(self, params, "weight"), _get(self, params, "bias"),
-                       use_batch_stats,
-                       0.0 if momentum is None else momentum, self.eps, nbt)
+                       use_batch_stats, momentum, self.eps, nbt)
 
 
 class BatchNormReLU1d(_BatchNormReLU):

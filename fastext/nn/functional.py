@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import ops
 
-__all__ = ["bn_relu"]
+__all__ = ["bn_relu", "inplace_abn"]
 
 
 def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
@@ -36,3 +36,38 @@ def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | No
     return ops._bn_relu_forward_op(input, weight)(input, weight, bias, running_mean,
                                                   running_var, num_batches_tracked, training,
                                                   momentum, eps)[0]
+
+
+def inplace_abn(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+                momentum: float = 0.1, eps: float = 1e-5, negative_slope: float = 0.01,
+                num_batches_tracked: Tensor | None = None) -> Tensor:
+    """In-place activated BatchNorm (InPlace-ABN, Rota Bulo et al. 2018):
+    ``leaky_relu(F.batch_norm(input, ..., |weight| + eps, bias, ...), negative_slope)``
+    written over ``input``, which is returned. Only that output is kept for the backward,
+    which recovers the normalised input from it by inverting the activation and the affine
+    map; hence the scale ``|weight| + eps`` (never 0) and ``negative_slope > 0``. A conv
+    followed by this layer then keeps one activation where BatchNorm + activation keep two.
+    ``input`` must be contiguous (NCHW or channels-last) and may not be a leaf that
+    requires grad, nor needed by another op's backward (autograd's version check says so).
+
+    >>> x = torch.randn(8, 3, 4, 4)
+    >>> ref = torch.nn.functional.leaky_relu(
+    ...     torch.nn.functional.batch_norm(x, None, None, training=True), 0.01)
+    >>> y = inplace_abn(x, None, None, training=True)
+    >>> y is x and torch.allclose(y, ref, atol=1e-5)
+    True
+    """
+    if not negative_slope > 0:
+        raise ValueError(f"negative_slope must be positive (the backward inverts the "
+                         f"activation), got {negative_slope}")
+    if input.numel() == 0:
+        if training and num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        return input
+    if training and input.numel() <= input.shape[1]:
+        raise ValueError("Expected more than 1 value per channel when training, got input "
+                         f"size {tuple(input.shape)}")
+    scale = weight.abs() + eps if weight is not None else None
+    return ops.bn_leaky_relu_(input, scale, bias, running_mean, running_var, training,
+                              momentum, eps, negative_slope, num_batches_tracked)[0]

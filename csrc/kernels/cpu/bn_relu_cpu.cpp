@@ -255,9 +255,6 @@ FX_HD void sum_rows(const BnShape& s, int64_t r0, int64_t r1, Term term, double*
   for (int64_t c = 0; c < C; ++c) sum1[c] += p1[c], sum2[c] += p2[c];
 }
 
-// The reduction lambdas must be inlined into the calling clone to be vectorised for its ISA.
-#define FX_INLINE __attribute__((always_inline))
-
 template <typename T>
 FX_HD void stats_rows(const void* xv, const BnShape& s, int64_t r0, int64_t r1,
                       const double* shift_d, double* sum, double* sumsq) {
@@ -335,15 +332,6 @@ FX_HD void bwd_dx_rows(const void* dyv, const void* xv, void* dxv, const BnShape
 }
 
 }  // namespace
-
-// Float-storage dispatch (BatchNorm runs on fp32, fp16 and bf16 activations).
-#define FX_BN_DISPATCH(DT, FN, ...)                              \
-  switch (DT) {                                                  \
-    case DType::f16: FN<Half>(__VA_ARGS__); break;               \
-    case DType::bf16: FN<BFloat16>(__VA_ARGS__); break;          \
-    case DType::f64: FN<double>(__VA_ARGS__); break;             \
-    default: FN<float>(__VA_ARGS__); break;                      \
-  }
 
 FX_CLONES void bn_fwd_planar_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t c,
                                  double scale, double shift) {

@@ -48,6 +48,18 @@ struct Io<BFloat16> {
 
 }  // namespace fastext::kern::cpu
 
+// Float-storage dispatch of the BatchNorm loops (fp32, fp64, fp16 and bf16 activations).
+#define FX_BN_DISPATCH(DT, FN, ...)                              \
+  switch (DT) {                                                  \
+    case DType::f16: FN<Half>(__VA_ARGS__); break;               \
+    case DType::bf16: FN<BFloat16>(__VA_ARGS__); break;          \
+    case DType::f64: FN<double>(__VA_ARGS__); break;             \
+    default: FN<float>(__VA_ARGS__); break;                      \
+  }
+
+// Lambdas in the loops must be inlined into the calling clone to be vectorised for its ISA.
+#define FX_INLINE __attribute__((always_inline))
+
 // Built three times (AVX-512, AVX2+FMA+F16C, baseline); the loader picks one per machine.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))

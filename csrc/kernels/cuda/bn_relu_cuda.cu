@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../bn_leaky_launch.h"
 #include "../bn_relu_launch.h"
 #include "last_block.cuh"
 #include "multi_tensor.cuh"
@@ -116,6 +117,26 @@ struct GradTerm {
     const M g = bn_relu_grad<M>(dy, x, k.scale, k.shift);
     f1 += g;
     f2 += g * (x - k.mean);
+  }
+};
+
+// In-place BatchNorm + LeakyReLU's backward: g and g * (x - mean), both recovered from the
+// output y (bn_leaky.h); `x` of add() is y.
+template <typename T>
+struct LeakyGradTerm {
+  using M = typename DIo<T>::M;
+  const M *w, *b, *invstd;
+  M slope;
+  using Coef = LeakyInverse<M>;
+  __device__ Coef coef(int64_t c) const {
+    return {channel_or(b, c, M(0)), M(1) / (channel_or(w, c, M(1)) * invstd[c]), slope,
+            M(1) / slope};
+  }
+  __device__ void add(const Coef& k, M y, M dy, M& f1, M& f2) const {
+    M g, xc;
+    bn_leaky_grad<M>(dy, y, k, g, xc);
+    f1 += g;
+    f2 += g * xc;
   }
 };
 
@@ -337,6 +358,38 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// y = leaky(x * scale + shift); y may be x (each element is read, then written, by one
+// thread).
+template <typename T, typename I>
+__global__ void __launch_bounds__(kBlock)
+    leaky_fwd_kernel(const T* x, T* y, BnShape s, const typename DIo<T>::M* scale,
+                     const typename DIo<T>::M* shift, typename DIo<T>::M slope) {
+  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
+  const bool rows = row_major(s);
+  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
+    const I c = channel_of(i, C, S, rows);
+    y[i] = DIo<T>::st(bn_leaky_out(DIo<T>::ld(x[i]), scale[c], shift[c], slope));
+  }
+}
+
+// dx from the output y, with GradFinish's coef rows (scale, shift, mean, k1, k2) and the
+// term's per-channel inverse.
+template <typename T, typename I>
+__global__ void __launch_bounds__(kBlock)
+    leaky_dx_kernel(const T* dy, const T* y, T* dx, BnShape s, LeakyGradTerm<T> term,
+                    const typename DIo<T>::M* coef) {
+  using M = typename DIo<T>::M;
+  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
+  const bool rows = row_major(s);
+  const M *scale = coef, *k1 = coef + 3 * s.C, *k2 = coef + 4 * s.C;
+  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
+    const I c = channel_of(i, C, S, rows);
+    M g, xc;
+    bn_leaky_grad<M>(DIo<T>::ld(dy[i]), DIo<T>::ld(y[i]), term.coef(c), g, xc);
+    dx[i] = DIo<T>::st(bn_leaky_dx<M>(g, xc, scale[c], k1[c], k2[c]));
+  }
+}
+
 unsigned elementwise_blocks(const BnShape& s) {
   return unsigned(std::min<int64_t>(ceil_div(s.N * s.C * s.S, kBlock), int64_t(sm_count()) * 8));
 }
@@ -349,6 +402,33 @@ template <typename T>
 using Mp = typename DIo<T>::M*;
 template <typename T>
 using CMp = const typename DIo<T>::M*;
+
+// A backward's per-channel arguments (bn_bwd_cuda's, see bn_relu_launch.h).
+struct BwdArgs {
+  const void *w, *b, *mean, *invstd;
+  bool use_batch_stats;
+  void *dweight, *dbias, *coef;
+  double* work;
+  unsigned* arrivals;
+};
+
+// The backward of either layer: the reduction of `term` over (v, dy), v being x (BatchNorm
+// + ReLU) or the output (in place), whose last block runs GradFinish (an empty batch runs the
+// finish alone), then launch_dx(blocks, 32-bit indices) for the dx pass.
+template <typename T, typename Term, typename LaunchDx>
+void launch_bwd(const T* v, const T* dy, const BnShape& s, const BwdArgs& a, const Term& term,
+                cudaStream_t st, LaunchDx launch_dx) {
+  using M = typename DIo<T>::M;
+  const GradFinish<M> fin{s.C, double(s.N * s.S), CMp<T>(a.w), CMp<T>(a.b), CMp<T>(a.mean),
+                          CMp<T>(a.invstd), a.use_batch_stats, Mp<T>(a.dweight),
+                          Mp<T>(a.dbias), Mp<T>(a.coef)};
+  if (s.N * s.S == 0) {
+    finish_only<<<1, kBlock, 0, st>>>(s.C, fin);
+    return;
+  }
+  launch_reduce<T>(v, dy, s, reduce_grid(s), term, fin, a.work, a.arrivals, st);
+  launch_dx(elementwise_blocks(s), small_index(s));
+}
 
 }  // namespace
 
@@ -412,25 +492,52 @@ void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShap
                  unsigned* arrivals, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
-  const bool empty = s.N * s.S == 0;
-  const ReduceGrid g = reduce_grid(s);
-  const unsigned nb = empty ? 0 : elementwise_blocks(s);
+  const BwdArgs a{w, b, mean, invstd, use_batch_stats, dweight, dbias, coef, work, arrivals};
+  FX_BN_CUDA_DISPATCH(dt, ({
+    const T* xt = static_cast<const T*>(x);
+    const T* dyt = static_cast<const T*>(dy);
+    T* dxt = static_cast<T*>(dx);
+    const GradTerm<T> term{CMp<T>(w), CMp<T>(b), CMp<T>(mean), CMp<T>(invstd)};
+    launch_bwd<T>(xt, dyt, s, a, term, st, [&](unsigned nb, bool small) {
+      if (small) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
+      else dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
+    });
+  }));
+}
+
+void bn_leaky_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
+                       double slope, void* stream) {
+  auto st = static_cast<cudaStream_t>(stream);
+  if (s.N * s.C * s.S == 0) return;
+  const unsigned nb = elementwise_blocks(s);
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
     const T* xt = static_cast<const T*>(x);
+    T* yt = static_cast<T*>(y);
+    CMp<T> scale = CMp<T>(coef);
+    CMp<T> shift = scale + s.C;
+    if (small_index(s)) leaky_fwd_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, M(slope));
+    else leaky_fwd_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, M(slope));
+  }));
+}
+
+void bn_leaky_bwd_cuda(const void* dy, const void* y, void* dx, DType dt, const BnShape& s,
+                       const void* w, const void* b, const void* mean, const void* invstd,
+                       bool use_batch_stats, double slope, void* dweight, void* dbias,
+                       void* coef, double* work, unsigned* arrivals, void* stream) {
+  auto st = static_cast<cudaStream_t>(stream);
+  if (s.C == 0) return;
+  const BwdArgs a{w, b, mean, invstd, use_batch_stats, dweight, dbias, coef, work, arrivals};
+  FX_BN_CUDA_DISPATCH(dt, ({
+    using M = typename DIo<T>::M;
+    const T* yt = static_cast<const T*>(y);
     const T* dyt = static_cast<const T*>(dy);
-    const GradFinish<M> fin{s.C, double(s.N * s.S), CMp<T>(w), CMp<T>(b), CMp<T>(mean),
-                            CMp<T>(invstd), use_batch_stats, Mp<T>(dweight), Mp<T>(dbias),
-                            Mp<T>(coef)};
-    if (empty) finish_only<<<1, kBlock, 0, st>>>(s.C, fin);
-    else launch_reduce<T>(xt, dyt, s, g, GradTerm<T>{CMp<T>(w), CMp<T>(b), CMp<T>(mean),
-                                                      CMp<T>(invstd)}, fin, work, arrivals,
-                                      st);
-    if (!empty) {
-      T* dxt = static_cast<T*>(dx);
-      if (small_index(s)) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
-      else dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
-    }
+    T* dxt = static_cast<T*>(dx);
+    const LeakyGradTerm<T> term{CMp<T>(w), CMp<T>(b), CMp<T>(invstd), M(slope)};
+    launch_bwd<T>(yt, dyt, s, a, term, st, [&](unsigned nb, bool small) {
+      if (small) leaky_dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, term, CMp<T>(coef));
+      else leaky_dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, term, CMp<T>(coef));
+    });
   }));
 }
 

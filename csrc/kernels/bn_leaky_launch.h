@@ -1,0 +1,34 @@
+// Launcher interface of the in-place BatchNorm + LeakyReLU (bn_leaky.h): raw pointers and
+// sizes, no torch. The statistics are those of BatchNorm + ReLU (bn_relu_launch.h).
+#pragma once
+#include "bn_leaky.h"
+#include "bn_relu_launch.h"
+
+namespace fastext::kern {
+
+// CPU: units [u0, u1) of the activation, all channels; a unit is a row of C (channels-last
+// and (N, C) input) or a whole image (NCHW). Per-channel arrays are double; the reductions
+// add into them. y may be x (the forward runs in place).
+bool bn_leaky_rows(const BnShape& s);  // whether units are rows (else images)
+void bn_leaky_fwd_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t u0,
+                      int64_t u1, const double* scale, const double* shift, double slope);
+void bn_leaky_bwd_reduce_cpu(const void* dy, const void* y, DType dt, const BnShape& s,
+                             int64_t u0, int64_t u1, const double* b, const double* inv_scale,
+                             double slope, double* sum_g, double* sum_gx);
+void bn_leaky_bwd_dx_cpu(const void* dy, const void* y, void* dx, DType dt, const BnShape& s,
+                         int64_t u0, int64_t u1, const double* b, const double* inv_scale,
+                         const double* scale, const double* k1, const double* k2, double slope);
+
+// CUDA, whole tensors on `stream`, per-channel arrays in the statistics' type (float, or
+// double for float64). After bn_train_stats_cuda or bn_eval_coef_cuda, coef = [scale; shift]:
+// y = leaky(x * scale + shift), y may be x.
+void bn_leaky_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
+                       double slope, void* stream);
+// The whole backward from the output: dx, and dweight / dbias when given; w, b may be null
+// (affine=False); coef is a 5*C scratch array; work and arrivals as bn_bwd_cuda's.
+void bn_leaky_bwd_cuda(const void* dy, const void* y, void* dx, DType dt, const BnShape& s,
+                       const void* w, const void* b, const void* mean, const void* invstd,
+                       bool use_batch_stats, double slope, void* dweight, void* dbias,
+                       void* coef, double* work, unsigned* arrivals, void* stream);
+
+}  // namespace fastext::kern

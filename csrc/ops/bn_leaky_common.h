@@ -1,0 +1,22 @@
+// Torch glue shared by the CPU and CUDA in-place BatchNorm + LeakyReLU ops.
+#pragma once
+#include <cmath>
+
+#include "bn_relu_common.h"
+
+namespace fastext::ops {
+
+// The activation as the ops read it; the forward overwrites it, so it must already be laid
+// out as the kernels walk it (NCHW or channels-last contiguous). The slope must be positive
+// for the backward to invert the activation.
+inline BnInput bn_leaky_input(const char* op, const at::Tensor& t, double negative_slope) {
+  TORCH_CHECK(negative_slope > 0 && std::isfinite(negative_slope), op,
+              ": negative_slope must be positive and finite (the backward inverts the "
+              "activation), got ", negative_slope);
+  auto in = bn_input(op, t);
+  TORCH_CHECK(in.x.is_same(t), op, ": the activation must be contiguous (NCHW or "
+              "channels-last): it is computed in place");
+  return in;
+}
+
+}  // namespace fastext::ops

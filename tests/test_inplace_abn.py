@@ -1,0 +1,235 @@
+"""In-place BatchNorm + LeakyReLU (InPlace-ABN) against its stock formula,
+``leaky_relu(F.batch_norm(x, ..., |w| + eps, b, ...), slope)``: outputs, running statistics
+over several steps and every gradient, over shapes, layouts, dtypes, slopes and options;
+gradcheck in float64; opcheck; errors for what cannot be done in place; the activation
+memory it saves; a small network trained side by side with its stock twin."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from bn_helpers import activation, train_then_eval
+from torch import nn
+
+from fastext.bench.bn_relu import saved_bytes
+from fastext.nn import BatchNormReLU2d, InPlaceABN1d, InPlaceABN2d, inplace_abn
+
+SHAPES = [(4, 3, 5, 7), (1, 2, 6, 5), (7, 3, 1, 1), (3, 1, 4, 4), (2, 64, 3, 3), (5, 7, 9, 11),
+          (8, 5), (3, 4, 7), (66, 37)]
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9),
+       torch.float16: dict(rtol=1e-2, atol=3e-2), torch.bfloat16: dict(rtol=5e-2, atol=1e-1)}
+STAT_DTYPE = {torch.float64: torch.float64}
+
+
+class Reference(nn.modules.batchnorm._BatchNorm):
+    """The stock computation the layer replaces, with the same parameters and buffers."""
+
+    def __init__(self, c, negative_slope, **kw):
+        super().__init__(c, **kw)
+        self.negative_slope = negative_slope
+
+    def _check_input_dim(self, input):
+        pass
+
+    def forward(self, x):  # nn.BatchNorm2d.forward's logic, with the scale |w| + eps
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        batch = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        w = self.weight.abs() + self.eps if self.weight is not None else None
+        y = F.batch_norm(x, self.running_mean if keep else None,
+                         self.running_var if keep else None, w, self.bias, batch, factor,
+                         self.eps)
+        return F.leaky_relu(y, self.negative_slope)
+
+
+def pair(shape, device, dtype, negative_slope=0.01, **kw):
+    torch.manual_seed(0)
+    c = shape[1]
+    cls = InPlaceABN2d if len(shape) == 4 else InPlaceABN1d
+    stat = STAT_DTYPE.get(dtype, torch.float32)
+    ours = cls(c, negative_slope=negative_slope, **kw).to(device, stat)
+    ref = Reference(c, negative_slope, **kw).to(device, stat)
+    if ours.affine:
+        with torch.no_grad():
+            ours.weight.normal_()  # negative entries too: the layer scales by |w| + eps
+            ours.bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def check_steps(ours, ref, shape, device, dtype, channels_last=False, steps=3):
+    """Several training steps (running statistics accumulate), then evaluation."""
+    stat = STAT_DTYPE.get(dtype, torch.float32)
+    for _ in train_then_eval(ours, ref, steps=steps):
+        x = activation(shape, device, dtype, channels_last)
+        xo = x.clone().requires_grad_()
+        xr = x.clone().to(stat).requires_grad_()
+        yo = ours(xo * 1)  # a non-leaf to overwrite
+        yr = ref(xr)
+        torch.testing.assert_close(yo.to(stat), yr, **TOL[dtype])
+        if channels_last:
+            assert yo.is_contiguous(memory_format=torch.channels_last)
+        dy = torch.randn(shape, device=device).to(dtype)
+        yo.backward(dy)
+        yr.backward(dy.to(stat))
+        torch.testing.assert_close(xo.grad.to(stat), xr.grad, **TOL[dtype])
+        for (name, po), pr in zip(ours.named_parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(po.grad, pr.grad, **TOL[dtype], msg=name)
+            po.grad = pr.grad = None
+    for name, b in ref.named_buffers():
+        torch.testing.assert_close(getattr(ours, name), b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_matches_stock_formula(device, shape, channels_last):
+    if channels_last and len(shape) != 4:
+        pytest.skip("channels-last is 4-D")
+    ours, ref = pair(shape, device, torch.float32)
+    check_steps(ours, ref, shape, device, torch.float32, channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_dtypes(device, dtype, channels_last):
+    shape = (6, 5, 7, 3)
+    ours, ref = pair(shape, device, dtype)
+    check_steps(ours, ref, shape, device, dtype, channels_last)
+
+
+@pytest.mark.parametrize("negative_slope", [1e-3, 0.3, 1.0, 2.5], ids=str)
+def test_slopes(device, negative_slope):
+    """Any positive slope, 1 (no activation) and beyond included."""
+    shape = (4, 6, 5, 5)
+    ours, ref = pair(shape, device, torch.float32, negative_slope)
+    check_steps(ours, ref, shape, device, torch.float32)
+
+
+@pytest.mark.parametrize("kw", [dict(affine=False), dict(track_running_stats=False),
+                                dict(momentum=None), dict(eps=1e-3)], ids=str)
+def test_options(device, kw):
+    shape = (4, 3, 6, 6)
+    ours, ref = pair(shape, device, torch.float32, **kw)
+    check_steps(ours, ref, shape, device, torch.float32)
+
+
+def test_gradcheck_float64(device):
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.tensor([0.5, -1.5, 2.0], dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, device=device, requires_grad=True)
+    for training in (True, False):
+        rm = torch.randn(3, dtype=torch.float64, device=device)
+        rv = torch.rand(3, dtype=torch.float64, device=device) + 0.5
+
+        def f(x, w, b, training=training, rm=rm, rv=rv):
+            return inplace_abn(x * 1, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, 0.2)
+
+        assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+def test_opcheck(device):
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, device=device)
+    w, b = torch.rand(3, device=device) + 0.5, torch.randn(3, device=device)
+    rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+    nbt = torch.zeros((), dtype=torch.long, device=device)
+    for training in (True, False):
+        torch.library.opcheck(torch.ops.fastext.bn_leaky_relu_.default,
+                              (x.clone(), w, b, rm, rv, nbt, training, 0.1, 1e-5, 0.1))
+    y = x.clone()
+    mean, invstd = torch.ops.fastext.bn_leaky_relu_(y, w, b, None, None, None, True, 0.1, 1e-5,
+                                                    0.1)
+    torch.library.opcheck(torch.ops.fastext.bn_leaky_relu_backward.default,
+                          (torch.randn_like(x), y, w, b, mean, invstd, True, 0.1))
+
+
+def test_in_place_and_what_it_refuses(device):
+    m = InPlaceABN2d(3).to(device)
+    x = torch.randn(2, 3, 4, 4, device=device)
+    assert m(x) is x  # overwritten, and returned
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        m(torch.randn(2, 3, 4, 4, device=device, requires_grad=True))
+    x = torch.randn(2, 3, 4, 4, device=device, requires_grad=True)
+    h = x.exp()  # exp saves its output for its backward: overwriting it must be caught
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        m(h).sum().backward()
+    with pytest.raises(RuntimeError, match="contiguous"):
+        m(torch.randn(2, 3, 4, 8, device=device)[..., ::2])
+    with pytest.raises(ValueError, match="negative_slope must be positive"):
+        InPlaceABN2d(3, negative_slope=0.0)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        InPlaceABN1d(3).to(device)(torch.randn(1, 3, device=device))
+    with pytest.raises(RuntimeError, match="negative_slope must be positive"):
+        torch.ops.fastext.bn_leaky_relu_(torch.randn(2, 3, device=device), None, None, None,
+                                         None, None, True, 0.1, 1e-5, -0.1)
+    empty = torch.randn(0, 3, 4, 4, device=device)
+    assert m(empty) is empty
+
+
+def test_loads_a_batchnorm_state_dict(device):
+    bn = nn.BatchNorm2d(5).to(device)
+    bn(torch.randn(4, 5, 3, 3, device=device))  # running statistics move
+    m = InPlaceABN2d(5).to(device)
+    m.load_state_dict(bn.state_dict())
+    for name, t in bn.state_dict().items():
+        torch.testing.assert_close(m.state_dict()[name], t, msg=name)
+    m.eval()
+    bn.eval()
+    x = torch.randn(4, 5, 3, 3, device=device)
+    # BatchNorm's default weight is 1: the layer's scale is 1 + eps.
+    want = F.leaky_relu(bn(x) * 1, 0.01)
+    torch.testing.assert_close(m(x.clone()), want, rtol=1e-4, atol=1e-4)
+
+
+def _stack(block, width=16):
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, width, 3, padding=1, bias=False), *block(width)]
+    for _ in range(3):
+        layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), *block(width)]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+
+def _stock(width):
+    return [nn.BatchNorm2d(width), nn.LeakyReLU(0.01)]
+
+
+def _fused(width):
+    return [InPlaceABN2d(width)]
+
+
+def test_saves_about_half_the_activations():
+    """Autograd-saved bytes of a stack of four conv blocks. Each conv keeps its input (the
+    previous block's output, the image for the first); BatchNorm + LeakyReLU keep the conv's
+    output and the normalised one, fastext's fused BatchNorm + ReLU the conv's output,
+    InPlace-ABN only the block's output, the one the next conv keeps anyway."""
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    stock = saved_bytes(_stack(_stock), x, y)
+    fused_relu = saved_bytes(_stack(lambda w: [BatchNormReLU2d(w)]), x, y)
+    ours = saved_bytes(_stack(_fused), x, y)
+    act = 8 * 16 * 32 * 32 * 4  # one block's activation
+    base = x.numel() * 4  # the image, and the head's few bytes
+    for got, blocks in ((stock, 3 + 4 + 4), (fused_relu, 3 + 4), (ours, 4)):
+        assert blocks * act + base <= got < blocks * act + base + act / 100, (got / act, blocks)
+
+
+def test_trains_as_the_stock_formula(device):
+    """A conv stack with InPlaceABN and its stock twin (same initial weights, the twin's
+    BatchNorms scaled by |w| + eps) take the same SGD steps."""
+    torch.manual_seed(0)
+    ours = _stack(_fused).to(device)
+    ref = _stack(lambda w: [Reference(w, 0.01)]).to(device)
+    ref.load_state_dict(ours.state_dict())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in (ours, ref)]
+    for _ in range(5):
+        x = torch.randn(8, 3, 16, 16, device=device)
+        y = torch.randint(0, 10, (8,), device=device)
+        for m, opt in zip((ours, ref), opts, strict=True):
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
