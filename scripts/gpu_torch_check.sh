@@ -26,4 +26,4 @@ assert info["cuda"], "the CUDA kernels must compile against the GPU machine's to
 PY
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_optim_parity.py \
   tests/test_optim_cuda.py tests/test_bn_relu.py tests/test_amp.py tests/test_feature_loss.py \
-  tests/test_multi_tensor_packing.py
+  tests/test_multi_tensor_packing.py tests/test_inplace_abn.py tests/test_arrival_counter_cuda.py
