@@ -177,9 +177,10 @@ def _bn_relu_forward_fake(input, weight, bias, running_mean, running_var, num_ba
 @torch.library.register_fake("fastext::bn_relu_backward")
 def _bn_relu_backward_fake(grad_out, input, weight, bias, save_mean, save_invstd,
                            use_batch_stats):
-    param = (weight.new_empty(weight.shape) if weight is not None
-             else input.new_empty(0))
-    return _bn_out_like(input), param, param.clone()
+    def grad(p):
+        return p.new_empty(p.shape) if p is not None else input.new_empty(0)
+
+    return _bn_out_like(input), grad(weight), grad(bias)
 
 
 # Autograd of bn_relu_forward is registered in C++ (csrc/ops/bn_relu_autograd.cpp): a Python
@@ -242,8 +243,13 @@ class _BnLeakyReluInPlace(torch.autograd.Function):
                                                         running_var, num_batches_tracked,
                                                         use_batch_stats, momentum, eps,
                                                         negative_slope)
+        if use_batch_stats:  # updated in place, as BatchNorm + ReLU's autograd node says too
+            for t in (running_mean, running_var, num_batches_tracked):
+                if t is not None:
+                    torch.autograd.graph.increment_version(t)
         ctx.mark_dirty(input)
         ctx.mark_non_differentiable(mean, invstd)
+        ctx.set_materialize_grads(False)  # the statistics never get gradients
         ctx.save_for_backward(input, weight, bias, mean, invstd)
         ctx.use_batch_stats, ctx.negative_slope = use_batch_stats, negative_slope
         return input, mean, invstd
@@ -251,13 +257,17 @@ class _BnLeakyReluInPlace(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _grad_mean, _grad_invstd):
+        none = [None] * 10
+        if grad_out is None or not any(ctx.needs_input_grad[:3]):
+            return tuple(none)
         output, weight, bias, mean, invstd = ctx.saved_tensors
         dx, dw, db = torch.ops.fastext.bn_leaky_relu_backward(
             grad_out, output, weight, bias, mean, invstd, ctx.use_batch_stats,
             ctx.negative_slope)
-        affine = weight is not None
-        return (dx, dw if affine else None, db if bias is not None else None,
-                None, None, None, None, None, None, None)
+        for i, g in enumerate((dx, dw, db)):
+            if ctx.needs_input_grad[i]:
+                none[i] = g
+        return tuple(none)
 
 
 def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,

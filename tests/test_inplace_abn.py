@@ -219,6 +219,12 @@ def test_saves_about_half_the_activations():
 def test_trains_as_the_stock_formula(device):
     """A conv stack with InPlaceABN and its stock twin (same initial weights, the twin's
     BatchNorms scaled by |w| + eps) take the same SGD steps."""
+    # TF32 convolutions round to 10 mantissa bits: last-bit differences would grow.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        _trains_as_the_stock_formula(device)
+
+
+def _trains_as_the_stock_formula(device):
     torch.manual_seed(0)
     ours = _stack(_fused).to(device)
     ref = _stack(lambda w: [Reference(w, 0.01)]).to(device)
@@ -238,6 +244,11 @@ def test_trains_as_the_stock_formula(device):
 def test_compiled_matches_eager(device):
     """Under torch.compile, a conv block with InPlaceABN2d gives the eager outputs,
     gradients and running statistics."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        _compiled_matches_eager(device)
+
+
+def _compiled_matches_eager(device):
     torch.manual_seed(0)
     eager = nn.Sequential(nn.Conv2d(3, 8, 3), InPlaceABN2d(8, negative_slope=0.1),
                           nn.Conv2d(8, 4, 3)).to(device)
@@ -255,3 +266,36 @@ def test_compiled_matches_eager(device):
         torch.testing.assert_close(pc.grad, pe.grad, msg=n)
     for (n, be), bc in zip(eager.named_buffers(), comp.buffers(), strict=True):
         torch.testing.assert_close(bc, be, msg=n)
+
+
+@pytest.mark.parametrize("given", ["weight", "bias"])
+def test_weight_or_bias_alone(device, given):
+    """F.batch_norm takes a weight without a bias and a bias without a weight; so do both
+    fused layers' functions, with the one gradient."""
+    from fastext.nn import bn_relu
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4, 4, device=device)
+    p = (torch.rand(3, device=device) + 0.5) if given == "weight" else torch.randn(3, device=device)
+    p.requires_grad_()
+    w, b = (p, None) if given == "weight" else (None, p)
+    ours = [bn_relu(x, None, None, w, b, True),
+            inplace_abn(x.clone(), None, None, w, b, True, negative_slope=0.2)]
+    wr = w.abs() + 1e-5 if w is not None else None
+    refs = [torch.relu(F.batch_norm(x, None, None, w, b, True)),
+            F.leaky_relu(F.batch_norm(x, None, None, wr, b, True), 0.2)]
+    for y, yr in zip(ours, refs, strict=True):
+        dy = torch.randn_like(y)
+        torch.testing.assert_close(y, yr, **TOL[torch.float32])
+        (g,) = torch.autograd.grad(y, p, dy)
+        (gr,) = torch.autograd.grad(yr, p, dy)
+        torch.testing.assert_close(g, gr, **TOL[torch.float32])
+
+
+def test_running_statistics_versions_advance(device):
+    """The op updates the running statistics in place; their version counters say so (as
+    for BatchNorm + ReLU), so a graph that saved them notices."""
+    m = InPlaceABN2d(3).to(device)
+    before = [t._version for t in m.buffers()]
+    m(torch.randn(4, 3, 2, 2, device=device))
+    assert all(t._version > v for t, v in zip(m.buffers(), before, strict=True))

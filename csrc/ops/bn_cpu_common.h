@@ -175,16 +175,19 @@ inline void update_running(const char* op, const std::optional<at::Tensor>& runn
   }
 }
 
-// A backward's (dx, dweight, dbias) from its sums: dweight = sum_gx * invstd, dbias = sum_g,
-// in the weight's dtype; empty when not affine.
+// A backward's (dx, dweight, dbias) from its sums: dweight = sum_gx * invstd when there is a
+// weight, dbias = sum_g when there is a bias (each in its parameter's dtype), else empty.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_result(
-    at::Tensor dx, const std::optional<at::Tensor>& weight, const Vec& sum_g, const Vec& sum_gx,
+    at::Tensor dx, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const Vec& sum_g, const Vec& sum_gx,
     const Vec& invstd) {
-  if (!given(weight)) return {dx, at::empty({0}, dx.options()), at::empty({0}, dx.options())};
-  Vec dweight(sum_gx.size());
+  auto grad = [&](const std::optional<at::Tensor>& p, const Vec& v) {
+    return given(p) ? channel_tensor(v, dx.options().dtype(p->scalar_type()))
+                    : at::empty({0}, dx.options());
+  };
+  Vec dweight(given(weight) ? sum_gx.size() : 0);
   for (size_t c = 0; c < dweight.size(); ++c) dweight[c] = sum_gx[c] * invstd[c];
-  const auto popts = dx.options().dtype(weight->scalar_type());
-  return {dx, channel_tensor(dweight, popts), channel_tensor(sum_g, popts)};
+  return {dx, grad(weight, dweight), grad(bias, sum_g)};
 }
 
 }  // namespace fastext::ops

@@ -117,17 +117,20 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
 
 // A backward's tensors as the kernels read them, its outputs allocated: grad_out in the
 // activation's layout, the saved statistics, weight and bias in the statistics' dtype,
-// dweight / dbias when affine, dx, and the scratch of the finish's 5*C coefficients.
+// dweight / dbias when there is a weight / bias, dx, and the scratch of the finish's 5*C
+// coefficients.
 struct BackwardCall {
   at::Tensor dy, mean, invstd, w, b, dweight, dbias, dx;
   Scratch sc;
 
-  // (dx, dweight, dbias) as the ops return them: the parameters' dtype, empty when not affine.
+  // (dx, dweight, dbias) as the ops return them: each parameter's gradient in its dtype,
+  // empty without the parameter.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> result(
-      const std::optional<at::Tensor>& weight) const {
-    if (!w.defined()) return {dx, at::empty({0}, dx.options()), at::empty({0}, dx.options())};
-    const auto popts = weight->options();
-    return {dx, as_opts(dweight, popts), as_opts(dbias, popts)};
+      const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) const {
+    auto grad = [&](const at::Tensor& g, const std::optional<at::Tensor>& p) {
+      return g.defined() ? as_opts(g, p->options()) : at::empty({0}, dx.options());
+    };
+    return {dx, grad(dweight, weight), grad(dbias, bias)};
   }
 };
 inline BackwardCall backward_call(const char* op, const BnInput& in, const at::Tensor& grad_out,
@@ -144,10 +147,8 @@ inline BackwardCall backward_call(const char* op, const BnInput& in, const at::T
   call.invstd = as_opts(save_invstd, opts).contiguous();
   call.w = optional_channel(op, weight, C, opts);
   call.b = optional_channel(op, bias, C, opts);
-  if (call.w.defined()) {
-    call.dweight = at::empty({C}, opts);
-    call.dbias = at::empty({C}, opts);
-  }
+  if (call.w.defined()) call.dweight = at::empty({C}, opts);
+  if (call.b.defined()) call.dbias = at::empty({C}, opts);
   call.sc = scratch(in, 5 * C, opts, in.shape.N * in.shape.S > 0);
   call.dx = at::empty_like(in.x);
   return call;

@@ -101,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_leaky_relu_backward_cpu(
                                 negative_slope);
     });
   }
-  return backward_result(dx, weight, sum_g, sum_gx, invstd);
+  return backward_result(dx, weight, bias, sum_g, sum_gx, invstd);
 }
 
 }  // namespace

@@ -44,7 +44,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_leaky_relu_backward_cuda(
                           ptr_or_null(k.dweight), ptr_or_null(k.dbias), k.sc.coef, k.sc.work,
                           k.sc.arrivals.ptr, stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return k.result(weight);
+  return k.result(weight, bias);
 }
 
 }  // namespace

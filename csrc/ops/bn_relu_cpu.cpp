@@ -132,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
       });
     }
   }
-  return backward_result(dx, weight, sum_g, sum_gx, invstd);
+  return backward_result(dx, weight, bias, sum_g, sum_gx, invstd);
 }
 
 }  // namespace

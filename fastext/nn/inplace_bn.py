@@ -43,9 +43,12 @@ class InPlaceABN2d(_InPlaceABN):
 
     The backward recovers the normalised input from the output, so the layer scales by
     ``|weight| + eps`` (never 0), as the paper's implementation does: a BatchNorm state
-    dict loads as is, and its non-negative weights give the same outputs to within eps.
-    The input must not be needed elsewhere (a leaf that requires grad, a tensor another
-    op saved for its backward): autograd refuses those, as for any in-place op.
+    dict loads as is, and its non-negative weights give the same outputs to within eps (a
+    weight of exactly 0 gets no gradient through ``abs`` and stays there). The input must
+    not be needed elsewhere (a leaf that requires grad, a tensor another op saved for its
+    backward), and the output is saved for the backward, so it may not be modified in place
+    afterwards (``out += identity``, an in-place ReLU or dropout): autograd refuses those, as
+    for any in-place op.
 
     >>> import torch
     >>> m = InPlaceABN2d(4, negative_slope=0.1)

@@ -297,23 +297,25 @@ __global__ void eval_coef(int64_t C, const M* rmean, const M* rvar, const M* w, 
   store_channel_stats(c, rmean[c], rvar[c], w, b, eps, mean, invstd, var, scale, shift);
 }
 
-// Backward finish: dweight, dbias (when affine) and the dx pass's per-channel numbers
-// (coef rows: scale, shift, mean, k1, k2; see bn_relu.h) from sum_g and sum_gx.
+// Backward finish: dweight, dbias (when given) and the dx pass's per-channel numbers
+// (coef rows: scale, shift, mean, k1, k2; see bn_relu.h) from sum_g and sum_gx. For the
+// in-place layer (`inverse`) rows 1 and 2 hold the bias and 1 / scale instead (bn_leaky.h),
+// so that its dx pass divides nothing per element.
 template <typename M>
 struct GradFinish {
   int64_t C;
   double count;
   const M *w, *b, *mean, *invstd;
-  bool use_batch_stats;
+  bool use_batch_stats, inverse;
   M *dweight, *dbias, *coef;
 
   __device__ void operator()(int64_t c, double sg, double sgx) const {
-    const M inv = invstd[c], sc = channel_or(w, c, M(1)) * inv;
+    const M inv = invstd[c], sc = channel_or(w, c, M(1)) * inv, bias = channel_or(b, c, M(0));
     if (dweight) dweight[c] = M(sgx) * inv;
     if (dbias) dbias[c] = M(sg);
     coef[c] = sc;
-    coef[C + c] = channel_or(b, c, M(0)) - mean[c] * sc;
-    coef[2 * C + c] = mean[c];
+    coef[C + c] = inverse ? bias : bias - mean[c] * sc;
+    coef[2 * C + c] = inverse ? M(1) / sc : mean[c];
     coef[3 * C + c] = use_batch_stats ? M(sg / count) : M(0);
     coef[4 * C + c] = use_batch_stats ? M(inv * inv * M(sgx) / M(count)) : M(0);
   }
@@ -372,20 +374,22 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// dx from the output y, with GradFinish's coef rows (scale, shift, mean, k1, k2) and the
-// term's per-channel inverse.
+// dx from the output y, with GradFinish's `inverse` coef rows (scale, bias, 1 / scale, k1,
+// k2).
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlock)
-    leaky_dx_kernel(const T* dy, const T* y, T* dx, BnShape s, LeakyGradTerm<T> term,
-                    const typename DIo<T>::M* coef) {
+    leaky_dx_kernel(const T* dy, const T* y, T* dx, BnShape s, const typename DIo<T>::M* coef,
+                    typename DIo<T>::M slope, typename DIo<T>::M inv_slope) {
   using M = typename DIo<T>::M;
   const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
   const bool rows = row_major(s);
-  const M *scale = coef, *k1 = coef + 3 * s.C, *k2 = coef + 4 * s.C;
+  const M *scale = coef, *bias = coef + s.C, *inv_scale = coef + 2 * s.C, *k1 = coef + 3 * s.C,
+          *k2 = coef + 4 * s.C;
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
     const I c = channel_of(i, C, S, rows);
     M g, xc;
-    bn_leaky_grad<M>(DIo<T>::ld(dy[i]), DIo<T>::ld(y[i]), term.coef(c), g, xc);
+    bn_leaky_grad<M>(DIo<T>::ld(dy[i]), DIo<T>::ld(y[i]),
+                     LeakyInverse<M>{bias[c], inv_scale[c], slope, inv_slope}, g, xc);
     dx[i] = DIo<T>::st(bn_leaky_dx<M>(g, xc, scale[c], k1[c], k2[c]));
   }
 }
@@ -406,7 +410,7 @@ using CMp = const typename DIo<T>::M*;
 // A backward's per-channel arguments (bn_bwd_cuda's, see bn_relu_launch.h).
 struct BwdArgs {
   const void *w, *b, *mean, *invstd;
-  bool use_batch_stats;
+  bool use_batch_stats, inverse;  // inverse: GradFinish's coef rows for the in-place layer
   void *dweight, *dbias, *coef;
   double* work;
   unsigned* arrivals;
@@ -420,7 +424,7 @@ void launch_bwd(const T* v, const T* dy, const BnShape& s, const BwdArgs& a, con
                 cudaStream_t st, LaunchDx launch_dx) {
   using M = typename DIo<T>::M;
   const GradFinish<M> fin{s.C, double(s.N * s.S), CMp<T>(a.w), CMp<T>(a.b), CMp<T>(a.mean),
-                          CMp<T>(a.invstd), a.use_batch_stats, Mp<T>(a.dweight),
+                          CMp<T>(a.invstd), a.use_batch_stats, a.inverse, Mp<T>(a.dweight),
                           Mp<T>(a.dbias), Mp<T>(a.coef)};
   if (s.N * s.S == 0) {
     finish_only<<<1, kBlock, 0, st>>>(s.C, fin);
@@ -492,7 +496,8 @@ void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShap
                  unsigned* arrivals, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
-  const BwdArgs a{w, b, mean, invstd, use_batch_stats, dweight, dbias, coef, work, arrivals};
+  const BwdArgs a{w, b, mean, invstd, use_batch_stats, false, dweight, dbias, coef, work,
+                  arrivals};
   FX_BN_CUDA_DISPATCH(dt, ({
     const T* xt = static_cast<const T*>(x);
     const T* dyt = static_cast<const T*>(dy);
@@ -527,7 +532,8 @@ void bn_leaky_bwd_cuda(const void* dy, const void* y, void* dx, DType dt, const 
                        void* coef, double* work, unsigned* arrivals, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
-  const BwdArgs a{w, b, mean, invstd, use_batch_stats, dweight, dbias, coef, work, arrivals};
+  const BwdArgs a{w, b, mean, invstd, use_batch_stats, true, dweight, dbias, coef, work,
+                  arrivals};
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
     const T* yt = static_cast<const T*>(y);
@@ -535,8 +541,9 @@ void bn_leaky_bwd_cuda(const void* dy, const void* y, void* dx, DType dt, const 
     T* dxt = static_cast<T*>(dx);
     const LeakyGradTerm<T> term{CMp<T>(w), CMp<T>(b), CMp<T>(invstd), M(slope)};
     launch_bwd<T>(yt, dyt, s, a, term, st, [&](unsigned nb, bool small) {
-      if (small) leaky_dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, term, CMp<T>(coef));
-      else leaky_dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, term, CMp<T>(coef));
+      const M sl = M(slope), inv_sl = M(1.0 / slope);
+      if (small) leaky_dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, CMp<T>(coef), sl, inv_sl);
+      else leaky_dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, CMp<T>(coef), sl, inv_sl);
     });
   }));
 }
