@@ -5,7 +5,7 @@ float64; opcheck; a converted ResNet-18; training on MNIST."""
 import pytest
 import torch
 import torch.nn.functional as F
-from bn_helpers import activation, train_then_eval
+from bn_helpers import activation, check_compiled_matches_eager, train_then_eval
 from logged_tensor import Logged
 from torch import nn
 
@@ -300,21 +300,8 @@ def test_op_refuses_batch_stats_of_an_empty_batch(channels_last):
 def test_compiled_matches_eager(device):
     """Under torch.compile (autograd of the op comes from its C++ registration) a conv block
     with BatchNormReLU2d gives the eager outputs, gradients and running statistics."""
-    torch.manual_seed(0)
-    eager = nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormReLU2d(8)).to(device)
-    comp = nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormReLU2d(8)).to(device)
-    comp.load_state_dict(eager.state_dict())
-    step = torch.compile(lambda m, x: m(x).square().mean())
-    for _ in range(2):
-        x = torch.randn(4, 3, 9, 9, device=device)
-        le, lc = eager(x).square().mean(), step(comp, x)
-        le.backward()
-        lc.backward()
-        torch.testing.assert_close(lc, le)
-    for (n, pe), pc in zip(eager.named_parameters(), comp.parameters(), strict=True):
-        torch.testing.assert_close(pc.grad, pe.grad, msg=n)
-    for (n, be), bc in zip(eager.named_buffers(), comp.buffers(), strict=True):
-        torch.testing.assert_close(bc, be, msg=n)
+    check_compiled_matches_eager(lambda: nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormReLU2d(8)),
+                                 device)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

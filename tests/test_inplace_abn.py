@@ -7,7 +7,7 @@ memory it saves; a small network trained side by side with its stock twin."""
 import pytest
 import torch
 import torch.nn.functional as F
-from bn_helpers import activation, train_then_eval
+from bn_helpers import activation, check_compiled_matches_eager, train_then_eval
 from torch import nn
 
 from fastext.bench.bn_relu import saved_bytes
@@ -244,28 +244,9 @@ def _trains_as_the_stock_formula(device):
 def test_compiled_matches_eager(device):
     """Under torch.compile, a conv block with InPlaceABN2d gives the eager outputs,
     gradients and running statistics."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        _compiled_matches_eager(device)
-
-
-def _compiled_matches_eager(device):
-    torch.manual_seed(0)
-    eager = nn.Sequential(nn.Conv2d(3, 8, 3), InPlaceABN2d(8, negative_slope=0.1),
-                          nn.Conv2d(8, 4, 3)).to(device)
-    comp = nn.Sequential(nn.Conv2d(3, 8, 3), InPlaceABN2d(8, negative_slope=0.1),
-                         nn.Conv2d(8, 4, 3)).to(device)
-    comp.load_state_dict(eager.state_dict())
-    step = torch.compile(lambda m, x: m(x).square().mean())
-    for _ in range(2):
-        x = torch.randn(4, 3, 9, 9, device=device)
-        le, lc = eager(x).square().mean(), step(comp, x)
-        le.backward()
-        lc.backward()
-        torch.testing.assert_close(lc, le)
-    for (n, pe), pc in zip(eager.named_parameters(), comp.parameters(), strict=True):
-        torch.testing.assert_close(pc.grad, pe.grad, msg=n)
-    for (n, be), bc in zip(eager.named_buffers(), comp.buffers(), strict=True):
-        torch.testing.assert_close(bc, be, msg=n)
+    check_compiled_matches_eager(
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3), InPlaceABN2d(8, negative_slope=0.1),
+                              nn.Conv2d(8, 4, 3)), device)
 
 
 @pytest.mark.parametrize("given", ["weight", "bias"])

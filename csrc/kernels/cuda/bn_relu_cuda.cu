@@ -332,65 +332,76 @@ __device__ __forceinline__ I channel_of(I i, I C, I S, bool rows) {
   return rows ? i % C : (i / S) % C;
 }
 
-template <typename T, typename I>
+// The forward's activations, y = act(x, scale, shift).
+template <typename M>
+struct ReluAct {
+  __device__ M operator()(M x, M scale, M shift) const { return bn_relu_out(x, scale, shift); }
+};
+template <typename M>
+struct LeakyAct {
+  M slope;
+  __device__ M operator()(M x, M scale, M shift) const {
+    return bn_leaky_out(x, scale, shift, slope);
+  }
+};
+
+// y = act(x, scale, shift); y may be x (the in-place layer): each element is read, then
+// written, by one thread.
+template <typename T, typename I, typename Act>
 __global__ void __launch_bounds__(kBlock)
     fwd_kernel(const T* x, T* y, BnShape s, const typename DIo<T>::M* scale,
-               const typename DIo<T>::M* shift) {
+               const typename DIo<T>::M* shift, Act act) {
   const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
   const bool rows = row_major(s);
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
     const I c = channel_of(i, C, S, rows);
-    y[i] = DIo<T>::st(bn_relu_out(DIo<T>::ld(x[i]), scale[c], shift[c]));
+    y[i] = DIo<T>::st(act(DIo<T>::ld(x[i]), scale[c], shift[c]));
   }
 }
 
-template <typename T, typename I>
-__global__ void __launch_bounds__(kBlock)
-    dx_kernel(const T* dy, const T* x, T* dx, BnShape s, const typename DIo<T>::M* coef) {
-  using M = typename DIo<T>::M;
-  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
-  const bool rows = row_major(s);
-  const M *scale = coef, *shift = coef + s.C, *mean = coef + 2 * s.C, *k1 = coef + 3 * s.C,
-          *k2 = coef + 4 * s.C;
-  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
-    const I c = channel_of(i, C, S, rows);
-    const M xi = DIo<T>::ld(x[i]);
-    const M g = bn_relu_grad<M>(DIo<T>::ld(dy[i]), xi, scale[c], shift[c]);
-    dx[i] = DIo<T>::st(bn_relu_dx<M>(g, xi, mean[c], scale[c], k1[c], k2[c]));
+// The backward's dx rules, from GradFinish's five coef rows r[0..4]. BatchNorm + ReLU (from
+// x): scale, shift, mean, k1, k2. In place (from the output y, GradFinish's `inverse` rows):
+// scale, bias, 1 / scale, k1, k2.
+template <typename M>
+struct CoefRows {
+  const M* r[5];
+  CoefRows(const M* coef, int64_t C) {
+    for (int k = 0; k < 5; ++k) r[k] = coef + k * C;
   }
-}
-
-// y = leaky(x * scale + shift); y may be x (each element is read, then written, by one
-// thread).
-template <typename T, typename I>
-__global__ void __launch_bounds__(kBlock)
-    leaky_fwd_kernel(const T* x, T* y, BnShape s, const typename DIo<T>::M* scale,
-                     const typename DIo<T>::M* shift, typename DIo<T>::M slope) {
-  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
-  const bool rows = row_major(s);
-  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
-    const I c = channel_of(i, C, S, rows);
-    y[i] = DIo<T>::st(bn_leaky_out(DIo<T>::ld(x[i]), scale[c], shift[c], slope));
+};
+template <typename M>
+struct ReluDx : CoefRows<M> {
+  using CoefRows<M>::CoefRows;
+  template <typename I>
+  __device__ M operator()(M dy, M x, I c) const {
+    const M* const* r = this->r;
+    const M g = bn_relu_grad<M>(dy, x, r[0][c], r[1][c]);
+    return bn_relu_dx<M>(g, x, r[2][c], r[0][c], r[3][c], r[4][c]);
   }
-}
-
-// dx from the output y, with GradFinish's `inverse` coef rows (scale, bias, 1 / scale, k1,
-// k2).
-template <typename T, typename I>
-__global__ void __launch_bounds__(kBlock)
-    leaky_dx_kernel(const T* dy, const T* y, T* dx, BnShape s, const typename DIo<T>::M* coef,
-                    typename DIo<T>::M slope, typename DIo<T>::M inv_slope) {
-  using M = typename DIo<T>::M;
-  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
-  const bool rows = row_major(s);
-  const M *scale = coef, *bias = coef + s.C, *inv_scale = coef + 2 * s.C, *k1 = coef + 3 * s.C,
-          *k2 = coef + 4 * s.C;
-  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
-    const I c = channel_of(i, C, S, rows);
+};
+template <typename M>
+struct LeakyDx : CoefRows<M> {
+  M slope, inv_slope;
+  LeakyDx(const M* coef, int64_t C, double s)
+      : CoefRows<M>(coef, C), slope(M(s)), inv_slope(M(1.0 / s)) {}
+  template <typename I>
+  __device__ M operator()(M dy, M y, I c) const {
+    const M* const* r = this->r;
     M g, xc;
-    bn_leaky_grad<M>(DIo<T>::ld(dy[i]), DIo<T>::ld(y[i]),
-                     LeakyInverse<M>{bias[c], inv_scale[c], slope, inv_slope}, g, xc);
-    dx[i] = DIo<T>::st(bn_leaky_dx<M>(g, xc, scale[c], k1[c], k2[c]));
+    bn_leaky_grad<M>(dy, y, LeakyInverse<M>{r[1][c], r[2][c], slope, inv_slope}, g, xc);
+    return bn_leaky_dx<M>(g, xc, r[0][c], r[3][c], r[4][c]);
+  }
+};
+
+// dx = rule(dy, v) elementwise, v being x or the output.
+template <typename T, typename I, typename Rule>
+__global__ void __launch_bounds__(kBlock)
+    dx_kernel(const T* dy, const T* v, T* dx, BnShape s, Rule rule) {
+  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
+  const bool rows = row_major(s);
+  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
+    const I c = channel_of(i, C, S, rows);
+    dx[i] = DIo<T>::st(rule(DIo<T>::ld(dy[i]), DIo<T>::ld(v[i]), c));
   }
 }
 
@@ -407,6 +418,20 @@ using Mp = typename DIo<T>::M*;
 template <typename T>
 using CMp = const typename DIo<T>::M*;
 
+// The forward's elementwise pass with coef = [scale; shift].
+template <typename T, typename Act>
+void launch_fwd(const void* x, void* y, const BnShape& s, const void* coef, Act act,
+                cudaStream_t st) {
+  if (s.N * s.C * s.S == 0) return;
+  const unsigned nb = elementwise_blocks(s);
+  const T* xt = static_cast<const T*>(x);
+  T* yt = static_cast<T*>(y);
+  CMp<T> scale = CMp<T>(coef);
+  CMp<T> shift = scale + s.C;
+  if (small_index(s)) fwd_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, act);
+  else fwd_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, act);
+}
+
 // A backward's per-channel arguments (bn_bwd_cuda's, see bn_relu_launch.h).
 struct BwdArgs {
   const void *w, *b, *mean, *invstd;
@@ -418,10 +443,10 @@ struct BwdArgs {
 
 // The backward of either layer: the reduction of `term` over (v, dy), v being x (BatchNorm
 // + ReLU) or the output (in place), whose last block runs GradFinish (an empty batch runs the
-// finish alone), then launch_dx(blocks, 32-bit indices) for the dx pass.
-template <typename T, typename Term, typename LaunchDx>
-void launch_bwd(const T* v, const T* dy, const BnShape& s, const BwdArgs& a, const Term& term,
-                cudaStream_t st, LaunchDx launch_dx) {
+// finish alone), then the dx pass with `rule`.
+template <typename T, typename Term, typename Rule>
+void launch_bwd(const T* v, const T* dy, T* dx, const BnShape& s, const BwdArgs& a,
+                const Term& term, const Rule& rule, cudaStream_t st) {
   using M = typename DIo<T>::M;
   const GradFinish<M> fin{s.C, double(s.N * s.S), CMp<T>(a.w), CMp<T>(a.b), CMp<T>(a.mean),
                           CMp<T>(a.invstd), a.use_batch_stats, a.inverse, Mp<T>(a.dweight),
@@ -431,7 +456,9 @@ void launch_bwd(const T* v, const T* dy, const BnShape& s, const BwdArgs& a, con
     return;
   }
   launch_reduce<T>(v, dy, s, reduce_grid(s), term, fin, a.work, a.arrivals, st);
-  launch_dx(elementwise_blocks(s), small_index(s));
+  const unsigned nb = elementwise_blocks(s);
+  if (small_index(s)) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dy, v, dx, s, rule);
+  else dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dy, v, dx, s, rule);
 }
 
 }  // namespace
@@ -477,16 +504,8 @@ void bn_eval_coef_cuda(DType dt, int64_t C, const void* running_mean, const void
 
 void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
                  void* stream) {
-  auto st = static_cast<cudaStream_t>(stream);
-  if (s.N * s.C * s.S == 0) return;
-  const unsigned nb = elementwise_blocks(s);
   FX_BN_CUDA_DISPATCH(dt, ({
-    const T* xt = static_cast<const T*>(x);
-    T* yt = static_cast<T*>(y);
-    CMp<T> scale = CMp<T>(coef);
-    CMp<T> shift = scale + s.C;
-    if (small_index(s)) fwd_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift);
-    else fwd_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift);
+    launch_fwd<T>(x, y, s, coef, ReluAct<typename DIo<T>::M>{}, static_cast<cudaStream_t>(stream));
   }));
 }
 
@@ -499,30 +518,18 @@ void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShap
   const BwdArgs a{w, b, mean, invstd, use_batch_stats, false, dweight, dbias, coef, work,
                   arrivals};
   FX_BN_CUDA_DISPATCH(dt, ({
-    const T* xt = static_cast<const T*>(x);
-    const T* dyt = static_cast<const T*>(dy);
-    T* dxt = static_cast<T*>(dx);
+    using M = typename DIo<T>::M;
     const GradTerm<T> term{CMp<T>(w), CMp<T>(b), CMp<T>(mean), CMp<T>(invstd)};
-    launch_bwd<T>(xt, dyt, s, a, term, st, [&](unsigned nb, bool small) {
-      if (small) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
-      else dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, xt, dxt, s, CMp<T>(coef));
-    });
+    launch_bwd<T>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), s,
+                  a, term, ReluDx<M>(CMp<T>(coef), s.C), st);
   }));
 }
 
 void bn_leaky_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
                        double slope, void* stream) {
-  auto st = static_cast<cudaStream_t>(stream);
-  if (s.N * s.C * s.S == 0) return;
-  const unsigned nb = elementwise_blocks(s);
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
-    const T* xt = static_cast<const T*>(x);
-    T* yt = static_cast<T*>(y);
-    CMp<T> scale = CMp<T>(coef);
-    CMp<T> shift = scale + s.C;
-    if (small_index(s)) leaky_fwd_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, M(slope));
-    else leaky_fwd_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, M(slope));
+    launch_fwd<T>(x, y, s, coef, LeakyAct<M>{M(slope)}, static_cast<cudaStream_t>(stream));
   }));
 }
 
@@ -536,15 +543,10 @@ void bn_leaky_bwd_cuda(const void* dy, const void* y, void* dx, DType dt, const 
                   arrivals};
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
-    const T* yt = static_cast<const T*>(y);
-    const T* dyt = static_cast<const T*>(dy);
-    T* dxt = static_cast<T*>(dx);
     const LeakyGradTerm<T> term{CMp<T>(w), CMp<T>(b), CMp<T>(invstd), M(slope)};
-    launch_bwd<T>(yt, dyt, s, a, term, st, [&](unsigned nb, bool small) {
-      const M sl = M(slope), inv_sl = M(1.0 / slope);
-      if (small) leaky_dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, CMp<T>(coef), sl, inv_sl);
-      else leaky_dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dyt, yt, dxt, s, CMp<T>(coef), sl, inv_sl);
-    });
+    const LeakyDx<M> rule(CMp<T>(coef), s.C, slope);
+    launch_bwd<T>(static_cast<const T*>(y), static_cast<const T*>(dy), static_cast<T*>(dx), s,
+                  a, term, rule, st);
   }));
 }
 
