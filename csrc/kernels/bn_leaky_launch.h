@@ -6,10 +6,10 @@
 
 namespace fastext::kern {
 
-// CPU: units [u0, u1) of the activation, all channels; a unit is a row of C (channels-last
-// and (N, C) input) or a whole image (NCHW). Per-channel arrays are double; the reductions
-// add into them. y may be x (the forward runs in place).
-bool bn_leaky_rows(const BnShape& s);  // whether units are rows (else images)
+// CPU: units [u0, u1) of the activation; a unit is a row of C channels (channels-last and
+// (N, C) input) or a plane of S elements, image u / C and channel u % C (NCHW). Per-channel
+// arrays are double; the reductions add into them. y may be x (the forward runs in place).
+bool bn_leaky_rows(const BnShape& s);  // whether units are rows (else planes)
 void bn_leaky_fwd_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t u0,
                       int64_t u1, const double* scale, const double* shift, double slope);
 void bn_leaky_bwd_reduce_cpu(const void* dy, const void* y, DType dt, const BnShape& s,

@@ -1,7 +1,7 @@
 // CPU implementations of fastext::bn_leaky_relu_ (BatchNorm + LeakyReLU, in place) and
 // fastext::bn_leaky_relu_backward (from the output alone). Ranges of rows (channels-last,
-// (N, C)) or of whole images (NCHW) in parallel, with per-range partial sums; the statistics
-// are BatchNorm + ReLU's (bn_cpu_common.h).
+// (N, C)) or of planes (NCHW) in parallel, with per-range partial sums; the statistics are
+// BatchNorm + ReLU's (bn_cpu_common.h).
 #include <torch/library.h>
 
 #include "../kernels/bn_leaky_launch.h"
@@ -11,12 +11,13 @@
 namespace fastext::ops {
 namespace {
 
-// The parallel units of the passes (rows or images, see kern::bn_leaky_rows), and how many
-// make a range.
+// The parallel units of the passes (rows or planes, see kern::bn_leaky_rows), and how many
+// make a range: about 16k elements.
 std::pair<int64_t, int64_t> units_of(const BnInput& in) {
   const auto& s = in.shape;
-  return kern::bn_leaky_rows(s) ? std::make_pair(s.N * s.S, range_rows(s.C))
-                                : std::make_pair(s.N, range_images(s));
+  return kern::bn_leaky_rows(s)
+             ? std::make_pair(s.N * s.S, range_rows(s.C))
+             : std::make_pair(s.N * s.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, s.S)));
 }
 
 std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(

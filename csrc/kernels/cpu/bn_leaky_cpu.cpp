@@ -1,7 +1,8 @@
 // CPU loops of the in-place BatchNorm + LeakyReLU (bn_leaky.h). A unit is a row of C channels
-// (channels-last, (N, C)) or a whole NCHW image: both are one contiguous stream per thread,
-// which is what kept BatchNorm + ReLU's passes at memory speed here (bn_relu_cpu.cpp). Sums
-// are in the math type within a row range or a plane, double across.
+// (channels-last, (N, C)) or an NCHW plane (image n, channel c): a range of either is one
+// contiguous stream per thread, which is what kept BatchNorm + ReLU's passes at memory speed
+// here (bn_relu_cpu.cpp), and planes keep the threads busy when the batch is small (N = 1 in
+// segmentation). Sums are in the math type within a row range or a plane, double across.
 #include <vector>
 
 #include "../bn_leaky_launch.h"
@@ -41,14 +42,13 @@ FX_HD void fwd(const void* xv, void* yv, const BnShape& s, int64_t u0, int64_t u
     }
     return;
   }
-  for (int64_t n = u0; n < u1; ++n)
-    for (int64_t c = 0; c < s.C; ++c) {
-      const int64_t o = (n * s.C + c) * s.S;
-      const M sc = scale[c], sh = shift[c];
+  for (int64_t p = u0; p < u1; ++p) {
+    const int64_t c = p % s.C, o = p * s.S;
+    const M sc = scale[c], sh = shift[c];
 #pragma omp simd
-      for (int64_t i = 0; i < s.S; ++i)
-        y[o + i] = Io<T>::st(bn_leaky_out<M>(Io<T>::ld(x[o + i]), sc, sh, slope));
-    }
+    for (int64_t i = 0; i < s.S; ++i)
+      y[o + i] = Io<T>::st(bn_leaky_out<M>(Io<T>::ld(x[o + i]), sc, sh, slope));
+  }
 }
 
 template <typename T>
@@ -74,21 +74,20 @@ FX_HD void bwd_reduce(const void* dyv, const void* yv, const BnShape& s, int64_t
     for (int64_t c = 0; c < s.C; ++c) sum_g[c] += a1[c], sum_gx[c] += a2[c];
     return;
   }
-  for (int64_t n = u0; n < u1; ++n)
-    for (int64_t c = 0; c < s.C; ++c) {
-      const int64_t o = (n * s.C + c) * s.S;
-      const LeakyInverse<M> kc = k[c];
-      M f1 = 0, f2 = 0;
+  for (int64_t p = u0; p < u1; ++p) {
+    const int64_t c = p % s.C, o = p * s.S;
+    const LeakyInverse<M> kc = k[c];
+    M f1 = 0, f2 = 0;
 #pragma omp simd reduction(+ : f1, f2)
-      for (int64_t i = 0; i < s.S; ++i) {
-        M g, xc;
-        bn_leaky_grad<M>(Io<T>::ld(dy[o + i]), Io<T>::ld(y[o + i]), kc, g, xc);
-        f1 += g;
-        f2 += g * xc;
-      }
-      sum_g[c] += f1;
-      sum_gx[c] += f2;
+    for (int64_t i = 0; i < s.S; ++i) {
+      M g, xc;
+      bn_leaky_grad<M>(Io<T>::ld(dy[o + i]), Io<T>::ld(y[o + i]), kc, g, xc);
+      f1 += g;
+      f2 += g * xc;
     }
+    sum_g[c] += f1;
+    sum_gx[c] += f2;
+  }
 }
 
 template <typename T>
@@ -113,12 +112,11 @@ FX_HD void bwd_dx(const void* dyv, const void* yv, void* dxv, const BnShape& s, 
       for (int64_t c = 0; c < s.C; ++c) at(r * s.C + c, c);
     return;
   }
-  for (int64_t n = u0; n < u1; ++n)
-    for (int64_t c = 0; c < s.C; ++c) {
-      const int64_t o = (n * s.C + c) * s.S;
+  for (int64_t p = u0; p < u1; ++p) {
+    const int64_t c = p % s.C, o = p * s.S;
 #pragma omp simd
-      for (int64_t i = 0; i < s.S; ++i) at(o + i, c);
-    }
+    for (int64_t i = 0; i < s.S; ++i) at(o + i, c);
+  }
 }
 
 }  // namespace
