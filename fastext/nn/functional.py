@@ -47,7 +47,8 @@ def inplace_abn(input: Tensor, running_mean: Tensor | None, running_var: Tensor 
     written over ``input``, which is returned. Only that output is kept for the backward,
     which recovers the normalised input from it by inverting the activation and the affine
     map; hence the scale ``|weight| + eps`` (never 0) and ``negative_slope > 0``. A conv
-    followed by this layer then keeps one activation where BatchNorm + activation keep two.
+    followed by this layer then keeps one activation for the backward where a conv,
+    BatchNorm and LeakyReLU keep three (the fused :func:`bn_relu`, two).
     ``input`` must be contiguous (NCHW or channels-last) and may not be a leaf that
     requires grad, nor needed by another op's backward (autograd's version check says so).
 

@@ -38,8 +38,9 @@ class InPlaceABN2d(_InPlaceABN):
     """``nn.BatchNorm2d`` then ``nn.LeakyReLU(negative_slope)``, computed in place
     (InPlace-ABN, Rota Bulo et al. 2018): the input (NCHW or channels-last contiguous) is
     overwritten by the output and returned, and only that output is kept for the backward.
-    Behind a convolution this keeps one activation per block where BatchNorm + activation
-    keep two (the conv's output and the block's output).
+    Behind a convolution this keeps one activation per block for the backward (the block's
+    output, which the next layer keeps anyway) where ``BatchNorm2d`` + ``LeakyReLU`` keep
+    three and the fused :class:`BatchNormReLU2d` two.
 
     The backward recovers the normalised input from the output, so the layer scales by
     ``|weight| + eps`` (never 0), as the paper's implementation does: a BatchNorm state
