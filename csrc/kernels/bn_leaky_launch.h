@@ -10,6 +10,9 @@ namespace fastext::kern {
 // (N, C) input) or a plane of S elements, image u / C and channel u % C (NCHW). Per-channel
 // arrays are double; the reductions add into them. y may be x (the forward runs in place).
 bool bn_leaky_rows(const BnShape& s);  // whether units are rows (else planes)
+// Planes only: sums of x - shift[c] and of its square, added into sum / sumsq.
+void bn_leaky_stats_planes_cpu(const void* x, DType dt, const BnShape& s, int64_t u0,
+                               int64_t u1, const double* shift, double* sum, double* sumsq);
 void bn_leaky_fwd_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t u0,
                       int64_t u1, const double* scale, const double* shift, double slope);
 void bn_leaky_bwd_reduce_cpu(const void* dy, const void* y, DType dt, const BnShape& s,

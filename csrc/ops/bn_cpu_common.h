@@ -117,32 +117,44 @@ std::pair<Vec, Vec> reduce_images(const BnInput& in, Fn fn) {
   return reduce_ranges(in.shape.N, range_images(in.shape), in.shape.C, fn);
 }
 
-// Statistics of the rows and images walks (the channels walk computes them with the output):
-// mean and biased variance, from sums shifted by each channel's first value (no
-// cancellation).
-inline std::pair<Vec, Vec> stats_ranges(const BnInput& in, Walk walk) {
+// Each channel's first value, element (0, c, 0): the shift of its statistics' sums (sums of
+// x - shift do not cancel as sums of x would).
+inline Vec channel_shifts(const BnInput& in) {
   const auto& s = in.shape;
-  const double count = double(s.N * s.S);
-  const bool images = walk == Walk::images;
+  const bool rows = s.channels_last || s.S == 1;
   Vec shift(static_cast<size_t>(s.C));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "bn_shift", [&] {
     const auto* x = in.x.data_ptr<scalar_t>();
-    for (int64_t c = 0; c < s.C; ++c) shift[c] = double(x[images ? c * s.S : c]);  // (0, c, 0)
+    for (int64_t c = 0; c < s.C; ++c) shift[c] = double(x[rows ? c : c * s.S]);  // (0, c, 0)
   });
-  auto [s1, s2] = images
+  return shift;
+}
+
+// Mean and biased variance from the sums of x - shift and of its square over `count` values.
+inline std::pair<Vec, Vec> stats_from_sums(const Vec& shift, const Vec& s1, const Vec& s2,
+                                           double count) {
+  Vec mean(shift.size()), var(shift.size());
+  for (size_t c = 0; c < shift.size(); ++c) {
+    const double m1 = s1[c] / count;
+    mean[c] = shift[c] + m1;
+    var[c] = std::max(s2[c] / count - m1 * m1, 0.0);
+  }
+  return {mean, var};
+}
+
+// Statistics of the rows and images walks (the channels walk computes them with the output):
+// mean and biased variance.
+inline std::pair<Vec, Vec> stats_ranges(const BnInput& in, Walk walk) {
+  const auto& s = in.shape;
+  const Vec shift = channel_shifts(in);
+  auto [s1, s2] = walk == Walk::images
       ? reduce_images(in, [&](int64_t n0, int64_t n1, double* a, double* b) {
           kern::bn_stats_images_cpu(in.x.data_ptr(), in.dtype, s, n0, n1, shift.data(), a, b);
         })
       : reduce_rows(in, [&](int64_t r0, int64_t r1, double* a, double* b) {
           kern::bn_stats_rows_cpu(in.x.data_ptr(), in.dtype, s, r0, r1, shift.data(), a, b);
         });
-  Vec mean(static_cast<size_t>(s.C)), var(static_cast<size_t>(s.C));
-  for (int64_t c = 0; c < s.C; ++c) {
-    const double m1 = s1[c] / count;
-    mean[c] = shift[c] + m1;
-    var[c] = std::max(s2[c] / count - m1 * m1, 0.0);
-  }
-  return {mean, var};
+  return stats_from_sums(shift, s1, s2, double(s.N * s.S));
 }
 
 // running = (1 - momentum) * running + momentum * batch value (unbiased variance), and one

@@ -1,7 +1,7 @@
 // CPU implementations of fastext::bn_leaky_relu_ (BatchNorm + LeakyReLU, in place) and
 // fastext::bn_leaky_relu_backward (from the output alone). Ranges of rows (channels-last,
-// (N, C)) or of planes (NCHW) in parallel, with per-range partial sums; the statistics are
-// BatchNorm + ReLU's (bn_cpu_common.h).
+// (N, C)) or of planes (NCHW) in parallel, with per-range partial sums (per-channel numbers
+// and statistics: bn_cpu_common.h).
 #include <torch/library.h>
 
 #include "../kernels/bn_leaky_launch.h"
@@ -31,10 +31,21 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
   const auto& s = in.shape;
   const int64_t C = s.C;
   const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const auto [units, per] = units_of(in);
   Vec mean, var;
   if (use_batch_stats) {
     TORCH_CHECK(s.N * s.S > 0, op, ": batch statistics of an empty batch");
-    std::tie(mean, var) = stats_ranges(in, kern::bn_leaky_rows(s) ? Walk::rows : Walk::images);
+    if (kern::bn_leaky_rows(s)) {
+      std::tie(mean, var) = stats_ranges(in, Walk::rows);
+    } else {  // by planes, as the other passes
+      const Vec shift = channel_shifts(in);
+      const auto [s1, s2] = reduce_ranges(units, per, C, [&](int64_t u0, int64_t u1,
+                                                             double* a, double* b) {
+        kern::bn_leaky_stats_planes_cpu(in.x.data_ptr(), in.dtype, s, u0, u1, shift.data(), a,
+                                        b);
+      });
+      std::tie(mean, var) = stats_from_sums(shift, s1, s2, double(s.N * s.S));
+    }
   } else {
     TORCH_CHECK(given(running_mean) && given(running_var), op,
                 ": evaluation without batch statistics needs running_mean and running_var");
@@ -48,7 +59,6 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
     scale[c] = w[c] * invstd[c];
     shift[c] = b[c] - mean[c] * scale[c];
   }
-  const auto [units, per] = units_of(in);
   if (s.N * s.S * C > 0) {
     void* x = input.data_ptr();
     at::parallel_for(0, units, per, [&](int64_t u0, int64_t u1) {

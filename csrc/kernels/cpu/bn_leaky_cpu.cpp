@@ -26,6 +26,26 @@ std::vector<LeakyInverse<M>> inverses(const double* b, const double* inv_scale, 
 }
 
 template <typename T>
+FX_HD void stats_planes(const void* xv, const BnShape& s, int64_t u0, int64_t u1,
+                        const double* shift, double* sum, double* sumsq) {
+  using M = typename Io<T>::M;
+  const T* x = static_cast<const T*>(xv);
+  for (int64_t p = u0; p < u1; ++p) {
+    const int64_t c = p % s.C, o = p * s.S;
+    const M k = M(shift[c]);
+    M f1 = 0, f2 = 0;
+#pragma omp simd reduction(+ : f1, f2)
+    for (int64_t i = 0; i < s.S; ++i) {
+      const M d = Io<T>::ld(x[o + i]) - k;
+      f1 += d;
+      f2 += d * d;
+    }
+    sum[c] += f1;
+    sumsq[c] += f2;
+  }
+}
+
+template <typename T>
 FX_HD void fwd(const void* xv, void* yv, const BnShape& s, int64_t u0, int64_t u1,
                const double* scale_d, const double* shift_d, double slope_d) {
   using M = typename Io<T>::M;
@@ -123,6 +143,11 @@ FX_HD void bwd_dx(const void* dyv, const void* yv, void* dxv, const BnShape& s, 
 
 bool bn_leaky_rows(const BnShape& s) { return s.channels_last || s.S == 1; }
 
+FX_CLONES void bn_leaky_stats_planes_cpu(const void* x, DType dt, const BnShape& s, int64_t u0,
+                                         int64_t u1, const double* shift, double* sum,
+                                         double* sumsq) {
+  FX_BN_DISPATCH(dt, stats_planes, x, s, u0, u1, shift, sum, sumsq);
+}
 FX_CLONES void bn_leaky_fwd_cpu(const void* x, void* y, DType dt, const BnShape& s, int64_t u0,
                                 int64_t u1, const double* scale, const double* shift,
                                 double slope) {
