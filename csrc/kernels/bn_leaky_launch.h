@@ -6,10 +6,9 @@
 
 namespace fastext::kern {
 
-// CPU: units [u0, u1) of the activation; a unit is a row of C channels (channels-last and
-// (N, C) input) or a plane of S elements, image u / C and channel u % C (NCHW). Per-channel
-// arrays are double; the reductions add into them. y may be x (the forward runs in place).
-bool bn_leaky_rows(const BnShape& s);  // whether units are rows (else planes)
+// CPU: units [u0, u1) of the activation; a unit is a row of C channels (row_major) or a
+// plane of S elements, image u / C and channel u % C (NCHW). Per-channel arrays are double;
+// the reductions add into them. y may be x (the forward runs in place).
 // Planes only: sums of x - shift[c] and of its square, added into sum / sumsq.
 void bn_leaky_stats_planes_cpu(const void* x, DType dt, const BnShape& s, int64_t u0,
                                int64_t u1, const double* shift, double* sum, double* sumsq);

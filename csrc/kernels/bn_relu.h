@@ -35,4 +35,8 @@ struct BnShape {
   bool channels_last;
 };
 
+// Whether the activation is rows of C channels: channels-last, or (N, C, 1) planar (element
+// (n, c) at n * C + c); else planes of S elements.
+FX_HD bool row_major(const BnShape& s) { return s.channels_last || s.S == 1; }
+
 }  // namespace fastext::kern

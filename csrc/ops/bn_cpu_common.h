@@ -33,7 +33,7 @@ enum class Walk {
 };
 
 inline Walk walk_of(const BnInput& in) {
-  if (in.shape.channels_last || in.shape.S == 1) return Walk::rows;
+  if (kern::row_major(in.shape)) return Walk::rows;
   return kern::bn_planar_by_images(in.shape, in.x.element_size()) ? Walk::images
                                                                   : Walk::channels;
 }
@@ -121,7 +121,7 @@ std::pair<Vec, Vec> reduce_images(const BnInput& in, Fn fn) {
 // x - shift do not cancel as sums of x would).
 inline Vec channel_shifts(const BnInput& in) {
   const auto& s = in.shape;
-  const bool rows = s.channels_last || s.S == 1;
+  const bool rows = kern::row_major(s);
   Vec shift(static_cast<size_t>(s.C));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "bn_shift", [&] {
     const auto* x = in.x.data_ptr<scalar_t>();
@@ -157,6 +157,33 @@ inline std::pair<Vec, Vec> stats_ranges(const BnInput& in, Walk walk) {
   return stats_from_sums(shift, s1, s2, double(s.N * s.S));
 }
 
+// Evaluation's statistics: the running mean and variance, which must be given.
+inline std::pair<Vec, Vec> running_stats(const char* op,
+                                         const std::optional<at::Tensor>& running_mean,
+                                         const std::optional<at::Tensor>& running_var,
+                                         int64_t C) {
+  TORCH_CHECK(given(running_mean) && given(running_var), op,
+              ": evaluation without batch statistics needs running_mean and running_var");
+  return {channel_vec(op, running_mean, C, 0.0, "running_mean"),
+          channel_vec(op, running_var, C, 1.0, "running_var")};
+}
+
+// The normalise pass's per-channel numbers from the statistics used: 1/std, and
+// y = x * scale + shift.
+struct NormCoefs {
+  Vec invstd, scale, shift;
+};
+inline NormCoefs norm_coefs(const Vec& w, const Vec& b, const Vec& mean, const Vec& var,
+                            double eps) {
+  NormCoefs k{Vec(mean.size()), Vec(mean.size()), Vec(mean.size())};
+  for (size_t c = 0; c < mean.size(); ++c) {
+    k.invstd[c] = 1.0 / std::sqrt(var[c] + eps);
+    k.scale[c] = w[c] * k.invstd[c];
+    k.shift[c] = b[c] - mean[c] * k.scale[c];
+  }
+  return k;
+}
+
 // running = (1 - momentum) * running + momentum * batch value (unbiased variance), and one
 // more tracked batch: F.batch_norm's update, in the running tensors' own dtype.
 inline void update_running(const char* op, const std::optional<at::Tensor>& running_mean,
@@ -185,6 +212,19 @@ inline void update_running(const char* op, const std::optional<at::Tensor>& runn
                 ": num_batches_tracked must be a one-element int64 CPU tensor");
     ++*t.data_ptr<int64_t>();
   }
+}
+
+// The dx pass's k1 = sum_g / M and k2 = invstd^2 * sum_gx / M (bn_relu.h) from a backward's
+// sums over M = count values; 0 in evaluation, where the statistics are constants.
+inline std::pair<Vec, Vec> dx_coefs(const Vec& sum_g, const Vec& sum_gx, const Vec& invstd,
+                                    double count, bool use_batch_stats) {
+  Vec k1(sum_g.size(), 0.0), k2(sum_g.size(), 0.0);
+  if (use_batch_stats)
+    for (size_t c = 0; c < k1.size(); ++c) {
+      k1[c] = sum_g[c] / count;
+      k2[c] = invstd[c] * invstd[c] * sum_gx[c] / count;
+    }
+  return {k1, k2};
 }
 
 // A backward's (dx, dweight, dbias) from its sums: dweight = sum_gx * invstd when there is a

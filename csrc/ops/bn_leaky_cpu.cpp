@@ -11,11 +11,11 @@
 namespace fastext::ops {
 namespace {
 
-// The parallel units of the passes (rows or planes, see kern::bn_leaky_rows), and how many
+// The parallel units of the passes (rows or planes, see kern::row_major), and how many
 // make a range: about 16k elements.
 std::pair<int64_t, int64_t> units_of(const BnInput& in) {
   const auto& s = in.shape;
-  return kern::bn_leaky_rows(s)
+  return kern::row_major(s)
              ? std::make_pair(s.N * s.S, range_rows(s.C))
              : std::make_pair(s.N * s.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, s.S)));
 }
@@ -35,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
   Vec mean, var;
   if (use_batch_stats) {
     TORCH_CHECK(s.N * s.S > 0, op, ": batch statistics of an empty batch");
-    if (kern::bn_leaky_rows(s)) {
+    if (kern::row_major(s)) {
       std::tie(mean, var) = stats_ranges(in, Walk::rows);
     } else {  // by planes, as the other passes
       const Vec shift = channel_shifts(in);
@@ -47,18 +47,9 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
       std::tie(mean, var) = stats_from_sums(shift, s1, s2, double(s.N * s.S));
     }
   } else {
-    TORCH_CHECK(given(running_mean) && given(running_var), op,
-                ": evaluation without batch statistics needs running_mean and running_var");
-    mean = channel_vec(op, running_mean, C, 0.0, "running_mean");
-    var = channel_vec(op, running_var, C, 1.0, "running_var");
+    std::tie(mean, var) = running_stats(op, running_mean, running_var, C);
   }
-  const size_t nc = static_cast<size_t>(C);
-  Vec invstd(nc), scale(nc), shift(nc);
-  for (int64_t c = 0; c < C; ++c) {
-    invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    scale[c] = w[c] * invstd[c];
-    shift[c] = b[c] - mean[c] * scale[c];
-  }
+  const auto [invstd, scale, shift] = norm_coefs(w, b, mean, var, eps);
   if (s.N * s.S * C > 0) {
     void* x = input.data_ptr();
     at::parallel_for(0, units, per, [&](int64_t u0, int64_t u1) {
@@ -86,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_leaky_relu_backward_cpu(
   const Vec mean = channel_vec(op, save_mean, C, 0.0, "save_mean");
   const Vec invstd = channel_vec(op, save_invstd, C, 1.0, "save_invstd");
   const size_t nc = static_cast<size_t>(C);
-  Vec scale(nc), inv_scale(nc), k1(nc, 0.0), k2(nc, 0.0), sum_g(nc, 0.0), sum_gx(nc, 0.0);
+  Vec scale(nc), inv_scale(nc), sum_g(nc, 0.0), sum_gx(nc, 0.0);
   for (int64_t c = 0; c < C; ++c) {
     scale[c] = w[c] * invstd[c];
     inv_scale[c] = 1.0 / scale[c];
@@ -101,11 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_leaky_relu_backward_cpu(
       kern::bn_leaky_bwd_reduce_cpu(pdy, py, in.dtype, s, u0, u1, b.data(), inv_scale.data(),
                                     negative_slope, g, gx);
     });
-    if (use_batch_stats)
-      for (int64_t c = 0; c < C; ++c) {
-        k1[c] = sum_g[c] / count;
-        k2[c] = invstd[c] * invstd[c] * sum_gx[c] / count;
-      }
+    const auto [k1, k2] = dx_coefs(sum_g, sum_gx, invstd, count, use_batch_stats);
     at::parallel_for(0, units, per, [&](int64_t u0, int64_t u1) {
       kern::bn_leaky_bwd_dx_cpu(pdy, py, dx.data_ptr(), in.dtype, s, u0, u1, b.data(),
                                 inv_scale.data(), scale.data(), k1.data(), k2.data(),

@@ -22,7 +22,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
   const int64_t C = s.C;
   const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
   const size_t nc = static_cast<size_t>(C);
-  Vec mean(nc), var(nc), scale(nc), shift(nc);
+  Vec mean(nc), var(nc);
   auto out = at::empty_like(in.x);
   const Walk walk = walk_of(in);
   const bool fused = use_batch_stats && walk == Walk::channels;  // stats + output at once
@@ -37,17 +37,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
       std::tie(mean, var) = stats_ranges(in, walk);
     }
   } else {
-    TORCH_CHECK(given(running_mean) && given(running_var), op,
-                ": evaluation without batch statistics needs running_mean and running_var");
-    mean = channel_vec(op, running_mean, C, 0.0, "running_mean");
-    var = channel_vec(op, running_var, C, 1.0, "running_var");
+    std::tie(mean, var) = running_stats(op, running_mean, running_var, C);
   }
-  Vec invstd(static_cast<size_t>(C));
-  for (int64_t c = 0; c < C; ++c) {
-    invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    scale[c] = w[c] * invstd[c];
-    shift[c] = b[c] - mean[c] * scale[c];
-  }
+  const auto [invstd, scale, shift] = norm_coefs(w, b, mean, var, eps);
   if (!fused && s.N * s.S * C > 0) {
     if (walk == Walk::rows) {
       at::parallel_for(0, s.N * s.S, range_rows(C), [&](int64_t r0, int64_t r1) {
@@ -99,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
     });
   } else if (count > 0) {
     const size_t nc = static_cast<size_t>(C);
-    Vec scale(nc), shift(nc), k1(nc, 0.0), k2(nc, 0.0);
+    Vec scale(nc), shift(nc);
     for (int64_t c = 0; c < C; ++c) {
       scale[c] = w[c] * invstd[c];
       shift[c] = b[c] - mean[c] * scale[c];
@@ -114,11 +106,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
             kern::bn_bwd_reduce_rows_cpu(pdy, px, in.dtype, s, r0, r1, scale.data(),
                                          shift.data(), mean.data(), g, gx);
           });
-    if (use_batch_stats)
-      for (int64_t c = 0; c < C; ++c) {
-        k1[c] = sum_g[c] / count;
-        k2[c] = invstd[c] * invstd[c] * sum_gx[c] / count;
-      }
+    const auto [k1, k2] = dx_coefs(sum_g, sum_gx, invstd, count, use_batch_stats);
     if (images) {
       at::parallel_for(0, s.N, range_images(s), [&](int64_t n0, int64_t n1) {
         kern::bn_bwd_dx_images_cpu(pdy, px, dx.data_ptr(), in.dtype, s, n0, n1, scale.data(),

@@ -10,6 +10,19 @@ from .. import ops
 __all__ = ["bn_relu", "inplace_abn"]
 
 
+def _empty_batch(input: Tensor, training: bool, num_batches_tracked: Tensor | None) -> bool:
+    """Whether ``input`` is empty (as F.batch_norm, its output is then empty, and a training
+    call still counts a tracked batch); refuses training on one value per channel."""
+    if input.numel() == 0:
+        if training and num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        return True
+    if training and input.numel() <= input.shape[1]:
+        raise ValueError("Expected more than 1 value per channel when training, got input "
+                         f"size {tuple(input.shape)}")
+    return False
+
+
 def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
             weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
             momentum: float = 0.1, eps: float = 1e-5,
@@ -26,13 +39,8 @@ def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | No
     ...                atol=1e-6)
     True
     """
-    if input.numel() == 0:  # as F.batch_norm: an empty batch gives an empty output
-        if training and num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
+    if _empty_batch(input, training, num_batches_tracked):
         return torch.relu(input.clone())
-    if training and input.numel() <= input.shape[1]:
-        raise ValueError("Expected more than 1 value per channel when training, got input "
-                         f"size {tuple(input.shape)}")
     return ops._bn_relu_forward_op(input, weight)(input, weight, bias, running_mean,
                                                   running_var, num_batches_tracked, training,
                                                   momentum, eps)[0]
@@ -62,13 +70,8 @@ def inplace_abn(input: Tensor, running_mean: Tensor | None, running_var: Tensor 
     if not negative_slope > 0:
         raise ValueError(f"negative_slope must be positive (the backward inverts the "
                          f"activation), got {negative_slope}")
-    if input.numel() == 0:
-        if training and num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
+    if _empty_batch(input, training, num_batches_tracked):
         return input
-    if training and input.numel() <= input.shape[1]:
-        raise ValueError("Expected more than 1 value per channel when training, got input "
-                         f"size {tuple(input.shape)}")
     scale = weight.abs() + eps if weight is not None else None
     return ops.bn_leaky_relu_(input, scale, bias, running_mean, running_var, training,
                               momentum, eps, negative_slope, num_batches_tracked)[0]

@@ -6,16 +6,15 @@
 #include <vector>
 
 #include "../bn_leaky_launch.h"
+#include "bn_loops.h"
 #include "io.h"
 
 namespace fastext::kern {
 namespace {
+using cpu::as_math;
 using cpu::Io;
-
-template <typename M>
-std::vector<M> as_math(const double* v, int64_t n) {
-  return std::vector<M>(v, v + n);
-}
+using cpu::plane_stats;
+using cpu::sum_rows;
 
 template <typename M>
 std::vector<LeakyInverse<M>> inverses(const double* b, const double* inv_scale, int64_t C,
@@ -31,17 +30,8 @@ FX_HD void stats_planes(const void* xv, const BnShape& s, int64_t u0, int64_t u1
   using M = typename Io<T>::M;
   const T* x = static_cast<const T*>(xv);
   for (int64_t p = u0; p < u1; ++p) {
-    const int64_t c = p % s.C, o = p * s.S;
-    const M k = M(shift[c]);
-    M f1 = 0, f2 = 0;
-#pragma omp simd reduction(+ : f1, f2)
-    for (int64_t i = 0; i < s.S; ++i) {
-      const M d = Io<T>::ld(x[o + i]) - k;
-      f1 += d;
-      f2 += d * d;
-    }
-    sum[c] += f1;
-    sumsq[c] += f2;
+    const int64_t c = p % s.C;
+    plane_stats<T>(x + p * s.S, s.S, M(shift[c]), sum[c], sumsq[c]);
   }
 }
 
@@ -53,7 +43,7 @@ FX_HD void fwd(const void* xv, void* yv, const BnShape& s, int64_t u0, int64_t u
   const M slope = M(slope_d);
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);  // may be x: every element is read before it is written
-  if (bn_leaky_rows(s)) {
+  if (row_major(s)) {
     for (int64_t r = u0; r < u1; ++r) {
       const int64_t o = r * s.C;
 #pragma omp simd
@@ -79,19 +69,13 @@ FX_HD void bwd_reduce(const void* dyv, const void* yv, const BnShape& s, int64_t
   const auto k = inverses<M>(b, inv_scale, s.C, slope);
   const T* y = static_cast<const T*>(yv);
   const T* dy = static_cast<const T*>(dyv);
-  if (bn_leaky_rows(s)) {
-    std::vector<M> a1(size_t(s.C), M(0)), a2(size_t(s.C), M(0));
-    for (int64_t r = u0; r < u1; ++r) {
-      const int64_t o = r * s.C;
-#pragma omp simd
-      for (int64_t c = 0; c < s.C; ++c) {
-        M g, xc;
-        bn_leaky_grad<M>(Io<T>::ld(dy[o + c]), Io<T>::ld(y[o + c]), k[c], g, xc);
-        a1[c] += g;
-        a2[c] += g * xc;
-      }
-    }
-    for (int64_t c = 0; c < s.C; ++c) sum_g[c] += a1[c], sum_gx[c] += a2[c];
+  if (row_major(s)) {
+    const LeakyInverse<M>* __restrict__ pk = k.data();
+    sum_rows<T>(s, u0, u1, [&](int64_t i, int64_t c, M& g, M& gx) FX_INLINE {
+      M xc;
+      bn_leaky_grad<M>(Io<T>::ld(dy[i]), Io<T>::ld(y[i]), pk[c], g, xc);
+      gx = g * xc;
+    }, sum_g, sum_gx);
     return;
   }
   for (int64_t p = u0; p < u1; ++p) {
@@ -126,7 +110,7 @@ FX_HD void bwd_dx(const void* dyv, const void* yv, void* dxv, const BnShape& s, 
     bn_leaky_grad<M>(Io<T>::ld(dy[i]), Io<T>::ld(y[i]), k[c], g, xc);
     dx[i] = Io<T>::st(bn_leaky_dx<M>(g, xc, scale[c], k1[c], k2[c]));
   };
-  if (bn_leaky_rows(s)) {
+  if (row_major(s)) {
     for (int64_t r = u0; r < u1; ++r)
 #pragma omp simd
       for (int64_t c = 0; c < s.C; ++c) at(r * s.C + c, c);
@@ -140,8 +124,6 @@ FX_HD void bwd_dx(const void* dyv, const void* yv, void* dxv, const BnShape& s, 
 }
 
 }  // namespace
-
-bool bn_leaky_rows(const BnShape& s) { return s.channels_last || s.S == 1; }
 
 FX_CLONES void bn_leaky_stats_planes_cpu(const void* x, DType dt, const BnShape& s, int64_t u0,
                                          int64_t u1, const double* shift, double* sum,

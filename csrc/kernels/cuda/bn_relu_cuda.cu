@@ -33,9 +33,6 @@ constexpr int64_t kMinPerBlock = 4 * kBlock;          // elements a reduction bl
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// (N, C, 1) planar is row-major too: element (n, c) at n * C + c.
-FX_HD bool row_major(const BnShape& s) { return s.channels_last || s.S == 1; }
-
 // Channel c's first element: the shift of its statistics' sums (see StatsTerm).
 template <typename T>
 __device__ __forceinline__ typename DIo<T>::M channel_first(const T* x, const BnShape& s,
@@ -505,7 +502,8 @@ void bn_eval_coef_cuda(DType dt, int64_t C, const void* running_mean, const void
 void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
                  void* stream) {
   FX_BN_CUDA_DISPATCH(dt, ({
-    launch_fwd<T>(x, y, s, coef, ReluAct<typename DIo<T>::M>{}, static_cast<cudaStream_t>(stream));
+    using M = typename DIo<T>::M;
+    launch_fwd<T>(x, y, s, coef, ReluAct<M>{}, static_cast<cudaStream_t>(stream));
   }));
 }
 
