@@ -60,49 +60,65 @@ def rewrite_launches(src: str) -> str:
     return "".join(out + [src[pos:]])
 
 
-def _sources() -> list[Path]:
-    return sorted(KERNELS.glob("*.cu"))
+GLUE = ["optim_cuda.cpp", "amp_cuda.cpp", "bn_relu_cuda.cpp", "bn_leaky_cuda.cpp",
+        "feature_loss_cuda.cpp", "optim_slots.cpp", "schemas.cpp"]  # csrc/ops/
 
 
 def _digest() -> str:
-    h = hashlib.sha256(" ".join(FLAGS).encode())
-    for d in (ROOT / "csrc" / "kernels", EMU):
+    h = hashlib.sha256(" ".join(FLAGS).encode() + torch.__version__.encode())
+    for d in (ROOT / "csrc", EMU):
         for p in sorted(d.rglob("*")):
             if p.is_file():
                 h.update(p.relative_to(ROOT).as_posix().encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
 
+def _compile_commands(tmp: Path) -> list[list[str]]:
+    """One g++ command per unit. Everything is built with -Dfastext=fastext_emu, so that the
+    glue's ops register as torch.ops.fastext_emu.* beside the real extension's."""
+    base = [*FLAGS, "-Dfastext=fastext_emu", "-I", str(EMU / "include"), "-I", str(ROOT / "csrc")]
+    kern = [*base, "-iquote", str(KERNELS), "-include", "fx_emu.h"]
+    inc = Path(torch.__file__).parent / "include"  # cpp_extension.include_paths() for the CPU
+    torch_inc = [a for d in (inc, inc / "torch" / "csrc" / "api" / "include")
+                 for a in ("-isystem", str(d))]
+    glue = [*base[:1], "-I", str(EMU / "glue"), *base[1:], *torch_inc, "-include", "glue_shim.h",
+            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    units = [(kern, EMU / "fx_emu.cpp"), (kern, EMU / "api.cpp"),
+             (glue, EMU / "arrival_counter_emu.cpp")]
+    for cu in [*sorted(KERNELS.glob("*.cu")), EMU / "selftest.cu"]:
+        unit = tmp / (cu.stem + ".cpp")
+        unit.write_text(f'#line 1 "{cu}"\n' + rewrite_launches(cu.read_text()))
+        units.append((kern, unit))
+    units += [(glue, ROOT / "csrc" / "ops" / name) for name in GLUE]
+    return [[*flags, "-c", str(src), "-o", str(tmp / f"{i:02d}-{src.stem}.o")]
+            for i, (flags, src) in enumerate(units)]
+
+
 def build() -> ctypes.CDLL:
-    """Compiles (once per source state; cached under build/cuda_emu) and loads the library."""
+    """Compiles (once per source state; cached under build/cuda_emu) and loads the library:
+    the emulated kernels, api.cpp's entry points, and the CUDA glue as torch.ops.fastext_emu."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or "c++"
     out = BUILD / _digest()
     lib = out / "libfastext_cuda_emu.so"
     if not lib.exists():
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
-        units = [EMU / "fx_emu.cpp", EMU / "api.cpp"]
-        for cu in [*_sources(), EMU / "selftest.cu"]:
-            unit = tmp / (cu.stem + ".cpp")
-            unit.write_text(f'#line 1 "{cu}"\n' + rewrite_launches(cu.read_text()))
-            units.append(unit)
-        inc = ["-I", str(EMU / "include"), "-I", str(ROOT / "csrc"), "-iquote", str(KERNELS),
-               "-include", "fx_emu.h"]
 
-        def compile_one(unit: Path) -> Path:
-            obj = tmp / (unit.stem + ".o")
-            run = subprocess.run([cxx, *FLAGS, *inc, "-c", str(unit), "-o", str(obj)],
-                                 capture_output=True, text=True)
+        def compile_one(cmd: list[str]) -> str:
+            run = subprocess.run([cxx, *cmd], capture_output=True, text=True)
             if run.returncode != 0:
-                raise RuntimeError(f"compiling {unit.name} for the emulator failed:\n{run.stderr}")
-            return obj
+                raise RuntimeError(f"compiling {cmd[-3]} for the emulator failed:\n{run.stderr}")
+            return cmd[-1]
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            objs = list(pool.map(compile_one, units))
-        subprocess.run([cxx, "-shared", "-o", str(tmp / lib.name), *map(str, objs)], check=True)
+            objs = list(pool.map(compile_one, _compile_commands(tmp)))
+        torch_lib = Path(torch.__file__).parent / "lib"
+        subprocess.run([cxx, "-shared", "-o", str(tmp / lib.name), *objs, f"-L{torch_lib}",
+                        "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"], check=True)
         out.mkdir(parents=True, exist_ok=True)
         os.replace(tmp / lib.name, lib)  # atomic: concurrent builders both end with one file
         shutil.rmtree(tmp, ignore_errors=True)
+    torch.ops.load_library(str(lib))  # registers torch.ops.fastext_emu.*
     return ctypes.CDLL(str(lib))
 
 

@@ -10,6 +10,7 @@ counter must read 0 after each call (the next call on the stream relies on it)."
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -261,3 +262,24 @@ def test_results_do_not_depend_on_block_order(lib, channels_last):
     for other in runs[1:]:
         for a, c in zip(runs[0], other, strict=True):
             assert torch.equal(a, c)
+
+
+def random_configs(n: int, seed: int = 7):
+    """Shapes, layouts and SM counts drawn at random (seeded): grid arithmetic meets sizes
+    nobody chose, e.g. channel counts around the 32-channel tile and the finish's 256."""
+    g = random.Random(seed)
+    for _ in range(n):
+        cl = g.random() < 0.4
+        dims = 4 if cl else g.choice([2, 3, 4])
+        spatial = [g.randint(1, 9) for _ in range(dims - 2)]
+        n = g.choice([1, 2, 3, 5, 17])
+        n = 2 if n * math.prod(spatial) == 1 else n  # training needs two values per channel
+        shape = (n, g.choice([1, 2, 31, 32, 33, 64, 255, 257, 300]), *spatial)
+        yield pytest.param(shape, cl, g.choice([1, 3, 4, 108, 132]), g.choice([None, 0.2]),
+                           id=f"{shape}-{'nhwc' if cl else 'nchw'}")
+
+
+@pytest.mark.parametrize(("shape", "channels_last", "sms", "slope"), list(random_configs(24)))
+def test_random_shapes_float64(lib, shape, channels_last, sms, slope):
+    check_layer(Emulator(lib, sms=sms), shape, torch.float64, channels_last, steps=1,
+                slope=slope)

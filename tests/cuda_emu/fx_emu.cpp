@@ -39,6 +39,7 @@ struct Emulator {
   unsigned seed = 0;
   uint64_t launches = 0, blocks = 0;
   std::vector<int> sms{4};  // SM count of each emulated device
+  bool capturing = false;   // what cudaStreamIsCapturing reports
   int device = 0;
 };
 Emulator& emu() {
@@ -217,8 +218,14 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int dev) {
   return cudaSuccess;
 }
 
+cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* status) {
+  *status = fx_emu::emu().capturing ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
 // The tests' controls (tests/cuda_emu_lib.py).
 extern "C" {
+void fx_emu_set_capturing(int on) { fx_emu::emu().capturing = on != 0; }
 const char* fx_emu_error() { return fx_emu::emu().error.c_str(); }
 void fx_emu_clear_error() { fx_emu::emu().error.clear(); }
 void fx_emu_set_seed(unsigned seed) { fx_emu::emu().seed = seed; }

@@ -35,7 +35,15 @@ extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 typedef struct CUstream_st* cudaStream_t;
 enum cudaError_t { cudaSuccess = 0 };
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1 };
 cudaError_t cudaGetDevice(int* dev);
+cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* status);
+
+// The tests' controls (fx_emu.cpp), and the glue's launch check (glue/c10/cuda).
+extern "C" {
+const char* fx_emu_error();
+void fx_emu_clear_error();
+}
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int dev);
 
 namespace fx_emu {
