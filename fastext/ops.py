@@ -232,42 +232,8 @@ def _bn_leaky_relu_backward_fake(grad_out, output, weight, bias, save_mean, save
                                   use_batch_stats)
 
 
-class _BnLeakyReluInPlace(torch.autograd.Function):
-    """Autograd of fastext::bn_leaky_relu_: the input is overwritten (marked dirty) by the
-    output, which is the one activation saved."""
-
-    @staticmethod
-    def forward(ctx, input, weight, bias, running_mean, running_var, num_batches_tracked,
-                use_batch_stats, momentum, eps, negative_slope):
-        mean, invstd = torch.ops.fastext.bn_leaky_relu_(input, weight, bias, running_mean,
-                                                        running_var, num_batches_tracked,
-                                                        use_batch_stats, momentum, eps,
-                                                        negative_slope)
-        if use_batch_stats:  # updated in place, as BatchNorm + ReLU's autograd node says too
-            for t in (running_mean, running_var, num_batches_tracked):
-                if t is not None:
-                    torch.autograd.graph.increment_version(t)
-        ctx.mark_dirty(input)
-        ctx.mark_non_differentiable(mean, invstd)
-        ctx.set_materialize_grads(False)  # the statistics never get gradients
-        ctx.save_for_backward(input, weight, bias, mean, invstd)
-        ctx.use_batch_stats, ctx.negative_slope = use_batch_stats, negative_slope
-        return input, mean, invstd
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
-        none = [None] * 10
-        if grad_out is None or not any(ctx.needs_input_grad[:3]):
-            return tuple(none)
-        output, weight, bias, mean, invstd = ctx.saved_tensors
-        dx, dw, db = torch.ops.fastext.bn_leaky_relu_backward(
-            grad_out, output, weight, bias, mean, invstd, ctx.use_batch_stats,
-            ctx.negative_slope)
-        for i, g in enumerate((dx, dw, db)):
-            if ctx.needs_input_grad[i]:
-                none[i] = g
-        return tuple(none)
+# Autograd of bn_leaky_relu_ is registered in C++ (csrc/ops/bn_leaky_autograd.cpp): it marks
+# the overwritten input dirty and saves it as the output.
 
 
 def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,
@@ -290,9 +256,11 @@ def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> y is x and torch.allclose(y, ref, atol=1e-6)
     True
     """
-    return _BnLeakyReluInPlace.apply(input, weight, bias, running_mean, running_var,
-                                     num_batches_tracked, bool(use_batch_stats),
-                                     float(momentum), float(eps), float(negative_slope))
+    op = (_C.bn_leaky_relu_ if _direct(input, weight)
+          else torch.ops.fastext.bn_leaky_relu_.default)
+    mean, invstd = op(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                      bool(use_batch_stats), float(momentum), float(eps), float(negative_slope))
+    return input, mean, invstd
 
 
 # -- feature loss ------------------------------------------------------------------------------

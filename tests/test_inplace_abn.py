@@ -282,3 +282,36 @@ def test_running_statistics_versions_advance(device):
     before = [t._version for t in m.buffers()]
     m(torch.randn(4, 3, 2, 2, device=device))
     assert all(t._version > v for t, v in zip(m.buffers(), before, strict=True))
+
+
+@pytest.mark.parametrize("wants", ["input", "weight", "bias", "weight+bias"])
+def test_gradients_of_a_subset(device, wants):
+    """Only what requires grad gets one (a frozen input behind a frozen body; frozen
+    BatchNorm parameters), as the stock formula gives it."""
+    torch.manual_seed(0)
+    base = torch.randn(4, 3, 5, 5, device=device, requires_grad="input" in wants)
+    w = (torch.rand(3, device=device) + 0.5).requires_grad_("weight" in wants)
+    b = torch.randn(3, device=device, requires_grad="bias" in wants)
+    y = inplace_abn(base * 1, None, None, w, b, True, negative_slope=0.1)
+    yr = F.leaky_relu(F.batch_norm(base, None, None, w.abs() + 1e-5, b, True), 0.1)
+    dy = torch.randn_like(y)
+    wanted = [t for t in (base, w, b) if t.requires_grad]
+    for g, gr in zip(torch.autograd.grad(y, wanted, dy), torch.autograd.grad(yr, wanted, dy),
+                     strict=True):
+        torch.testing.assert_close(g, gr, **TOL[torch.float32])
+
+
+def test_version_advances_and_double_backward_refused(device):
+    m = InPlaceABN2d(3).to(device)
+    x = torch.randn(2, 3, 4, 4, device=device)
+    v = x._version
+    m(x)
+    assert x._version > v  # a tensor saved elsewhere would be caught as modified
+    with torch.no_grad():
+        v = x._version
+        m(x)
+        assert x._version > v
+    base = torch.randn(2, 3, 4, 4, device=device, requires_grad=True)
+    (g,) = torch.autograd.grad(m(base * 1).square().sum(), base, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()

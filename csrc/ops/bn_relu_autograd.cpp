@@ -6,9 +6,9 @@
 // tens of microseconds per call, as much as the whole op on small activations and on a GPU.
 // fastext::bn_relu_backward gets an Autograd kernel too: without one, every backward call
 // would go through torch's boxed "autograd not implemented" fallback.
-#include <torch/autograd.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
+
+#include "bn_autograd_common.h"
 
 namespace fastext::ops {
 namespace {
@@ -17,14 +17,6 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-
-at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t.value_or(at::Tensor()); }
-std::optional<at::Tensor> as_optional(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-bool requires_grad(const std::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() && t->requires_grad();
-}
 
 // The ops' device kernels, reached below the autograd key.
 ForwardResult call_forward(const at::Tensor& input, const std::optional<at::Tensor>& weight,
@@ -106,9 +98,7 @@ class BnRelu : public torch::autograd::Function<BnRelu> {
     auto [out, mean, invstd, var] = call_forward(input, weight, bias, running_mean, running_var,
                                                  num_batches_tracked, use_batch_stats, momentum,
                                                  eps);
-    if (use_batch_stats)
-      for (const auto* t : {&running_mean, &running_var, &num_batches_tracked})
-        if (t->has_value() && (*t)->defined()) torch::autograd::impl::bump_version(**t);
+    bump_running(use_batch_stats, running_mean, running_var, num_batches_tracked);
     ctx->save_for_backward({input, or_undefined(weight), or_undefined(bias), mean, invstd});
     ctx->saved_data["use_batch_stats"] = use_batch_stats;
     ctx->mark_non_differentiable({mean, invstd, var});

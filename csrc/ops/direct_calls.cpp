@@ -1,5 +1,5 @@
 // Direct Python entry points of the ops called on every training step (fastext::adamw_,
-// rmsprop_, bn_relu_forward): the same ops, called through the dispatcher's typed (unboxed)
+// rmsprop_, bn_relu_forward, bn_leaky_relu_): the same ops, called through the dispatcher's typed (unboxed)
 // path from pybind11.
 //
 // torch.ops.fastext.* from Python is the boxed path: every argument becomes an IValue, every
@@ -64,6 +64,25 @@ BnResult bn_relu_forward(const at::Tensor& input, const Opt& weight, const Opt& 
                  use_batch_stats, momentum, eps);
 }
 
+// InPlace-ABN's layer call: the input is overwritten (and, under autograd, rebased onto the
+// op's node) in place, so the Python tensor passed in is the output.
+std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_(at::Tensor input, const Opt& weight,
+                                                  const Opt& bias, const Opt& running_mean,
+                                                  const Opt& running_var,
+                                                  const Opt& num_batches_tracked,
+                                                  bool use_batch_stats, double momentum,
+                                                  double eps, double negative_slope) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastext::bn_leaky_relu_", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(at::Tensor&, const Opt&, const Opt&,
+                                                    const Opt&, const Opt&, const Opt&, bool,
+                                                    double, double, double)>();
+  py::gil_scoped_release no_gil;
+  return op.call(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                 use_batch_stats, momentum, eps, negative_slope);
+}
+
 }  // namespace
 
 void bind_direct(py::module_& m) {
@@ -71,6 +90,8 @@ void bind_direct(py::module_& m) {
   m.def("rmsprop_", &step<kRMSprop>, "fastext::rmsprop_ through the dispatcher's unboxed path");
   m.def("bn_relu_forward", &bn_relu_forward,
         "fastext::bn_relu_forward through the dispatcher's unboxed path");
+  m.def("bn_leaky_relu_", &bn_leaky_relu_,
+        "fastext::bn_leaky_relu_ through the dispatcher's unboxed path");
 }
 
 }  // namespace fastext::ops
