@@ -125,6 +125,7 @@ def rmsprop_step(emu, grp, h, centered=False, maximize=False, lr_tensor=None, gr
 
 
 SIZES = {"one": [37], "empties between": [0, 7, 0, 0, 130, 0], "all empty": [0, 0],
+         "over the 320 empty counters a launch bumps": [0] * 330 + [5],
          "chunk edges": [KMIN, KMIN + 1, 4 * KMIN + 3],
          "over a launch's 192 tensors": [3] * 200 + [0, 2 * KMIN + 7]}
 DTYPE_PAIRS = [(torch.float32, None), (torch.float64, None), (torch.float16, None),
@@ -156,6 +157,7 @@ def test_adamw_kernels_dtypes(lib, pair, misalign):
 
 
 @pytest.mark.parametrize("opts", [dict(amsgrad=True), dict(maximize=True),
+                                  dict(amsgrad=True, maximize=True),
                                   dict(lr_tensor=3e-3), dict(grad_scale=1024.0),
                                   dict(found_inf=1.0), dict(found_inf=0.0, grad_scale=8.0)],
                          ids=str)
@@ -208,6 +210,7 @@ def test_rmsprop_kernels_dtypes(lib, pair, misalign):
 
 
 @pytest.mark.parametrize("opts", [dict(centered=True), dict(momentum=0.9), dict(maximize=True),
+                                  dict(centered=True, momentum=0.9, maximize=True),
                                   dict(lr_tensor=3e-3), dict(grad_scale=1024.0),
                                   dict(found_inf=1.0)], ids=str)
 def test_rmsprop_kernels_options(lib, opts):
