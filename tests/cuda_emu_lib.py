@@ -213,7 +213,7 @@ class Emulator:
     def __init__(self, lib: ctypes.CDLL, sms: int = 4, seed: int = 0):
         self.lib = lib
         lib.fx_emu_error.restype = ctypes.c_char_p
-        lib.fx_emu_launches.restype = ctypes.c_uint64
+        lib.fx_emu_launches.restype = lib.fx_emu_blocks.restype = ctypes.c_uint64
         for name, (res, args) in SIGNATURES.items():
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, args
@@ -223,6 +223,10 @@ class Emulator:
     def launches(self) -> int:
         """Kernel launches so far (the emulator's count, over every Emulator)."""
         return int(self.lib.fx_emu_launches())
+
+    def blocks(self) -> int:
+        """Blocks run so far, over every launch."""
+        return int(self.lib.fx_emu_blocks())
 
     def __getattr__(self, name: str):
         """emu.bn_fwd(...) calls api.cpp's emu_bn_fwd and raises EmulatorError on an error."""

@@ -179,6 +179,18 @@ def test_adamw_flat_buffer_counters(lib):
     assert grp.emu["steps"][0].eq(2).all()
 
 
+@pytest.mark.parametrize(("numel", "sms", "blocks"), [(1_000_000, 132, 62), (1_000_000, 4, 16),
+                                                      (10_000_000, 132, 306)])
+def test_adamw_one_launch_with_chunks_sized_to_the_gpu(lib, numel, sms, blocks):
+    """One launch per step, its chunk halved (down to 16K elements) while the step would give
+    fewer than two blocks per SM: 10M elements on 132 SMs are 306 blocks of 32K, not 153."""
+    emu, grp = Emulator(lib, sms=sms), Group([numel], torch.float32)
+    start, start_blocks = emu.launches(), emu.blocks()
+    adamw_step(emu, grp, ADAMW)
+    assert (emu.launches() - start, emu.blocks() - start_blocks) == (1, blocks)
+    grp.check()
+
+
 def test_adamw_tensor_cut_by_a_full_block_list(lib):
     """A tensor over more than 1,280 chunks continues in a second launch: its counter
     advances once, in the launch that ends it (a 1,000-SM device keeps the chunks small)."""
