@@ -11,6 +11,7 @@ results against PyTorch on a machine without a GPU; the torch glue around the la
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -94,8 +95,10 @@ def _compile_commands(tmp: Path) -> list[list[str]]:
             for i, (flags, src) in enumerate(units)]
 
 
+@functools.cache
 def build() -> ctypes.CDLL:
-    """Compiles (once per source state; cached under build/cuda_emu) and loads the library:
+    """Compiles (once per source state; cached under build/cuda_emu) and loads the library,
+    once per process:
     the emulated kernels, api.cpp's entry points, and the CUDA glue as torch.ops.fastext_emu."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or "c++"
     out = BUILD / _digest()
@@ -159,6 +162,17 @@ def check_pads(*tensors: torch.Tensor | None) -> None:
         pads = torch.cat([base[:PAD], base[-PAD:]])
         ok = pads.isnan().all() if t.is_floating_point() else (pads == -7).all()
         assert ok, "a kernel wrote outside its tensor"
+
+
+def clones(ts) -> list[torch.Tensor | None]:
+    return [None if t is None else t.clone() for t in ts]
+
+
+def activation(shape, dtype: torch.dtype, channels_last: bool, seed: int = 0) -> torch.Tensor:
+    """A seeded activation with mean 1 and std 2, channels-last when asked."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def ptr(t: torch.Tensor | None) -> int | None:

@@ -14,7 +14,17 @@ import random
 
 import pytest
 import torch
-from cuda_emu_lib import DTYPES, Emulator, build, check_pads, padded, padded_empty, ptr
+from cuda_emu_lib import (
+    DTYPES,
+    Emulator,
+    activation,
+    build,
+    check_pads,
+    clones,
+    padded,
+    padded_empty,
+    ptr,
+)
 
 import fastext  # noqa: F401  (registers torch.ops.fastext)
 
@@ -53,7 +63,7 @@ def opt(t):
 def emu_forward(emu, x, w, b, rm, rv, nbt, train, momentum, eps, slope=None):
     """The CUDA glue's forward (forward_stats, then the elementwise pass) on the emulator:
     (out, mean, invstd, var, running_mean, running_var, num_batches_tracked, launches)."""
-    xp = padded(x if bn_shape(x)[3] else x.contiguous())
+    xp = padded(x)  # contiguous in the layout the glue would give the kernels
     shape, dt, sd = bn_shape(xp), DTYPES[x.dtype], stat_dtype(x.dtype)
     C = shape[1]
     wp, bp = opt(None if w is None else w.to(sd)), opt(None if b is None else b.to(sd))
@@ -87,7 +97,7 @@ def emu_forward(emu, x, w, b, rm, rv, nbt, train, momentum, eps, slope=None):
 def emu_backward(emu, dy, v, w, b, mean, invstd, use_batch_stats, slope=None):
     """The CUDA glue's backward (backward_call, then the launcher) on the emulator, v being
     the input (BatchNorm + ReLU) or the output (in place): (dx, dweight, dbias, launches)."""
-    vp = padded(v if bn_shape(v)[3] else v.contiguous())
+    vp = padded(v)
     shape, dt, sd = bn_shape(vp), DTYPES[v.dtype], stat_dtype(v.dtype)
     N, C, S, _ = shape
     dyp = padded(in_layout(dy, vp))
@@ -120,12 +130,6 @@ def params(C, sd, affine):
     return w, b
 
 
-def activation(shape, dtype, channels_last, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1).to(dtype)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 def check_layer(emu, shape, dtype=torch.float32, channels_last=False, affine="both",
                 track=True, steps=2, slope=None, momentum=0.1, eps=1e-5):
     """`steps` training steps (running statistics accumulate), then an evaluation step, each
@@ -137,7 +141,7 @@ def check_layer(emu, shape, dtype=torch.float32, channels_last=False, affine="bo
     rm = torch.randn(C, dtype=sd) * 0.1 if track else None
     rv = torch.rand(C, dtype=sd) + 0.5 if track else None
     nbt = torch.tensor([3]) if track else None
-    ref_rm, ref_rv, ref_nbt = (None if t is None else t.clone() for t in (rm, rv, nbt))
+    ref_rm, ref_rv, ref_nbt = clones((rm, rv, nbt))
     tol, ptol = TOL[dtype], PARAM_TOL[dtype]
     for step in range(steps + (1 if track else 0)):
         train = step < steps

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cuda_emu_lib import Emulator, build, padded
+from cuda_emu_lib import Emulator, activation, build, clones, padded
 
 import fastext  # noqa: F401  (registers torch.ops.fastext)
 
@@ -22,9 +22,8 @@ TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9,
 
 @pytest.fixture(scope="module")
 def emu():
-    e = Emulator(build(), sms=132)
-    yield torch.ops.fastext_emu
-    e.lib.fx_emu_set_capturing(0)
+    Emulator(build(), sms=132)  # loads torch.ops.fastext_emu, on an H200's grid
+    return torch.ops.fastext_emu
 
 
 def close(mine, ref, dtype=torch.float32):
@@ -35,16 +34,6 @@ def close(mine, ref, dtype=torch.float32):
         return
     assert mine.dtype == ref.dtype and mine.shape == ref.shape
     torch.testing.assert_close(mine, ref, **TOL.get(dtype, {}))
-
-
-def clones(ts):
-    return [None if t is None else t.clone() for t in ts]
-
-
-def activation(shape, dtype, channels_last, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1).to(dtype)
-    return padded(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
 
 BN_SHAPES = [((4, 3, 5, 7), False), ((4, 3, 5, 7), True), ((66, 37), False),
@@ -67,8 +56,8 @@ def test_bn_ops_match_cpu(emu, dtype, shape, channels_last, leaky):
     ref_state = clones(state)
     for step in range(3):
         train = step < 2
-        x = activation(shape, dtype, channels_last, step)
-        dy = activation(shape, dtype, channels_last, 10 + step)
+        x = padded(activation(shape, dtype, channels_last, step))
+        dy = padded(activation(shape, dtype, channels_last, 10 + step))
         if leaky:
             out, ref_out = x.clone(), x.clone()
             mean, invstd = emu.bn_leaky_relu_(out, w, b, *state, train, 0.1, 1e-5, 0.1)
@@ -99,8 +88,8 @@ def test_bn_ops_options_match_cpu(emu, leaky, affine):
     C = 5
     w = (torch.rand(C) + 0.5).to(torch.bfloat16) if affine == "weight" else None
     b = torch.randn(C, dtype=torch.bfloat16) if affine == "bias" else None
-    x = activation((4, C, 3, 3), torch.float32, False)
-    dy = activation((4, C, 3, 3), torch.float32, False, seed=3)
+    x = padded(activation((4, C, 3, 3), torch.float32, False))
+    dy = padded(activation((4, C, 3, 3), torch.float32, False, seed=3))
     if leaky:
         out, ref_out = x.clone(), x.clone()
         stats = emu.bn_leaky_relu_(out, w, b, None, None, None, True, 0.1, 1e-5, 0.2)

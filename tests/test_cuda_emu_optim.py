@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cuda_emu_lib import DTYPES, PAD, Emulator, build, check_pads, int64s, padded, ptr, ptrs
+from cuda_emu_lib import DTYPES, PAD, Emulator, build, check_pads, clones, int64s, padded, ptr, ptrs
 
 import fastext  # noqa: F401  (registers torch.ops.fastext)
 
@@ -82,10 +82,6 @@ class Group:
             check_pads(*s)
 
 
-def clones(*ts):
-    return [None if t is None else t.clone() for t in ts]
-
-
 def scalars(lr_tensor, grad_scale, found_inf):
     mk = lambda v: None if v is None else padded(torch.tensor([v], dtype=torch.float32))  # noqa: E731
     return mk(lr_tensor), mk(grad_scale), mk(found_inf)
@@ -97,7 +93,8 @@ def adamw_step(emu, grp, h, amsgrad=False, maximize=False, lr_tensor=None, grad_
     r = grp.ref
     OPS.adamw_(r["params"], r["grads"], r["states"][0], r["states"][1],
                r["states"][2] if amsgrad else [], r["steps"], r["models"], h["lr"], h["beta1"],
-               h["beta2"], h["eps"], h["weight_decay"], amsgrad, maximize, *clones(lr_t, gs, fi))
+               h["beta2"], h["eps"], h["weight_decay"], amsgrad, maximize,
+               *clones((lr_t, gs, fi)))
     arrivals = padded(torch.zeros(1, dtype=torch.int32))
     ok = emu.adamw(*grp.slots([0, 1, 2 if amsgrad else None]), h["lr"], h["beta1"], h["beta2"],
                    h["eps"], h["weight_decay"], int(amsgrad), int(maximize), ptr(lr_t), ptr(gs),
@@ -117,7 +114,7 @@ def rmsprop_step(emu, grp, h, centered=False, maximize=False, lr_tensor=None, gr
     buf = r["states"][k] if momentum else []
     OPS.rmsprop_(r["params"], r["grads"], r["states"][0], avg, buf, r["steps"], r["models"],
                  h["lr"], h["alpha"], h["eps"], h["weight_decay"], h["momentum"], centered,
-                 maximize, *clones(lr_t, gs, fi))
+                 maximize, *clones((lr_t, gs, fi)))
     names = [0, 1 if centered else None, k if momentum else None]
     ok = emu.rmsprop(*grp.slots(names), h["lr"], h["alpha"], h["eps"], h["weight_decay"],
                      h["momentum"], int(centered), int(maximize), ptr(lr_t), ptr(gs), ptr(fi))
