@@ -65,8 +65,8 @@ GLUE = ["optim_cuda.cpp", "amp_cuda.cpp", "bn_relu_cuda.cpp", "bn_leaky_cuda.cpp
         "feature_loss_cuda.cpp", "optim_slots.cpp", "schemas.cpp"]  # csrc/ops/
 
 
-def _digest() -> str:
-    h = hashlib.sha256(" ".join(FLAGS).encode() + torch.__version__.encode())
+def _digest(defines: tuple[str, ...]) -> str:
+    h = hashlib.sha256(" ".join([*FLAGS, *defines]).encode() + torch.__version__.encode())
     for d in (ROOT / "csrc", EMU):
         for p in sorted(d.rglob("*")):
             if p.is_file():
@@ -74,34 +74,39 @@ def _digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _compile_commands(tmp: Path) -> list[list[str]]:
+def _compile_commands(tmp: Path, defines: tuple[str, ...]) -> list[list[str]]:
     """One g++ command per unit. Everything is built with -Dfastext=fastext_emu, so that the
-    glue's ops register as torch.ops.fastext_emu.* beside the real extension's."""
-    base = [*FLAGS, "-Dfastext=fastext_emu", "-I", str(EMU / "include"), "-I", str(ROOT / "csrc")]
+    glue's ops register as torch.ops.fastext_emu.* beside the real extension's. With
+    ``defines`` (a variant of the kernels), the kernels alone: the glue is built once."""
+    base = [*FLAGS, *defines, "-Dfastext=fastext_emu", "-I", str(EMU / "include"), "-I",
+            str(ROOT / "csrc")]
     kern = [*base, "-iquote", str(KERNELS), "-include", "fx_emu.h"]
     inc = Path(torch.__file__).parent / "include"  # cpp_extension.include_paths() for the CPU
     torch_inc = [a for d in (inc, inc / "torch" / "csrc" / "api" / "include")
                  for a in ("-isystem", str(d))]
     glue = [*base[:1], "-I", str(EMU / "glue"), *base[1:], *torch_inc, "-include", "glue_shim.h",
             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
-    units = [(kern, EMU / "fx_emu.cpp"), (kern, EMU / "api.cpp"),
-             (glue, EMU / "arrival_counter_emu.cpp")]
+    units = [(kern, EMU / "fx_emu.cpp"), (kern, EMU / "api.cpp")]
     for cu in [*sorted(KERNELS.glob("*.cu")), EMU / "selftest.cu"]:
         unit = tmp / (cu.stem + ".cpp")
         unit.write_text(f'#line 1 "{cu}"\n' + rewrite_launches(cu.read_text()))
         units.append((kern, unit))
-    units += [(glue, ROOT / "csrc" / "ops" / name) for name in GLUE]
+    if not defines:
+        units += [(glue, EMU / "arrival_counter_emu.cpp")]
+        units += [(glue, ROOT / "csrc" / "ops" / name) for name in GLUE]
     return [[*flags, "-c", str(src), "-o", str(tmp / f"{i:02d}-{src.stem}.o")]
             for i, (flags, src) in enumerate(units)]
 
 
 @functools.cache
-def build() -> ctypes.CDLL:
+def build(*defines: str) -> ctypes.CDLL:
     """Compiles (once per source state; cached under build/cuda_emu) and loads the library,
     once per process:
-    the emulated kernels, api.cpp's entry points, and the CUDA glue as torch.ops.fastext_emu."""
+    the emulated kernels, api.cpp's entry points, and the CUDA glue as torch.ops.fastext_emu.
+    ``defines`` (``-D...`` flags) build a variant of the kernels and api.cpp alone, without
+    the glue, e.g. ``build("-DFX_INDEX32_LIMIT=0")`` (64-bit indexing everywhere)."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or "c++"
-    out = BUILD / _digest()
+    out = BUILD / _digest(defines)
     lib = out / "libfastext_cuda_emu.so"
     if not lib.exists():
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -114,14 +119,15 @@ def build() -> ctypes.CDLL:
             return cmd[-1]
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            objs = list(pool.map(compile_one, _compile_commands(tmp)))
+            objs = list(pool.map(compile_one, _compile_commands(tmp, defines)))
         torch_lib = Path(torch.__file__).parent / "lib"
         subprocess.run([cxx, "-shared", "-o", str(tmp / lib.name), *objs, f"-L{torch_lib}",
                         "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"], check=True)
         out.mkdir(parents=True, exist_ok=True)
         os.replace(tmp / lib.name, lib)  # atomic: concurrent builders both end with one file
         shutil.rmtree(tmp, ignore_errors=True)
-    torch.ops.load_library(str(lib))  # registers torch.ops.fastext_emu.*
+    if not defines:
+        torch.ops.load_library(str(lib))  # registers torch.ops.fastext_emu.*
     return ctypes.CDLL(str(lib))
 
 
@@ -201,6 +207,7 @@ PD, PI = ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_int)
 SHAPE = [L, L, L, N32]  # N, C, S, channels_last
 SLOTS = [N32, PP, PP, PP, PP, PP, PP, PL, PP, PL, N32, N32]  # api.cpp's slots(), dtypes
 SIGNATURES = {  # api.cpp's entry points: (result, arguments)
+    "emu_index32_limit": (L, []),
     "emu_bn_reduce_work": (L, SHAPE),
     "emu_bn_train_stats": (None, [P, N32, *SHAPE, P, P, D, P, P, P, P, P, P, D, P, P, P]),
     "emu_bn_eval_coef": (None, [N32, L, P, P, P, P, D, P, P, P, P]),

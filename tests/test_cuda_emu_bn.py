@@ -40,6 +40,13 @@ def lib():
     return build()
 
 
+@pytest.fixture(scope="module")
+def lib64():
+    """The kernels built to index every tensor with 64 bits (see csrc/kernels/cuda/index32.cuh),
+    as a GPU would only for tensors of 2^31 elements and more."""
+    return build("-DFX_INDEX32_LIMIT=0")
+
+
 def stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -232,6 +239,19 @@ def test_inplace_abn_kernels_dtypes(lib, dtype):
 @pytest.mark.parametrize("affine", ["none", "weight", "bias"])
 def test_inplace_abn_kernels_options(lib, affine):
     check_layer(Emulator(lib, sms=4), (3, 4, 5, 5), affine=affine, track=False, slope=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("slope", [None, 0.1])
+@pytest.mark.parametrize(("shape", "channels_last"),
+                         [((4, 3, 5, 7), False), ((4, 3, 5, 7), True), ((2, 300, 2, 2), True),
+                          ((5, 40, 9, 11), False), ((66, 37), False), ((3, 4, 7), False)],
+                         ids=str)
+def test_64bit_index_kernels_match_cpu(lib, lib64, dtype, slope, shape, channels_last):
+    """The 64-bit index instantiations of every BatchNorm kernel (reductions, finish and
+    elementwise passes), which no GPU test reaches (they need 2^31 elements)."""
+    assert Emulator(lib).index32_limit() == 2**31 and Emulator(lib64).index32_limit() == 0
+    check_layer(Emulator(lib64, sms=132), shape, dtype, channels_last, slope=slope)
 
 
 def test_zero_channels_launch_nothing(lib):

@@ -20,6 +20,7 @@
 
 #include "../bn_leaky_launch.h"
 #include "../bn_relu_launch.h"
+#include "index32.cuh"
 #include "last_block.cuh"
 #include "multi_tensor.cuh"
 
@@ -227,11 +228,13 @@ __global__ void __launch_bounds__(kBlock)
   if (last_to_arrive(arrivals)) finish_channels(work, splits, s.C, fin);
 }
 
+bool small_index(const BnShape& s) { return s.N * s.C * s.S < kIndex32Limit; }
+
 template <typename T, typename Term, typename Fin>
 void launch_reduce(const T* x, const T* dy, const BnShape& s, const ReduceGrid& g, Term term,
                    Fin fin, double* work, unsigned* arrivals, cudaStream_t st) {
   const dim3 grid(unsigned(g.col_blocks), unsigned(g.splits));
-  const bool small = s.N * s.C * s.S < (int64_t(1) << 31);
+  const bool small = small_index(s);
   if (row_major(s)) {
     if (small) reduce_rows<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
     else reduce_rows<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
@@ -405,8 +408,6 @@ __global__ void __launch_bounds__(kBlock)
 unsigned elementwise_blocks(const BnShape& s) {
   return unsigned(std::min<int64_t>(ceil_div(s.N * s.C * s.S, kBlock), int64_t(sm_count()) * 8));
 }
-
-bool small_index(const BnShape& s) { return s.N * s.C * s.S < (int64_t(1) << 31); }
 
 unsigned channel_blocks(int64_t C) { return unsigned(ceil_div(std::max<int64_t>(C, 1), kBlock)); }
 
