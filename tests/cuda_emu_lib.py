@@ -208,6 +208,7 @@ SHAPE = [L, L, L, N32]  # N, C, S, channels_last
 SLOTS = [N32, PP, PP, PP, PP, PP, PP, PL, PP, PL, N32, N32]  # api.cpp's slots(), dtypes
 SIGNATURES = {  # api.cpp's entry points: (result, arguments)
     "emu_index32_limit": (L, []),
+    "emu_div_u32": (ctypes.c_uint32, [ctypes.c_uint32, ctypes.c_uint32]),
     "emu_bn_reduce_work": (L, SHAPE),
     "emu_bn_train_stats": (None, [P, N32, *SHAPE, P, P, D, P, P, P, P, P, P, D, P, P, P]),
     "emu_bn_eval_coef": (None, [N32, L, P, P, P, P, D, P, P, P, P]),

@@ -192,7 +192,8 @@ SHAPES = [((4, 3, 5, 7), False), ((4, 3, 5, 7), True), ((1, 2, 6, 5), False),
           ((1, 2, 6, 5), True), ((7, 3, 1, 1), False), ((3, 1, 4, 4), True),
           ((2, 512, 3, 3), False), ((2, 512, 3, 3), True), ((3, 21, 5, 7), True),
           ((5, 7, 9, 11), False), ((8, 5), False), ((66, 37), False), ((3, 4, 7), False),
-          ((2, 600, 1, 2), True)]
+          ((2, 600, 1, 2), True), ((8, 3, 20, 21), False), ((8, 3, 20, 21), True),
+          ((701, 5), False)]  # the last three: every slot of the loops' unrolled tiles
 
 
 @pytest.mark.parametrize("sms", [1, 4, 132])
@@ -252,6 +253,21 @@ def test_64bit_index_kernels_match_cpu(lib, lib64, dtype, slope, shape, channels
     elementwise passes), which no GPU test reaches (they need 2^31 elements)."""
     assert Emulator(lib).index32_limit() == 2**31 and Emulator(lib64).index32_limit() == 0
     check_layer(Emulator(lib64, sms=132), shape, dtype, channels_last, slope=slope)
+
+
+def test_division_by_multiplication_is_exact(lib):
+    """csrc/kernels/cuda/fast_div.cuh's n / d for the 32-bit index path (n, d < 2^31): every
+    power of two and its neighbours, the largest values, and random ones."""
+    emu, g = Emulator(lib), random.Random(3)
+    top = 2**31 - 1
+    ds = {1, 2, 3, 5, 7, 49, 196, 3136, top, top - 1, *(g.randint(1, top) for _ in range(200))}
+    ds |= {v for k in range(1, 31) for v in (2**k - 1, 2**k, 2**k + 1)}
+    for d in sorted(ds):
+        ns = {0, 1, d - 1, d, d + 1, 2 * d - 1, 2 * d, top, top - 1, top - d,
+              *(g.randint(0, top) for _ in range(50)), *(g.randint(0, 4 * d) for _ in range(20))}
+        for n in ns:
+            if 0 <= n <= top:
+                assert emu.div_u32(n, d) == n // d, (n, d)
 
 
 def test_zero_channels_launch_nothing(lib):

@@ -6,6 +6,7 @@
 #include "kernels/amp_launch.h"
 #include "kernels/bn_leaky_launch.h"
 #include "kernels/bn_relu_launch.h"
+#include "kernels/cuda/fast_div.cuh"
 #include "kernels/cuda/index32.cuh"
 #include "kernels/feature_loss_launch.h"
 #include "kernels/optim_launch.h"
@@ -30,6 +31,9 @@ extern "C" {
 
 // Tensors under this many elements take the BatchNorm kernels' 32-bit index instantiations.
 int64_t emu_index32_limit() { return cuda::kIndex32Limit; }
+
+// n / d with the 32-bit divider by multiplication of the BatchNorm kernels.
+uint32_t emu_div_u32(uint32_t n, uint32_t d) { return cuda::Div<uint32_t>(d).div(n); }
 
 int64_t emu_bn_reduce_work(int64_t N, int64_t C, int64_t S, int cl) {
   return bn_reduce_work_cuda(shape(N, C, S, cl));

@@ -14,12 +14,21 @@
 // sums). Planar (NCHW) blocks read one channel's planes; row-major ones (channels-last, or
 // 2-D input) read a tile of 32 neighbouring channels per row, so a warp's loads are coalesced.
 // Elementwise passes are grid-stride loops with 32-bit index math whenever the tensor allows
-// (64-bit division costs more than the memory traffic it indexes).
+// (64-bit division costs more than the memory traffic it indexes), and divisions by
+// multiplication (fast_div.cuh).
+//
+// Every loop keeps kUnroll elements' loads in flight per thread before it uses them. One at a
+// time, a kernel is bound by memory latency, not bandwidth: the H200 profile of an earlier
+// version (bench/results/gpu_diag.json, N32xC64x56x56) had the normalise pass at 2.9 TB/s,
+// the dx pass at 3.3 and the planar reductions at 1.5, which is what 2,048 threads/SM with
+// one 4-byte load each in flight give at ~0.7 us latency. (The output may be the input, so
+// the compiler cannot move the next element's load above this one's store by itself.)
 #include <algorithm>
 #include <cstdint>
 
 #include "../bn_leaky_launch.h"
 #include "../bn_relu_launch.h"
+#include "fast_div.cuh"
 #include "index32.cuh"
 #include "last_block.cuh"
 #include "multi_tensor.cuh"
@@ -31,6 +40,7 @@ using namespace cuda;
 constexpr int kBlock = 256;
 constexpr int kTileC = 32, kTileR = kBlock / kTileC;  // row-major reduction tile
 constexpr int64_t kMinPerBlock = 4 * kBlock;          // elements a reduction block reads, at least
+constexpr int kUnroll = 4;                            // loads in flight per thread
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -169,8 +179,8 @@ __device__ void finish_channels(const double* work, int64_t splits, int64_t C, c
 // `fin` over all channels.
 template <typename T, typename I, typename Term, typename Fin>
 __global__ void __launch_bounds__(kBlock)
-    reduce_planar(const T* x, const T* dy, BnShape s, Term term, double* work, Fin fin,
-                  unsigned* arrivals) {
+    reduce_planar(const T* x, const T* dy, BnShape s, Div<I> plane, Term term, double* work,
+                  Fin fin, unsigned* arrivals) {
   using M = typename DIo<T>::M;
   const I c = blockIdx.x, k = blockIdx.y, splits = gridDim.y;
   const I count = I(s.N) * I(s.S), S = I(s.S), C = I(s.C);
@@ -178,10 +188,21 @@ __global__ void __launch_bounds__(kBlock)
   const I j0 = k * per, j1 = j0 + per < count ? j0 + per : count;
   const auto coef = term.coef(c);
   M f1 = 0, f2 = 0;
-  for (I j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
-    const I n = j / S;
-    const I o = (n * C + c) * S + (j - n * S);
-    term.add(coef, DIo<T>::ld(x[o]), dy ? DIo<T>::ld(dy[o]) : M(0), f1, f2);
+  for (I j = j0 + threadIdx.x; j < j1; j += kUnroll * blockDim.x) {
+    M xv[kUnroll], dv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const I ju = j + u * blockDim.x;
+      if (ju < j1) {
+        const I n = plane.div(ju);
+        const I o = (n * C + c) * S + (ju - n * S);
+        xv[u] = DIo<T>::ld(x[o]);
+        dv[u] = dy ? DIo<T>::ld(dy[o]) : M(0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (j + u * blockDim.x < j1) term.add(coef, xv[u], dv[u], f1, f2);
   }
   double a = f1, b = f2;
   block_sum2(a, b);
@@ -208,9 +229,19 @@ __global__ void __launch_bounds__(kBlock)
   M f1 = 0, f2 = 0;
   if (c < C) {
     const auto coef = term.coef(c);
-    for (I r = r0 + ty; r < r1; r += kTileR) {
-      const I o = r * C + c;
-      term.add(coef, DIo<T>::ld(x[o]), dy ? DIo<T>::ld(dy[o]) : M(0), f1, f2);
+    for (I r = r0 + ty; r < r1; r += kUnroll * kTileR) {
+      M xv[kUnroll], dv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (r + u * kTileR < r1) {
+          const I o = (r + u * kTileR) * C + c;
+          xv[u] = DIo<T>::ld(x[o]);
+          dv[u] = dy ? DIo<T>::ld(dy[o]) : M(0);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (r + u * kTileR < r1) term.add(coef, xv[u], dv[u], f1, f2);
     }
   }
   sa[ty][tx] = f1;
@@ -239,8 +270,13 @@ void launch_reduce(const T* x, const T* dy, const BnShape& s, const ReduceGrid& 
     if (small) reduce_rows<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
     else reduce_rows<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
   } else {
-    if (small) reduce_planar<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
-    else reduce_planar<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, term, work, fin, arrivals);
+    if (small) {
+      const Div<uint32_t> plane(uint32_t(s.S));
+      reduce_planar<T, uint32_t><<<grid, kBlock, 0, st>>>(x, dy, s, plane, term, work, fin, arrivals);
+    } else {
+      const Div<int64_t> plane(s.S);
+      reduce_planar<T, int64_t><<<grid, kBlock, 0, st>>>(x, dy, s, plane, term, work, fin, arrivals);
+    }
   }
 }
 
@@ -327,11 +363,6 @@ __global__ void __launch_bounds__(kBlock) finish_only(int64_t C, Fin fin) {
   finish_channels(nullptr, 0, C, fin);
 }
 
-template <typename I>
-__device__ __forceinline__ I channel_of(I i, I C, I S, bool rows) {
-  return rows ? i % C : (i / S) % C;
-}
-
 // The forward's activations, y = act(x, scale, shift).
 template <typename M>
 struct ReluAct {
@@ -345,17 +376,35 @@ struct LeakyAct {
   }
 };
 
+// The elementwise passes walk tiles of kUnroll * kBlock elements: a thread loads elements
+// i, i + kBlock, ... of its tile (each load coalesced across the warp), then computes and
+// stores them.
+template <typename I>
+__device__ __forceinline__ I tile_size() {
+  return I(kUnroll) * kBlock;
+}
+
 // y = act(x, scale, shift); y may be x (the in-place layer): each element is read, then
 // written, by one thread.
 template <typename T, typename I, typename Act>
 __global__ void __launch_bounds__(kBlock)
-    fwd_kernel(const T* x, T* y, BnShape s, const typename DIo<T>::M* scale,
-               const typename DIo<T>::M* shift, Act act) {
-  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
-  const bool rows = row_major(s);
-  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
-    const I c = channel_of(i, C, S, rows);
-    y[i] = DIo<T>::st(act(DIo<T>::ld(x[i]), scale[c], shift[c]));
+    fwd_kernel(const T* x, T* y, I total, ChannelOf<I> channel,
+               const typename DIo<T>::M* scale, const typename DIo<T>::M* shift, Act act) {
+  using M = typename DIo<T>::M;
+  for (I t = I(blockIdx.x) * tile_size<I>() + threadIdx.x; t < total;
+       t += I(gridDim.x) * tile_size<I>()) {
+    M xv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (t + u * kBlock < total) xv[u] = DIo<T>::ld(x[t + u * kBlock]);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const I i = t + u * kBlock;
+      if (i < total) {
+        const I c = channel(i);
+        y[i] = DIo<T>::st(act(xv[u], scale[c], shift[c]));
+      }
+    }
   }
 }
 
@@ -396,17 +445,40 @@ struct LeakyDx : CoefRows<M> {
 // dx = rule(dy, v) elementwise, v being x or the output.
 template <typename T, typename I, typename Rule>
 __global__ void __launch_bounds__(kBlock)
-    dx_kernel(const T* dy, const T* v, T* dx, BnShape s, Rule rule) {
-  const I total = I(s.N) * I(s.C) * I(s.S), C = I(s.C), S = I(s.S);
-  const bool rows = row_major(s);
-  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += I(gridDim.x) * blockDim.x) {
-    const I c = channel_of(i, C, S, rows);
-    dx[i] = DIo<T>::st(rule(DIo<T>::ld(dy[i]), DIo<T>::ld(v[i]), c));
+    dx_kernel(const T* dy, const T* v, T* dx, I total, ChannelOf<I> channel, Rule rule) {
+  using M = typename DIo<T>::M;
+  for (I t = I(blockIdx.x) * tile_size<I>() + threadIdx.x; t < total;
+       t += I(gridDim.x) * tile_size<I>()) {
+    M dv[kUnroll], vv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (t + u * kBlock < total) {
+        dv[u] = DIo<T>::ld(dy[t + u * kBlock]);
+        vv[u] = DIo<T>::ld(v[t + u * kBlock]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const I i = t + u * kBlock;
+      if (i < total) dx[i] = DIo<T>::st(rule(dv[u], vv[u], channel(i)));
+    }
   }
 }
 
 unsigned elementwise_blocks(const BnShape& s) {
-  return unsigned(std::min<int64_t>(ceil_div(s.N * s.C * s.S, kBlock), int64_t(sm_count()) * 8));
+  return unsigned(std::min<int64_t>(ceil_div(s.N * s.C * s.S, int64_t(kUnroll) * kBlock),
+                                    int64_t(sm_count()) * 8));
+}
+
+// An elementwise kernel over the activation, with 32-bit indices when it allows:
+// launch(total, channel) with total and channel of the index type.
+template <typename Launch>
+void elementwise(const BnShape& s, Launch launch) {
+  if (small_index(s))
+    launch(uint32_t(s.N * s.C * s.S), ChannelOf<uint32_t>(uint32_t(s.S), uint32_t(s.C),
+                                                          row_major(s)));
+  else
+    launch(s.N * s.C * s.S, ChannelOf<int64_t>(s.S, s.C, row_major(s)));
 }
 
 unsigned channel_blocks(int64_t C) { return unsigned(ceil_div(std::max<int64_t>(C, 1), kBlock)); }
@@ -426,8 +498,10 @@ void launch_fwd(const void* x, void* y, const BnShape& s, const void* coef, Act 
   T* yt = static_cast<T*>(y);
   CMp<T> scale = CMp<T>(coef);
   CMp<T> shift = scale + s.C;
-  if (small_index(s)) fwd_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, act);
-  else fwd_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(xt, yt, s, scale, shift, act);
+  elementwise(s, [&](auto total, auto channel) {
+    using I = decltype(total);
+    fwd_kernel<T, I><<<nb, kBlock, 0, st>>>(xt, yt, total, channel, scale, shift, act);
+  });
 }
 
 // A backward's per-channel arguments (bn_bwd_cuda's, see bn_relu_launch.h).
@@ -455,8 +529,10 @@ void launch_bwd(const T* v, const T* dy, T* dx, const BnShape& s, const BwdArgs&
   }
   launch_reduce<T>(v, dy, s, reduce_grid(s), term, fin, a.work, a.arrivals, st);
   const unsigned nb = elementwise_blocks(s);
-  if (small_index(s)) dx_kernel<T, uint32_t><<<nb, kBlock, 0, st>>>(dy, v, dx, s, rule);
-  else dx_kernel<T, int64_t><<<nb, kBlock, 0, st>>>(dy, v, dx, s, rule);
+  elementwise(s, [&](auto total, auto channel) {
+    using I = decltype(total);
+    dx_kernel<T, I><<<nb, kBlock, 0, st>>>(dy, v, dx, total, channel, rule);
+  });
 }
 
 }  // namespace

@@ -85,6 +85,10 @@ T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = 32) {
 template <typename T>
 T __ldcg(const T* p) { return *p; }
 
+inline unsigned __umulhi(unsigned a, unsigned b) {
+  return unsigned((static_cast<unsigned long long>(a) * b) >> 32);
+}
+
 // Fibers switch only at barriers: read-modify-write is atomic by construction.
 template <typename T>
 T atomicAdd(T* p, T v) {
