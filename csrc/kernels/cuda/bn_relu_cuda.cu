@@ -20,9 +20,10 @@
 // Every loop keeps kUnroll elements' loads in flight per thread before it uses them. One at a
 // time, a kernel is bound by memory latency, not bandwidth: the H200 profile of an earlier
 // version (bench/results/gpu_diag.json, N32xC64x56x56) had the normalise pass at 2.9 TB/s,
-// the dx pass at 3.3 and the planar reductions at 1.5, which is what 2,048 threads/SM with
-// one 4-byte load each in flight give at ~0.7 us latency. (The output may be the input, so
-// the compiler cannot move the next element's load above this one's store by itself.)
+// the dx pass at 3.3 and the planar reductions at 1.5, about what one 4-byte load in flight
+// per thread gives at ~0.7 us latency (2,048 threads/SM in the passes, 1,024 in the
+// reductions). (The output may be the input, so the compiler cannot move the next element's
+// load above this one's store by itself.)
 #include <algorithm>
 #include <cstdint>
 
