@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the suite).
 # Both create .venv (see scripts/venv.sh), build the extension and run from it.
-.PHONY: setup demo test lint bench wheel clean gpu-torch-check
+.PHONY: setup demo test lint bench wheel wheel-check clean gpu-torch-check
 
 setup:
 	@bash scripts/venv.sh
@@ -12,7 +12,7 @@ test: setup
 	.venv/bin/python -m pytest -q  # tests/ and the docstring examples in fastext/
 
 lint: setup
-	.venv/bin/ruff check fastext tests bench
+	.venv/bin/ruff check fastext tests bench scripts
 
 bench: setup
 	.venv/bin/python -m fastext.bench optim --json bench/results/optim-cpu.json
@@ -22,7 +22,12 @@ gpu-torch-check:
 	@bash scripts/gpu_torch_check.sh
 
 wheel: setup
+	rm -rf dist
 	.venv/bin/pip wheel --no-build-isolation --no-deps -w dist .
+
+# The wheel unpacked on its own: imports, same build, ops agree with PyTorch.
+wheel-check: wheel
+	.venv/bin/python scripts/wheel_check.py dist/fastext-*.whl
 
 clean:
 	rm -rf build dist .venv
