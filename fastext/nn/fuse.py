@@ -39,7 +39,8 @@ class _FusedBasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
-        return self.relu(out + identity)  # add -> ReLU stays as it was
+        out += identity  # in place, as torchvision's block: no new activation
+        return self.relu(out)  # add -> ReLU stays as it was
 
 
 class _FusedBottleneck(nn.Module):
@@ -54,8 +55,9 @@ class _FusedBottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
+        out = self.bn3(self.conv3(self.bn2(self.conv2(self.bn1(self.conv1(x))))))
+        out += identity
+        return self.relu(out)
 
 
 def _torchvision_blocks() -> dict[type, type]:
