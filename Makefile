@@ -25,7 +25,7 @@ wheel: setup
 	rm -rf dist
 	.venv/bin/pip wheel --no-build-isolation --no-deps -w dist .
 
-# The wheel unpacked on its own: imports, same build, ops agree with PyTorch.
+# The wheel unpacked on its own: imports, built against this torch, ops agree with PyTorch.
 wheel-check: wheel
 	.venv/bin/python scripts/wheel_check.py dist/fastext-*.whl
 

@@ -1,6 +1,6 @@
 // Direct Python entry points of the ops called on every training step (fastext::adamw_,
-// rmsprop_, bn_relu_forward, bn_leaky_relu_): the same ops, called through the dispatcher's typed (unboxed)
-// path from pybind11.
+// rmsprop_, bn_relu_forward, bn_leaky_relu_): the same ops, called through the dispatcher's
+// typed (unboxed) path from pybind11.
 //
 // torch.ops.fastext.* from Python is the boxed path: every argument becomes an IValue, every
 // tensor list an unboxed TensorList copy whose release, with the GIL dropped for the call,
