@@ -227,7 +227,7 @@ def _bn_leaky_relu_fake(input, weight, bias, running_mean, running_var, num_batc
 
 @torch.library.register_fake("fastext::bn_leaky_relu_backward")
 def _bn_leaky_relu_backward_fake(grad_out, output, weight, bias, save_mean, save_invstd,
-                                 use_batch_stats, negative_slope):
+                                 use_batch_stats, eps, negative_slope):
     return _bn_relu_backward_fake(grad_out, output, weight, bias, save_mean, save_invstd,
                                   use_batch_stats)
 
@@ -241,11 +241,11 @@ def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,
                    use_batch_stats: bool, momentum: float = 0.1, eps: float = 1e-5,
                    negative_slope: float = 0.01,
                    num_batches_tracked: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """``leaky_relu(batch_norm(input), negative_slope)`` written over ``input``
-    (InPlace-ABN): returns ``input`` (now the output), and the mean and 1/std used.
-    Differentiable w.r.t. input, weight and bias; the backward reads only the output, so
-    ``weight`` must have no zero (the layer passes ``|w| + eps``) and ``negative_slope``
-    must be positive. Running statistics and ``num_batches_tracked`` as
+    """``leaky_relu(batch_norm(input, weight=|weight| + eps), negative_slope)`` written
+    over ``input`` (InPlace-ABN): returns ``input`` (now the output), and the mean and 1/std
+    used. Differentiable w.r.t. input, weight and bias; the backward reads only the output,
+    which is why the scale is ``|weight| + eps`` (never 0, computed inside the op) and
+    ``negative_slope`` must be positive. Running statistics and ``num_batches_tracked`` as
     :func:`bn_relu_forward`.
 
     >>> import torch

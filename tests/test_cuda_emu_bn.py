@@ -73,6 +73,7 @@ def emu_forward(emu, x, w, b, rm, rv, nbt, train, momentum, eps, slope=None):
     xp = padded(x)  # contiguous in the layout the glue would give the kernels
     shape, dt, sd = bn_shape(xp), DTYPES[x.dtype], stat_dtype(x.dtype)
     C = shape[1]
+    abn = int(slope is not None)  # the in-place layer scales by |w| + eps
     wp, bp = opt(None if w is None else w.to(sd)), opt(None if b is None else b.to(sd))
     rmp, rvp, nbtp = opt(rm), opt(rv), opt(nbt)
     mean, invstd, var = (padded_empty((C,), sd) for _ in range(3))
@@ -82,14 +83,14 @@ def emu_forward(emu, x, w, b, rm, rv, nbt, train, momentum, eps, slope=None):
     if train:
         work = padded_empty((emu.bn_reduce_work(*shape),), torch.float64)
         arrivals = padded(torch.zeros(1, dtype=torch.int32))
-        emu.bn_train_stats(ptr(xp), dt, *shape, ptr(wp), ptr(bp), eps, ptr(mean), ptr(invstd),
-                           ptr(var), ptr(coef), ptr(rmp), ptr(rvp), momentum, ptr(nbtp),
-                           ptr(work), ptr(arrivals))
+        emu.bn_train_stats(ptr(xp), dt, *shape, ptr(wp), ptr(bp), eps, abn, ptr(mean),
+                           ptr(invstd), ptr(var), ptr(coef), ptr(rmp), ptr(rvp), momentum,
+                           ptr(nbtp), ptr(work), ptr(arrivals))
         assert arrivals.item() == 0, "the arrival counter must be left at 0"
         if nbtp is not None and C == 0:
             nbtp += 1  # the glue counts a call without channels itself
     else:
-        emu.bn_eval_coef(dt, C, ptr(rmp), ptr(rvp), ptr(wp), ptr(bp), eps, ptr(mean),
+        emu.bn_eval_coef(dt, C, ptr(rmp), ptr(rvp), ptr(wp), ptr(bp), eps, abn, ptr(mean),
                          ptr(invstd), ptr(var), ptr(coef))
     if slope is None:
         out = padded_empty(xp)
@@ -101,7 +102,7 @@ def emu_forward(emu, x, w, b, rm, rv, nbt, train, momentum, eps, slope=None):
     return out, mean, invstd, var, rmp, rvp, nbtp, emu.launches() - start
 
 
-def emu_backward(emu, dy, v, w, b, mean, invstd, use_batch_stats, slope=None):
+def emu_backward(emu, dy, v, w, b, mean, invstd, use_batch_stats, slope=None, eps=1e-5):
     """The CUDA glue's backward (backward_call, then the launcher) on the emulator, v being
     the input (BatchNorm + ReLU) or the output (in place): (dx, dweight, dbias, launches)."""
     vp = padded(v)
@@ -118,12 +119,13 @@ def emu_backward(emu, dy, v, w, b, mean, invstd, use_batch_stats, slope=None):
     arrivals = padded(torch.zeros(1, dtype=torch.int32)) if reduces else None
     dx = padded_empty(vp)
     start = emu.launches()
-    args = [ptr(wp), ptr(bp), ptr(meanp), ptr(invstdp), int(use_batch_stats)]
+    tensors = [ptr(dyp), ptr(vp), ptr(dx), dt, *shape, ptr(wp), ptr(bp), ptr(meanp),
+               ptr(invstdp)]
     outs = [ptr(dw), ptr(db), ptr(coef), ptr(work), ptr(arrivals)]
     if slope is None:
-        emu.bn_bwd(ptr(dyp), ptr(vp), ptr(dx), dt, *shape, *args, *outs)
-    else:
-        emu.bn_leaky_bwd(ptr(dyp), ptr(vp), ptr(dx), dt, *shape, *args, slope, *outs)
+        emu.bn_bwd(*tensors, int(use_batch_stats), *outs)
+    else:  # the in-place layer's weight enters as |w| + eps
+        emu.bn_leaky_bwd(*tensors, eps, int(use_batch_stats), slope, *outs)
     if reduces:
         assert arrivals.item() == 0, "the arrival counter must be left at 0"
     check_pads(vp, dyp, dx, wp, bp, meanp, invstdp, dw, db, coef, work, arrivals)
@@ -143,8 +145,8 @@ def check_layer(emu, shape, dtype=torch.float32, channels_last=False, affine="bo
     forward and backward, against the CPU ops."""
     sd, C = stat_dtype(dtype), shape[1]
     w, b = params(C, sd, affine)
-    if slope is not None and w is not None:
-        w = torch.where(w.abs() < 0.1, torch.full_like(w, 0.5), w)  # the op divides by it
+    if slope is not None and w is not None and C > 1:
+        w[1] = 0  # the in-place layer scales by |w| + eps; sign(0) = 0 in its gradient
     rm = torch.randn(C, dtype=sd) * 0.1 if track else None
     rv = torch.rand(C, dtype=sd) + 0.5 if track else None
     nbt = torch.tensor([3]) if track else None
@@ -174,12 +176,12 @@ def check_layer(emu, shape, dtype=torch.float32, channels_last=False, affine="bo
             if ref is not None:
                 torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
         v, r_v = (x, x) if slope is None else (out, r_out)
-        dx, dw, db, nb = emu_backward(emu, dy, v, w, b, mean, invstd, train, slope)
+        dx, dw, db, nb = emu_backward(emu, dy, v, w, b, mean, invstd, train, slope, eps)
         if slope is None:
             r_dx, r_dw, r_db = OPS.bn_relu_backward(dy, r_v, w, b, r_mean, r_invstd, train)
         else:
             r_dx, r_dw, r_db = OPS.bn_leaky_relu_backward(dy, r_v, w, b, r_mean, r_invstd, train,
-                                                          slope)
+                                                          eps, slope)
         assert nb == (2 if C else 0), f"a backward is two launches, got {nb}"
         torch.testing.assert_close(dx.float(), r_dx.float(), **tol)
         if w is not None:

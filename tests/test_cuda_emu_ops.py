@@ -50,7 +50,7 @@ def test_bn_ops_match_cpu(emu, dtype, shape, channels_last, leaky):
     beside float32 ones (the glue's fallback: torch ops after the kernel)."""
     C, sd = shape[1], torch.float64 if dtype in (torch.float64, torch.float32) else torch.float32
     g = torch.Generator().manual_seed(1)
-    w = torch.randn(C, generator=g).abs() + 0.5  # the in-place layer divides by it
+    w = torch.randn(C, generator=g)  # the in-place layer scales by |w| + eps
     b = torch.randn(C, generator=g)
     state = [torch.randn(C, dtype=sd), torch.rand(C, dtype=sd) + 0.5, torch.tensor([2])]
     ref_state = clones(state)
@@ -63,8 +63,9 @@ def test_bn_ops_match_cpu(emu, dtype, shape, channels_last, leaky):
             mean, invstd = emu.bn_leaky_relu_(out, w, b, *state, train, 0.1, 1e-5, 0.1)
             r_mean, r_invstd = CPU.bn_leaky_relu_(ref_out, w, b, *ref_state, train, 0.1, 1e-5,
                                                   0.1)
-            grads = emu.bn_leaky_relu_backward(dy, out, w, b, mean, invstd, train, 0.1)
-            r_grads = CPU.bn_leaky_relu_backward(dy, ref_out, w, b, r_mean, r_invstd, train, 0.1)
+            grads = emu.bn_leaky_relu_backward(dy, out, w, b, mean, invstd, train, 1e-5, 0.1)
+            r_grads = CPU.bn_leaky_relu_backward(dy, ref_out, w, b, r_mean, r_invstd, train,
+                                                 1e-5, 0.1)
         else:
             out, mean, invstd, var = emu.bn_relu_forward(x, w, b, *state, train, 0.1, 1e-5)
             ref_out, r_mean, r_invstd, r_var = CPU.bn_relu_forward(x, w, b, *ref_state, train,
@@ -86,7 +87,7 @@ def test_bn_ops_options_match_cpu(emu, leaky, affine):
     """Without weight or bias, without running statistics, with a bfloat16 weight beside
     float32 activations (the gradients come back in the parameters' dtypes)."""
     C = 5
-    w = (torch.rand(C) + 0.5).to(torch.bfloat16) if affine == "weight" else None
+    w = torch.randn(C).to(torch.bfloat16) if affine == "weight" else None
     b = torch.randn(C, dtype=torch.bfloat16) if affine == "bias" else None
     x = padded(activation((4, C, 3, 3), torch.float32, False))
     dy = padded(activation((4, C, 3, 3), torch.float32, False, seed=3))
@@ -94,8 +95,8 @@ def test_bn_ops_options_match_cpu(emu, leaky, affine):
         out, ref_out = x.clone(), x.clone()
         stats = emu.bn_leaky_relu_(out, w, b, None, None, None, True, 0.1, 1e-5, 0.2)
         r_stats = CPU.bn_leaky_relu_(ref_out, w, b, None, None, None, True, 0.1, 1e-5, 0.2)
-        grads = emu.bn_leaky_relu_backward(dy, out, w, b, *stats, True, 0.2)
-        r_grads = CPU.bn_leaky_relu_backward(dy, ref_out, w, b, *r_stats, True, 0.2)
+        grads = emu.bn_leaky_relu_backward(dy, out, w, b, *stats, True, 1e-5, 0.2)
+        r_grads = CPU.bn_leaky_relu_backward(dy, ref_out, w, b, *r_stats, True, 1e-5, 0.2)
     else:
         out, *stats = emu.bn_relu_forward(x, w, b, None, None, None, True, 0.1, 1e-5)
         ref_out, *r_stats = CPU.bn_relu_forward(x, w, b, None, None, None, True, 0.1, 1e-5)
@@ -125,8 +126,8 @@ def test_bn_ops_empty_and_channelless(emu, op):
         grads = emu.bn_relu_backward(dy, v, w, b, mean, invstd, False)
         r_grads = CPU.bn_relu_backward(dy, v, w, b, mean, invstd, False)
     else:
-        grads = emu.bn_leaky_relu_backward(dy, v, w, b, mean, invstd, False, 0.1)
-        r_grads = CPU.bn_leaky_relu_backward(dy, v, w, b, mean, invstd, False, 0.1)
+        grads = emu.bn_leaky_relu_backward(dy, v, w, b, mean, invstd, False, 1e-5, 0.1)
+        r_grads = CPU.bn_leaky_relu_backward(dy, v, w, b, mean, invstd, False, 1e-5, 0.1)
     close(list(grads), list(r_grads))
 
 

@@ -136,7 +136,7 @@ def test_gradcheck_float64(device):
 def test_opcheck(device):
     torch.manual_seed(0)
     x = torch.randn(4, 3, 5, 5, device=device)
-    w, b = torch.rand(3, device=device) + 0.5, torch.randn(3, device=device)
+    w, b = torch.randn(3, device=device), torch.randn(3, device=device)  # scale |w| + eps
     rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
     nbt = torch.zeros((), dtype=torch.long, device=device)
     for training in (True, False):
@@ -146,7 +146,51 @@ def test_opcheck(device):
     mean, invstd = torch.ops.fastext.bn_leaky_relu_(y, w, b, None, None, None, True, 0.1, 1e-5,
                                                     0.1)
     torch.library.opcheck(torch.ops.fastext.bn_leaky_relu_backward.default,
-                          (torch.randn_like(x), y, w, b, mean, invstd, True, 0.1))
+                          (torch.randn_like(x), y, w, b, mean, invstd, True, 1e-5, 0.1))
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.3])
+def test_weight_enters_as_abs_plus_eps(device, eps):
+    """The op scales by |w| + eps itself: negative weights, and a weight of exactly 0,
+    whose gradient is 0 as through torch's abs (sign(0) = 0), match the stock formula."""
+    torch.manual_seed(0)
+    base = torch.randn(5, 4, 3, 3, device=device)
+    w = torch.tensor([-1.5, 0.0, 0.7, -0.2], device=device, requires_grad=True)
+    b = torch.randn(4, device=device, requires_grad=True)
+    y = inplace_abn(base.clone(), None, None, w, b, True, eps=eps, negative_slope=0.1)
+    yr = F.leaky_relu(F.batch_norm(base, None, None, w.abs() + eps, b, True, eps=eps), 0.1)
+    torch.testing.assert_close(y, yr, **TOL[torch.float32])
+    dy = torch.randn_like(y)
+    gw, gb = torch.autograd.grad(y, (w, b), dy)
+    gwr, gbr = torch.autograd.grad(yr, (w, b), dy)
+    torch.testing.assert_close(gw, gwr, **TOL[torch.float32])
+    torch.testing.assert_close(gb, gbr, **TOL[torch.float32])
+    assert gw[1] == 0
+
+
+def test_layer_runs_the_fused_ops_alone(device):
+    """A training forward + backward dispatches the op and its backward and nothing else
+    (no abs / add for |w| + eps before the op, nor their backwards after it): on a GPU each
+    would be a launch per layer per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func.name())
+            return func(*args, **(kwargs or {}))
+
+    m = InPlaceABN2d(3).to(device)
+    x = torch.randn(4, 3, 5, 5, device=device)
+    dy = torch.randn_like(x)
+    with Record() as rec:
+        y = m(x)
+        torch.autograd.grad(y, list(m.parameters()), dy)
+    assert [op for op in rec.ops if not op.startswith("aten::detach")] == [
+        "fastext::bn_leaky_relu_", "fastext::bn_leaky_relu_backward"], rec.ops
 
 
 def test_in_place_and_what_it_refuses(device):

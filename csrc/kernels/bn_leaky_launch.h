@@ -22,15 +22,17 @@ void bn_leaky_bwd_dx_cpu(const void* dy, const void* y, void* dx, DType dt, cons
                          const double* scale, const double* k1, const double* k2, double slope);
 
 // CUDA, whole tensors on `stream`, per-channel arrays in the statistics' type (float, or
-// double for float64). After bn_train_stats_cuda or bn_eval_coef_cuda, coef = [scale; shift]:
-// y = leaky(x * scale + shift), y may be x.
+// double for float64). After bn_train_stats_cuda or bn_eval_coef_cuda with `abn` (the weight
+// entering as |w| + eps), coef = [scale; shift]: y = leaky(x * scale + shift), y may be x.
 void bn_leaky_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
                        double slope, void* stream);
-// The whole backward from the output: dx, and dweight / dbias when given; w, b may be null
-// (affine=False); coef is a 5*C scratch array; work and arrivals as bn_bwd_cuda's.
+// The whole backward from the output: dx, and dweight / dbias when given; w (the layer's
+// weight, entering as |w| + eps) and b may be null (affine=False); coef is a 5*C scratch
+// array; work and arrivals as bn_bwd_cuda's.
 void bn_leaky_bwd_cuda(const void* dy, const void* y, void* dx, DType dt, const BnShape& s,
                        const void* w, const void* b, const void* mean, const void* invstd,
-                       bool use_batch_stats, double slope, void* dweight, void* dbias,
-                       void* coef, double* work, unsigned* arrivals, void* stream);
+                       double eps, bool use_batch_stats, double slope, void* dweight,
+                       void* dbias, void* coef, double* work, unsigned* arrivals,
+                       void* stream);
 
 }  // namespace fastext::kern

@@ -71,18 +71,19 @@ void bn_bwd_dx_rows_cpu(const void* dy, const void* x, void* dx, DType dt, const
 // per-channel arithmetic and leaves the counter at 0 again.
 int64_t bn_reduce_work_cuda(const BnShape& s);
 // Training forward statistics: mean, invstd = 1/sqrt(var + eps), biased var; coef (2*C) gets
-// the normalise pass's scale and shift. When given (same type as mean), running_mean and
-// running_var are updated in place (momentum, unbiased variance), and num_batches_tracked,
-// when given, grows by one: all in the reduction's last block, one launch.
+// the normalise pass's scale and shift, scaling by w, or by |w| + eps for InPlace-ABN (`abn`,
+// bn_leaky.h). When given (same type as mean), running_mean and running_var are updated in
+// place (momentum, unbiased variance), and num_batches_tracked, when given, grows by one: all
+// in the reduction's last block, one launch.
 void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
-                         double eps, void* mean, void* invstd, void* var, void* coef,
+                         double eps, bool abn, void* mean, void* invstd, void* var, void* coef,
                          void* running_mean, void* running_var, double momentum,
                          int64_t* num_batches_tracked, double* work, unsigned* arrivals,
                          void* stream);
 // Evaluation: the same outputs from running_mean / running_var.
 void bn_eval_coef_cuda(DType dt, int64_t C, const void* running_mean, const void* running_var,
-                       const void* w, const void* b, double eps, void* mean, void* invstd,
-                       void* var, void* coef, void* stream);
+                       const void* w, const void* b, double eps, bool abn, void* mean,
+                       void* invstd, void* var, void* coef, void* stream);
 // y = max(0, x * scale + shift) with coef = [scale; shift].
 void bn_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const void* coef,
                  void* stream);

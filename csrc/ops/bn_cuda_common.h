@@ -58,7 +58,8 @@ inline bool in_kernel(const std::optional<at::Tensor>& t, const at::TensorOption
 
 // The forward's statistics (of the batch, updating the running ones, or the running ones
 // themselves) in the statistics' dtype, and the normalise pass's coef = [scale; shift] in
-// `sc`: one launch. The caller then runs its elementwise pass.
+// `sc`, scaling by the weight, or by |weight| + eps for InPlace-ABN (`abn`): one launch. The
+// caller then runs its elementwise pass.
 struct ForwardStats {
   at::Tensor mean, invstd, var;
   Scratch sc;
@@ -69,7 +70,8 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
                                   const std::optional<at::Tensor>& running_mean,
                                   const std::optional<at::Tensor>& running_var,
                                   const std::optional<at::Tensor>& num_batches_tracked,
-                                  bool use_batch_stats, double momentum, double eps) {
+                                  bool use_batch_stats, double momentum, double eps,
+                                  bool abn = false) {
   const int64_t C = in.shape.C;
   const auto opts = in.x.options().dtype(save_dtype(in));
   const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
@@ -91,7 +93,7 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
                   op, ": num_batches_tracked must be a one-element int64 tensor on the input's "
                   "device");
     kern::bn_train_stats_cuda(
-        in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b), eps,
+        in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b), eps, abn,
         mean.data_ptr(), invstd.data_ptr(), var.data_ptr(), sc.coef,
         fuse ? running_mean->data_ptr() : nullptr, fuse ? running_var->data_ptr() : nullptr,
         momentum, count ? num_batches_tracked->data_ptr<int64_t>() : nullptr, sc.work,
@@ -108,7 +110,7 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
     const auto rm = channel_param(op, running_mean, C, 0.0, opts, "running_mean").contiguous();
     const auto rv = channel_param(op, running_var, C, 1.0, opts, "running_var").contiguous();
     kern::bn_eval_coef_cuda(in.dtype, C, rm.data_ptr(), rv.data_ptr(), ptr_or_null(w),
-                            ptr_or_null(b), eps, mean.data_ptr(), invstd.data_ptr(),
+                            ptr_or_null(b), eps, abn, mean.data_ptr(), invstd.data_ptr(),
                             var.data_ptr(), sc.coef, stream());
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -32,13 +32,15 @@ Stats call_forward(at::Tensor& input, const Opt& weight, const Opt& bias, const 
 
 Grads call_backward(const at::Tensor& grad_out, const at::Tensor& output, const Opt& weight,
                     const Opt& bias, const at::Tensor& save_mean, const at::Tensor& save_invstd,
-                    bool use_batch_stats, double slope) {
+                    bool use_batch_stats, double eps, double slope) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastext::bn_leaky_relu_backward", "")
                        .typed<Grads(const at::Tensor&, const at::Tensor&, const Opt&, const Opt&,
-                                    const at::Tensor&, const at::Tensor&, bool, double)>();
+                                    const at::Tensor&, const at::Tensor&, bool, double,
+                                    double)>();
   at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(grad_out, output, weight, bias, save_mean, save_invstd, use_batch_stats, slope);
+  return op.call(grad_out, output, weight, bias, save_mean, save_invstd, use_batch_stats, eps,
+                 slope);
 }
 
 // The backward op under a graph (create_graph=True): first-order gradients, and a clear
@@ -48,9 +50,9 @@ class BnLeakyReluBackward : public torch::autograd::Function<BnLeakyReluBackward
   static variable_list forward(AutogradContext*, const at::Tensor& grad_out,
                                const at::Tensor& output, const Opt& weight, const Opt& bias,
                                const at::Tensor& save_mean, const at::Tensor& save_invstd,
-                               bool use_batch_stats, double slope) {
+                               bool use_batch_stats, double eps, double slope) {
     auto [gi, gw, gb] = call_backward(grad_out, output, weight, bias, save_mean, save_invstd,
-                                      use_batch_stats, slope);
+                                      use_batch_stats, eps, slope);
     return {gi, gw, gb};
   }
   static variable_list backward(AutogradContext*, variable_list) {
@@ -62,16 +64,16 @@ class BnLeakyReluBackward : public torch::autograd::Function<BnLeakyReluBackward
 Grads bn_leaky_relu_backward_autograd(const at::Tensor& grad_out, const at::Tensor& output,
                                       const Opt& weight, const Opt& bias,
                                       const at::Tensor& save_mean, const at::Tensor& save_invstd,
-                                      bool use_batch_stats, double slope) {
+                                      bool use_batch_stats, double eps, double slope) {
   if (at::GradMode::is_enabled() &&
       (grad_out.requires_grad() || output.requires_grad() || requires_grad(weight) ||
        requires_grad(bias))) {
     auto r = BnLeakyReluBackward::apply(grad_out, output, weight, bias, save_mean, save_invstd,
-                                        use_batch_stats, slope);
+                                        use_batch_stats, eps, slope);
     return {r[0], r[1], r[2]};
   }
   return call_backward(grad_out, output, weight, bias, save_mean, save_invstd, use_batch_stats,
-                       slope);
+                       eps, slope);
 }
 
 class BnLeakyRelu : public torch::autograd::Function<BnLeakyRelu> {
@@ -88,6 +90,7 @@ class BnLeakyRelu : public torch::autograd::Function<BnLeakyRelu> {
     ctx->set_materialize_grads(false);  // no zeros made for the statistics' absent gradients
     ctx->save_for_backward({input, or_undefined(weight), or_undefined(bias), mean, invstd});
     ctx->saved_data["use_batch_stats"] = use_batch_stats;
+    ctx->saved_data["eps"] = eps;
     ctx->saved_data["slope"] = slope;
     return {input, mean, invstd};
   }
@@ -103,7 +106,8 @@ class BnLeakyRelu : public torch::autograd::Function<BnLeakyRelu> {
     if (!grads[0].defined() || !(need[0] || need[1] || need[2])) return none;
     auto [gi, gw, gb] = bn_leaky_relu_backward_autograd(
         grads[0], saved[0], as_optional(saved[1]), as_optional(saved[2]), saved[3], saved[4],
-        ctx->saved_data["use_batch_stats"].toBool(), ctx->saved_data["slope"].toDouble());
+        ctx->saved_data["use_batch_stats"].toBool(), ctx->saved_data["eps"].toDouble(),
+        ctx->saved_data["slope"].toDouble());
     if (need[0]) none[0] = gi;
     if (need[1]) none[1] = gw;
     if (need[2]) none[2] = gb;

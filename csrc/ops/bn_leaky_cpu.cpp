@@ -20,6 +20,14 @@ std::pair<int64_t, int64_t> units_of(const BnInput& in) {
              : std::make_pair(s.N * s.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, s.S)));
 }
 
+// The weight the layer scales by: |w| + eps (kern::abn_weight), or 1 without a weight.
+Vec abn_weights(const Vec& w, bool given_weight, double eps) {
+  Vec a(w);
+  if (given_weight)
+    for (auto& v : a) v = kern::abn_weight(v, eps);
+  return a;
+}
+
 std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
     at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
@@ -30,7 +38,8 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
   const auto in = bn_leaky_input(op, input, negative_slope);
   const auto& s = in.shape;
   const int64_t C = s.C;
-  const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const Vec w = abn_weights(channel_vec(op, weight, C, 1.0), given(weight), eps);
+  const Vec b = channel_vec(op, bias, C, 0.0);
   const auto [units, per] = units_of(in);
   Vec mean, var;
   if (use_batch_stats) {
@@ -67,13 +76,14 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_leaky_relu_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
-    const at::Tensor& save_invstd, bool use_batch_stats, double negative_slope) {
+    const at::Tensor& save_invstd, bool use_batch_stats, double eps, double negative_slope) {
   const char* op = "fastext::bn_leaky_relu_backward";
   const auto in = bn_leaky_input(op, output, negative_slope);
   const auto& s = in.shape;
   const int64_t C = s.C;
   const auto dy = grad_out_like(op, grad_out, in);
-  const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const Vec w_raw = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const Vec w = abn_weights(w_raw, given(weight), eps);
   const Vec mean = channel_vec(op, save_mean, C, 0.0, "save_mean");
   const Vec invstd = channel_vec(op, save_invstd, C, 1.0, "save_invstd");
   const size_t nc = static_cast<size_t>(C);
@@ -99,6 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_leaky_relu_backward_cpu(
                                 negative_slope);
     });
   }
+  for (int64_t c = 0; c < C; ++c) sum_gx[c] *= kern::abn_weight_grad(w_raw[c]);  // d|w|/dw
   return backward_result(dx, weight, bias, sum_g, sum_gx, invstd);
 }
 

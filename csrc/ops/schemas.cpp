@@ -38,7 +38,8 @@ TORCH_LIBRARY(fastext, m) {
       "Tensor save_mean, Tensor save_invstd, bool use_batch_stats) -> "
       "(Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
   // BatchNorm + LeakyReLU in place (InPlace-ABN): the output overwrites the input, and the
-  // backward needs only that output (negative_slope > 0, weight without zeros).
+  // backward needs only that output (negative_slope > 0; the weight enters as |weight| + eps,
+  // never 0).
   m.def(
       "bn_leaky_relu_(Tensor(a!) input, Tensor? weight, Tensor? bias, "
       "Tensor(b!)? running_mean, Tensor(c!)? running_var, Tensor(d!)? num_batches_tracked, "
@@ -46,8 +47,8 @@ TORCH_LIBRARY(fastext, m) {
       "(Tensor save_mean, Tensor save_invstd)");
   m.def(
       "bn_leaky_relu_backward(Tensor grad_out, Tensor output, Tensor? weight, Tensor? bias, "
-      "Tensor save_mean, Tensor save_invstd, bool use_batch_stats, float negative_slope) -> "
-      "(Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
+      "Tensor save_mean, Tensor save_invstd, bool use_batch_stats, float eps, "
+      "float negative_slope) -> (Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
   // Feature loss over pairs (pixels, feature slices): losses[l] = w_l * mean|x_l - t_l|,
   // losses[L + l] = g_l * mean|Gram(x_l) - Gram(t_l)|. gram_diffs (N, C, C per pair with
   // g_l != 0, else empty) are saved for the backward; targets get no gradient.

@@ -72,6 +72,5 @@ def inplace_abn(input: Tensor, running_mean: Tensor | None, running_var: Tensor 
                          f"activation), got {negative_slope}")
     if _empty_batch(input, training, num_batches_tracked):
         return input
-    scale = weight.abs() + eps if weight is not None else None
-    return ops.bn_leaky_relu_(input, scale, bias, running_mean, running_var, training,
+    return ops.bn_leaky_relu_(input, weight, bias, running_mean, running_var, training,
                               momentum, eps, negative_slope, num_batches_tracked)[0]

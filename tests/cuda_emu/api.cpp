@@ -40,17 +40,20 @@ int64_t emu_bn_reduce_work(int64_t N, int64_t C, int64_t S, int cl) {
 }
 
 void emu_bn_train_stats(const void* x, int dt, int64_t N, int64_t C, int64_t S, int cl,
-                        const void* w, const void* b, double eps, void* mean, void* invstd,
-                        void* var, void* coef, void* running_mean, void* running_var,
-                        double momentum, int64_t* nbt, double* work, unsigned* arrivals) {
-  bn_train_stats_cuda(x, DType(dt), shape(N, C, S, cl), w, b, eps, mean, invstd, var, coef,
+                        const void* w, const void* b, double eps, int abn, void* mean,
+                        void* invstd, void* var, void* coef, void* running_mean,
+                        void* running_var, double momentum, int64_t* nbt, double* work,
+                        unsigned* arrivals) {
+  bn_train_stats_cuda(x, DType(dt), shape(N, C, S, cl), w, b, eps, abn != 0, mean, invstd, var,
+                      coef,
                       running_mean, running_var, momentum, nbt, work, arrivals, nullptr);
 }
 
 void emu_bn_eval_coef(int dt, int64_t C, const void* rm, const void* rv, const void* w,
-                      const void* b, double eps, void* mean, void* invstd, void* var,
+                      const void* b, double eps, int abn, void* mean, void* invstd, void* var,
                       void* coef) {
-  bn_eval_coef_cuda(DType(dt), C, rm, rv, w, b, eps, mean, invstd, var, coef, nullptr);
+  bn_eval_coef_cuda(DType(dt), C, rm, rv, w, b, eps, abn != 0, mean, invstd, var, coef,
+                    nullptr);
 }
 
 void emu_bn_fwd(const void* x, void* y, int dt, int64_t N, int64_t C, int64_t S, int cl,
@@ -73,9 +76,10 @@ void emu_bn_leaky_fwd(const void* x, void* y, int dt, int64_t N, int64_t C, int6
 
 void emu_bn_leaky_bwd(const void* dy, const void* y, void* dx, int dt, int64_t N, int64_t C,
                       int64_t S, int cl, const void* w, const void* b, const void* mean,
-                      const void* invstd, int use_batch_stats, double slope, void* dweight,
-                      void* dbias, void* coef, double* work, unsigned* arrivals) {
-  bn_leaky_bwd_cuda(dy, y, dx, DType(dt), shape(N, C, S, cl), w, b, mean, invstd,
+                      const void* invstd, double eps, int use_batch_stats, double slope,
+                      void* dweight, void* dbias, void* coef, double* work,
+                      unsigned* arrivals) {
+  bn_leaky_bwd_cuda(dy, y, dx, DType(dt), shape(N, C, S, cl), w, b, mean, invstd, eps,
                     use_batch_stats != 0, slope, dweight, dbias, coef, work, arrivals, nullptr);
 }
 

@@ -95,6 +95,13 @@ __device__ __forceinline__ M channel_or(const M* p, int64_t c, M fill) {
   return p ? p[c] : fill;
 }
 
+// Channel c's affine weight as the layer scales by it: w, or |w| + eps for InPlace-ABN
+// (`abn`, bn_leaky.h), or 1 without a weight.
+template <typename M>
+__device__ __forceinline__ M layer_weight(const M* w, int64_t c, bool abn, double eps) {
+  return w ? (abn ? abn_weight(w[c], eps) : w[c]) : M(1);
+}
+
 // What a reduction accumulates per element. Statistics: x - k and its square, k being the
 // channel's first element (shifted sums do not cancel). Backward: g and g * (x - mean), g the
 // ReLU-masked gradient, the mask re-derived from x.
@@ -135,10 +142,11 @@ template <typename T>
 struct LeakyGradTerm {
   using M = typename DIo<T>::M;
   const M *w, *b, *invstd;
+  double eps;
   M slope;
   using Coef = LeakyInverse<M>;
   __device__ Coef coef(int64_t c) const {
-    return {channel_or(b, c, M(0)), M(1) / (channel_or(w, c, M(1)) * invstd[c]), slope,
+    return {channel_or(b, c, M(0)), M(1) / (layer_weight(w, c, true, eps) * invstd[c]), slope,
             M(1) / slope};
   }
   __device__ void add(const Coef& k, M y, M dy, M& f1, M& f2) const {
@@ -285,10 +293,10 @@ void launch_reduce(const T* x, const T* dy, const BnShape& s, const ReduceGrid& 
 // (autograd's saved values), and scale / shift for the normalise pass.
 template <typename M>
 __device__ __forceinline__ void store_channel_stats(int64_t c, M mu, M v, const M* w, const M* b,
-                                                    double eps, M* mean, M* invstd, M* var,
-                                                    M* scale, M* shift) {
+                                                    double eps, bool abn, M* mean, M* invstd,
+                                                    M* var, M* scale, M* shift) {
   const M inv = M(1) / sqrt(v + M(eps));
-  const M sc = channel_or(w, c, M(1)) * inv;
+  const M sc = layer_weight(w, c, abn, eps) * inv;
   mean[c] = mu;
   invstd[c] = inv;
   var[c] = v;
@@ -306,6 +314,7 @@ struct StatsFinish {
   BnShape s;
   const M *w, *b;
   double eps;
+  bool abn;
   M *mean, *invstd, *var, *scale, *shift, *running_mean, *running_var;
   double momentum;
   int64_t* num_batches_tracked;
@@ -315,7 +324,7 @@ struct StatsFinish {
     const double k = double(channel_first(x, s, c));
     const double m1 = s1 / count;
     const M mu = M(k + m1), v = M(fmax(s2 / count - m1 * m1, 0.0));
-    store_channel_stats(c, mu, v, w, b, eps, mean, invstd, var, scale, shift);
+    store_channel_stats(c, mu, v, w, b, eps, abn, mean, invstd, var, scale, shift);
     if (running_mean) {  // as F.batch_norm: lerp towards the batch values, variance unbiased
       const M m = M(momentum);
       running_mean[c] += m * (mu - running_mean[c]);
@@ -328,27 +337,29 @@ struct StatsFinish {
 // Evaluation forward: the same outputs from the running statistics.
 template <typename M>
 __global__ void eval_coef(int64_t C, const M* rmean, const M* rvar, const M* w, const M* b,
-                          double eps, M* mean, M* invstd, M* var, M* scale, M* shift) {
+                          double eps, bool abn, M* mean, M* invstd, M* var, M* scale, M* shift) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  store_channel_stats(c, rmean[c], rvar[c], w, b, eps, mean, invstd, var, scale, shift);
+  store_channel_stats(c, rmean[c], rvar[c], w, b, eps, abn, mean, invstd, var, scale, shift);
 }
 
 // Backward finish: dweight, dbias (when given) and the dx pass's per-channel numbers
 // (coef rows: scale, shift, mean, k1, k2; see bn_relu.h) from sum_g and sum_gx. For the
 // in-place layer (`inverse`) rows 1 and 2 hold the bias and 1 / scale instead (bn_leaky.h),
-// so that its dx pass divides nothing per element.
+// so that its dx pass divides nothing per element; its weight enters as |w| + eps.
 template <typename M>
 struct GradFinish {
   int64_t C;
   double count;
   const M *w, *b, *mean, *invstd;
+  double eps;
   bool use_batch_stats, inverse;
   M *dweight, *dbias, *coef;
 
   __device__ void operator()(int64_t c, double sg, double sgx) const {
-    const M inv = invstd[c], sc = channel_or(w, c, M(1)) * inv, bias = channel_or(b, c, M(0));
-    if (dweight) dweight[c] = M(sgx) * inv;
+    const M inv = invstd[c], sc = layer_weight(w, c, inverse, eps) * inv;
+    const M bias = channel_or(b, c, M(0));
+    if (dweight) dweight[c] = M(sgx) * inv * (inverse ? abn_weight_grad(w[c]) : M(1));
     if (dbias) dbias[c] = M(sg);
     coef[c] = sc;
     coef[C + c] = inverse ? bias : bias - mean[c] * sc;
@@ -508,6 +519,7 @@ void launch_fwd(const void* x, void* y, const BnShape& s, const void* coef, Act 
 // A backward's per-channel arguments (bn_bwd_cuda's, see bn_relu_launch.h).
 struct BwdArgs {
   const void *w, *b, *mean, *invstd;
+  double eps;                     // the in-place layer's weight is |w| + eps
   bool use_batch_stats, inverse;  // inverse: GradFinish's coef rows for the in-place layer
   void *dweight, *dbias, *coef;
   double* work;
@@ -522,8 +534,8 @@ void launch_bwd(const T* v, const T* dy, T* dx, const BnShape& s, const BwdArgs&
                 const Term& term, const Rule& rule, cudaStream_t st) {
   using M = typename DIo<T>::M;
   const GradFinish<M> fin{s.C, double(s.N * s.S), CMp<T>(a.w), CMp<T>(a.b), CMp<T>(a.mean),
-                          CMp<T>(a.invstd), a.use_batch_stats, a.inverse, Mp<T>(a.dweight),
-                          Mp<T>(a.dbias), Mp<T>(a.coef)};
+                          CMp<T>(a.invstd), a.eps, a.use_batch_stats, a.inverse,
+                          Mp<T>(a.dweight), Mp<T>(a.dbias), Mp<T>(a.coef)};
   if (s.N * s.S == 0) {
     finish_only<<<1, kBlock, 0, st>>>(s.C, fin);
     return;
@@ -549,7 +561,7 @@ void launch_bwd(const T* v, const T* dy, T* dx, const BnShape& s, const BwdArgs&
 int64_t bn_reduce_work_cuda(const BnShape& s) { return 2 * reduce_grid(s).splits * s.C; }
 
 void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* w, const void* b,
-                         double eps, void* mean, void* invstd, void* var, void* coef,
+                         double eps, bool abn, void* mean, void* invstd, void* var, void* coef,
                          void* running_mean, void* running_var, double momentum,
                          int64_t* num_batches_tracked, double* work, unsigned* arrivals,
                          void* stream) {
@@ -558,7 +570,7 @@ void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* 
   const ReduceGrid g = reduce_grid(s);
   FX_BN_CUDA_DISPATCH(dt, ({
     const T* xt = static_cast<const T*>(x);
-    const StatsFinish<T> fin{xt, s, CMp<T>(w), CMp<T>(b), eps, Mp<T>(mean), Mp<T>(invstd),
+    const StatsFinish<T> fin{xt, s, CMp<T>(w), CMp<T>(b), eps, abn, Mp<T>(mean), Mp<T>(invstd),
                              Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + s.C, Mp<T>(running_mean),
                              Mp<T>(running_var), momentum, num_batches_tracked};
     launch_reduce<T>(xt, nullptr, s, g, StatsTerm<T>{xt, s}, fin, work, arrivals, st);
@@ -566,14 +578,14 @@ void bn_train_stats_cuda(const void* x, DType dt, const BnShape& s, const void* 
 }
 
 void bn_eval_coef_cuda(DType dt, int64_t C, const void* running_mean, const void* running_var,
-                       const void* w, const void* b, double eps, void* mean, void* invstd,
-                       void* var, void* coef, void* stream) {
+                       const void* w, const void* b, double eps, bool abn, void* mean,
+                       void* invstd, void* var, void* coef, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (C == 0) return;
   FX_BN_CUDA_DISPATCH(dt, ({
     eval_coef<<<channel_blocks(C), kBlock, 0, st>>>(
-        C, CMp<T>(running_mean), CMp<T>(running_var), CMp<T>(w), CMp<T>(b), eps, Mp<T>(mean),
-        Mp<T>(invstd), Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + C);
+        C, CMp<T>(running_mean), CMp<T>(running_var), CMp<T>(w), CMp<T>(b), eps, abn,
+        Mp<T>(mean), Mp<T>(invstd), Mp<T>(var), Mp<T>(coef), Mp<T>(coef) + C);
   }));
 }
 
@@ -591,7 +603,7 @@ void bn_bwd_cuda(const void* dy, const void* x, void* dx, DType dt, const BnShap
                  unsigned* arrivals, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
-  const BwdArgs a{w, b, mean, invstd, use_batch_stats, false, dweight, dbias, coef, work,
+  const BwdArgs a{w, b, mean, invstd, 0.0, use_batch_stats, false, dweight, dbias, coef, work,
                   arrivals};
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
@@ -611,15 +623,16 @@ void bn_leaky_fwd_cuda(const void* x, void* y, DType dt, const BnShape& s, const
 
 void bn_leaky_bwd_cuda(const void* dy, const void* y, void* dx, DType dt, const BnShape& s,
                        const void* w, const void* b, const void* mean, const void* invstd,
-                       bool use_batch_stats, double slope, void* dweight, void* dbias,
-                       void* coef, double* work, unsigned* arrivals, void* stream) {
+                       double eps, bool use_batch_stats, double slope, void* dweight,
+                       void* dbias, void* coef, double* work, unsigned* arrivals,
+                       void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (s.C == 0) return;
-  const BwdArgs a{w, b, mean, invstd, use_batch_stats, true, dweight, dbias, coef, work,
+  const BwdArgs a{w, b, mean, invstd, eps, use_batch_stats, true, dweight, dbias, coef, work,
                   arrivals};
   FX_BN_CUDA_DISPATCH(dt, ({
     using M = typename DIo<T>::M;
-    const LeakyGradTerm<T> term{CMp<T>(w), CMp<T>(b), CMp<T>(invstd), M(slope)};
+    const LeakyGradTerm<T> term{CMp<T>(w), CMp<T>(b), CMp<T>(invstd), eps, M(slope)};
     const LeakyDx<M> rule(CMp<T>(coef), s.C, slope);
     launch_bwd<T>(static_cast<const T*>(y), static_cast<const T*>(dy), static_cast<T*>(dx), s,
                   a, term, rule, st);
