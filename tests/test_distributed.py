@@ -271,7 +271,7 @@ def test_ddp_validation_matches_single_process_on_every_rank(ddp_run, reference)
     final = learn.validate()
     for r in results:
         assert r["valid"] == results[0]["valid"]  # the same reduced numbers on every rank
-        assert len(r["valid"]) == EPOCHS
+        assert len(r["valid"]) == EPOCHS + 1  # the fit's epochs, then validate()'s events
         for got, want in zip(r["valid"], probe.valid, strict=True):
             assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
         assert r["final"] == pytest.approx(final, rel=1e-5, abs=1e-6)
@@ -282,8 +282,9 @@ def test_ddp_with_torch_dataloaders(ddp_run):
     for r in results:
         assert r["n_iter_dl"] == [-(-N_TRAIN // (WORLD * BS))]
         assert r["valid_dl"] == results[0]["valid_dl"]
+        assert len(r["valid_dl"]) == 2  # the fit's epoch, then validate() (no longer sharded)
         # the reduced validation of the sharded loader == the whole set in one process
-        assert r["valid_dl"][-1] == pytest.approx(r["final_dl"], rel=1e-5, abs=1e-6)
+        assert r["valid_dl"][0] == pytest.approx(r["final_dl"], rel=1e-5, abs=1e-6)
 
 
 def test_ddp_only_rank_zero_prints_and_saves(ddp_run):

@@ -340,3 +340,176 @@ def test_splitter_keeps_a_tied_weight_in_one_group():
 def test_fp16_needs_a_master_weight_optimizer():
     with pytest.raises(ValueError, match="master weights"):
         toy_learner(precision="fp16", opt_func=torch.optim.AdamW).create_opt()
+
+
+def test_save_and_load_resolve_a_name_alike(tmp_path):
+    """A name with a dot is a checkpoint under model_dir for save and load alike; a path
+    ending in .pth is that file for both."""
+    learn = toy_learner(path=tmp_path)
+    learn.fit(1, 1e-2)
+    assert learn.save("stage-1.5") == tmp_path / "models" / "stage-1.5.pth"
+    other = Learner(toy_dls(), toy_model(seed=5), F.cross_entropy, quiet=True, path=tmp_path)
+    other.load("stage-1.5")
+    for a, b in zip(learn.model.parameters(), other.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    file = tmp_path / "elsewhere" / "final.pth"
+    assert learn.save(file) == file and file.exists()
+    assert learn.model_file(file) == file
+    Learner(toy_dls(), toy_model(seed=6), F.cross_entropy, quiet=True).load(file)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["stage-1.5.pth"]
+
+
+def test_save_model_at_end_reloads_a_name_with_a_dot(tmp_path):
+    learn = toy_learner(path=tmp_path)
+    learn.fit(2, 1e-2, cbs=[fastext.learner.SaveModel(fname="best_lr0.01", at_end=True)])
+    assert (tmp_path / "models" / "best_lr0.01.pth").exists()
+
+
+class CancelValidBatch(Callback):
+    """Cancels validation batch ``at`` in ``event`` (before its prediction or its loss)."""
+
+    run_train = False
+
+    def __init__(self, at, event="before_batch"):
+        self.at = at
+        setattr(self, event, self._cancel)
+
+    def _cancel(self):
+        if self.learn.iter == self.at:
+            raise fastext.learner.CancelBatchException
+
+
+@pytest.mark.parametrize("event", ["before_batch", "after_pred"])
+def test_validate_leaves_out_a_cancelled_batch(event):
+    """A cancelled validation batch counts in neither the loss nor the metrics (it used to
+    pair the previous batch's prediction and loss with its targets)."""
+    from fastext.learner import accuracy
+
+    dls = toy_dls(n=64, bs=16)  # valid: 16 samples
+    dls = DataLoaders.from_tensors(*dls.train.dataset, *dls.valid.dataset, bs=16, valid_bs=6,
+                                   device="cpu")  # valid batches of 6, 6, 4
+    x, y = dls.valid.dataset
+    learn = Learner(dls, toy_model(), F.cross_entropy, quiet=True, metrics=[accuracy])
+    learn.model.eval()
+    with torch.no_grad():
+        pred = learn.model(x)
+    for skip, keep in ((1, [*range(6), *range(12, 16)]), (2, list(range(12)))):
+        learn.add_cb(cb := CancelValidBatch(skip, event))
+        loss, acc = learn.validate()
+        learn.remove_cb(cb)
+        assert loss == pytest.approx(F.cross_entropy(pred[keep], y[keep]).item(), rel=1e-6)
+        assert acc == pytest.approx(accuracy(pred[keep], y[keep]).item(), rel=1e-6)
+
+
+def test_validate_on_an_empty_set_is_nan():
+    from fastext.learner import accuracy
+
+    x = torch.randn(48, 8)
+    y = (x[:, 0] > 0).long()
+    dls = DataLoaders.from_tensors(x, y, x[:0], y[:0], bs=16, device="cpu")
+    learn = Learner(dls, toy_model(), F.cross_entropy, quiet=True, metrics=[accuracy])
+    loss, acc = learn.validate()
+    assert math.isnan(loss) and math.isnan(acc)
+
+
+def test_validate_fires_the_validate_events():
+    """validate() runs the phase with its events, as fastai's does (callbacks such as the
+    language model's ResetRNNState rely on before_validate); a cancelled validation gives
+    NaN; the Recorder's epoch table is left alone."""
+    events = []
+
+    class Events(Callback):
+        def before_validate(self):
+            events.append(("before_validate", self.learn.dl))
+
+        def after_batch(self):
+            events.append(("batch", self.learn.iter))
+
+        def after_validate(self):
+            events.append(("after_validate", self.learn.valid_loss))
+
+    dls = toy_dls()
+    dls = DataLoaders.from_tensors(*dls.train.dataset, *dls.valid.dataset, bs=32, valid_bs=32,
+                                   device="cpu")  # valid: two batches of 32
+    learn = Learner(dls, toy_model(), F.cross_entropy, quiet=True)
+    learn.fit(1, 1e-2)
+    row, final = list(learn.recorder.values[-1]), list(learn.final_record)
+    learn.add_cb(Events())
+    loss = learn.validate()[0]
+    assert events == [("before_validate", learn.dls.valid), ("batch", 0), ("batch", 1),
+                      ("after_validate", loss)]
+    other = DataLoaders.from_tensors(*learn.dls.valid.dataset, *learn.dls.valid.dataset,
+                                     bs=64, device="cpu").valid
+    events.clear()
+    learn.validate(other)
+    assert events[0] == ("before_validate", other) and len(events) == 3
+    assert learn.recorder.values[-1] == row and learn.final_record == final
+    assert len(learn.recorder.values) == 1
+
+    class Cancel(Callback):
+        def before_validate(self):
+            raise fastext.learner.CancelValidException
+
+    learn = toy_learner(metrics=[fastext.learner.accuracy], cbs=[Cancel()])
+    assert all(math.isnan(v) for v in learn.validate())
+
+
+def test_fit_without_lr_or_wd_uses_the_learner_defaults():
+    """As fastai's fit: lr=None is ``learn.lr`` (not where the last schedule left the
+    optimizer), wd=None is ``learn.wd`` (not the last fit's wd)."""
+    learn = toy_learner(lr=3e-3, wd=0.02)
+    learn.fit_one_cycle(1, 1e-2, wd=0.3)
+    track = Track()
+    learn.fit(1, cbs=[track])
+    assert track.lrs and all(lrs == [3e-3] * len(lrs) for lrs in track.lrs)
+    wds = {g["apply_wd"]: g["weight_decay"] for g in learn.opt.param_groups}
+    assert wds == {True: 0.02, False: 0.0}
+    learn.fit(1, slice(1e-3, 1e-2), wd=0.05)
+    learn.fit(1, cbs=[track])
+    assert all(lrs == [3e-3] * len(lrs) for lrs in track.lrs)
+    assert {g["weight_decay"] for g in learn.opt.param_groups if g["apply_wd"]} == {0.02}
+
+
+@pytest.mark.parametrize("norm", ["instance", "rms"])
+def test_instance_and_rms_norm_are_normalisation_layers(norm):
+    """No weight decay on their weights, and trainable in frozen groups with train_bn."""
+    x = torch.randn(8, 3, 8, 8)
+    y = torch.zeros(8).long()
+    dls = DataLoaders.from_tensors(x, y, x, y, bs=4, device="cpu")
+    layer = nn.InstanceNorm2d(4, affine=True) if norm == "instance" else nn.RMSNorm([4, 6, 6])
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), layer, nn.ReLU()),
+                          nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
+    learn = Learner(dls, model, F.cross_entropy, quiet=True)
+    learn.create_opt()
+    wd = {id(p): g["weight_decay"] for g in learn.opt.param_groups for p in g["params"]}
+    assert wd[id(layer.weight)] == 0.0 and wd[id(model[0][0].weight)] == 0.1
+    learn.freeze()
+    assert layer.weight.requires_grad and not model[0][0].weight.requires_grad
+    learn.train_bn = False
+    learn.freeze()
+    assert not layer.weight.requires_grad
+
+
+def test_freeze_to_counts_negative_groups_from_the_end_without_wrapping():
+    learn = toy_learner(train_bn=False)  # two layer groups: [Linear, BatchNorm], [Linear]
+    trainable = {}
+    for n in (-1, -2, -3, -5, 0, 1, 2, 3):
+        learn.freeze_to(n)
+        trainable[n] = [p.requires_grad for p in learn.model.parameters()]
+    everything, head = [True] * 6, [False] * 4 + [True] * 2
+    assert trainable == {-1: head, -2: everything, -3: everything, -5: everything,
+                         0: everything, 1: head, 2: [False] * 6, 3: [False] * 6}
+
+
+@pytest.mark.parametrize("shape", [(32, 64), (64, 32), (48, 48)])
+def test_progressive_resizing_squares_rectangular_batches(shape):
+    """set_size(s) gives s x s batches, also when one side already is s."""
+    x = torch.randn(8, 3, *shape)
+    y = torch.zeros(8).long()
+    dls = DataLoaders.from_tensors(x, y, x, y, bs=4, valid_bs=4, device="cpu")
+    for s in (32, 64, 128):
+        dls.set_size(s)
+        assert next(iter(dls.train))[0].shape == (4, 3, s, s)
+        assert next(iter(dls.valid))[0].shape == (4, 3, s, s)
+    dls.set_size(None)
+    assert next(iter(dls.train))[0].shape == (4, 3, *shape)

@@ -172,6 +172,18 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
     assert "epoch 0" in out and "valid" in out and learn.progress.bar is None
 
 
+
+def test_progress_bar_of_validate_counts_the_given_loader(capsys, monkeypatch):
+    """validate(dl) fires the validate events: the bar counts the batches of ``dl``, and no
+    table line is printed."""
+    learn = linear_learner(quiet=None)  # valid loader: 3 batches
+    monkeypatch.setattr(ProgressCallback, "_show_bar", lambda self: True)
+    x, y = learn.dls.valid.dataset
+    learn.validate(DataLoaders.from_tensors(x, y, x, y, bs=40, device="cpu").valid)  # 1 batch
+    out = capsys.readouterr().out
+    assert "valid" in out and "0/1" in out and "/3" not in out and "epoch" not in out
+    assert learn.progress.bar is None
+
 # -- EarlyStopping ----------------------------------------------------------------------
 
 
@@ -458,3 +470,55 @@ def test_precise_bn_recomputes_running_stats_with_the_final_weights(fused):
     with torch.no_grad():
         feats2 = model2[0](x)
     assert not torch.allclose(model2[1].running_var, feats2.var((0, 2, 3)), rtol=1e-2)
+
+
+class TwoInputs(nn.Module):
+    """``forward(x_cat, x_cont)``, like the tabular model: batches are (x_cat, x_cont, y)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.bn, self.lin = nn.Embedding(5, 3), nn.BatchNorm1d(2), nn.Linear(5, 1)
+
+    def forward(self, x_cat, x_cont):
+        return self.lin(torch.cat([self.emb(x_cat), self.bn(x_cont)], 1))
+
+
+def test_precise_bn_feeds_the_batches_as_the_learner_does():
+    """PreciseBN splits each batch into inputs and target as the Learner does (a model with
+    two inputs gets both), so the statistics are those of the second input over the set."""
+    from fastext.learner import PreciseBN, TensorLoader
+
+    g = torch.Generator().manual_seed(0)
+    xc, xn = torch.randint(0, 5, (64,), generator=g), torch.randn(64, 2, generator=g) * 3 + 1
+    y = torch.randn(64, 1, generator=g)
+    dls = DataLoaders(TensorLoader((xc, xn, y), bs=16), TensorLoader((xc, xn, y), bs=16),
+                      device="cpu")
+    torch.manual_seed(0)
+    model = TwoInputs()
+    learn = Learner(dls, model, F.mse_loss, quiet=True, cbs=[PreciseBN()])
+    learn.fit(1, lr=1e-2)
+    torch.testing.assert_close(model.bn.running_mean, xn.mean(0))
+    # four batches of 16: the average of their unbiased variances
+    var = torch.stack([xn[i:i + 16].var(0) for i in range(0, 64, 16)]).mean(0)
+    torch.testing.assert_close(model.bn.running_var, var)
+    assert model.bn.momentum == 0.1 and not model.training  # restored (validation left eval)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_precise_bn_in_mixed_precision(precision):
+    """fp16 models get half inputs and bf16 runs under autocast, as in training."""
+    from fastext.learner import PreciseBN
+
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    y = x.sum(1, keepdim=True)
+    dls = DataLoaders.from_tensors(x, y, x, y, bs=16, shuffle=False, device="cpu")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 4), nn.BatchNorm1d(4),
+                          nn.Linear(4, 1))
+    learn = Learner(dls, model, F.mse_loss, quiet=True, precision=precision, cbs=[PreciseBN()])
+    learn.fit(1, lr=1e-2)
+    torch.testing.assert_close(model[0].running_mean, x.mean(0), rtol=1e-2, atol=1e-2)
+    with torch.no_grad(), learn._autocast():
+        feats = model[1](model[0](x.half() if precision == "fp16" else x)).float()
+    torch.testing.assert_close(model[2].running_mean, feats.mean(0), rtol=2e-2, atol=2e-2)
+    assert model[0].momentum == model[2].momentum == 0.1

@@ -319,3 +319,39 @@ def test_suggestion_functions_reject_mismatched_curves() -> None:
             f(LRS, LRS[:-1])
         with pytest.raises(ValueError):
             f(np.array([]), np.array([]))
+
+
+def test_tracker_and_logger_callbacks_sit_out_the_sweep(mnist, tmp_path) -> None:
+    """EarlyStopping does not cut a sweep of several epochs short (validation is skipped, so
+    nothing ever improves), SaveModel writes no checkpoints of the sweep, CSVLogger leaves the
+    log alone; the learner's callbacks are back, in order, afterwards."""
+    from fastext.learner import CSVLogger, EarlyStopping, SaveModel
+
+    log = tmp_path / "history.csv"
+    log.write_text("the real training's log\n")
+    learn = make_learner(mnist, path=tmp_path,
+                         cbs=[EarlyStopping(patience=1), SaveModel(every_epoch=True),
+                              CSVLogger()])
+    cbs = list(learn.cbs)
+    res = lr_find(learn, num_it=40, stop_div=False)  # 40 batches: 3 epochs of 16
+    assert len(res.lrs) == 40 and res.lrs[-1] == pytest.approx(10.0)
+    assert not (tmp_path / "models").exists()
+    assert log.read_text() == "the real training's log\n"
+    assert learn.cbs == cbs
+    assert learn.early_stopping in cbs and learn.save_model in cbs
+
+
+def test_fit_default_lr_does_not_reset_the_sweep_ratios(mnist) -> None:
+    """fit() without lr sets learn.lr on every group; lr_find hands the groups' current lrs
+    to its fit, so the sweep keeps their ratios (and the learner's defaults are what a plain
+    fit after it uses)."""
+    learn = make_learner(mnist)
+    learn.fit_one_cycle(1, slice(1e-4, 1e-2))
+    spy = learn.add_cb(LRSpy())
+    lrs = {g["layer_group"]: g["lr"] for g in learn.opt.param_groups}
+    lr_find(learn, num_it=10)
+    ratio = lrs[0] / lrs[1]
+    assert spy.seen and all(s[0] == pytest.approx(s[-1] * ratio, rel=1e-9) for s in spy.seen)
+    spy.seen.clear()
+    learn.fit(1)
+    assert spy.seen and all(s == [learn.lr] * len(s) for s in spy.seen)

@@ -301,6 +301,18 @@ def test_state_reset_each_epoch_and_ar_tar_added_in_training_only(tmp_path):
         RNNRegularizer(alpha=-1)
 
 
+def test_validate_twice_gives_the_same_result():
+    """validate() fires before_validate, so ResetRNNState starts each pass from a fresh
+    hidden state: two passes in a row agree (the second used to continue from the state the
+    first left)."""
+    dls = small_lm_data(n_train=60, n_valid=30, bs=4, seq_len=13)
+    learn = language_model_learner(dls, emb_sz=8, n_hid=12, n_layers=1, quiet=True)
+    learn.fit(1, 1e-2)
+    first = learn.validate()
+    assert learn.validate() == first
+    assert learn.validate() == first
+
+
 def test_perplexity_is_token_weighted_exp_nll():
     dls = small_lm_data(n_train=60, n_valid=30, bs=4, seq_len=13)
     learn = language_model_learner(dls, emb_sz=8, n_hid=12, n_layers=1, quiet=True)

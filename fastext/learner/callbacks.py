@@ -100,7 +100,8 @@ class Recorder(Callback):
     Per epoch: ``[epoch, train_loss, valid_loss, *metrics, seconds]`` in :attr:`values`,
     named by :attr:`metric_names`; ``train_loss`` is the batch-size weighted mean of the
     epoch's losses, and ``learn.final_record`` is ``[train_loss, valid_loss, *metrics]``.
-    Everything is reset at the start of each fit.
+    Everything is reset at the start of each fit. A :meth:`Learner.validate` outside a fit's
+    epoch leaves the table and ``final_record`` alone.
 
     >>> import torch
     >>> from fastext.learner import DataLoaders, Learner
@@ -128,6 +129,7 @@ class Recorder(Callback):
         self.metric_names: list[str] = ["epoch", "train_loss", "valid_loss", "time"]
         self._avg: Tensor | None = None
         self._count = 0
+        self._in_epoch = False
 
     # -- recorded series ------------------------------------------------------------------
     @property
@@ -168,6 +170,7 @@ class Recorder(Callback):
         self.learn.smooth_loss = torch.tensor(math.nan)
 
     def before_epoch(self) -> None:
+        self._in_epoch = True
         self._start = time.perf_counter()
         self._epoch_sum: Tensor | float = 0.0
         self._epoch_n = 0
@@ -191,12 +194,16 @@ class Recorder(Callback):
         self._hypers.append([(g["lr"], _group_mom(g)) for g in opt.param_groups])
 
     def before_validate(self) -> None:
-        self._valid = None
+        if self._in_epoch:  # not a standalone learn.validate()
+            self._valid = None
 
     def after_cancel_validate(self) -> None:
-        self._valid = [math.nan] * (1 + len(self.learn.metrics))
+        if self._in_epoch:
+            self._valid = [math.nan] * (1 + len(self.learn.metrics))
 
     def after_validate(self) -> None:
+        if not self._in_epoch:
+            return
         if self._valid is None:
             self._valid = [float(self.learn.valid_loss), *map(float, self.learn.metric_values)]
         self.learn.final_record = [self._train_loss(), *self._valid]
@@ -213,6 +220,7 @@ class Recorder(Callback):
         self._losses.flush()
         self._smooth.flush()
         self.iters.append(len(self._losses))
+        self._in_epoch = False
 
     # -- plots ----------------------------------------------------------------------------
     def plot_loss(self, path: str | Path, skip_start: int = 5, with_valid: bool = True) -> Path:
@@ -321,7 +329,7 @@ class ProgressCallback(Callback):
         self._open(len(self.learn.dls.train), f"epoch {self.learn.epoch}")
 
     def before_validate(self) -> None:
-        self._open(len(self.learn.dls.valid), "valid")
+        self._open(len(self.learn.dl), "valid")  # the loader validate() was given
 
     def after_batch(self) -> None:
         if self.bar is None:
@@ -484,8 +492,10 @@ class SaveModel(TrackerCallback):
 
 class PreciseBN(Callback):
     """After the fit, re-estimates every BatchNorm's running statistics over the training
-    set with the final weights (``torch.optim.swa_utils.update_bn``: one pass in train mode,
-    no gradients, a cumulative average per layer).
+    set with the final weights (as ``torch.optim.swa_utils.update_bn``: one pass in train
+    mode, no gradients, a cumulative average per layer), feeding the batches as the Learner
+    does: inputs and target split (a model may take several inputs), fp16 inputs in half
+    precision, bf16 under autocast. Momentum and train/eval modes are restored afterwards.
 
     The running statistics a fit leaves are a momentum average of batch statistics taken while
     the weights moved; early in a one-cycle schedule they move fast, and in evaluation the
@@ -510,9 +520,28 @@ class PreciseBN(Callback):
     order = 80
 
     def after_fit(self) -> None:
-        from torch.optim.swa_utils import update_bn
-
-        update_bn(self.learn.dls.train, self.learn.model)
+        learn = self.learn
+        model = learn.model
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        momenta = [m.momentum for m in bns]
+        modes = [m.training for m in model.modules()]
+        try:
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average over the batches
+            model.train()
+            with torch.no_grad():
+                for batch in learn.dls.train:
+                    learn._split(batch)
+                    with learn._autocast():
+                        model(*learn.xb)
+        finally:
+            for m, momentum in zip(bns, momenta, strict=True):
+                m.momentum = momentum
+            for m, mode in zip(model.modules(), modes, strict=True):
+                m.training = mode
 
 
 class TerminateOnNaN(Callback):

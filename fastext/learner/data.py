@@ -77,7 +77,8 @@ class DeviceLoader:
             batch = batch if isinstance(batch, (tuple, list)) else (batch,)
             out = tuple(b.to(self.device, non_blocking=True) if isinstance(b, Tensor) else b
                         for b in batch)
-            if self.size is not None and out[0].dim() == 4 and out[0].shape[-1] != self.size:
+            if (self.size is not None and out[0].dim() == 4
+                    and out[0].shape[-2:] != (self.size, self.size)):
                 out = (F.interpolate(out[0].float(), size=(self.size, self.size), mode="bilinear",
                                      align_corners=False, antialias=True).to(out[0].dtype),
                        *out[1:])

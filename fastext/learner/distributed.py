@@ -389,7 +389,7 @@ class DistributedTrainer(Callback):
 
     def after_batch(self) -> None:
         learn = self.learn
-        if self._in_valid and not learn.training and learn.yb:  # as Learner._do_validate
+        if self._in_valid and not learn.training and learn.batch_done:  # as _do_validate
             n = len(learn.yb[0])
             self._total = self._total + learn.loss.detach().double() * n
             self._count += n
@@ -412,7 +412,7 @@ class DistributedTrainer(Callback):
         dist.all_gather_object(gathered, local)
         total = math.fsum(float(g["loss"][0]) for g in gathered)
         count = sum(g["loss"][1] for g in gathered)
-        learn.valid_loss = total / max(count, 1)
+        learn.valid_loss = total / count if count else math.nan
         device = learn.dls.device
         for i, (m, names) in enumerate(zip(learn.metrics, self._states, strict=True)):
             for k in names:

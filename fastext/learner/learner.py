@@ -8,6 +8,7 @@ distributed training) is a callback.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -38,7 +39,10 @@ __all__ = ["ULMFIT_DIV", "Learner", "body_head_splitter", "ulmfit_slice"]
 #: groups down the lowest runs at lr / 2.6**4.
 ULMFIT_DIV = 2.6**4
 
-_BN = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+#: Normalisation layers (fastai's ``norm_types``, plus LayerNorm, GroupNorm and RMSNorm): no
+#: weight decay unless ``wd_bn_bias``, trainable in frozen groups with ``train_bn``.
+_BN = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm,
+       nn.GroupNorm, nn.RMSNorm)
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -140,6 +144,7 @@ class Learner:
         self.opt: torch.optim.Optimizer | None = None
         self.training, self.epoch, self.n_epoch, self.iter, self.n_iter = False, 0, 1, 0, 0
         self.train_iter, self.pct_train, self.loss = 0, 0.0, torch.zeros(())
+        self.batch_done = False  # set once a batch's loss is computed (and after_loss ran)
         self.cbs: list[Callback] = []
         from .callbacks import ProgressCallback, Recorder
 
@@ -249,10 +254,11 @@ class Learner:
                 g["weight_decay"] = wd
 
     def freeze_to(self, n: int) -> None:
-        """Trains only layer groups ``n`` onwards (negative counts from the end); frozen
-        groups keep their normalisation layers trainable when ``train_bn``."""
+        """Trains only layer groups ``n`` onwards (negative counts from the end, as a slice
+        would: ``n <= -len(groups)`` trains them all); frozen groups keep their normalisation
+        layers trainable when ``train_bn``."""
         groups = self.layer_groups()
-        n = n % len(groups) if n < 0 else min(n, len(groups))
+        n = max(len(groups) + n, 0) if n < 0 else min(n, len(groups))
         keep = self._norm_params() if self.train_bn else set()
         for i, params in enumerate(groups):
             for p in params:
@@ -270,17 +276,18 @@ class Learner:
         self.freeze_to(0)
 
     # -- the loop ---------------------------------------------------------------------
-    def fit(self, n_epoch: int, lr: float | slice | None = None, wd: float | None = None,
+    def fit(self, n_epoch: int, lr: float | slice | Sequence[float] | None = None,
+            wd: float | None = None,
             cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
-        """Trains ``n_epoch`` epochs at a constant ``lr`` (plus whatever ``cbs`` schedule).
-        ``start_epoch`` resumes a fit after a checkpoint: the epochs before it are skipped
-        and the schedules continue from where they were."""
+        """Trains ``n_epoch`` epochs at a constant ``lr`` (plus whatever ``cbs`` schedule)
+        with weight decay ``wd``; as in fastai, ``None`` means the learner's ``lr`` / ``wd``
+        (not whatever the last fit left on the optimizer). ``start_epoch`` resumes a fit
+        after a checkpoint: the epochs before it are skipped and the schedules continue from
+        where they were."""
         if self.opt is None:
             self.create_opt()
-        if lr is not None:
-            self.set_hypers(lr=self.lr_range(lr))
-        if wd is not None:
-            self.set_hypers(wd=wd)
+        self.set_hypers(lr=self.lr_range(self.lr if lr is None else lr),
+                        wd=self.wd if wd is None else wd)
         added = [self.add_cb(cb) for cb in cbs]
         self.n_epoch, self.start_epoch = n_epoch, start_epoch
         self.n_iter = len(self.dls.train)
@@ -299,6 +306,13 @@ class Learner:
 
     def _do_epoch(self) -> None:
         self._with_events(self._do_train, "train", CancelTrainException)
+        self._do_epoch_validate()
+
+    def _do_epoch_validate(self, dl: Iterable | None = None) -> None:
+        """The validation phase on ``dl`` (default the valid loader) inside its events
+        (``before_validate`` ... ``after_validate``); NaN results when it is cancelled."""
+        self.dl = dl if dl is not None else self.dls.valid
+        self.valid_loss, self.metric_values = math.nan, [math.nan] * len(self.metrics)
         self._with_events(self._do_validate, "validate", CancelValidException)
 
     def _do_train(self) -> None:
@@ -310,6 +324,7 @@ class Learner:
         for i, batch in enumerate(self.dl):
             self.iter = i
             self._split(batch)
+            self.batch_done = False
             self._with_events(self._do_one_batch, "batch", CancelBatchException)
             self.train_iter += 1
             self.pct_train = self.train_iter / (self.n_epoch * self.n_iter)
@@ -339,6 +354,7 @@ class Learner:
             self.loss = self.loss_func(pred, *self.yb)
         self.loss_grad = self.loss if self.scaler is None else self.scaler.scale(self.loss)
         self("after_loss")
+        self.batch_done = True  # pred and loss are this batch's: validation counts it
         if not self.training:
             return
         self("before_backward")
@@ -354,10 +370,9 @@ class Learner:
             self.opt.step()
         self.opt.zero_grad()
 
-    def _do_validate(self, dl: Iterable | None = None) -> None:
+    def _do_validate(self) -> None:
         self.training = False
         self.model.eval()
-        self.dl = dl if dl is not None else self.dls.valid
         self.n_iter_valid = len(self.dl)
         for m in self.metrics:
             m.reset()
@@ -366,23 +381,27 @@ class Learner:
             for i, batch in enumerate(self.dl):
                 self.iter = i
                 self._split(batch)
+                self.batch_done = False
                 self._with_events(self._do_one_batch, "batch", CancelBatchException)
-                if self.yb:
+                if self.batch_done:  # not cancelled before its loss, nor without targets
                     n = len(self.yb[0])
                     total += self.loss.detach().double() * n
                     count += n
                     for m in self.metrics:
                         m.accumulate(self)
-        self.valid_loss = float(total / max(count, 1))  # one host read per validation
+        # one host read per validation; NaN, as the metrics, when no sample counted
+        self.valid_loss = float(total / count) if count else math.nan
         self.metric_values = [float(m.value) for m in self.metrics]
 
     def validate(self, dl: Iterable | None = None) -> list[float]:
-        """Validation loss and metric values on ``dl`` (default the valid loader)."""
+        """Validation loss and metric values on ``dl`` (default the valid loader): the
+        validation phase of an epoch, events included (``before_validate``,
+        ``after_validate``, the batch events), as fastai's ``validate``."""
         if self.opt is None:
             self.create_opt()
         training = self.training
         try:
-            self._do_validate(dl)
+            self._do_epoch_validate(dl)
         finally:
             self.training = training
         return [self.valid_loss, *self.metric_values]
@@ -435,15 +454,20 @@ class Learner:
 
     # -- checkpoints ----------------------------------------------------------------
     def model_file(self, name: str | Path) -> Path:
-        """Where a checkpoint called ``name`` lives: ``path/model_dir/name.pth`` for a bare
-        name, ``name`` itself when it has a suffix (a file the user names)."""
+        """Where a checkpoint called ``name`` lives (for :meth:`save` and :meth:`load`
+        alike): ``name`` itself when it names a file (it ends in ``.pth`` or is absolute),
+        else ``path/model_dir/name.pth`` (also for a name with a dot, such as
+        ``stage-1.5``)."""
         file = Path(name)
-        return file if file.suffix else self.path / self.model_dir / f"{name}.pth"
+        if file.suffix == ".pth" or file.is_absolute():
+            return file
+        return self.path / self.model_dir / f"{name}.pth"
 
-    def save(self, name: str, with_opt: bool = True) -> Path:
+    def save(self, name: str | Path, with_opt: bool = True) -> Path:
         """Writes model, optimizer, scaler, epoch, schedule position and RNG state to
-        ``path/model_dir/name.pth``, loadable with ``torch.load(weights_only=True)``."""
-        file = self.path / self.model_dir / f"{name}.pth"  # always under model_dir
+        :meth:`model_file` (``path/model_dir/name.pth`` for a name), loadable with
+        ``torch.load(weights_only=True)``."""
+        file = self.model_file(name)
         file.parent.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = {"model": unwrap_model(self.model).state_dict(),
                                  "epoch": self.epoch, "train_iter": self.train_iter,
@@ -461,7 +485,7 @@ class Learner:
 
     def load(self, name: str | Path, with_opt: bool = True, strict: bool = True,
              with_state: bool = True) -> Learner:
-        """Restores what :meth:`save` wrote (a name under ``path/model_dir`` or a file);
+        """Restores what :meth:`save` wrote (a name or a file, see :meth:`model_file`);
         ``with_state`` also restores the epoch counters and the RNGs. To resume a fit from a
         checkpoint saved at the end of epoch ``k``, call the same ``fit*`` with
         ``start_epoch=k + 1`` (``learn.epoch + 1`` after this load)."""

@@ -15,7 +15,9 @@ Semantics follow fastai v2's ``callback/schedule.py`` (``LRFinder``, ``valley``,
 several param groups keep their ratios (the largest sweeps ``start_lr..end_lr``), every
 suggestion is clipped into the swept range (fastai's ``minimum`` can fall below
 ``start_lr``), and model, optimizer, loss scaler, RNG and loop counters are restored
-afterwards, also when the sweep raises.
+afterwards, also when the sweep raises. As fastai's trackers do during ``lr_find``, the
+learner's tracker callbacks (``EarlyStopping``, ``SaveModel``) sit the sweep out, and so does
+``CSVLogger``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .callback import Callback, CancelFitException, CancelValidException
+from .callbacks import CSVLogger, TrackerCallback
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -330,6 +333,20 @@ def _restored(learn: Learner) -> Iterator[None]:
 
 
 # -- lr_find -------------------------------------------------------------------------------------
+#: The learner's callbacks that sit the sweep out: its epochs are not training epochs (no
+#: early stopping, no checkpoints of the sweep's weights, no rows in the training log).
+_EPOCH_LEVEL = (TrackerCallback, CSVLogger)
+
+
+def _group_lrs(learn: Learner) -> np.ndarray:
+    """The optimizer's current lr per layer group (the largest of its param groups')."""
+    lrs = np.zeros(learn.n_groups)
+    for g in learn.opt.param_groups:
+        i = g.get("layer_group", 0)
+        lrs[i] = max(lrs[i], float(g["lr"]))
+    return lrs
+
+
 def _curve_for_suggestions(lrs: np.ndarray, losses: np.ndarray,
                            num_it: int) -> tuple[np.ndarray, np.ndarray]:
     """fastai's trimming: drop everything from the first non-finite loss, then the first
@@ -351,7 +368,10 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     then restores the learner: model, optimizer state, gradients, loss scaler, RNG state and
     loop counters are bit-identical afterwards, also when the sweep raises (an optimizer
     that did not exist before is dropped again; the other callbacks' own records, such as
-    the Recorder's history, do show the sweep).
+    the Recorder's history, do show the sweep). The learner's tracker callbacks
+    (``EarlyStopping``, ``SaveModel``) and ``CSVLogger`` sit the sweep out. The sweep starts
+    from the learning rates the optimizer holds (their ratios between layer groups are
+    kept) and runs with the learner's ``wd``.
 
     Returns a named tuple with one suggested lr per function in ``suggest_funcs`` (fields
     named after them: :func:`valley`, :func:`steep`, :func:`minimum`, :func:`slide`, or your
@@ -373,13 +393,17 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     """
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     n_epoch = max(1, math.ceil(num_it / max(1, len(learn.dls.train))))
-    quiet = learn.quiet
+    quiet, cbs = learn.quiet, learn.cbs
     learn.quiet = True  # the sweep's epochs are not training epochs: print no table
+    learn.cbs = [cb for cb in cbs if not isinstance(cb, _EPOCH_LEVEL)]
     try:
         with _restored(learn):
-            learn.fit(n_epoch, cbs=[finder])
+            if learn.opt is None:
+                learn.create_opt()
+            # fit(lr=None) would reset every group to learn.lr: hand it the current lrs
+            learn.fit(n_epoch, lr=_group_lrs(learn), cbs=[finder])
     finally:
-        learn.quiet = quiet
+        learn.quiet, learn.cbs = quiet, cbs
     lrs = np.asarray(finder.lrs, dtype=np.float64)
     losses = np.asarray(finder.losses, dtype=np.float64)
     funcs = tuple(suggest_funcs or ())
