@@ -155,6 +155,27 @@ def test_embedding_nn_learner_trains():
         learn.item_biases()
 
 
+def test_embedding_nn_trains_when_the_last_training_batch_would_hold_one_row():
+    """81 ratings leave 65 training rows: at bs=64 the last batch held one row, which the
+    MLP's BatchNorm cannot train on. The training loader drops a last partial batch."""
+    rng = np.random.default_rng(0)
+    n = 81
+    df = pd.DataFrame({"user": rng.integers(0, 10, n), "item": rng.integers(0, 10, n),
+                       "rating": rng.integers(1, 6, n).astype(float)})
+    dls = CollabDataLoaders.from_df(df, bs=64, device="cpu")
+    assert len(dls.train.dataset[0]) == 65
+    assert len(dls.train) == 1 and [len(x) for x, _ in dls.train] == [64]
+    assert sum(len(x) for x, _ in dls.valid) == 16  # validation keeps every row
+    learn = collab_learner(dls, use_nn=True, layers=(8,), quiet=True)
+    learn.fit_one_cycle(1, 1e-2)
+    assert np.isfinite(learn.validate()[0])
+    # drop_last=False keeps every row; a single partial batch is never dropped
+    keep_all = CollabDataLoaders.from_df(df, bs=64, drop_last=False, device="cpu")
+    assert [len(x) for x, _ in keep_all.train] == [64, 1]
+    one_batch = CollabDataLoaders.from_df(df, bs=100, device="cpu")
+    assert [len(x) for x, _ in one_batch.train] == [65]
+
+
 def test_predict_and_interpretation(tmp_path):
     df = low_rank_ratings()
     dls = CollabDataLoaders.from_df(df, seed=0, bs=64, device="cpu")

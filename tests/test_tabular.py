@@ -4,6 +4,7 @@ class on UCI Adult, predict/export round trips, bad inputs, the demo and the ben
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import types
@@ -138,6 +139,38 @@ def test_regression_target_auto_and_decode():
                                                                        dtype=torch.float32))
     cls = TabularProcessor(["color"], ["size"], "label").fit(train)
     assert cls.decode_y(np.array([1, 0])).tolist() == ["small", "big"]
+
+
+def test_date_and_duration_categories_keep_their_class():
+    """Dates and durations are one class whatever their unit or their Python type: a
+    row turned into a frame (what predict(Series) does) holds pd.Timestamp/pd.Timedelta
+    objects, and np.timedelta64 (an np.integer) no longer breaks fitting."""
+    df = pd.DataFrame({"d": pd.to_datetime(["2020-01-01", "2020-02-01"] * 4),
+                       "t": pd.to_timedelta([1, 2] * 4, "D"), "x": np.arange(8.0),
+                       "y": list("abab") * 2})
+    proc = TabularProcessor(["d", "t"], ["x"], "y").fit(df)
+    assert proc.classes == {"d": [NA, "2020-01-01T00:00:00", "2020-02-01T00:00:00"],
+                            "t": [NA, "P1DT0H0M0S", "P2DT0H0M0S"]}
+    expect = [[1, 1], [2, 2]] * 4
+    assert proc.transform(df).cat.tolist() == expect
+    assert proc.transform(df.iloc[1].to_frame().T).cat.tolist() == [[2, 2]]
+    other_unit = df.assign(d=df["d"].astype("datetime64[s]"), t=df["t"].astype("timedelta64[s]"))
+    assert proc.transform(other_unit).cat.tolist() == expect
+    objects = pd.DataFrame({
+        "d": pd.Series([datetime.datetime(2020, 2, 1), datetime.date(2020, 1, 1), None,
+                        np.datetime64("2020-03-01")], dtype=object),
+        "t": pd.Series([datetime.timedelta(days=2), np.timedelta64(24, "h"), pd.NaT,
+                        pd.Timedelta(days=3)], dtype=object),
+        "x": [1.0, 2.0, 3.0, 4.0]})
+    assert proc.transform(objects).cat.tolist() == [[2, 2], [1, 1], [0, 0], [0, 0]]
+    # predict on one row (a Series) gives what the same row gets in a frame
+    dls = TabularDataLoaders.from_df(df, ["d", "t"], ["x"], "y", valid_df=df, bs=4,
+                                     device="cpu")
+    learn = tabular_learner(dls, layers=[4], quiet=True)
+    _, probs = learn.predict(df)
+    for i in (0, 1):
+        _, p = learn.predict(df.iloc[i])
+        torch.testing.assert_close(p, probs[i])
 
 
 # -- bad input -----------------------------------------------------------------------------

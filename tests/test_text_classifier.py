@@ -14,17 +14,23 @@ import torch
 
 from fastext.learner import Callback
 from fastext.tasks.text.awd_lstm import AWDLSTM
-from fastext.tasks.text.clas_data import SortedTextLoader, classifier_dataloaders, pad_batch
+from fastext.tasks.text.clas_data import (
+    SortedTextLoader,
+    classifier_dataloaders,
+    pad_batch,
+    truncation,
+)
 from fastext.tasks.text.learners import (
     PoolingClassifierHead,
     TextClassifier,
+    TextClassifierLearner,
     awd_lstm_clas_split,
     language_model_learner,
     masked_concat_pool,
     text_classifier_learner,
 )
 from fastext.tasks.text.lm_data import lm_dataloaders
-from fastext.tasks.text.tokenize import Vocab, tokenize_texts
+from fastext.tasks.text.tokenize import Vocab, tokenize, tokenize_texts
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
@@ -101,6 +107,74 @@ def test_max_len_truncates_and_bad_input():
         classifier_dataloaders([torch.tensor([2])], torch.tensor([3]), [torch.tensor([2])],
                                torch.tensor([0]), v, ["a", "b"])
     assert pad_batch([torch.tensor([5])], 1)[0].tolist() == [[5]]
+
+
+def test_drop_last_drops_only_a_last_partial_batch_and_len_agrees():
+    docs = random_docs(300, hi=200)
+    labels = torch.zeros(300, dtype=torch.long)
+    # 300 = 37 * 8 + 4, in chunks of 40: the last chunk's last batch holds 4 documents
+    dl = SortedTextLoader(docs, labels, bs=8, shuffle=True, seed=1, chunk_mult=5, drop_last=True)
+    assert len(dl) == 37
+    seen = set()
+    for epoch in range(3):
+        batches = dl.batch_indices(epoch)
+        assert [len(b) for b in batches] == [8] * 37
+        kept = torch.cat(batches).tolist()
+        assert len(set(kept)) == 296
+        seen |= set(kept)
+        assert [len(y) for _, _, y in dl] == [8] * len(dl)  # iteration agrees with len
+    assert len(seen) > 296  # the dropped documents change with the epoch
+    # sorted (valid) mode drops the shortest 4; without drop_last nothing goes
+    dl = SortedTextLoader(docs, labels, bs=8, drop_last=True)
+    assert len(dl) == 37 and [len(y) for _, _, y in dl] == [8] * 37
+    for shuffle in (False, True):
+        dl = SortedTextLoader(docs, labels, bs=8, shuffle=shuffle)
+        assert len(dl) == 38 and sum(len(y) for _, _, y in dl) == 300
+    # a single batch is kept even when partial: there would be nothing left to train on
+    dl = SortedTextLoader(docs[:5], labels[:5], bs=8, shuffle=True, drop_last=True)
+    assert len(dl) == 1 and [len(y) for _, _, y in dl] == [5]
+
+
+def test_classifier_trains_when_the_last_training_batch_would_hold_one_document():
+    """17 training documents at bs=8 left a last batch of one, which the head's BatchNorm
+    cannot train on; the training loader drops it (as fastai), the valid loader keeps all."""
+    toks = tokenize_texts(TEXTS[:17])
+    vocab = Vocab.build(toks, min_freq=1)
+    docs = [vocab.numericalize(t) for t in toks]
+    dls = classifier_dataloaders(docs, LABELS[:17], docs, LABELS[:17], vocab, ["neg", "pos"],
+                                 bs=8, device="cpu")
+    assert len(dls.train) == 2 and [len(y) for _, _, y in dls.train] == [8, 8]
+    assert sum(len(y) for _, _, y in dls.valid) == 17
+    learn = text_classifier_learner(dls, emb_sz=8, n_hid=12, n_layers=2, quiet=True)
+    learn.fit_one_cycle(1, 1e-2)
+    assert math.isfinite(learn.validate()[0])
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_predict_cuts_the_text_as_the_loaders_do(keep):
+    toks = tokenize_texts(TEXTS)
+    vocab = Vocab.build(toks, min_freq=1)
+    docs = [vocab.numericalize(t) for t in toks]
+    text = TEXTS[0] + " " + TEXTS[3]
+    ids = vocab.numericalize(tokenize(text))
+    assert len(ids) > 4
+    dls = classifier_dataloaders(docs, LABELS, [ids], LABELS[:1], vocab, ["neg", "pos"], bs=8,
+                                 max_len=4, keep=keep, device="cpu")
+    learn = text_classifier_learner(dls, emb_sz=8, n_hid=12, n_layers=2, quiet=True)
+    model = learn.model.eval()
+    x, lengths, _ = next(iter(dls.valid))
+    assert x[0].tolist() == ids[truncation(4, keep)].tolist()
+    with torch.no_grad():
+        valid_probs = torch.softmax(model(x, lengths), -1)[0]
+        whole = torch.softmax(model(ids[None], torch.tensor([len(ids)])), -1)[0]
+    label, probs = learn.predict(text)
+    torch.testing.assert_close(probs, valid_probs)
+    assert label == ["neg", "pos"][int(valid_probs.argmax())]
+    assert not torch.allclose(probs, whole)  # the cut matters for this text
+    assert (dls.max_len, dls.keep) == (4, keep)
+    assert truncation() == slice(None) and truncation(3) == slice(None, 3)
+    with pytest.raises(ValueError, match="max_len"):
+        truncation(0)
 
 
 # -- pooling and padding ----------------------------------------------------------------------
@@ -226,6 +300,23 @@ def test_gradual_unfreezing_trains_the_right_groups_at_the_right_rates(tmp_path)
         learn.fit_ulmfit(lr, epochs=(1, 1))
     with pytest.raises(ValueError, match="div >= 1"):
         learn.fit_ulmfit(lr, div=0.5)
+
+
+def test_fit_ulmfit_docstring_states_the_rates_lr_range_gives(tmp_path):
+    """The slice is spread over all five groups, frozen ones included: after freeze_to(-2)
+    the lowest trained group runs at m / 2.6, not m / div, as the docstring says."""
+    _, dls = text_setup(tmp_path)
+    learn = text_classifier_learner(dls, emb_sz=8, n_hid=16, n_layers=3, quiet=True)
+    m, div = 1e-2, 2.6**4
+    learn.freeze_to(-2)
+    trainable = [all(p.requires_grad for p in g) for g in learn.layer_groups()]
+    assert trainable == [False, False, False, True, True]
+    lrs = learn.lr_range(slice(m / div, m))
+    assert list(lrs) == pytest.approx([m / 2.6**4, m / 2.6**3, m / 2.6**2, m / 2.6, m])
+    doc = " ".join(TextClassifierLearner.fit_ulmfit.__doc__.split())
+    assert "the lowest trained group at ``m / div``" not in doc
+    assert "frozen ones included" in doc
+    assert "``freeze_to(-2)`` run at ``m / 2.6`` and ``m``" in doc
 
 
 def test_ulmfit_options_skip_stages_and_set_uniform_rates(tmp_path):

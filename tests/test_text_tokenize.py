@@ -5,6 +5,7 @@ loaders of the shipped files."""
 from __future__ import annotations
 
 import collections
+import importlib
 
 import pandas as pd
 import pytest
@@ -35,6 +36,20 @@ def test_fix_html_cleans_markup_entities_and_spaces():
     assert fix_html("it\u2019s  \t fine \n  ok\u00a0!") == "it's fine\nok !"
     with pytest.raises(TypeError, match="str"):
         fix_html(None)
+
+
+def test_fix_html_bare_entity_only_where_it_stands_alone():
+    """A word ending in an entity's name keeps its letters before a ";", and "#n;" that is no
+    character of text (a rank, a control code, a plain letter) stays as written."""
+    for text in ("the end result; they look", "a summer camp; kids", "I felt; no",
+                 "a cult; classic", "an aliquot; then", "ranked #1; then", "Item #10; done",
+                 "page #100; next"):
+        assert fix_html(text) == text
+    assert tokenize("from the end result; they look", bos=False) == [
+        "from", "the", "end", "result", ";", "they", "look"]
+    # real bare entities, standing alone or after a word for numeric ones, are still restored
+    assert fix_html("don#39;t quot;hi quot; x lt; y amp; z #150; caf#233;") == \
+        "don't \"hi \" x < y & z \u2013 caf\u00e9"
 
 
 def test_split_words_contractions_numbers_symbols_newlines():
@@ -105,6 +120,27 @@ def test_token_round_trip_on_shipped_corpora(imdb):
     for text in texts:
         toks = tokenize(text)
         assert tokenize(decode(toks)) == toks, text[:80]
+
+
+def test_bare_entity_fix_on_shipped_imdb_text(imdb):
+    """The shipped review with "...the end result; they look..." keeps the word "result"."""
+    text = next(t for t in imdb["text"] if "end result; they" in t)
+    toks = tokenize(text)
+    i = toks.index("result")
+    assert toks[i - 1:i + 4] == ["end", "result", ";", "they", "look"]
+    assert "<" not in toks and "resu" not in toks
+
+
+def test_decode_spacing_limits_are_documented():
+    """decode gives back the tokens, not always the text: the module docstring names the
+    spacing it cannot restore, with what comes back instead."""
+    doc = " ".join(importlib.import_module("fastext.tasks.text.tokenize").__doc__.split())
+    for text, back in (("It was 'good'", "It was ' good '"), ("U.S.A.", "U. S. A."),
+                       ("a@b.com", "a @ b. com")):
+        assert decode(tokenize(text)) == back
+        assert tokenize(decode(tokenize(text))) == tokenize(text)
+        assert f'``"{text}"`` -> ``"{back}"``' in doc
+    assert "with ordinary spacing comes back unchanged" not in doc
 
 
 def test_vocab_min_freq_max_vocab_order_and_unk():

@@ -124,7 +124,8 @@ class CollabDataLoaders(DataLoaders):
 
     ``from_df`` splits the rows at random (``valid_pct``, seeded), fits the user and item
     vocabularies on the training rows only, and slices whole batches out of the pre-built
-    tensors.
+    tensors. The training loader drops a last partial batch, as fastai's does (in
+    :class:`EmbeddingNN` a batch of one breaks BatchNorm).
     """
 
     def __init__(self, train: Any, valid: Any, categorify: Categorify, user_name: str,
@@ -143,9 +144,11 @@ class CollabDataLoaders(DataLoaders):
     def from_df(cls, ratings: pd.DataFrame, user_name: str | None = None,
                 item_name: str | None = None, rating_name: str | None = None,
                 valid_pct: float = 0.2, seed: int = 0, bs: int = 64,
-                valid_bs: int | None = None,
+                valid_bs: int | None = None, drop_last: bool = True,
                 device: str | torch.device | None = None) -> CollabDataLoaders:
         """Column names default to the frame's first three columns (user, item, rating).
+        ``drop_last`` drops the training loader's last partial batch when there is more than
+        one batch (the rows left out change with each epoch's shuffle).
         A validation user or item absent from the training rows gets index 0 (``#na#``),
         whose embedding is never trained: its prediction stays near the middle of
         ``y_range``."""
@@ -186,7 +189,8 @@ class CollabDataLoaders(DataLoaders):
         x_train, y_train = tensors(train)
         counts = np.bincount(x_train[:, 1].numpy(), minlength=len(cat.classes[item_name]))
         rng = (float(train[rating_name].min()), float(train[rating_name].max()))
-        return cls(SlicedTensorLoader((x_train, y_train), bs, shuffle=True, seed=seed),
+        return cls(SlicedTensorLoader((x_train, y_train), bs, shuffle=True,
+                                      drop_last=drop_last and len(train) > bs, seed=seed),
                    TensorLoader(tensors(valid), valid_bs or 2 * bs), cat, user_name, item_name,
                    rating_name, rng, counts, device)
 

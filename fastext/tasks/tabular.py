@@ -21,6 +21,7 @@ on the training frame only and applied unchanged to validation, test and inferen
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -95,11 +96,25 @@ def _is_number(v: Any) -> bool:
 def _key(v: Any) -> str | None:
     """The class name of one categorical value: ``None`` for missing; numbers written so that
     ``3``, ``3.0`` and ``np.int64(3)`` are the same class (a column read as int in training
-    may come back as float or object at inference)."""
+    may come back as float or object at inference); dates and durations (``np.datetime64``
+    of any unit, ``pd.Timestamp``, ``datetime``; ``np.timedelta64``, ``pd.Timedelta``,
+    ``timedelta``) in ISO 8601, so that a row turned into a frame (``pd.Timestamp`` objects)
+    or a column of another unit keeps its classes.
+
+    >>> _key(np.datetime64("2020-01-01", "s")), _key(pd.Timestamp("2020-01-01"))
+    ('2020-01-01T00:00:00', '2020-01-01T00:00:00')
+    >>> _key(np.timedelta64(1, "D")), _key(pd.Timedelta(hours=24))
+    ('P1DT0H0M0S', 'P1DT0H0M0S')
+    """
     if v is None or (not isinstance(v, str) and pd.isna(v)):
         return None
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
+    # before the integers: np.timedelta64 is an np.integer (and np.datetime64 a generic)
+    if isinstance(v, (np.datetime64, datetime.date)):
+        return pd.Timestamp(v).isoformat()
+    if isinstance(v, (np.timedelta64, datetime.timedelta)):
+        return pd.Timedelta(v).isoformat()
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):

@@ -25,7 +25,27 @@ from torch import Tensor
 from ...learner import DataLoaders
 from .tokenize import Vocab
 
-__all__ = ["SortedTextLoader", "classifier_dataloaders", "pad_batch"]
+__all__ = ["SortedTextLoader", "classifier_dataloaders", "pad_batch", "truncation"]
+
+
+def truncation(max_len: int | None = None, keep: str = "first") -> slice:
+    """The cut the classifier applies to each document: its first (``keep="first"``) or last
+    (``"last"``) ``max_len`` tokens (``None``: all). The loaders and
+    :meth:`~fastext.tasks.text.learners.TextClassifierLearner.predict` both use it.
+
+    >>> torch.arange(6)[truncation(4, "last")].tolist()
+    [2, 3, 4, 5]
+
+    Raises:
+        ValueError: ``max_len`` below 1, or ``keep`` neither ``"first"`` nor ``"last"``.
+    """
+    if max_len is not None and max_len < 1:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    if keep not in ("first", "last"):
+        raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
+    if max_len is None:
+        return slice(None)
+    return slice(None, max_len) if keep == "first" else slice(-max_len, None)
 
 
 def pad_batch(docs: Sequence[Tensor], pad_idx: int) -> tuple[Tensor, Tensor]:
@@ -48,7 +68,11 @@ class SortedTextLoader:
     length as the module docstring says. ``max_len`` cuts longer documents to ``max_len``
     tokens (``None``: all), keeping their ``keep="first"`` or ``"last"`` tokens (a review's
     verdict is usually at its end; fastai's classifier likewise pools over the last
-    ``max_len`` steps). Shuffled epochs are drawn from ``seed + epoch``.
+    ``max_len`` steps; the cut is :func:`truncation`'s). Shuffled epochs are drawn from
+    ``seed + epoch``. ``drop_last`` drops the last partial batch when there is more than one
+    batch (training: a batch of one document breaks the head's BatchNorm, and fastai drops
+    it too); in shuffled mode it holds the shortest documents of the epoch's last chunk,
+    different ones each epoch.
 
     Raises:
         ValueError: empty or mismatched ``docs``/``labels``, an empty or non-integer
@@ -58,7 +82,7 @@ class SortedTextLoader:
     def __init__(self, docs: Sequence[Tensor], labels: Tensor, bs: int = 64,
                  shuffle: bool = False, pad_idx: int = 1, seed: int = 0,
                  max_len: int | None = None, chunk_mult: int = 50,
-                 keep: str = "first") -> None:
+                 keep: str = "first", drop_last: bool = False) -> None:
         if bs < 1:
             raise ValueError(f"batch size must be positive, got {bs}")
         if len(docs) == 0 or len(docs) != len(labels):
@@ -66,33 +90,28 @@ class SortedTextLoader:
                              f"documents and {len(labels)} labels")
         if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
             raise ValueError("labels must be a 1-D integer tensor of class indices")
-        if max_len is not None and max_len < 1:
-            raise ValueError(f"max_len must be positive, got {max_len}")
-        if keep not in ("first", "last"):
-            raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
+        cut = truncation(max_len, keep)
         for i, d in enumerate(docs):
             if not isinstance(d, Tensor) or d.dim() != 1 or d.is_floating_point() or len(d) == 0:
                 raise ValueError(f"document {i} must be a non-empty 1-D integer tensor")
-        cut = slice(None) if max_len is None else (
-            slice(None, max_len) if keep == "first" else slice(-max_len, None))
         self.docs = [d[cut].long() for d in docs]
         self.labels = labels.long()
         self.lengths = torch.tensor([len(d) for d in self.docs])
         self.bs, self.shuffle, self.pad_idx, self.seed = bs, shuffle, pad_idx, seed
+        self.drop_last = drop_last and len(self.docs) > bs
         self.chunk = bs * chunk_mult
         self.epoch = 0
 
     def __len__(self) -> int:
-        if not self.shuffle:
-            return math.ceil(len(self.docs) / self.bs)
-        return sum(math.ceil(min(self.chunk, len(self.docs) - s) / self.bs)
-                   for s in range(0, len(self.docs), self.chunk))
+        # chunks hold whole batches but the last, so either mode has ceil(n / bs) batches
+        n = len(self.docs)
+        return n // self.bs if self.drop_last else math.ceil(n / self.bs)
 
     def batch_indices(self, epoch: int | None = None) -> list[Tensor]:
         """The document indices of each batch of an epoch."""
         if not self.shuffle:
             order = torch.argsort(self.lengths, descending=True, stable=True)
-            return list(order.split(self.bs))
+            return self._drop_partial(list(order.split(self.bs)))
         g = torch.Generator().manual_seed(self.seed * 100_003 + (self.epoch if epoch is None
                                                                  else epoch))
         perm = torch.randperm(len(self.docs), generator=g)
@@ -100,7 +119,15 @@ class SortedTextLoader:
         for chunk in perm.split(self.chunk):
             by_len = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
             batches.extend(by_len.split(self.bs))
+        batches = self._drop_partial(batches)
         return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def _drop_partial(self, batches: list[Tensor]) -> list[Tensor]:
+        """``batches`` less the last one (the only one that can be partial) when
+        ``drop_last`` holds and it is partial."""
+        if self.drop_last and len(batches[-1]) < self.bs:
+            return batches[:-1]
+        return batches
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         batches = self.batch_indices(self.epoch)
@@ -115,8 +142,10 @@ def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
                            classes: Sequence[str], bs: int = 64, seed: int = 0,
                            max_len: int | None = None, keep: str = "first",
                            device: str | torch.device | None = None) -> DataLoaders:
-    """Train (sortish, shuffled) and valid (sorted) :class:`SortedTextLoader` s, with
-    ``dls.vocab`` and ``dls.classes`` attached (``max_len`` and ``keep`` as there).
+    """Train (sortish, shuffled, its last partial batch dropped) and valid (sorted)
+    :class:`SortedTextLoader` s, with ``dls.vocab`` and ``dls.classes`` attached
+    (``max_len`` and ``keep`` as there, and kept as ``dls.max_len`` and ``dls.keep`` so that
+    :meth:`~fastext.tasks.text.learners.TextClassifierLearner.predict` cuts texts alike).
 
     >>> v = Vocab(["xxunk", "xxpad", "a", "b"])
     >>> docs = [torch.tensor([2, 3] * (i + 1)) for i in range(6)]
@@ -129,9 +158,10 @@ def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
             raise ValueError(f"{name} labels must be class indices in [0, {len(classes)})")
     train = SortedTextLoader(train_docs, train_labels, bs, shuffle=True, pad_idx=vocab.pad,
-                             seed=seed, max_len=max_len, keep=keep)
+                             seed=seed, max_len=max_len, keep=keep, drop_last=True)
     valid = SortedTextLoader(valid_docs, valid_labels, 2 * bs, shuffle=False,
                              pad_idx=vocab.pad, max_len=max_len, keep=keep)
     dls = DataLoaders(train, valid, device)
     dls.vocab, dls.classes = vocab, list(classes)
+    dls.max_len, dls.keep = max_len, keep
     return dls

@@ -48,6 +48,7 @@ from .awd_lstm import (
     RNNRegularizer,
     awd_lstm_lm_split,
 )
+from .clas_data import truncation
 from .tokenize import PAD, UNK, Vocab, decode, tokenize
 
 __all__ = [
@@ -317,8 +318,13 @@ class TextClassifierLearner(Learner):
                    **kwargs: Any) -> None:
         """ULMFiT's gradual unfreezing, each stage a 1cycle fit: the head alone at
         ``lr * lr_mults[0]``; then ``freeze_to(-2)``, ``freeze_to(-3)`` and ``unfreeze``, stage
-        ``i`` at the discriminative ``slice(m / div, m)`` with ``m = lr * lr_mults[i]`` (the
-        lowest trained group at ``m / div``, each group above it a constant factor higher).
+        ``i`` at the discriminative ``slice(m / div, m)`` with ``m = lr * lr_mults[i]``. As in
+        fastai and the course, the slice is spread over all the layer groups, frozen ones
+        included: the lowest group (the embedding) gets ``m / div``, the head ``m``, each group
+        a constant factor ``div**(1 / (n_groups - 1))`` above the one below, and the trained
+        groups get the top of that range (with 5 groups and ``div = 2.6**4``, the two groups
+        trained after ``freeze_to(-2)`` run at ``m / 2.6`` and ``m``; only ``unfreeze``
+        trains a group at ``m / div``).
         The defaults are the course's: ``div = 2.6**4`` and ``lr_mults = (1, 1/2, 1/4, 1/20)``
         (2e-2, 1e-2, 5e-3, 1e-3 at ``lr = 2e-2``), made for an encoder pretrained on a large
         corpus; ``div=1`` trains every unfrozen group at the same rate. ``epochs`` gives each
@@ -343,8 +349,13 @@ class TextClassifierLearner(Learner):
                 self.fit_one_cycle(n, top if i == 0 else slice(top / div, top), **kwargs)
 
     def predict(self, text: str) -> tuple[str, Tensor]:
-        """The predicted class of ``text`` and the class probabilities."""
-        ids = self.dls.vocab.numericalize(tokenize(text)).to(self.dls.device)
+        """The predicted class of ``text`` and the class probabilities. The tokens are cut
+        as the loaders cut documents (``dls.max_len`` and ``dls.keep`` from
+        :func:`~fastext.tasks.text.clas_data.classifier_dataloaders`, by
+        :func:`~fastext.tasks.text.clas_data.truncation`), so a text gets the prediction that
+        validation gives it."""
+        cut = truncation(getattr(self.dls, "max_len", None), getattr(self.dls, "keep", "first"))
+        ids = self.dls.vocab.numericalize(tokenize(text))[cut].to(self.dls.device)
         model = unwrap_model(self.model)
         was_training = model.training
         model.eval()

@@ -6,8 +6,11 @@ losing information: a run of three or more equal words becomes ``xxwrep n word``
 of one character repeated three or more times becomes ``xxrep n c``, a capitalised word
 becomes ``xxmaj word`` and an all-caps word ``xxup word``; ``xxbos`` opens every text.
 :func:`decode` undoes the rules and joins the tokens with the spacing rules of English, so
-``tokenize(decode(tokens)) == tokens`` for what :func:`tokenize` produces, and text written
-with ordinary spacing comes back unchanged.
+``tokenize(decode(tokens)) == tokens`` for what :func:`tokenize` produces. The text itself
+comes back unchanged only where those rules can tell how it was spaced, as for most prose;
+the tokens do not say which side a single quote, a dot inside an abbreviation or an ``@``
+stuck to, so these come back spaced (``"It was 'good'"`` -> ``"It was ' good '"``,
+``"U.S.A."`` -> ``"U. S. A."``, ``"a@b.com"`` -> ``"a @ b. com"``).
 
 The rules work on tokens rather than on characters (as fastai's do), so that decoding is
 exact: ``"sooo"`` stays one word, while ``"!!!"`` and ``"..."`` become ``xxrep 3 !`` and
@@ -21,6 +24,8 @@ exact: ``"sooo"`` stays one word, while ``"!!!"`` and ``"..."`` become ``xxrep 3
 >>> vocab = Vocab.build([toks], min_freq=1)
 >>> vocab.decode(vocab.numericalize(toks)) == decode(toks)
 True
+>>> decode(tokenize("It was 'good' in the U.S.A."))
+"It was ' good ' in the U. S. A."
 """
 
 from __future__ import annotations
@@ -48,16 +53,32 @@ SPECIAL_TOKENS: tuple[str, ...] = (UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ)
 # -- clean-up -----------------------------------------------------------------------------
 _BR = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 _TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
-# IMDB's raw files hold entities that lost their "&" (``#39;``, ``quot;``).
-_BARE_ENTITY = re.compile(r"(?<!&)(#\d+;|quot;|amp;|nbsp;|lt;|gt;)")
+# IMDB's raw files hold entities that lost their "&" (``#39;``, ``quot;``). A bare named one
+# counts only where it stands alone, not as the tail of a word ("result;" keeps its "lt;"); a
+# bare numeric one only where it stands for a symbol or a non-ASCII letter (see
+# :func:`_restore_entity`: "#1;" and "#10;" stay as they are).
+_BARE_ENTITY = re.compile(r"(?<![&\w])(?:quot|amp|nbsp|lt|gt);|(?<!&)#\d+;")
 _SPACES = re.compile(r"[^\S\n]+")
 _NL_SPACES = re.compile(r" *\n *")
 
 
+def _restore_entity(m: re.Match[str]) -> str:
+    """The ``&`` put back in front of a bare entity, unless it is numeric and its character
+    is a control character, an ASCII letter or digit, or invalid (then ``#n;`` is text)."""
+    ent = "&" + m.group(0)
+    if ent[1] == "#":
+        ch = html.unescape(ent)
+        if (len(ch) != 1 or ch == "\ufffd" or not (ch.isprintable() or ch == "\u00a0")
+                or (ch.isascii() and ch.isalnum())):
+            return m.group(0)
+    return ent
+
+
 def fix_html(text: str) -> str:
     """HTML clean-up: ``<br />`` becomes a newline, other tags go, entities (also IMDB's
-    bare ``#39;``/``quot;``) are unescaped, curly apostrophes become ``'``, ``\\r\\n`` becomes
-    ``\\n``, runs of other whitespace become one space.
+    bare ``#39;``/``quot;``, but not the end of a word as in ``"result;"``) are unescaped,
+    curly apostrophes become ``'``, ``\\r\\n`` becomes ``\\n``, runs of other whitespace
+    become one space.
 
     >>> fix_html("Great<br /><br />movie &amp; #39;fun#39; <i>really</i>")
     "Great\\n\\nmovie & 'fun' really"
@@ -67,7 +88,7 @@ def fix_html(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _BR.sub("\n", text)
     text = _TAG.sub("", text)
-    text = _BARE_ENTITY.sub(lambda m: "&" + m.group(1), text)
+    text = _BARE_ENTITY.sub(_restore_entity, text)
     text = html.unescape(text).replace("\u2019", "'").replace("\u2018", "'")
     text = text.replace("\u00a0", " ")
     return _NL_SPACES.sub("\n", _SPACES.sub(" ", text)).strip(" ")
