@@ -314,6 +314,14 @@ def test_split_is_seeded_disjoint_and_a_fifth():
         split_indices(10, 1.5)
 
 
+def test_split_never_leaves_a_side_empty():
+    # round(2 * 0.8) = 2 used to put every item in the validation set
+    for n, pct, n_valid in ((2, 0.8, 1), (2, 0.1, 1), (3, 0.9, 2), (10, 0.96, 9)):
+        tr, va = split_indices(n, pct, seed=0)
+        assert (len(tr), len(va)) == (n - n_valid, n_valid)
+        assert sorted(torch.cat([tr, va]).tolist()) == list(range(n))
+
+
 # -- data loaders and augmentation -------------------------------------------------------------
 
 def test_flip_moves_image_and_mask_together():
@@ -372,6 +380,44 @@ def test_segmentation_loaders_normalise_and_check_input():
         SegmentationDataLoaders.from_tensors(x[:8], y[:8] + 5, x[8:], y[8:], "abc")
     with pytest.raises(ValueError, match="do not match"):
         SegmentationDataLoaders.from_tensors(x[:8], y[:7], x[8:], y[8:], "abc")
+
+
+def test_segmentation_stats_must_give_one_value_per_channel():
+    # ImageNet's 3 values broadcast over grey images: batches came out with 3 channels
+    x = torch.randint(0, 256, (10, 1, 12, 16), dtype=torch.uint8)
+    y = torch.randint(0, 3, (10, 12, 16))
+    with pytest.raises(ValueError, match="3-channel"):
+        SegmentationDataLoaders.from_tensors(x[:8], y[:8], x[8:], y[8:], "abc", bs=4,
+                                             stats="imagenet", device="cpu")
+    with pytest.raises(ValueError, match="1-channel"):
+        SegmentationDataLoaders.from_tensors(x[:8], y[:8], x[8:], y[8:], "abc", bs=4,
+                                             stats=((0.5,) * 3, (0.2,) * 3), device="cpu")
+    dls = SegmentationDataLoaders.from_tensors(x[:8], y[:8], x[8:], y[8:], "abc", bs=4,
+                                               device="cpu")
+    arr = x[:8].numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(dls.stats[0], [arr.mean()], rtol=1e-9)
+    np.testing.assert_allclose(dls.stats[1], [arr.std(ddof=1)], rtol=1e-9)
+    assert next(iter(dls.train))[0].shape == (4, 1, 12, 16)
+
+
+def test_segmentation_train_loader_drops_a_last_partial_batch():
+    x = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    y = torch.randint(0, 3, (12, 8, 8))
+
+    def sizes(dl):
+        return [len(xb) for xb, _ in dl]
+
+    dls = SegmentationDataLoaders.from_tensors(x[:9], y[:9], x[9:], y[9:], "abc", bs=4,
+                                               device="cpu")
+    assert sizes(dls.train) == [4, 4] and sizes(dls.valid) == [3]
+    keep = SegmentationDataLoaders.from_tensors(x[:9], y[:9], x[9:], y[9:], "abc", bs=4,
+                                                valid_bs=2, drop_last=False, shuffle=False,
+                                                flip=0.0, device="cpu")
+    assert sizes(keep.train) == [4, 4, 1] and sizes(keep.valid) == [2, 1]
+    assert torch.equal(torch.cat([yb for _, yb in keep.train]), y[:9])  # in order
+    few = SegmentationDataLoaders.from_tensors(x[:3], y[:3], x[9:], y[9:], "abc", bs=4,
+                                               device="cpu")
+    assert sizes(few.train) == [3]
 
 
 # -- the learner ------------------------------------------------------------------------------

@@ -11,10 +11,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from fastext.data.camvid import split_indices
 from fastext.nn import BatchNormReLU2d
 from fastext.tasks.vision.body import conv_body, create_body, load_pretrained, num_features
-from fastext.tasks.vision.data import BatchAugment, ImageDataLoaders, load_images, multi_hot
+from fastext.tasks.vision.data import (
+    BatchAugment,
+    ImageDataLoaders,
+    _resolve_stats,
+    get_image_files,
+    load_images,
+    multi_hot,
+)
 from fastext.tasks.vision.interpret import (
     ClassificationInterpretation,
     bounding_boxes,
@@ -130,6 +139,127 @@ def test_set_size_resizes_batches():
     assert next(iter(dls.train))[0].shape[-1] == 16
 
 
+def _batch_sizes(dl):
+    return [len(xb) for xb, _ in dl]
+
+
+def test_training_loader_drops_a_last_partial_batch():
+    # 9 training images at bs=4 used to give batches 4, 4, 1, and the batch of one broke the
+    # head's BatchNorm1d mid-epoch; fastai drops it (only when there are more images than bs)
+    x = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
+    y = torch.randint(0, 2, (12,))
+    dls = ImageDataLoaders.from_tensors(x[:9], y[:9], x[9:], y[9:], ["a", "b"], bs=4,
+                                        device="cpu")
+    assert _batch_sizes(dls.train) == [4, 4] and len(dls.train) == 2
+    assert _batch_sizes(dls.valid) == [3]  # validation never drops
+    learn = vision_learner(dls, conv_body(3, (8, 16), (2, 2)), cut=False, quiet=True)
+    learn.fit(1, 1e-3)  # raised "Expected more than 1 value per channel" before
+    few = ImageDataLoaders.from_tensors(x[:3], y[:3], x[9:], y[9:], ["a", "b"], bs=4,
+                                        device="cpu")
+    assert _batch_sizes(few.train) == [3]  # fewer images than bs: the one batch stays
+    keep = ImageDataLoaders.from_tensors(x[:9], y[:9], x[9:], y[9:], ["a", "b"], bs=4,
+                                         drop_last=False, device="cpu")
+    assert _batch_sizes(keep.train) == [4, 4, 1]
+
+
+def test_from_tensors_honours_its_loader_arguments_and_rejects_unknown_ones(tmp_path):
+    x = torch.randint(0, 256, (20, 1, 4, 4), dtype=torch.uint8)
+    y = torch.arange(20) % 2
+    dls = ImageDataLoaders.from_tensors(x[:17], y[:17], x[17:], y[17:], ["a", "b"], bs=4,
+                                        valid_bs=1, drop_last=False, shuffle=False,
+                                        augment=False, stats=((0.0,), (1.0,)), device="cpu")
+    assert _batch_sizes(dls.train) == [4, 4, 4, 4, 1] and _batch_sizes(dls.valid) == [1] * 3
+    order = torch.cat([xb for xb, _ in dls.train])  # not shuffled: the images in order
+    torch.testing.assert_close(order, x[:17].float() / 255)
+    with pytest.raises(TypeError, match="batch_size"):
+        ImageDataLoaders.from_tensors(x[:17], y[:17], x[17:], y[17:], ["a", "b"],
+                                      batch_size=2, device="cpu")
+    with pytest.raises(TypeError, match="batch_size"):  # through from_folder's kwargs too
+        ImageDataLoaders.from_folder(_folder(tmp_path), valid_pct=0.25, size=8,
+                                     batch_size=2, device="cpu")
+
+
+def test_from_label_func_takes_bool_labels_as_classes(tmp_path):
+    # fastbook lesson 1: is_cat returns a bool; the vocabulary is [False, True] as in fastai
+    for name in ("Abyssinian_1", "Bengal_2", "Siamese_3", "beagle_1", "pug_2", "boxer_3"):
+        Image.fromarray(np.full((10, 12, 3), 40, np.uint8)).save(tmp_path / f"{name}.jpg")
+
+    def is_cat(path):
+        return path.name[0].isupper()
+
+    dls = ImageDataLoaders.from_label_func(get_image_files(tmp_path), is_cat, valid_pct=0.3,
+                                           size=8, bs=2, device="cpu")
+    assert dls.vocab == [False, True] and not dls.multi_label and dls.n_out == 2
+    _, y = dls.train.dataset
+    assert y.dtype == torch.int64
+    for path, label in zip(dls.train_items, y.tolist(), strict=True):
+        assert dls.vocab[label] == is_cat(path)
+    ints = ImageDataLoaders.from_label_func(get_image_files(tmp_path),
+                                            lambda p: int(p.stem[-1]), valid_pct=0.3,
+                                            size=8, device="cpu")
+    assert ints.vocab == [1, 2, 3] and not ints.multi_label
+
+
+def test_split_never_leaves_the_training_set_empty(tmp_path):
+    # two images and valid_pct=0.8 rounded to 2 validation images: no training image, NaN stats
+    root = _folder(tmp_path, n=1)
+    dls = ImageDataLoaders.from_folder(root, valid_pct=0.8, size=8, bs=2, device="cpu")
+    assert len(dls.train_items) == 1 and len(dls.valid_items) == 1
+    assert not any(np.isnan(dls.stats[0])) and len(dls.train) == 1
+    # the split is split_indices' (one helper for images, CamVid and image pairs)
+    files = get_image_files(root)
+    tr, va = split_indices(2, 0.8, seed=0)
+    assert dls.train_items == [files[i] for i in tr.tolist()]
+    assert dls.valid_items == [files[i] for i in va.tolist()]
+
+
+def test_stats_must_give_one_value_per_channel():
+    grey = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    y = torch.zeros(6, dtype=torch.long)
+    rgb_stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    with pytest.raises(ValueError, match="1-channel"):  # broadcast to 3 channels before
+        ImageDataLoaders.from_tensors(grey, y, grey, y, ["a"], stats=rgb_stats, device="cpu")
+    with pytest.raises(ValueError, match="3-channel"):
+        ImageDataLoaders.from_tensors(grey, y, grey, y, ["a"], stats="imagenet", device="cpu")
+    with pytest.raises(ValueError, match="1-channel"):
+        _resolve_stats(((0.5,), (0.5, 0.5)), grey)
+    dls = ImageDataLoaders.from_tensors(grey, y, grey, y, ["a"], stats=((0.5,), (0.25,)),
+                                        bs=6, device="cpu")
+    xb, _ = next(iter(dls.valid))
+    assert xb.shape == (6, 1, 8, 8)
+    torch.testing.assert_close(xb, (grey.float() / 255 - 0.5) / 0.25)
+
+
+class _LargestFloat(TorchFunctionMode):
+    """Records the most elements of any floating-point tensor a torch call returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.most = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                self.most = max(self.most, t.numel())
+        return out
+
+
+def test_data_stats_are_accumulated_in_chunks():
+    # stats="data" made a float32 copy of the whole training set (8x the uint8 images);
+    # chunks keep every float temporary a slice of it, with float64 sums
+    x = torch.randint(0, 256, (512, 3, 48, 48), dtype=torch.uint8)
+    x[:256, 1] = 250  # channel means that differ, a bimodal channel
+    with _LargestFloat() as mode:
+        mean, std = _resolve_stats("data", x)
+    assert 0 < mode.most <= x.numel() // 3
+    arr = x.numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(mean, arr.mean((0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(std, arr.std((0, 2, 3), ddof=1), rtol=1e-9)
+    with pytest.raises(ValueError, match="0 training image"):
+        _resolve_stats("data", x[:0])
+
+
 # -- bodies and heads ------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("arch", "nf"), [("resnet18", 512), ("resnet50", 2048),
@@ -154,6 +284,44 @@ def test_pretrained_weights_from_a_local_file(tmp_path):
         load_pretrained(torchvision.models.resnet34(weights=None), tmp_path / "r18.pth")
     with pytest.raises(ValueError, match="unknown architecture"):
         create_body("resnet19")
+
+
+class _NestedStem(nn.Module):
+    """Torchvision-style: the stem conv nested in a block, then a direct strided conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.down = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.down(self.stem(x))).flatten(1))
+
+
+def test_create_body_adapts_the_first_conv_in_definition_order():
+    # the direct child `down` used to be taken for the first conv (and rebuilt with 3 inputs)
+    torch.manual_seed(0)
+    net = _NestedStem()
+    stem_w, down_w = net.stem[0].weight.detach().clone(), net.down.weight.detach().clone()
+    body = create_body(net)
+    assert body[1] is net.down and body[1].in_channels == 16
+    assert body.eval()(torch.randn(2, 3, 16, 16)).shape == (2, 32, 8, 8)
+    assert num_features(body) == 32
+    grey = create_body(_NestedStem(), in_channels=1)
+    assert grey[0][0].in_channels == 1 and grey[1].in_channels == 16
+    net = _NestedStem()
+    net.stem[0].weight.data.copy_(stem_w)
+    net.down.weight.data.copy_(down_w)
+    grey = create_body(net, in_channels=1)
+    torch.testing.assert_close(grey[0][0].weight, stem_w.sum(1, keepdim=True))
+    torch.testing.assert_close(grey[1].weight, down_w)
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    dls = ImageDataLoaders.from_tensors(x[:6], torch.arange(6) % 2, x[6:], torch.arange(2),
+                                        ["a", "b"], bs=3, device="cpu")
+    learn = vision_learner(dls, _NestedStem(), quiet=True)
+    assert learn.model(torch.randn(2, 3, 16, 16)).shape == (2, 2)
 
 
 def test_concat_pool_and_head():
@@ -234,6 +402,43 @@ def test_grad_cam_matches_its_formula():
     ref = ref / ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     torch.testing.assert_close(cam, ref)
     assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_grad_cam_of_a_frozen_model_matches_the_trainable_one():
+    # with every parameter frozen the hooked activation had no graph: retain_grad raised
+    torch.manual_seed(0)
+    body = conv_body(1, (4, 8), (2, 1))
+    model = nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    x = torch.randn(3, 1, 10, 10)
+    ref = grad_cam(model, body[-1], x)
+    model.requires_grad_(False)
+    cam = grad_cam(model, body[0], x)  # the first block: nothing before it requires grad
+    assert cam.shape == (3, 10, 10)
+    torch.testing.assert_close(grad_cam(model, body[-1], x), ref)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters()) and not x.requires_grad
+
+
+def test_interpretation_of_an_fp16_learner():
+    # the fp16 model (half weights) was called on the loader's float32 batches
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8)
+    y = torch.randint(0, 2, (16,))
+    dls = ImageDataLoaders.from_tensors(x[:12], y[:12], x[12:], y[12:], ["a", "b"], bs=4,
+                                        device="cpu")
+    learn = vision_learner(dls, conv_body(1, (8, 16), (2, 2)), cut=False, precision="fp16",
+                           quiet=True)
+    learn.model.train()
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert learn.model.training  # restored
+    xb, yb = next(iter(dls.valid))
+    learn.model.eval()
+    with torch.no_grad():
+        ref = learn.model(xb.half()).float()
+    torch.testing.assert_close(interp.inputs, xb)
+    torch.testing.assert_close(interp.preds, ref)
+    assert interp.preds.dtype == torch.float32 and torch.equal(interp.targets, yb)
+    torch.testing.assert_close(interp.losses, F.cross_entropy(ref, yb, reduction="none"))
 
 
 def test_mass_in_box():

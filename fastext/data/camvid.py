@@ -138,11 +138,16 @@ def load_camvid(root: str | os.PathLike[str] | None = None,
 
 def split_indices(n: int, valid_pct: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
     """(train, valid) indices of a random split of ``n`` items; ``round(n * valid_pct)``
-    (at least one) validate. The same ``seed`` gives the same split on every machine."""
+    validate, but at least one and at most ``n - 1`` (neither side is ever empty). The same
+    ``seed`` gives the same split on every machine.
+
+    >>> [len(i) for i in split_indices(2, valid_pct=0.8)]
+    [1, 1]
+    """
     if not 0 < valid_pct < 1:
         raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
     if n < 2:
         raise ValueError(f"need at least 2 items to split, got {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_valid = max(1, round(n * valid_pct))
+    n_valid = min(n - 1, max(1, round(n * valid_pct)))
     return order[n_valid:], order[:n_valid]

@@ -534,9 +534,7 @@ class PreciseBN(Callback):
             model.train()
             with torch.no_grad():
                 for batch in learn.dls.train:
-                    learn._split(batch)
-                    with learn._autocast():
-                        model(*learn.xb)
+                    learn.model_output(batch)
         finally:
             for m, momentum in zip(bns, momenta, strict=True):
                 m.momentum = momentum

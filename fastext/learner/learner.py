@@ -344,6 +344,16 @@ class Learner:
             return torch.autocast(self.dls.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def model_output(self, batch: Sequence[Any]) -> Any:
+        """The model's output on ``batch`` fed as the training loop feeds it: the inputs
+        (all but the last element) laid out and cast for ``channels_last`` and ``precision``,
+        under its autocast; sets ``xb`` / ``yb``. The model's mode and the grad mode are the
+        caller's (e.g. ``torch.no_grad()`` in evaluation, as ``PreciseBN`` and
+        ``ClassificationInterpretation`` use it)."""
+        self._split(batch)
+        with self._autocast():
+            return self.model(*self.xb)
+
     def _do_one_batch(self) -> None:
         with self._autocast():
             self.pred = self.model(*self.xb)

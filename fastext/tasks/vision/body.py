@@ -70,13 +70,25 @@ def _cut(model: nn.Module) -> nn.Module:
                      "that is already cut (the body) instead")
 
 
-def _first_conv(module: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
-    """The first ``Conv2d`` of ``module`` in definition order, with its parent and name."""
-    for parent in module.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d):
-                return parent, name, child
-    raise ValueError("the body has no Conv2d")
+def _first_conv(module: nn.Module, what: str = "the body",
+                ) -> tuple[nn.Module | None, str, nn.Conv2d]:
+    """The first ``Conv2d`` of ``module`` in definition order (``named_modules``' pre-order,
+    so a conv nested in an earlier child comes before a later direct child), with its parent
+    and its attribute name there; the parent is ``None`` when ``module`` is itself the conv.
+    Shared by :func:`create_body`, :func:`num_features` and the U-Net.
+
+    >>> net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3)), nn.Conv2d(8, 16, 3))
+    >>> parent, name, conv = _first_conv(net)
+    >>> parent is net[0], name, conv.in_channels
+    (True, '0', 3)
+    """
+    for full_name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if not full_name:
+                return None, "", m
+            parent_name, _, name = full_name.rpartition(".")
+            return module.get_submodule(parent_name), name, m
+    raise ValueError(f"{what} has no Conv2d")
 
 
 def _adapt_input(body: nn.Module, in_channels: int) -> None:
@@ -86,6 +98,9 @@ def _adapt_input(body: nn.Module, in_channels: int) -> None:
     parent, name, conv = _first_conv(body)
     if conv.in_channels == in_channels:
         return
+    if parent is None:
+        raise ValueError("the body is a single Conv2d: wrap it in an nn.Sequential to change "
+                         "its input channels")
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
     with torch.no_grad():

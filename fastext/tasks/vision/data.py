@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data.camvid import split_indices
 from ...learner.data import DataLoaders, TensorLoader
 
 __all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
@@ -162,12 +163,15 @@ class BatchAugment:
 class ImageLoader:
     """Batches ``(images, targets)`` from uint8 image and target tensors: each batch moves to
     ``device`` and goes through ``augment`` there (training batches augmented, validation
-    ones only normalised)."""
+    ones only normalised). Shuffled each epoch when ``shuffle`` (default: ``train``);
+    ``drop_last`` leaves out a last partial batch."""
 
     def __init__(self, images: Tensor, targets: Tensor, augment: BatchAugment, bs: int,
-                 train: bool, device: torch.device, seed: int = 0) -> None:
-        self.base = TensorLoader((images, targets), bs, shuffle=train, drop_last=False,
-                                 seed=seed)
+                 train: bool, device: torch.device, seed: int = 0, drop_last: bool = False,
+                 shuffle: bool | None = None) -> None:
+        self.base = TensorLoader((images, targets), bs,
+                                 shuffle=train if shuffle is None else shuffle,
+                                 drop_last=drop_last, seed=seed)
         self.augment, self.train, self.device = augment, train, device
 
     def __len__(self) -> int:
@@ -194,11 +198,12 @@ class ImageLoader:
 class ImageDataLoaders(DataLoaders):
     """Train / valid image loaders with the labels' vocabulary.
 
-    Attributes: ``vocab`` (class names, sorted), ``multi_label``, ``n_out`` (outputs a model
-    needs), ``stats`` (normalisation used), ``train_items`` / ``valid_items`` (the files).
+    Attributes: ``vocab`` (the classes, sorted: names, or whatever values the label function
+    returned, e.g. ``[False, True]``), ``multi_label``, ``n_out`` (outputs a model needs),
+    ``stats`` (normalisation used), ``train_items`` / ``valid_items`` (the files).
     """
 
-    def __init__(self, train: ImageLoader, valid: ImageLoader, vocab: list[str],
+    def __init__(self, train: ImageLoader, valid: ImageLoader, vocab: list[Hashable],
                  multi_label: bool, stats: tuple, device: torch.device,
                  train_items: list[Path] | None = None,
                  valid_items: list[Path] | None = None) -> None:
@@ -209,13 +214,21 @@ class ImageDataLoaders(DataLoaders):
 
     @classmethod
     def from_tensors(cls, x_train: Tensor, y_train: Tensor, x_valid: Tensor,  # type: ignore[override]
-                     y_valid: Tensor, vocab: Sequence[str], bs: int = 64,
+                     y_valid: Tensor, vocab: Sequence[Hashable], bs: int = 64,
                      stats: str | tuple = "data", augment: bool = True, flip: float = 0.5,
                      scale: tuple[float, float] = (0.35, 1.0), seed: int = 0,
-                     device: str | torch.device | None = None, **_: object) -> ImageDataLoaders:
+                     device: str | torch.device | None = None, valid_bs: int | None = None,
+                     shuffle: bool = True, drop_last: bool = True) -> ImageDataLoaders:
         """Loaders over uint8 image tensors (N, C, H, W) and targets: class indices, or
         multi-hot float rows for multi-label data. ``stats``: ``"data"`` (the training
-        images' own per-channel mean/std), ``"imagenet"``, or ``(mean, std)``."""
+        images' own per-channel mean/std), ``"imagenet"`` (3-channel images only), or
+        ``(mean, std)`` with one value per channel.
+
+        Training batches hold ``bs`` images, shuffled each epoch when ``shuffle``; with
+        ``drop_last`` (default, as in fastai) a last partial training batch is left out when
+        there are more than ``bs`` images (a batch of one would break BatchNorm).
+        Validation batches hold ``valid_bs`` (default ``2 * bs``) images, none dropped.
+        Unknown keyword arguments raise ``TypeError``."""
         if x_train.dtype != torch.uint8 or x_train.dim() != 4:
             raise TypeError(f"images must be uint8 (N, C, H, W), got {x_train.dtype} "
                             f"{tuple(x_train.shape)}")
@@ -225,18 +238,21 @@ class ImageDataLoaders(DataLoaders):
         aug = BatchAugment(st, flip=flip if augment else 0.0,
                            scale=scale if augment else (1.0, 1.0), seed=seed)
         multi = y_train.dim() == 2
-        train = ImageLoader(x_train, y_train, aug, bs, train=True, device=dev, seed=seed)
-        valid = ImageLoader(x_valid, y_valid, aug, 2 * bs, train=False, device=dev)
+        train = ImageLoader(x_train, y_train, aug, bs, train=True, device=dev, seed=seed,
+                            drop_last=drop_last and len(x_train) > bs, shuffle=shuffle)
+        valid = ImageLoader(x_valid, y_valid, aug, valid_bs or 2 * bs, train=False,
+                            device=dev)
         return cls(train, valid, list(vocab), multi, st, dev)
 
     @classmethod
     def from_label_func(cls, files: Sequence[str | os.PathLike[str]],
-                        label_func: Callable[[Path], str | Sequence[str]],
+                        label_func: Callable[[Path], Hashable | Sequence[Hashable]],
                         valid_pct: float = 0.2, seed: int = 0, size: int = 224,
                         channels: int = 3, **kwargs: object) -> ImageDataLoaders:
-        """Images ``files`` labelled by ``label_func(path)``: one class name, or a list of
-        names for multi-label data. A random ``valid_pct`` of them (fixed by ``seed``)
-        validates."""
+        """Images ``files`` labelled by ``label_func(path)``: one class (a name, or any
+        hashable value such as the ``bool`` of fastai's ``is_cat``), or a list, tuple or set
+        of classes for multi-label data. A random ``valid_pct`` of them (fixed by ``seed``,
+        at least one image on each side) validates. ``kwargs`` go to :meth:`from_tensors`."""
         if not 0 < valid_pct < 1:
             raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
         files = [Path(f) for f in files]
@@ -245,19 +261,16 @@ class ImageDataLoaders(DataLoaders):
         images, kept = load_images(files, size, channels)
         files = [files[i] for i in kept]
         labels = [label_func(f) for f in files]
-        multi = any(not isinstance(lab, str) for lab in labels)
+        multi = any(isinstance(lab, _MULTI) for lab in labels)
         if multi:
-            lists = [[lab] if isinstance(lab, str) else list(lab) for lab in labels]
-            vocab = sorted({lab for labs in lists for lab in labs})
+            lists = [list(lab) if isinstance(lab, _MULTI) else [lab] for lab in labels]
+            vocab = _sorted_classes([lab for labs in lists for lab in labs])
             targets = multi_hot(lists, vocab)
         else:
-            vocab = sorted(set(labels))
+            vocab = _sorted_classes(labels)
             index = {v: i for i, v in enumerate(vocab)}
             targets = torch.tensor([index[lab] for lab in labels])
-        g = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(files), generator=g)
-        n_valid = max(1, round(len(files) * valid_pct))
-        vi, ti = order[:n_valid], order[n_valid:]
+        ti, vi = split_indices(len(files), valid_pct, seed)
         dls = cls.from_tensors(images[ti], targets[ti], images[vi], targets[vi], vocab,
                                seed=seed, **kwargs)
         dls.train_items = [files[i] for i in ti.tolist()]
@@ -270,7 +283,7 @@ class ImageDataLoaders(DataLoaders):
                     size: int = 224, channels: int = 3, **kwargs: object) -> ImageDataLoaders:
         """ImageNet-style folders, labelled by their parent folder: ``path/train/<class>/*``
         and ``path/valid/<class>/*``, or, with ``valid_pct``, ``path/<class>/*`` split at
-        random (fixed by ``seed``)."""
+        random (fixed by ``seed``). ``kwargs`` go to :meth:`from_tensors`."""
         path = Path(path)
         if valid_pct is not None:
             return cls.from_label_func(get_image_files(path), parent_label, valid_pct, seed,
@@ -295,14 +308,79 @@ class ImageDataLoaders(DataLoaders):
         return dls
 
 
-def _resolve_stats(stats: str | tuple, x_train: Tensor) -> tuple[tuple[float, ...], ...]:
-    if stats == "imagenet":
-        if x_train.shape[1] != 3:
-            raise ValueError("ImageNet stats need 3-channel images")
+#: Label types that ``from_label_func`` reads as several classes of one image.
+_MULTI = (list, tuple, set, frozenset)
+
+
+def _sorted_classes(labels: Sequence[Hashable]) -> list[Hashable]:
+    """The distinct ``labels``, sorted (names alphabetically, ``[False, True]``...).
+
+    >>> _sorted_classes([True, False, True]), _sorted_classes(["dog", "cat", "dog"])
+    ([False, True], ['cat', 'dog'])
+    """
+    try:
+        distinct = set(labels)
+    except TypeError as e:
+        raise TypeError(f"labels must be hashable (or a list of them per image): {e}") from None
+    try:
+        return sorted(distinct)
+    except TypeError:
+        kinds = sorted({type(lab).__name__ for lab in distinct})
+        raise TypeError(f"labels of mixed types cannot be sorted into a vocabulary: {kinds}"
+                        ) from None
+
+
+def _channel_stats(x: Tensor, chunk: int = 1 << 20,
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (unbiased, floored at 1e-3) of uint8 images ``x``
+    (N, C, H, W) scaled to [0, 1]. Sums and sums of squares accumulate in float64 over
+    slices of about ``chunk`` elements, so the extra memory stays near ``16 * chunk`` bytes
+    however many images there are.
+
+    >>> x = torch.tensor([0, 255, 0, 255], dtype=torch.uint8).view(4, 1, 1, 1)
+    >>> mean, std = _channel_stats(x)
+    >>> mean, [round(s, 6) for s in std]  # std of 0, 1, 0, 1 with ddof=1: sqrt(1/3)
+    ((0.5,), [0.57735])
+    """
+    n, c = x.shape[:2]
+    count = n * x[0, 0].numel() if n else 0
+    if count < 2:
+        raise ValueError(f"stats='data' needs at least 2 values per channel, got {count} "
+                         f"({n} training image(s))")
+    total = torch.zeros(c, dtype=torch.float64, device=x.device)
+    squares = torch.zeros(c, dtype=torch.float64, device=x.device)
+    for part in x.split(max(1, chunk // max(1, x[0].numel()))):
+        p = part.to(torch.float64)
+        total += p.sum((0, 2, 3))
+        squares += p.square_().sum((0, 2, 3))
+    mean = total / count
+    var = ((squares - total * mean) / (count - 1)).clamp_min(0)
+    return (tuple((mean / 255).tolist()),
+            tuple((var.sqrt() / 255).clamp_min(1e-3).tolist()))
+
+
+def _resolve_stats(stats: str | tuple, x_train: Tensor,
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) per channel that normalise ``x_train`` (uint8 (N, C, H, W)):
+    ``"data"`` (its own, :func:`_channel_stats`), ``"imagenet"`` or an explicit
+    ``(mean, std)``. Shared by the classification and segmentation loaders.
+
+    Raises:
+        ValueError: the stats do not give one mean and one std per channel of ``x_train``
+            (they would broadcast and change the batches' channel count), or ``stats`` is
+            none of the three forms.
+    """
+    c = x_train.shape[1]
+    if isinstance(stats, str) and stats == "imagenet":
+        if c != 3:
+            raise ValueError(f"ImageNet stats need 3-channel images, got {c} channel(s)")
         return IMAGENET_STATS
-    if stats == "data":
-        x = x_train.float().div(255).transpose(0, 1).reshape(x_train.shape[1], -1)
-        return tuple(x.mean(1).tolist()), tuple(x.std(1).clamp_min(1e-3).tolist())
+    if isinstance(stats, str) and stats == "data":
+        return _channel_stats(x_train)
     if isinstance(stats, tuple) and len(stats) == 2:
-        return tuple(stats[0]), tuple(stats[1])
+        mean, std = tuple(stats[0]), tuple(stats[1])
+        if len(mean) != c or len(std) != c:
+            raise ValueError(f"stats give {len(mean)} mean and {len(std)} std value(s) for "
+                             f"{c}-channel images: need {c} of each")
+        return mean, std
     raise ValueError(f"stats must be 'data', 'imagenet' or (mean, std), got {stats!r}")

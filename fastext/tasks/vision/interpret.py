@@ -36,11 +36,13 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
     """Grad-CAM maps (N, H, W) of ``x`` (N, C, H, W) at ``layer`` for class ``target``
     (default: the predicted class), each upsampled to the input size and scaled to [0, 1]
     (all-zero where the class has no positive evidence). The model runs in eval mode and is
-    restored afterwards; its parameter gradients are left untouched."""
+    restored afterwards; its parameter gradients and ``requires_grad`` flags are left
+    untouched. The model may be frozen (``requires_grad_(False)``, a frozen pretrained body):
+    the gradient flows from a detached copy of ``x`` that requires grad, so the activation
+    at ``layer`` is always part of the graph."""
     acts: list[Tensor] = []
 
     def keep(_m: nn.Module, _i: Any, out: Tensor) -> None:
-        out.retain_grad()
         acts.append(out)
 
     was_training = model.training
@@ -48,7 +50,7 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
     handle = layer.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = model(x)
+            logits = model(x.detach().requires_grad_() if x.is_floating_point() else x)
             cls = logits.argmax(1) if target is None else target.to(logits.device)
             score = logits.gather(1, cls.view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(score, acts[-1])
@@ -145,18 +147,23 @@ class ClassificationInterpretation:
 
     @classmethod
     def from_learner(cls, learn: Any, dl: Any = None) -> ClassificationInterpretation:
-        """Runs ``learn.model`` (eval mode) over ``dl`` (default: the validation loader)."""
+        """Runs ``learn.model`` (eval mode, restored afterwards) over ``dl`` (default: the
+        validation loader), feeding it batches as the learner does (``Learner.model_output``:
+        its precision and layout). ``inputs`` keep the loader's own batches; ``preds`` are
+        float32."""
         dl = dl if dl is not None else learn.dls.valid
         xs, ps, ys = [], [], []
         model = learn.model
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            for xb, yb in dl:
-                xs.append(xb.cpu())
-                ps.append(model(xb).float().cpu())
-                ys.append(yb.cpu())
-        model.train(was_training)
+        try:
+            with torch.no_grad():
+                for xb, yb in dl:
+                    xs.append(xb.cpu())
+                    ps.append(learn.model_output((xb, yb)).float().cpu())
+                    ys.append(yb.cpu())
+        finally:
+            model.train(was_training)
         preds, targets = torch.cat(ps), torch.cat(ys)
         losses = F.cross_entropy(preds, targets, reduction="none")
         vocab = getattr(learn.dls, "vocab", [str(i) for i in range(preds.shape[1])])

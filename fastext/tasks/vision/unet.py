@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from ...learner import DataLoaders, Learner
 from ...learner.metrics import Metric
 from ...nn import fuse_bn_relu
-from .body import create_body
-from .data import ImageLoader
+from .body import _first_conv, create_body
+from .data import ImageLoader, _resolve_stats
 
 __all__ = [
     "DynamicUnet", "PixelAccuracy", "PixelShuffleUpsample", "ResBlock", "SegmentAugment",
@@ -209,10 +209,7 @@ class DynamicUnet(nn.Module):
         if n_out < 1:
             raise ValueError(f"n_out must be positive, got {n_out}")
         if in_channels is None:
-            first = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d)), None)
-            if first is None:
-                raise ValueError("the encoder has no Conv2d")
-            in_channels = first.in_channels
+            in_channels = _first_conv(encoder, "the encoder")[2].in_channels
         self.encoder, self.in_channels = encoder, in_channels
         shapes = _stage_shapes(encoder, in_channels, tuple(img_size))
         # a stage is hooked when the next child changes the resolution
@@ -418,8 +415,10 @@ class _SegmentLoader(ImageLoader):
     with ``size`` set both are resized (image bilinear, mask nearest)."""
 
     def __init__(self, images: Tensor, masks: Tensor, augment: SegmentAugment, bs: int,
-                 train: bool, device: torch.device, seed: int = 0) -> None:
-        super().__init__(images, masks, augment, bs, train, device, seed)  # type: ignore[arg-type]
+                 train: bool, device: torch.device, seed: int = 0, drop_last: bool = False,
+                 shuffle: bool | None = None) -> None:
+        super().__init__(images, masks, augment, bs, train, device, seed,  # type: ignore[arg-type]
+                         drop_last, shuffle)
         self.size: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -469,13 +468,18 @@ class SegmentationDataLoaders(DataLoaders):
                      valid_bs: int | None = None, stats: str | tuple = "data",
                      flip: float = 0.5, scale: tuple[float, float] = (1.0, 1.0),
                      void_code: int | None | str = "auto", seed: int = 0,
-                     device: str | torch.device | None = None) -> SegmentationDataLoaders:
+                     device: str | torch.device | None = None, shuffle: bool = True,
+                     drop_last: bool = True) -> SegmentationDataLoaders:
         """Loaders over uint8 images (N, C, H, W) and integer masks (N, H, W).
 
         ``stats``: ``"data"`` (the training images' per-channel mean/std, right for an
-        encoder trained from scratch), ``"imagenet"`` (for torchvision weights) or
-        ``(mean, std)``. ``void_code``: ``"auto"`` takes the index of ``"Void"`` in
-        ``codes`` if present.
+        encoder trained from scratch), ``"imagenet"`` (for torchvision weights; 3-channel
+        images only) or ``(mean, std)`` with one value per channel; other counts raise
+        ``ValueError``. ``void_code``: ``"auto"`` takes the index of ``"Void"`` in
+        ``codes`` if present. Training batches are shuffled when ``shuffle``, and with
+        ``drop_last`` (default, as in fastai) a last partial training batch is left out
+        when there are more than ``bs`` images; validation batches hold ``valid_bs``
+        (default ``2 * bs``).
         """
         for name, x in (("x_train", x_train), ("x_valid", x_valid)):
             if x.dtype != torch.uint8 or x.dim() != 4:
@@ -494,23 +498,13 @@ class SegmentationDataLoaders(DataLoaders):
             void_code = list(codes).index("Void") if "Void" in codes else None
         dev = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-        st = _stats(stats, x_train)
+        st = _resolve_stats(stats, x_train)
         aug = SegmentAugment(st, flip, scale, seed)
         y_train, y_valid = y_train.long(), y_valid.long()
-        train = _SegmentLoader(x_train, y_train, aug, bs, True, dev, seed)
+        train = _SegmentLoader(x_train, y_train, aug, bs, True, dev, seed,
+                               drop_last=drop_last and len(x_train) > bs, shuffle=shuffle)
         valid = _SegmentLoader(x_valid, y_valid, aug, valid_bs or 2 * bs, False, dev)
         return cls(train, valid, codes, void_code, st, dev)
-
-
-def _stats(stats: str | tuple, x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    if stats == "imagenet":
-        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    if stats == "data":
-        flat = x.float().div(255).transpose(0, 1).reshape(x.shape[1], -1)
-        return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-3).tolist())
-    if isinstance(stats, tuple) and len(stats) == 2:
-        return tuple(stats[0]), tuple(stats[1])
-    raise ValueError(f"stats must be 'data', 'imagenet' or (mean, std), got {stats!r}")
 
 
 # -- the learner ------------------------------------------------------------------------------
