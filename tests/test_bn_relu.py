@@ -2,6 +2,8 @@
 several steps and every gradient, over shapes, layouts, dtypes and options; gradcheck in
 float64; opcheck; a converted ResNet-18; training on MNIST."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -210,6 +212,54 @@ def test_fuse_sequential_shares_parameters():
     assert isinstance(m[3], nn.BatchNorm2d)  # not followed by a ReLU: left alone
     assert {id(p) for p in m.parameters()} == params
     assert m[1].weight is bn.weight and m[1].running_mean is bn.running_mean
+
+
+@pytest.mark.parametrize("kw", [dict(bias=False), dict(affine=False),
+                                dict(track_running_stats=False), dict(momentum=None)], ids=str)
+@pytest.mark.parametrize("train", [True, False])
+def test_fuse_keeps_absent_parameters_and_buffers_absent(kw, train):
+    """A BatchNorm without a bias (or without affine parameters, or running statistics)
+    fuses into a module without them: nothing of the fused module's own (made on the meta
+    device) is left to be read."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.BatchNorm2d(3, **kw), nn.ReLU())
+    if ref[0].weight is not None:
+        with torch.no_grad():
+            ref[0].weight.normal_()
+    ours = copy.deepcopy(ref)
+    fuse_bn_relu(ours)
+    assert isinstance(ours[0], BatchNormReLU2d)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert not any(t.is_meta for t in (*ours.parameters(), *ours.buffers()))
+    ref.train(train)
+    ours.train(train)
+    for _ in range(2):
+        x = torch.randn(4, 3, 5, 5)
+        torch.testing.assert_close(ours(x), ref(x))
+    for a, b in zip(ours.state_dict().values(), ref.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_fuse_leaves_resnet_blocks_without_batchnorm_relu_alone():
+    """torchvision blocks built with another norm layer (FrozenBatchNorm2d, as detection
+    backbones use; GroupNorm) or whose activation was swapped are not BatchNorm -> ReLU:
+    fusing leaves the model computing what it did."""
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    models = [torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d),
+              torchvision.models.resnet18(norm_layer=lambda c: nn.GroupNorm(2, c)),
+              torchvision.models.resnet50(num_classes=10)]
+    for m in models[2].modules():
+        if isinstance(m, torchvision.models.resnet.Bottleneck):
+            m.relu = nn.SiLU()
+    for ref in models:
+        ref.eval()
+        ours = fuse_bn_relu(copy.deepcopy(ref))
+        assert not any(type(m).__name__.startswith("_Fused") for m in ours.modules())
+        torch.testing.assert_close(ours(x), ref(x))
 
 
 def test_mnist_cnn_trains_as_well_fused():

@@ -12,23 +12,28 @@ _FUSED = {nn.BatchNorm1d: BatchNormReLU1d, nn.BatchNorm2d: BatchNormReLU2d}
 
 
 def _fused_copy(bn: nn.Module) -> nn.Module:
-    """The fused module holding ``bn``'s parameters and buffers (same tensors)."""
+    """The fused module holding ``bn``'s parameters and buffers (same tensors), absent ones
+    included (``bias=False``, ``affine=False``, ``track_running_stats=False`` register
+    ``None``): the fused module's own, made on the meta device, are all replaced."""
     fused = _FUSED[type(bn)](bn.num_features, bn.eps, bn.momentum, bn.affine,
                              bn.track_running_stats, device="meta")
-    for name, p in bn.named_parameters(recurse=False):
-        setattr(fused, name, p)
-    for name, b in bn.named_buffers(recurse=False):
-        fused.register_buffer(name, b)
+    fused._parameters = dict(bn._parameters)
+    fused._buffers = dict(bn._buffers)
+    fused._non_persistent_buffers_set = set(bn._non_persistent_buffers_set)
     fused.train(bn.training)
     return fused
 
 
-def _fusable(bn: nn.Module, relu: nn.Module) -> bool:
+def _fusable(bn: nn.Module | None, relu: nn.Module | None) -> bool:
     return type(bn) in _FUSED and type(relu) is nn.ReLU
 
 
 class _FusedBasicBlock(nn.Module):
     """torchvision's BasicBlock with bn1+relu fused; same submodule names (state_dict)."""
+
+    @staticmethod
+    def fusable(block: nn.Module) -> bool:
+        return _fusable(block.bn1, block.relu)
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
@@ -45,6 +50,10 @@ class _FusedBasicBlock(nn.Module):
 
 class _FusedBottleneck(nn.Module):
     """torchvision's Bottleneck with bn1+relu and bn2+relu fused; same submodule names."""
+
+    @staticmethod
+    def fusable(block: nn.Module) -> bool:
+        return _fusable(block.bn1, block.relu) and _fusable(block.bn2, block.relu)
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
@@ -73,7 +82,9 @@ def fuse_bn_relu(model: nn.Module) -> nn.Module:
     fused module: consecutive children of ``nn.Sequential``s, torchvision ResNet blocks
     (``bn -> relu`` inside; the ``add -> relu`` at the end is left alone) and the ResNet stem.
     Parameters and buffers are shared, not copied, so an optimizer built before keeps
-    working. Works in train and eval mode; returns ``model``.
+    working. Works in train and eval mode; returns ``model``. A block whose norm layer is not
+    ``BatchNorm1d/2d`` (``FrozenBatchNorm2d``, ``GroupNorm``) or whose activation is not a
+    ``ReLU`` is left as it is.
 
     >>> m = fuse_bn_relu(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()))
     >>> [type(c).__name__ for c in m]
@@ -81,8 +92,9 @@ def fuse_bn_relu(model: nn.Module) -> nn.Module:
     """
     blocks = _torchvision_blocks()
     for name, child in list(model.named_children()):
-        if type(child) in blocks:
-            setattr(model, name, blocks[type(child)](child))
+        fused_block = blocks.get(type(child))
+        if fused_block is not None and fused_block.fusable(child):
+            setattr(model, name, fused_block(child))
         else:
             fuse_bn_relu(child)
     if isinstance(model, nn.Sequential):
