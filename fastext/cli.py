@@ -15,17 +15,24 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["TOOLS", "main"]
 
 
 #: Tool name -> module exposing ``add_arguments(parser)`` and ``cli_main(args) -> int``
-#: (``fastext hpsearch ...``); tools missing from this build are not offered.
+#: (``fastext hpsearch ...``); tools missing from this build are not offered, and a tool whose
+#: optional dependencies are not installed is offered as a stub that names them.
 TOOLS: dict[str, str] = {
     "hpsearch": "fastext.tools.hpsearch",
     "landscape": "fastext.tools.landscape",
     "uat": "fastext.tools.uat",
 }
+
+#: The extra that installs the tools' dependencies (pyproject.toml), and the pip names of the
+#: modules they import where those differ.
+TOOLS_EXTRA = "tools"
+_PIP_NAMES = {"sklearn": "scikit-learn"}
 
 
 def _demos() -> list[str]:
@@ -72,6 +79,37 @@ def _tool(mod: str) -> Callable[[argparse.Namespace], int]:
     return lambda args: int(importlib.import_module(mod).cli_main(args) or 0)
 
 
+def _unavailable(why: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(why, file=sys.stderr)
+        return 1
+
+    return run
+
+
+def _add_tool(sub: Any, name: str, mod: str) -> None:
+    """Subcommand ``name`` from its module; if the module cannot be imported because a
+    third-party package is missing, a stub that names the package when invoked (whatever
+    its arguments), so that the other commands still work."""
+    try:
+        module = importlib.import_module(mod)
+    except ImportError as e:
+        package = (e.name or "").split(".")[0]
+        if package == "fastext":
+            raise  # not a missing dependency: a bug in fastext itself
+        pip = _PIP_NAMES.get(package, package)
+        extra = f"the fastext[{TOOLS_EXTRA}] extra installs the tools' dependencies"
+        why = (f"fastext {name} needs {pip}, which is not installed ({e}): pip install {pip}; "
+               f"{extra}" if pip else f"fastext {name} is not available ({e}); {extra}")
+        tool = sub.add_parser(name, help=f"(unavailable: needs {pip or 'a missing package'})",
+                              add_help=False)
+        tool.set_defaults(func=_unavailable(why), unavailable=True)
+        return
+    tool = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
+    module.add_arguments(tool)
+    tool.set_defaults(func=_tool(mod))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastext", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -102,10 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     for name, mod in _tools().items():
-        module = importlib.import_module(mod)
-        tool = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
-        module.add_arguments(tool)
-        tool.set_defaults(func=_tool(mod))
+        _add_tool(sub, name, mod)
     return p
 
 
@@ -122,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         # Hand everything to the bench's own parser: argparse's REMAINDER would reject
         # options that come first (`fastext bench --help`).
         return _bench(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "unavailable", False):  # a stub takes any arguments
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

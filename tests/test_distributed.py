@@ -77,6 +77,14 @@ class Probe(Callback):
         self.valid.append([self.learn.valid_loss, *self.learn.metric_values])
 
 
+class Boom(Callback):
+    """Ends a fit with an error at its second training batch (on every rank alike)."""
+
+    def after_batch(self) -> None:
+        if self.learn.training and self.learn.iter == 1:
+            raise RuntimeError("boom")
+
+
 class SaveEachEpoch(Callback):
     """Writes a checkpoint after every epoch, on rank 0 only."""
 
@@ -108,8 +116,22 @@ def worker(out: Path) -> None:
                            metrics=[accuracy, FBeta(average="macro")], cbs=(probe_dl,))
         learn_dl.fit(1, 1e-2, cbs=[DistributedTrainer()])
         final_dl = learn_dl.validate()
+        valid_dl, n_iter_dl = probe_dl.valid, probe_dl.n_iter  # the next fit starts anew
+        # a fit(cbs=[DistributedTrainer()]) that raises restores the learner all the same
+        loaders = (learn_dl.dls.train.loader, learn_dl.dls.valid.loader)
+        learn_dl.quiet = False  # rank 1's fit sets it to True
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(RuntimeError):
+            learn_dl.fit(1, 1e-2, cbs=[DistributedTrainer(), Boom()])
+        after_error = {
+            "plain": not isinstance(learn_dl.model, nn.parallel.DistributedDataParallel),
+            "loaders": (learn_dl.dls.train.loader, learn_dl.dls.valid.loader) == loaders,
+            "quiet": learn_dl.quiet,
+            "cbs": not any(isinstance(cb, (DistributedTrainer, Boom)) for cb in learn_dl.cbs)}
+        learn_dl.quiet = True
+        after_error["valid"] = learn_dl.validate()  # the whole valid set on every rank
     torch.save({"rank": in_ctx[0], "world": in_ctx[1], "valid": probe.valid, "final": final,
-                "valid_dl": probe_dl.valid, "final_dl": final_dl, "n_iter_dl": probe_dl.n_iter,
+                "valid_dl": valid_dl, "final_dl": final_dl, "n_iter_dl": n_iter_dl,
+                "after_error": after_error,
                 "wrapped": probe.wrapped, "n_iter": probe.n_iter, "printed": printed.getvalue(),
                 "state": learn.model.state_dict(), "quiet": learn.quiet,
                 "restored": learn.dls.train.loader is train_loader
@@ -207,6 +229,36 @@ def test_single_process_is_untouched():
     for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert unwrap_model(a.model) is a.model
+
+
+def test_fit_calls_restore_however_it_ends():
+    """Learner.fit calls restore() on its callbacks in its finally: after after_fit, and
+    when an exception ends the fit (after_fit does not run then); fit's cbs are removed."""
+    events: list[str] = []
+
+    class Undo(Callback):
+        def before_fit(self) -> None:
+            events.append("before_fit")
+
+        def after_fit(self) -> None:
+            events.append("after_fit")
+
+        def restore(self) -> None:
+            events.append("restore")
+
+    learn = make_learner(32, quiet=True)
+    learn.fit(1, 1e-2, cbs=[Undo()])
+    assert events == ["before_fit", "after_fit", "restore"]
+    events.clear()
+    with pytest.raises(RuntimeError, match="boom"):
+        learn.fit(1, 1e-2, cbs=[Undo(), Boom()])
+    assert events == ["before_fit", "restore"]
+    assert not any(isinstance(cb, (Undo, Boom)) for cb in learn.cbs)
+    kept = learn.add_cb(Undo())  # the learner's own callbacks too
+    events.clear()
+    with pytest.raises(RuntimeError, match="boom"):
+        learn.fit(1, 1e-2, cbs=[Boom()])
+    assert events == ["before_fit", "restore"] and kept in learn.cbs
 
 
 # -- two processes under torchrun --------------------------------------------------------------
@@ -307,6 +359,16 @@ def test_ddp_learner_restored_after_fit(ddp_run):
     results, _ = ddp_run
     for r in results:
         assert r["restored"] and r["quiet"] is None
+
+
+def test_ddp_learner_restored_after_a_fit_that_raised(ddp_run):
+    """fit(cbs=[DistributedTrainer()]) ended by an exception: the plain model, the original
+    loaders and quiet are back, so a later validate() covers the whole set on every rank."""
+    results, _ = ddp_run
+    for r in results:
+        e = r["after_error"]
+        assert e["plain"] and e["loaders"] and e["quiet"] is False and e["cbs"], e
+        assert e["valid"] == results[0]["after_error"]["valid"]
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+import torch
 from sklearn.ensemble import RandomForestRegressor
 
 from fastext import cli
@@ -299,6 +300,57 @@ def test_run_trial_statuses():
         Trial(0, {}, float("nan"), "ok")
     with pytest.raises(ValueError, match="status"):
         Trial(0, {}, 1.0, "fine")
+
+
+def test_objective_info_keeps_tensors_and_numpy_scalars_as_json_numbers(tmp_path):
+    """What an objective reports besides the value (a metric tensor, numpy scalars) is kept
+    as Python numbers, so the log, a resumed search and the summary all hold it."""
+    def objective(p):
+        return {"value": torch.tensor(p["x"] ** 2), "accuracy": torch.tensor(0.5),
+                "f1": np.float32(0.25), "n": np.int64(3), "hist": np.array([1, 2]),
+                "flag": np.bool_(True), "per_class": {1: torch.tensor([0.5, 0.75])}}
+
+    want = {"accuracy": 0.5, "f1": 0.25, "n": 3, "hist": [1, 2], "flag": True,
+            "per_class": {"1": [0.5, 0.75]}}
+    space, log = Space(x=Uniform(0.0, 1.0)), tmp_path / "log.json"
+    r = search(objective, space, n_trials=3, n_init=2, log=log, progress=False)
+    assert [t.status for t in r.trials] == ["ok"] * 3
+    assert all(t.info == want for t in r.trials)
+    assert [type(r.best.info[k]) for k in ("accuracy", "f1", "n", "flag")] == \
+        [float, float, int, bool]
+    assert [t["info"] for t in json.loads(log.read_text())["trials"]] == [want] * 3
+    assert json.loads(json.dumps(r.summary()))["best_info"] == want
+    resumed = search(objective, space, n_trials=4, n_init=2, log=log, progress=False)
+    assert [t.info for t in resumed.trials] == [want] * 4
+    # an entry JSON cannot hold fails that trial, with a clear message; the search goes on
+    bad = search(lambda p: {"value": p["x"], "model": object()}, space, n_trials=2,
+                 n_init=2, log=tmp_path / "bad.json", progress=False)
+    assert [t.status for t in bad.trials] == ["failed"] * 2
+    assert "info['model'] (object) cannot go into the JSON log" in bad.trials[0].error
+
+
+def test_any_non_negative_seed_works_and_a_negative_one_is_refused_up_front(tmp_path):
+    """The forests' random_state stays within sklearn's [0, 2**32 - 1] whatever the seed
+    (seed * 10_007 + i used to leave it from seed 429_197 on, after the random trials)."""
+    space = Space(x=Uniform(0.0, 1.0))
+    for seed in (500_000, 20240601, 2**40):
+        r = search(lambda p: (p["x"] - 0.3) ** 2, space, n_trials=4, n_init=2, seed=seed,
+                   n_candidates=200, progress=False)
+        assert [t.proposer for t in r.trials] == ["random"] * 2 + ["rf"] * 2
+        assert set(r.importances()) == {"x"}
+    calls = []
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        search(calls.append, space, n_trials=2, n_init=2, seed=-1, progress=False)
+    assert calls == []  # refused before the first trial
+    # the CLI refuses it while parsing; a large one goes through to the forest
+    with pytest.raises(SystemExit):
+        cli.main(["hpsearch", "--objective", "math:sqrt", "--seed", "-1"])
+    argv = ["hpsearch", "--objective", "builtins:len", "--space",
+            '{"x": {"type": "uniform", "low": 0, "high": 1}}', "--trials", "3", "--init", "2",
+            "--candidates", "50", "--seed", "20240601", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    doc = json.loads((tmp_path / "hpsearch_log.json").read_text())
+    assert doc["seed"] == 20240601 and doc["trials"][-1]["proposer"] == "rf"
 
 
 def test_search_argument_errors():

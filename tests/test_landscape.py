@@ -149,7 +149,8 @@ def test_line_between_two_models():
                              alphas, bn="running")
     for alpha, v in zip(alphas, got, strict=True):
         mixed = copy.deepcopy(a)
-        mixed.load_state_dict({k: torch.lerp(state_a[k].float(), t.float(), alpha).to(t.dtype)
+        mixed.load_state_dict({k: torch.lerp(*(x.to(wide(t)) for x in (state_a[k], t)),
+                                             alpha).to(t.dtype)
                                if t.is_floating_point() else state_a[k]
                                for k, t in b.state_dict().items()})
         assert v == pytest.approx(reference_loss(mixed, batches, False), rel=1e-5)
@@ -157,6 +158,30 @@ def test_line_between_two_models():
     with pytest.raises(KeyError, match="differ"):
         ls.loss_along_line(a, a.state_dict(), toy(bn=False).state_dict(), F.cross_entropy,
                            batches, [0.0])
+
+
+def wide(t):
+    """The dtype loss_along_line interpolates ``t`` in: half precision up to float32,
+    float32 and float64 as they are."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def test_line_keeps_float64_exact_at_the_ends():
+    """A float64 model is interpolated in float64: alpha 0 is exactly ``a`` (and 1 ``b``),
+    not ``a`` rounded through float32; half precision is still interpolated in float32."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(5, 3).double(), nn.Linear(5, 3).double()
+    with torch.no_grad():
+        for p in a.parameters():  # bits below float32's precision
+            p.add_(torch.randn_like(p) * 1e-3)
+    batches = [(torch.randn(64, 5, dtype=torch.float64) * 100, torch.randint(0, 3, (64,)))]
+    sa, sb = copy.deepcopy(a.state_dict()), copy.deepcopy(b.state_dict())
+    got = ls.loss_along_line(a, sa, sb, F.cross_entropy, batches, [0.0, 1.0])
+    assert got[0] == ls.evaluate_loss(a, F.cross_entropy, batches)
+    assert got[1] == ls.evaluate_loss(b, F.cross_entropy, batches)
+    half_a, half_b = torch.tensor([1.0, 2.0], dtype=torch.bfloat16), torch.tensor([2.0, 4.0])
+    assert torch.equal(ls._lerp(half_a, half_b.bfloat16(), 0.5),
+                       torch.tensor([1.5, 3.0], dtype=torch.bfloat16))
 
 
 def test_evaluate_loss_errors_and_dropout_off():

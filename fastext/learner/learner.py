@@ -283,7 +283,12 @@ class Learner:
         with weight decay ``wd``; as in fastai, ``None`` means the learner's ``lr`` / ``wd``
         (not whatever the last fit left on the optimizer). ``start_epoch`` resumes a fit
         after a checkpoint: the epochs before it are skipped and the schedules continue from
-        where they were."""
+        where they were.
+
+        However the fit ends (normally, cancelled, or by an exception that ``after_fit``
+        never sees), it then calls ``restore()`` on every callback that defines one, so
+        that state a callback changed for the fit is put back (``DistributedTrainer``
+        unwraps the model and unshards the loaders), and removes the callbacks in ``cbs``."""
         if self.opt is None:
             self.create_opt()
         self.set_hypers(lr=self.lr_range(self.lr if lr is None else lr),
@@ -296,8 +301,14 @@ class Learner:
         try:
             self._with_events(self._do_fit, "fit", CancelFitException)
         finally:
-            for cb in added:
-                self.remove_cb(cb)
+            try:
+                for cb in list(self.cbs):
+                    restore = getattr(cb, "restore", None)
+                    if callable(restore):
+                        restore()
+            finally:
+                for cb in added:
+                    self.remove_cb(cb)
 
     def _do_fit(self) -> None:
         for epoch in range(self.start_epoch, self.n_epoch):

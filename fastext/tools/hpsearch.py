@@ -91,6 +91,17 @@ def load_objective(name: str, data: str | None = None, n_train: int = 8000,
     return obj
 
 
+def _seed(text: str) -> int:
+    """``--seed``: a non-negative integer (refused here, before any trial runs)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {seed}")
+    return seed
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``fastext hpsearch`` options."""
     p.add_argument("--objective", default=BUILTIN,
@@ -104,7 +115,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=int, default=6, help="random trials first (default 6)")
     p.add_argument("--method", choices=METHODS, default="rf",
                    help="rf: random-forest EI after the initial trials; random: random only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the random trials and the forests (a non-negative integer)")
     p.add_argument("--candidates", type=int, default=5000,
                    help="candidates scored by EI per proposal (default 5000)")
     p.add_argument("--log", metavar="PATH",

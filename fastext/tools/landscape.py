@@ -173,13 +173,22 @@ def _restored(model: nn.Module) -> Any:
                 p.copy_(s)
 
 
+def _lerp(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """``a + alpha * (b - a)`` in at least float32 (fp16/bf16 upcast, float64 kept), cast
+    back to ``a``'s dtype."""
+    dtype = torch.promote_types(a.dtype, torch.float32)
+    return a.to(dtype).lerp(b.to(dtype), alpha).to(a.dtype)
+
+
 def loss_along_line(model: nn.Module, state_a: dict[str, Tensor], state_b: dict[str, Tensor],
                     loss_func: LossFunc, batches: Batches, alphas: Iterable[float],
                     bn: str = "batch") -> np.ndarray:
     """Loss at ``(1 - alpha) * a + alpha * b`` for each alpha (0 is ``a``, 1 is ``b``;
     outside [0, 1] extrapolates). ``state_a``/``state_b`` are state dicts of ``model``'s
     architecture; floating-point parameters and buffers are interpolated, integer buffers
-    come from ``a``. The model's own state is restored afterwards."""
+    come from ``a``. Half-precision tensors are interpolated in float32, float32 and float64
+    ones in their own precision (so alpha 0 gives exactly ``a``). The model's own state is
+    restored afterwards."""
     missing = set(state_a) ^ set(state_b)
     if missing:
         raise KeyError(f"the two states differ in keys: {sorted(missing)}")
@@ -190,8 +199,8 @@ def loss_along_line(model: nn.Module, state_a: dict[str, Tensor], state_b: dict[
     out = []
     try:
         for alpha in alphas:
-            mixed = {k: (a.float().lerp(state_b[k].float(), float(alpha)).to(a.dtype)
-                         if torch.is_floating_point(a) else a) for k, a in state_a.items()}
+            mixed = {k: (_lerp(a, state_b[k], float(alpha)) if torch.is_floating_point(a)
+                         else a) for k, a in state_a.items()}
             model.load_state_dict(mixed)
             out.append(evaluate_loss(model, loss_func, batches, bn))
     finally:

@@ -15,6 +15,7 @@ search and an RF search with the same seed share their first ``n_init`` trials.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 import traceback
@@ -36,9 +37,12 @@ Objective = Callable[[dict[str, Any]], Any]
 def run_trial(objective: Objective, params: dict[str, Any], number: int,
               proposer: str = "random") -> Trial:
     """Evaluates one configuration. The objective returns a number, or a mapping with a
-    ``"value"`` key and anything else to keep (e.g. ``{"value": loss, "accuracy": acc}``).
-    A NaN/inf value is recorded as ``diverged``; an exception as ``failed`` with its message.
-    ``KeyboardInterrupt`` is not caught: stopping a search is not a failed trial.
+    ``"value"`` key and anything else to keep (e.g. ``{"value": loss, "accuracy": acc}``;
+    tensors and numpy scalars are kept as Python numbers, see
+    :func:`~fastext.tools.hp.trials.to_json_value`).
+    A NaN/inf value is recorded as ``diverged``; an exception as ``failed`` with its message
+    (as is an extra entry that JSON cannot hold). ``KeyboardInterrupt`` is not caught:
+    stopping a search is not a failed trial.
 
     >>> run_trial(lambda p: 1 / p["x"], {"x": 0}, 0).status
     'failed'
@@ -53,15 +57,15 @@ def run_trial(objective: Objective, params: dict[str, Any], number: int,
             info = {k: v for k, v in out.items() if k != "value"}
             out = out["value"]
         value = float(out)
+        seconds = time.perf_counter() - start
+        if not math.isfinite(value):
+            return Trial(number, dict(params), None, "diverged", seconds, proposer,
+                         f"objective returned {value}", info)
+        return Trial(number, dict(params), value, "ok", seconds, proposer, None, info)
     except Exception as e:  # a bad configuration must not end the search
         last = traceback.extract_tb(e.__traceback__)[-1]
         return Trial(number, dict(params), None, "failed", time.perf_counter() - start,
                      proposer, f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})")
-    seconds = time.perf_counter() - start
-    if not math.isfinite(value):
-        return Trial(number, dict(params), None, "diverged", seconds, proposer,
-                     f"objective returned {value}", info)
-    return Trial(number, dict(params), value, "ok", seconds, proposer, None, info)
 
 
 class SearchResult:
@@ -100,7 +104,8 @@ class SearchResult:
     def forest(self, seed: int | None = None) -> Any:
         """The surrogate fitted to all trials (failures at the worst value)."""
         x, y = self.xy()
-        return fit_forest(x, fill_failures(y), seed=self.seed if seed is None else seed)
+        return fit_forest(x, fill_failures(y),
+                          seed=_sklearn_seed(self.seed) if seed is None else seed)
 
     def importances(self) -> dict[str, float]:
         """The forest's impurity-based feature importances, by parameter (sum 1): which
@@ -137,6 +142,9 @@ def search(objective: Objective, space: Space, n_trials: int = 24, n_init: int =
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if n_init < 2 and method == "rf":
         raise ValueError(f"the forest needs n_init >= 2 random trials, got {n_init}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)  # a numpy integer would not go into the JSON log
     book = TrialLog.open(log, space, method, seed)
     if book.trials and progress:
         print(f"hpsearch: resuming from {log} ({len(book.trials)} trials done)", flush=True)
@@ -149,7 +157,8 @@ def search(objective: Objective, space: Space, n_trials: int = 24, n_init: int =
             params, proposer, note = space.sample(rng, 1)[0], "random", ""
         else:
             params, ei = propose(space, x, y, rng, n_candidates=n_candidates,
-                                 local_fraction=local_fraction, xi=xi, seed=seed * 10_007 + i)
+                                 local_fraction=local_fraction, xi=xi,
+                                 seed=_sklearn_seed(seed * 10_007 + i))
             proposer = "rf"
             note = f"  (EI {ei['ei']:.3g}, predicted {ei['predicted']:.4g})"
         trial = run_trial(objective, params, i, proposer)
@@ -157,6 +166,12 @@ def search(objective: Objective, space: Space, n_trials: int = 24, n_init: int =
         if progress:
             _print_trial(trial, result.best_so_far()[-1] if i else math.nan, note)
     return SearchResult(space, book.trials, method, seed)
+
+
+def _sklearn_seed(n: int) -> int:
+    """``n`` folded into the ``random_state`` range sklearn accepts, ``[0, 2**32 - 1]``
+    (unchanged below 2**32, so the forests of existing searches stay the same)."""
+    return int(n) % 2**32
 
 
 def _fmt(v: Any) -> str:

@@ -18,23 +18,50 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .space import Space
 
-__all__ = ["STATUSES", "Trial", "TrialLog"]
+__all__ = ["STATUSES", "Trial", "TrialLog", "to_json_value"]
 
 #: ok: finished with a finite value; diverged: finished with NaN/inf; failed: raised.
 STATUSES = ("ok", "diverged", "failed")
 _FORMAT = "fastext-hpsearch-1"
 
 
+def to_json_value(v: Any, where: str = "value") -> Any:
+    """``v`` as plain JSON data: tensors, numpy arrays and numpy scalars through ``.tolist()``
+    (a 0-d tensor or a numpy scalar becomes a Python number), tuples as lists, mapping keys as
+    strings; numbers, strings, booleans and None as they are.
+
+    >>> import numpy as np, torch
+    >>> to_json_value({"acc": torch.tensor(0.5), "n": np.int64(3), "f1": [np.float64(0.25)]})
+    {'acc': 0.5, 'n': 3, 'f1': [0.25]}
+
+    Raises:
+        TypeError: something else (``where`` says which entry), which the log could not hold.
+    """
+    tolist = getattr(v, "tolist", None)
+    if callable(tolist):  # torch.Tensor, numpy arrays and scalars
+        return to_json_value(tolist(), where)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, Mapping):
+        return {str(k): to_json_value(x, f"{where}[{k!r}]") for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [to_json_value(x, f"{where}[{i}]") for i, x in enumerate(v)]
+    raise TypeError(f"{where} ({type(v).__name__}) cannot go into the JSON log; report "
+                    "numbers, strings, booleans, None, or lists and dicts of them")
+
+
 @dataclass
 class Trial:
     """One evaluated configuration. ``value`` is None unless ``status == "ok"``; ``info``
-    holds whatever else the objective reported (e.g. accuracy)."""
+    holds whatever else the objective reported (e.g. accuracy), converted to plain JSON data
+    by :func:`to_json_value` (a 0-d tensor or numpy scalar becomes a Python number)."""
 
     number: int
     params: dict[str, Any]
@@ -50,6 +77,7 @@ class Trial:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if self.status == "ok" and (self.value is None or not math.isfinite(self.value)):
             raise ValueError(f"an ok trial needs a finite value, got {self.value!r}")
+        self.info = to_json_value(dict(self.info), "info")
 
     @property
     def ok(self) -> bool:
