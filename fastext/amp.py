@@ -151,7 +151,10 @@ class LossScaler:
         they are still scaled, and returns that unscaled norm (a device tensor). Unlike
         ``unscale_`` + ``clip_grad_norm_`` this keeps fp16 gradients scaled (dividing them in
         fp16 would flush small values to zero) and leaves the unscale to the fused step; an
-        overflow still skips the step. Norms are computed in fp32."""
+        overflow still skips the step. Norms are computed in fp32.
+
+        After ``unscale_(optimizer)`` the gradients are no longer scaled: it then clips them
+        as they are, as ``torch.nn.utils.clip_grad_norm_`` would."""
         grads = [g for gs in self._grads_by_device(optimizer).values() for g in gs]
         if not grads:
             return torch.zeros(())
@@ -162,7 +165,10 @@ class LossScaler:
         dev = self._scale.device
         norms = torch.stack([torch.linalg.vector_norm(g, norm_type, dtype=torch.float32).to(dev)
                              for g in grads])
-        norm = torch.linalg.vector_norm(norms, norm_type) / self._scale
+        norm = torch.linalg.vector_norm(norms, norm_type)
+        state = self._per_optimizer.get(id(optimizer))
+        if state is None or state["stage"] is not _Stage.UNSCALED:  # still scaled
+            norm = norm / self._scale
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(coef.to(g.device))

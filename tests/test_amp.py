@@ -343,3 +343,28 @@ def test_clip_on_scaled_fp16_grads_keeps_small_values():
     assert norm.item() == pytest.approx(true.norm().item(), rel=1e-2)
     assert (p.grad > 0).all()  # nothing flushed
     assert (p.grad.float() / 2.0**16 - true).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e3], ids=["clips", "no_clip"])
+def test_clip_after_unscale_matches_torch(device, max_norm):
+    """GradScaler's recipe, unscale_ then clip: LossScaler.clip_grad_norm_ after unscale_
+    clips the already unscaled gradients as torch.nn.utils.clip_grad_norm_ does and returns
+    their norm (it used to divide by the scale again: no clipping, a norm / scale)."""
+    ours, ref = _mlp(device), _mlp(device)
+    opt = fastext.optim.AdamW(ours.parameters(), lr=1e-2)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, foreach=False)
+    scaler = LossScaler(device, init_scale=2.0**10)
+    ref_scaler = torch.amp.GradScaler(device, init_scale=2.0**10)
+    x = torch.randn(8, 6, device=device)
+    for model, o, s in ((ours, opt, scaler), (ref, ref_opt, ref_scaler)):
+        s.scale(model(x).square().mean()).backward()
+        s.unscale_(o)
+    norm = scaler.clip_grad_norm_(opt, max_norm)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm)
+    torch.testing.assert_close(norm.to(ref_norm.device), ref_norm)
+    assert (ref_norm > max_norm) == (max_norm == 0.05)
+    assert_close([p.grad for p in ours.parameters()], [p.grad for p in ref.parameters()])
+    for o, s in ((opt, scaler), (ref_opt, ref_scaler)):
+        s.step(o)
+        s.update()
+    assert_close(list(ours.parameters()), list(ref.parameters()))

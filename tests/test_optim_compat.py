@@ -1,6 +1,9 @@
 """Drop-in behaviour: state_dict both ways, LR schedulers, GradScaler, torch.compile,
 and clear errors for bad input."""
 
+import copy
+import io
+
 import pytest
 import torch
 from logged_tensor import Logged
@@ -74,6 +77,107 @@ def test_state_dict_keys_match_torch():
         sa, sb = a.state_dict(), b.state_dict()
         assert sa["param_groups"][0].keys() == sb["param_groups"][0].keys()
         assert sa["state"][0].keys() == sb["state"][0].keys()
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+@pytest.mark.parametrize("flat", [False, True], ids=["lists", "flat"])
+def test_refused_load_state_dict_leaves_state_alone(device, kind, flat):
+    """A state_dict that torch refuses (a group of another size, another number of groups)
+    raises and leaves the live state as it was, as in torch.optim: training goes on as if
+    the load had not been tried (flat=True used to zero its buffers before torch's checks)."""
+    ours_cls, ref_cls, kw = PAIRS[kind]
+    params = [torch.randn(3, device=device), torch.randn(2, 2, device=device)]
+    ours = [p.clone().requires_grad_() for p in params]
+    ref = [p.clone().requires_grad_() for p in params]
+    opt = ours_cls(ours, flat=flat, **kw)
+    ref_opt = ref_cls(ref, foreach=False, **kw)
+    one = [torch.nn.Parameter(torch.randn(3))]
+    two = [{"params": [torch.nn.Parameter(torch.randn(3))]},
+           {"params": [torch.nn.Parameter(torch.randn(2, 2))]}]
+    refused = [ref_cls(one, **kw).state_dict(), ref_cls(two, **kw).state_dict()]
+    for step in range(6):
+        for p, r in zip(ours, ref, strict=True):
+            p.grad = torch.randn(p.shape, device=device)
+            r.grad = p.grad.clone()
+        opt.step()
+        ref_opt.step()
+        if step == 2:
+            for sd in refused:
+                for o in (opt, ref_opt):
+                    with pytest.raises(ValueError, match="loaded state dict"):
+                        o.load_state_dict(sd)
+    assert_close(ours, ref)
+    assert [opt.state[p]["step"].item() for p in ours] == [6.0, 6.0]
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+@pytest.mark.parametrize("layout", ["lists", "flat", "master_weights"])
+@pytest.mark.parametrize("how", ["deepcopy", "torch.save"])
+def test_copied_optimizer_steps_like_the_original(kind, layout, how):
+    """copy.deepcopy(opt) and torch.save(opt) + torch.load give an optimizer (over copies of
+    the params) that steps exactly as the original, as with torch.optim; the copy shares no
+    memory with the original."""
+    ours_cls, _, kw = PAIRS[kind]
+    dtype = torch.float16 if layout == "master_weights" else torch.float32
+    params = [torch.randn(shape).to(dtype).requires_grad_() for shape in ((5, 3), (7,))]
+    opt = ours_cls(params, flat=layout == "flat", master_weights=layout == "master_weights", **kw)
+
+    def grads():
+        return [torch.randn(p.shape).to(dtype) for p in params]
+
+    for _ in range(3):
+        for p, g in zip(params, grads(), strict=True):
+            p.grad = g
+        opt.step()
+    if how == "deepcopy":
+        other = copy.deepcopy(opt)
+    else:
+        buf = io.BytesIO()
+        torch.save(opt, buf)
+        buf.seek(0)
+        other = torch.load(buf, weights_only=False)
+    assert (other.flat, other.master_weights) == (opt.flat, opt.master_weights)
+    copies = other.param_groups[0]["params"]
+    assert all(c is not p for c, p in zip(copies, params, strict=True))
+    before = [c.detach().clone() for c in copies]
+    for p, g in zip(params, grads(), strict=True):
+        p.grad = g
+    opt.step()  # the original alone: the copy must not move
+    assert all(torch.equal(a, b) for a, b in zip(before, copies, strict=True))
+    for c, p in zip(copies, params, strict=True):
+        c.grad = p.grad.clone()
+    other.step()
+    for _ in range(3):
+        for p, c, g in zip(params, copies, grads(), strict=True):
+            p.grad, c.grad = g, g.clone()
+        opt.step()
+        other.step()
+    assert all(torch.equal(c, p) for c, p in zip(copies, params, strict=True))
+    for c, p in zip(copies, params, strict=True):
+        for name, value in opt.state[p].items():
+            assert torch.equal(other.state[c][name], value), name
+    other.zero_grad()
+
+
+def test_shallow_copy_of_a_flat_optimizer_shares_it():
+    """copy.copy(opt) shares the state and the flat buffers (as torch's shallow copy shares
+    the state): the original keeps training as it would have."""
+    torch.manual_seed(0)
+    params = [torch.randn(4, 3), torch.randn(5)]
+    ours = [p.clone().requires_grad_() for p in params]
+    ref = [p.clone().requires_grad_() for p in params]
+    opt = fastext.optim.AdamW(ours, lr=1e-2, flat=True)
+    ref_opt = torch.optim.AdamW(ref, lr=1e-2, foreach=False)
+    for step in range(4):
+        for p, r in zip(ours, ref, strict=True):
+            p.grad = torch.randn(p.shape)
+            r.grad = p.grad.clone()
+        opt.step()
+        ref_opt.step()
+        if step == 1:
+            shallow = copy.copy(opt)
+            assert shallow.state is opt.state and shallow.flat
+    assert_close(ours, ref)
 
 
 @pytest.mark.parametrize("kind", PAIRS)

@@ -1,6 +1,8 @@
 """fastext.optim against torch.optim (foreach=False; float64 for fp16/bf16): every option,
 dtype, layout and param-group split, over 10 steps."""
 
+import collections
+
 import pytest
 import torch
 from optim_reference import LOW, assert_close, run_pair
@@ -271,6 +273,52 @@ def test_rebucketing_follows_which_params_have_grads(device):
     p, r, _, _ = run_pair(ours, ref, params, steps=9,
                           grad_mask=lambda step, i: (step + i) % 3 != 0)
     assert_close(p, r)
+
+
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+@pytest.mark.parametrize("flat", [False, True], ids=["lists", "flat"])
+@pytest.mark.parametrize("reset", ["clear", "new_state", "del_one", "assign"])
+def test_state_changed_from_outside_matches_torch(device, make, flat, reset):
+    """The step's bucketing is cached, but a state reset or replaced between steps
+    (opt.state.clear(), a new opt.state, del opt.state[p], a param's dict replaced with new
+    tensors) takes effect at the next step as in torch.optim, and state_dict shows the state
+    in use."""
+    _, make_ref = make(lr=1e-2, weight_decay=0.1)
+    kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
+    params = [torch.randn(5, 3, device=device), torch.randn(7, device=device),
+              torch.randn((), device=device)]
+    ours = [p.clone().requires_grad_() for p in params]
+    ref = [p.clone().requires_grad_() for p in params]
+    opt = kind(ours, lr=1e-2, weight_decay=0.1, flat=flat)
+    ref_opt = make_ref(ref)
+    buffer = "exp_avg" if make is adamw_pair else "square_avg"
+    for step in range(6):
+        for p, r in zip(ours, ref, strict=True):
+            p.grad = torch.randn(p.shape, device=device)
+            r.grad = p.grad.clone()
+        opt.step()
+        ref_opt.step()
+        if step != 2:
+            continue
+        for o, ps in ((opt, ours), (ref_opt, ref)):
+            if reset == "clear":
+                o.state.clear()
+            elif reset == "new_state":
+                o.state = collections.defaultdict(dict)
+            elif reset == "del_one":
+                del o.state[ps[1]]
+            else:
+                o.state[ps[0]] = {**o.state[ps[0]], buffer: torch.full_like(ps[0], 0.25),
+                                  "step": torch.zeros((), device=device)}
+    assert_close(ours, ref)
+    ours_sd, ref_sd = opt.state_dict()["state"], ref_opt.state_dict()["state"]
+    assert ours_sd.keys() == ref_sd.keys() == {0, 1, 2}
+    for i in ours_sd:
+        assert ours_sd[i].keys() == ref_sd[i].keys()
+        assert float(ours_sd[i]["step"]) == float(ref_sd[i]["step"])
+        torch.testing.assert_close(ours_sd[i][buffer], ref_sd[i][buffer], rtol=1e-5, atol=1e-6)
+    if flat:  # a whole reset keeps the one-slot step; a partial one ends it
+        assert opt._flat[0].steps_in_step == (reset in ("clear", "new_state"))
 
 
 def _one_step(kind, p, g, steps):

@@ -14,6 +14,7 @@ contiguous views (a transposed parameter becomes a contiguous one of the same sh
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,7 +38,8 @@ class FlatBuffers:
         self.state_bufs: dict[str, Tensor] = {}
         # One float32 step counter per param (torch's state_dict keeps one each). While all
         # are equal (every step so far stepped every param), a step is one slot over the
-        # whole buffers; a partial step or a load with unequal counts ends that for good.
+        # whole buffers; a partial step, a load with unequal counts or a reset of some
+        # params' state ends that, until all restart from zero (see FusedOptimizer._plan).
         self.step_buf = torch.zeros(len(params), dtype=torch.float32, device=ref.device)
         self.steps_in_step = True
         self._index = {p: i for i, p in enumerate(params)}
@@ -122,6 +124,33 @@ class FlatBuffers:
         else:  # one host sync, at load time only
             self.steps_in_step = all_stepped and bool((self.step_buf == self.step_buf[0]).all())
 
+    def bind_state(self, p: Tensor, state: dict[str, Any], names: tuple[str, ...]) -> str:
+        """Makes ``p``'s step counter and state buffers ``names`` in ``state`` views into the
+        flat buffers, as a step needs them (when a step plan is built, not at every step):
+        a missing one starts from zero, one assigned from outside (``state[name] = t``)
+        is copied in. Returns what happened to the step counter: ``"kept"``, ``"zeroed"``
+        (missing: a fresh or reset state) or ``"copied"``."""
+        how = "kept"
+        view = self.step_view(p)
+        old = state.get("step")
+        if not _is_same_view(old, view):
+            if old is None:
+                view.zero_()
+            else:
+                view.copy_(torch.as_tensor(old).reshape(()))
+            state["step"] = view
+            how = "zeroed" if old is None else "copied"
+        for name in names:
+            view = self.state_view(name, p)
+            old = state.get(name)
+            if not _is_same_view(old, view):
+                if old is None:
+                    view.zero_()
+                else:
+                    view.copy_(old)
+                state[name] = view
+        return how
+
     def _set_grad_view(self, p: Tensor) -> None:
         view = self._view(self.grad_buf, p)
         p.grad = view
@@ -130,3 +159,11 @@ class FlatBuffers:
     def _is_grad_view(self, p: Tensor) -> bool:
         # Identity, not pointers: cheap enough to run over every param at every step.
         return p.grad is not None and p.grad is self._grad_views[self._index[p]]
+
+
+def _is_same_view(t: Any, view: Tensor) -> bool:
+    """Whether ``t`` is a tensor over exactly ``view``'s elements (e.g. a view handed out
+    earlier), not one assigned from elsewhere."""
+    return (isinstance(t, Tensor) and t.data_ptr() == view.data_ptr() and t.dtype == view.dtype
+            and t.device == view.device and t.shape == view.shape
+            and t.stride() == view.stride())

@@ -60,6 +60,12 @@ class FusedOptimizer(torch.optim.Optimizer):
     Subclasses name their state buffers (:meth:`_buffer_names`) and launch the native
     op for one bucket (:meth:`_launch`). Everything else, including ``state_dict``
     compatibility with ``torch.optim``, lives here.
+
+    A step reuses what it gathered from ``state`` (the tensors each native call updates)
+    until the params, which of them have grads, or ``state``'s per-param dicts change. So
+    reset or replace a param's state as a whole (``opt.state.clear()``,
+    ``del opt.state[p]``, ``opt.state[p] = {...}``) or in place (``.zero_()``); a tensor
+    swapped inside a param's dict (``opt.state[p]["exp_avg"] = t``) is not seen.
     """
 
     # torch.amp.GradScaler hands over `grad_scale` / `found_inf` as attributes and lets
@@ -75,7 +81,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.flat = bool(flat)
         self.master_weights = bool(master_weights)
         self._group_flat: list[list[FlatBuffers]] = []  # param group -> its flat buffers
-        self._plans: dict[int, tuple[tuple, list[_Bucket]]] = {}  # param group -> bucketing
+        # param group -> (its params, which have a grad, state names, bucketing)
+        self._plans: dict[int, tuple[tuple, tuple, tuple, list[_Bucket]]] = {}
+        # `self.state` and its per-param dicts when the plans were last built (see `step`).
+        self._state_seen: tuple | None = None
         super().__init__(params, defaults)
 
     # -- subclass hooks -------------------------------------------------------------
@@ -120,6 +129,19 @@ class FusedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
+        # The plans hold the state tensors: state reset or replaced from outside
+        # (`state.clear()`, a new `state`, `del state[p]`, `state[p] = {...}`) makes them
+        # stale, so the state and its per-param dicts are compared, by identity, with what
+        # the plans were built from (a C-level map: ~4 us for 161 params here, where
+        # comparing every state tensor cost ~20 us, a third of a flat step). In-place changes
+        # (`.zero_()`, `copy_`) need no rebuild; a tensor replaced inside a param's dict
+        # (`state[p]["exp_avg"] = t`) is not seen: replace the dict (see the class doc).
+        seen = self._state_seen
+        fresh = (seen is not None and seen[0] is self.state and len(seen[1]) == len(self.state)
+                 and all(map(operator.is_, self.state.values(), seen[1])))
+        if not fresh:
+            self._plans.clear()
+        rebuilt = False
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
             grads = [p.grad for p in params]
@@ -128,23 +150,28 @@ class FusedOptimizer(torch.optim.Optimizer):
                 for fb in fbs:  # one buffer holds the group's params in order: reuse grads
                     fb.adopt_grads(grads if len(fbs) == 1 else None)
             # The bucketing is redone only when which params have a gradient, the params
-            # themselves or the state's layout change. Per step, Python reads each .grad once
-            # and builds the key with C-level maps (no per-param Python frames; `count(None)`
-            # would call Tensor.__eq__); then one native call per bucket. On a GPU this host
-            # work, not the kernel, is what a step of many small params waits for.
-            key = (tuple(map(id, params)), tuple(map(operator.is_not, grads, _NONES)),
-                   self._buffer_names(group))
+            # themselves, the state names or the state (above) change. Per step, Python reads
+            # each .grad once and checks the rest with C-level maps (no per-param Python
+            # frames; `count(None)` or `==` would call Tensor.__eq__); then one native call
+            # per bucket. On a GPU this host work, not the kernel, is what a step of many
+            # small params waits for.
+            has_grad = tuple(map(operator.is_not, grads, _NONES))
+            names = self._buffer_names(group)
             plan = self._plans.get(gi)
-            if plan is None or plan[0] != key:
-                plan = (key, self._plan(group, params, grads))
+            if (plan is None or plan[1] != has_grad or plan[2] != names
+                    or len(plan[0]) != len(params) or not all(map(operator.is_, params, plan[0]))):
+                plan = (tuple(params), has_grad, names, self._plan(group, params, grads))
                 self._plans[gi] = plan
-            for b in plan[1]:
+                rebuilt = True
+            for b in plan[3]:
                 if b.flat is not None:
                     gs = [b.flat.grad_buf]
                 else:
                     gs = grads if b.index is None else [grads[i] for i in b.index]
                 self._launch(group, b.params, gs, b.cols, b.models, _on(grad_scale, b.device),
                              _on(found_inf, b.device))
+        if rebuilt:  # building a plan creates state
+            self._state_seen = (self.state, tuple(self.state.values()))
         return loss
 
     def _plan(self, group: dict[str, Any], params: list[Tensor],
@@ -153,6 +180,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         missing state, and gathers each bucket's state lists once."""
         names = (*self._buffer_names(group), "step")
         by_key: dict[tuple, tuple[list[int], list[dict[str, Tensor]]]] = {}
+        restarted: dict[FlatBuffers, list[int]] = {}  # flat buffer -> [zeroed, copied] counters
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if g is None:
                 continue
@@ -161,7 +189,18 @@ class FusedOptimizer(torch.optim.Optimizer):
                                    "(use torch.optim.SparseAdam)")
             idx, states = by_key.setdefault((p.device, p.dtype, self._uses_master(p)), ([], []))
             idx.append(i)
-            states.append(self._state_for(p, group))
+            fb = self._flat_of(p) if self.flat else None
+            if fb is None:
+                states.append(self._state_for(p, group))
+                continue
+            st = self.state[p]
+            how = fb.bind_state(p, st, names[:-1])
+            if how != "kept":
+                restarted.setdefault(fb, [0, 0])[how == "copied"] += 1
+            states.append(st)
+        for fb, (zeroed, copied) in restarted.items():
+            # Some counters (re)started here: they all agree only if every one started at 0.
+            fb.steps_in_step = not copied and zeroed == len(fb.params)
         buckets = []
         for (dev, _, master), (idx, states) in by_key.items():
             ps = [params[i] for i in idx]
@@ -183,13 +222,36 @@ class FusedOptimizer(torch.optim.Optimizer):
                                    cols, ps if master else [], None))
         return buckets
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch pickles defaults, state and param_groups; the layout options go along. The
+        # flat buffers do not: the state (views into them) carries their contents.
+        return {**super().__getstate__(), "flat": self.flat,
+                "master_weights": self.master_weights}
+
+    def __copy__(self) -> FusedOptimizer:
+        # As torch's shallow copy (shared state and groups), sharing the flat buffers too:
+        # laying the shared params out afresh would cut them from this optimizer's buffers.
+        new = type(self).__new__(type(self))
+        new.__dict__["_group_flat"] = self._group_flat
+        new.__setstate__(self.__getstate__())
+        return new
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Runs on unpickling / deepcopy (a bare object) and inside load_state_dict.
+        unpickled = "_group_flat" not in self.__dict__
         super().__setstate__(state)
+        self.__dict__.setdefault("flat", False)
+        self.__dict__.setdefault("master_weights", False)
         self.__dict__.setdefault("_plans", {})
+        self.__dict__.setdefault("_state_seen", None)
         self.__dict__.setdefault("_group_flat", [])
         for group in self.param_groups:  # groups saved by older torch lack newer keys
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
+        if unpickled and self.flat:  # lay the (copied) params out afresh, state included
+            self._group_flat = [FlatBuffers.flatten(g["params"]) for g in self.param_groups]
+            for fb in self._flat:
+                fb.adopt_states(self.state)
 
     @torch.no_grad()
     def refresh_master_weights(self) -> None:
@@ -209,16 +271,14 @@ class FusedOptimizer(torch.optim.Optimizer):
                 for pid, p in zip(saved_ids, own, strict=False) if self._uses_master(p)}
         if self._flat:
             # The state_dict may hold views of our own flat buffers (a reload of our own
-            # state): copy it, then start params it has no state for afresh.
+            # state): copy it. Params it has no state for start afresh (below, once torch
+            # has accepted it: a refused state_dict leaves the live state as it was).
             state_dict = {**state_dict, "state": {
                 k: {n: v.clone() if isinstance(v, Tensor) else v for n, v in st.items()}
                 for k, st in state_dict["state"].items()}}
-            for fb in self._flat:
-                fb.step_buf.zero_()
-                for buf in fb.state_bufs.values():
-                    buf.zero_()
         super().load_state_dict(state_dict)
         self._plans.clear()
+        self._state_seen = None  # holds the old state's tensors
         for p, values in keep.items():
             for k, v in values.items():
                 self.state[p][k] = v.to(device=p.device, dtype=torch.float32)
@@ -229,6 +289,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 st["step"] = step.to(p.device).reshape(())
         if self.flat:
             for fb in self._flat:
+                fb.step_buf.zero_()
+                for buf in fb.state_bufs.values():
+                    buf.zero_()
                 fb.adopt_states(self.state)
 
     # -- state ----------------------------------------------------------------------
@@ -236,11 +299,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         return self.master_weights and p.dtype in _LOW
 
     def _state_for(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """``p``'s state, missing entries created (a param of no flat buffer; those of one
+        go through :meth:`FlatBuffers.bind_state`)."""
         state = self.state[p]
-        fb = self._flat_of(p) if self.flat else None
         if "step" not in state:
-            state["step"] = (fb.step_view(p) if fb is not None
-                             else torch.zeros((), dtype=torch.float32, device=p.device))
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         master = self._uses_master(p)
         if master and "master" not in state:
             state["master"] = p.detach().clone(memory_format=torch.preserve_format).float()
@@ -248,8 +311,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if missing:
             like = state["master"] if master else p
             for name in missing:
-                state[name] = (fb.state_view(name, p) if fb is not None
-                               else torch.zeros_like(like, memory_format=torch.preserve_format))
+                state[name] = torch.zeros_like(like, memory_format=torch.preserve_format)
         return state
 
     def _flat_of(self, p: Tensor) -> FlatBuffers | None:
