@@ -30,10 +30,12 @@ def clone_params(tensors: list[torch.Tensor],
 
 def run_pair(make_ours: Callable, make_ref: Callable, params: list[torch.Tensor], steps: int = 10,
              grad_mask: Callable[[int, int], bool] = lambda step, i: True,
-             sched: Callable | None = None) -> tuple[list, list, object, object]:
+             sched: Callable | None = None,
+             after_step: Callable | None = None) -> tuple[list, list, object, object]:
     """Steps fastext (in the params' dtype) and the reference (same dtype; for fp16 / bf16 in
     float64, rounded to the low dtype after every step as ours stores it) with identical
-    gradients; returns both parameter lists and optimizers."""
+    gradients; ``after_step(step, opt, ref_opt, ours, ref)`` runs after each step (state
+    changed between steps). Returns both parameter lists and optimizers."""
     dtype = params[0].dtype
     ours = clone_params(params)
     ref = clone_params(params, torch.float64 if dtype in LOW else None)
@@ -55,6 +57,8 @@ def run_pair(make_ours: Callable, make_ref: Callable, params: list[torch.Tensor]
                         t.copy_(t.to(dtype))
         for s in scheds:
             s.step()
+        if after_step is not None:
+            after_step(step, opt, ref_opt, ours, ref)
     return ours, ref, opt, ref_opt
 
 

@@ -87,25 +87,21 @@ def test_refused_load_state_dict_leaves_state_alone(device, kind, flat):
     the load had not been tried (flat=True used to zero its buffers before torch's checks)."""
     ours_cls, ref_cls, kw = PAIRS[kind]
     params = [torch.randn(3, device=device), torch.randn(2, 2, device=device)]
-    ours = [p.clone().requires_grad_() for p in params]
-    ref = [p.clone().requires_grad_() for p in params]
-    opt = ours_cls(ours, flat=flat, **kw)
-    ref_opt = ref_cls(ref, foreach=False, **kw)
     one = [torch.nn.Parameter(torch.randn(3))]
     two = [{"params": [torch.nn.Parameter(torch.randn(3))]},
            {"params": [torch.nn.Parameter(torch.randn(2, 2))]}]
     refused = [ref_cls(one, **kw).state_dict(), ref_cls(two, **kw).state_dict()]
-    for step in range(6):
-        for p, r in zip(ours, ref, strict=True):
-            p.grad = torch.randn(p.shape, device=device)
-            r.grad = p.grad.clone()
-        opt.step()
-        ref_opt.step()
+
+    def try_loads(step, opt, ref_opt, ours, ref):
         if step == 2:
             for sd in refused:
                 for o in (opt, ref_opt):
                     with pytest.raises(ValueError, match="loaded state dict"):
                         o.load_state_dict(sd)
+
+    ours, ref, opt, _ = run_pair(lambda ps: ours_cls(ps, flat=flat, **kw),
+                                 lambda ps: ref_cls(ps, foreach=False, **kw), params, steps=6,
+                                 after_step=try_loads)
     assert_close(ours, ref)
     assert [opt.state[p]["step"].item() for p in ours] == [6.0, 6.0]
 

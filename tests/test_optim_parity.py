@@ -287,19 +287,11 @@ def test_state_changed_from_outside_matches_torch(device, make, flat, reset):
     kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
     params = [torch.randn(5, 3, device=device), torch.randn(7, device=device),
               torch.randn((), device=device)]
-    ours = [p.clone().requires_grad_() for p in params]
-    ref = [p.clone().requires_grad_() for p in params]
-    opt = kind(ours, lr=1e-2, weight_decay=0.1, flat=flat)
-    ref_opt = make_ref(ref)
     buffer = "exp_avg" if make is adamw_pair else "square_avg"
-    for step in range(6):
-        for p, r in zip(ours, ref, strict=True):
-            p.grad = torch.randn(p.shape, device=device)
-            r.grad = p.grad.clone()
-        opt.step()
-        ref_opt.step()
+
+    def change_state(step, opt, ref_opt, ours, ref):
         if step != 2:
-            continue
+            return
         for o, ps in ((opt, ours), (ref_opt, ref)):
             if reset == "clear":
                 o.state.clear()
@@ -310,6 +302,9 @@ def test_state_changed_from_outside_matches_torch(device, make, flat, reset):
             else:
                 o.state[ps[0]] = {**o.state[ps[0]], buffer: torch.full_like(ps[0], 0.25),
                                   "step": torch.zeros((), device=device)}
+
+    ours, ref, opt, ref_opt = run_pair(lambda ps: kind(ps, lr=1e-2, weight_decay=0.1, flat=flat),
+                                       make_ref, params, steps=6, after_step=change_state)
     assert_close(ours, ref)
     ours_sd, ref_sd = opt.state_dict()["state"], ref_opt.state_dict()["state"]
     assert ours_sd.keys() == ref_sd.keys() == {0, 1, 2}
