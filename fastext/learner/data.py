@@ -15,7 +15,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["DataLoaders", "DeviceLoader", "TensorLoader"]
+__all__ = ["DataLoaders", "DeviceLoader", "TensorLoader", "drops_last_batch"]
+
+
+def drops_last_batch(n: int, bs: int, drop_last: bool = True) -> bool:
+    """Whether a training loader of ``n`` items leaves out its last partial batch: when
+    ``drop_last`` (fastai's default for training: a batch of one breaks BatchNorm) and there
+    is more than one batch, so that a set of at most ``bs`` items keeps its one batch.
+
+    >>> drops_last_batch(81, 64), drops_last_batch(40, 64), drops_last_batch(81, 64, False)
+    (True, False, False)
+    """
+    return drop_last and n > bs
 
 
 class TensorLoader:

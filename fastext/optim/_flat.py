@@ -108,17 +108,13 @@ class FlatBuffers:
         for p in self.params:
             st = state.get(p, {})
             all_stepped = all_stepped and "step" in st
-            for name, value in st.items():
+            for name, value in list(st.items()):
                 if not isinstance(value, Tensor):
                     continue
                 if name == "step":
-                    view = self.step_view(p)
-                    view.copy_(value.reshape(()))
-                    st[name] = view
+                    _move_in(st, name, self.step_view(p))
                 elif value.shape == p.shape:
-                    view = self.state_view(name, p)
-                    view.copy_(value)
-                    st[name] = view
+                    _move_in(st, name, self.state_view(name, p))
         if not any(state.get(p) for p in self.params):
             self.steps_in_step = True  # nothing loaded: all start from zero
         else:  # one host sync, at load time only
@@ -130,25 +126,9 @@ class FlatBuffers:
         a missing one starts from zero, one assigned from outside (``state[name] = t``)
         is copied in. Returns what happened to the step counter: ``"kept"``, ``"zeroed"``
         (missing: a fresh or reset state) or ``"copied"``."""
-        how = "kept"
-        view = self.step_view(p)
-        old = state.get("step")
-        if not _is_same_view(old, view):
-            if old is None:
-                view.zero_()
-            else:
-                view.copy_(torch.as_tensor(old).reshape(()))
-            state["step"] = view
-            how = "zeroed" if old is None else "copied"
+        how = _move_in(state, "step", self.step_view(p))
         for name in names:
-            view = self.state_view(name, p)
-            old = state.get(name)
-            if not _is_same_view(old, view):
-                if old is None:
-                    view.zero_()
-                else:
-                    view.copy_(old)
-                state[name] = view
+            _move_in(state, name, self.state_view(name, p))
         return how
 
     def _set_grad_view(self, p: Tensor) -> None:
@@ -159,6 +139,21 @@ class FlatBuffers:
     def _is_grad_view(self, p: Tensor) -> bool:
         # Identity, not pointers: cheap enough to run over every param at every step.
         return p.grad is not None and p.grad is self._grad_views[self._index[p]]
+
+
+def _move_in(state: dict[str, Any], name: str, view: Tensor) -> str:
+    """Points ``state[name]`` at ``view``, a slot of a flat buffer, which takes its value
+    (zeros when missing); ``"kept"`` when it already was that view, else ``"zeroed"`` or
+    ``"copied"``."""
+    old = state.get(name)
+    if _is_same_view(old, view):
+        return "kept"
+    if old is None:
+        view.zero_()
+    else:
+        view.copy_(torch.as_tensor(old).reshape(view.shape))
+    state[name] = view
+    return "zeroed" if old is None else "copied"
 
 
 def _is_same_view(t: Any, view: Tensor) -> bool:

@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.camvid import split_indices
 from ..learner import RMSE, DataLoaders, Learner, TensorLoader
+from ..learner.data import drops_last_batch
 from .tabular import Categorify, SlicedTensorLoader, TabularModel, _codes, _key, emb_sz_rule
 
 __all__ = ["CollabDataLoaders", "CollabLearner", "EmbeddingDotBias", "EmbeddingNN",
@@ -171,14 +173,10 @@ class CollabDataLoaders(DataLoaders):
         ids = ratings[[user_name, item_name]]
         if ids.isna().any().any():
             raise ValueError(f"missing {user_name}/{item_name} ids in the ratings frame")
-        if not 0 < valid_pct < 1:
-            raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
         if len(ratings) < 2:
             raise ValueError("need at least two ratings to split")
-        order = torch.randperm(len(ratings), generator=torch.Generator().manual_seed(seed))
-        n_valid = max(1, round(valid_pct * len(ratings)))
-        valid, train = (ratings.iloc[order[:n_valid].numpy()],
-                        ratings.iloc[order[n_valid:].numpy()])
+        train_idx, valid_idx = split_indices(len(ratings), valid_pct, seed)
+        train, valid = ratings.iloc[train_idx.numpy()], ratings.iloc[valid_idx.numpy()]
         cat = Categorify().fit(train, [user_name, item_name])
 
         def tensors(df: pd.DataFrame) -> tuple[Tensor, Tensor]:
@@ -190,7 +188,8 @@ class CollabDataLoaders(DataLoaders):
         counts = np.bincount(x_train[:, 1].numpy(), minlength=len(cat.classes[item_name]))
         rng = (float(train[rating_name].min()), float(train[rating_name].max()))
         return cls(SlicedTensorLoader((x_train, y_train), bs, shuffle=True,
-                                      drop_last=drop_last and len(train) > bs, seed=seed),
+                                      drop_last=drops_last_batch(len(train), bs, drop_last),
+                                      seed=seed),
                    TensorLoader(tensors(valid), valid_bs or 2 * bs), cat, user_name, item_name,
                    rating_name, rng, counts, device)
 

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.camvid import split_indices
 from ..learner import DataLoaders, DeviceLoader, Learner, TensorLoader, accuracy
+from ..learner.data import drops_last_batch
 
 __all__ = [
     "NA", "Categorify", "ColumnEmbeddings", "FillMissing", "Normalize", "SlicedTensorLoader",
@@ -646,17 +648,14 @@ class TabularDataLoaders(DataLoaders):
         (torch.Size([8, 1]), torch.Size([8, 1]), torch.Size([8]), 6)
         """
         if valid_df is None:
-            if not 0 < valid_pct < 1:
-                raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
-            order = torch.randperm(len(df), generator=torch.Generator().manual_seed(seed))
-            n_valid = max(1, round(valid_pct * len(df)))
-            valid_df = df.iloc[order[:n_valid].numpy()]
-            df = df.iloc[order[n_valid:].numpy()]
+            train_idx, valid_idx = split_indices(len(df), valid_pct, seed)
+            df, valid_df = df.iloc[train_idx.numpy()], df.iloc[valid_idx.numpy()]
         proc = TabularProcessor(cat_names, cont_names, y_name, y_kind, fill_missing,
                                 normalize).fit(df)
         train, valid = proc.transform(df, with_y=True), proc.transform(valid_df, with_y=True)
         return cls(SlicedTensorLoader(train, bs, shuffle=True,
-                                      drop_last=drop_last and len(df) > bs, seed=seed),
+                                      drop_last=drops_last_batch(len(df), bs, drop_last),
+                                      seed=seed),
                    TensorLoader(valid, valid_bs or 2 * bs), proc, device)
 
     def test_dl(self, df: pd.DataFrame, bs: int | None = None) -> DeviceLoader:

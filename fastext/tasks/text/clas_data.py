@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ...learner import DataLoaders
+from ...learner.data import drops_last_batch
 from .tokenize import Vocab
 
 __all__ = ["SortedTextLoader", "classifier_dataloaders", "pad_batch", "truncation"]
@@ -98,7 +99,7 @@ class SortedTextLoader:
         self.labels = labels.long()
         self.lengths = torch.tensor([len(d) for d in self.docs])
         self.bs, self.shuffle, self.pad_idx, self.seed = bs, shuffle, pad_idx, seed
-        self.drop_last = drop_last and len(self.docs) > bs
+        self.drop_last = drops_last_batch(len(self.docs), bs, drop_last)
         self.chunk = bs * chunk_mult
         self.epoch = 0
 

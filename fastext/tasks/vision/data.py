@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.camvid import split_indices
-from ...learner.data import DataLoaders, TensorLoader
+from ...learner.data import DataLoaders, TensorLoader, drops_last_batch
 
 __all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
            "ImageLoader", "get_image_files", "load_images", "multi_hot", "parent_label"]
@@ -239,7 +239,8 @@ class ImageDataLoaders(DataLoaders):
                            scale=scale if augment else (1.0, 1.0), seed=seed)
         multi = y_train.dim() == 2
         train = ImageLoader(x_train, y_train, aug, bs, train=True, device=dev, seed=seed,
-                            drop_last=drop_last and len(x_train) > bs, shuffle=shuffle)
+                            drop_last=drops_last_batch(len(x_train), bs, drop_last),
+                            shuffle=shuffle)
         valid = ImageLoader(x_valid, y_valid, aug, valid_bs or 2 * bs, train=False,
                             device=dev)
         return cls(train, valid, list(vocab), multi, st, dev)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...learner import DataLoaders, Learner
+from ...learner.data import drops_last_batch
 from ...learner.metrics import Metric
 from ...nn import fuse_bn_relu
 from .body import _first_conv, create_body
@@ -502,7 +503,8 @@ class SegmentationDataLoaders(DataLoaders):
         aug = SegmentAugment(st, flip, scale, seed)
         y_train, y_valid = y_train.long(), y_valid.long()
         train = _SegmentLoader(x_train, y_train, aug, bs, True, dev, seed,
-                               drop_last=drop_last and len(x_train) > bs, shuffle=shuffle)
+                               drop_last=drops_last_batch(len(x_train), bs, drop_last),
+                               shuffle=shuffle)
         valid = _SegmentLoader(x_valid, y_valid, aug, valid_bs or 2 * bs, False, dev)
         return cls(train, valid, codes, void_code, st, dev)
 
