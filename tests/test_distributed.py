@@ -231,9 +231,10 @@ def test_single_process_is_untouched():
     assert unwrap_model(a.model) is a.model
 
 
-def test_fit_calls_restore_however_it_ends():
-    """Learner.fit calls restore() on its callbacks in its finally: after after_fit, and
-    when an exception ends the fit (after_fit does not run then); fit's cbs are removed."""
+def test_fit_fires_finally_fit_however_it_ends():
+    """Learner.fit fires finally_fit in its finally: after after_fit, and when an exception
+    ends the fit (after_fit does not run then); fit's cbs are removed. A method that merely
+    happens to be called ``restore`` is not an event and is left alone."""
     events: list[str] = []
 
     class Undo(Callback):
@@ -243,22 +244,25 @@ def test_fit_calls_restore_however_it_ends():
         def after_fit(self) -> None:
             events.append("after_fit")
 
-        def restore(self) -> None:
+        def finally_fit(self) -> None:
+            events.append("finally_fit")
+
+        def restore(self) -> None:  # not an event: a user's own method of that name
             events.append("restore")
 
     learn = make_learner(32, quiet=True)
     learn.fit(1, 1e-2, cbs=[Undo()])
-    assert events == ["before_fit", "after_fit", "restore"]
+    assert events == ["before_fit", "after_fit", "finally_fit"]
     events.clear()
     with pytest.raises(RuntimeError, match="boom"):
         learn.fit(1, 1e-2, cbs=[Undo(), Boom()])
-    assert events == ["before_fit", "restore"]
+    assert events == ["before_fit", "finally_fit"]
     assert not any(isinstance(cb, (Undo, Boom)) for cb in learn.cbs)
     kept = learn.add_cb(Undo())  # the learner's own callbacks too
     events.clear()
     with pytest.raises(RuntimeError, match="boom"):
         learn.fit(1, 1e-2, cbs=[Boom()])
-    assert events == ["before_fit", "restore"] and kept in learn.cbs
+    assert events == ["before_fit", "finally_fit"] and kept in learn.cbs
 
 
 # -- two processes under torchrun --------------------------------------------------------------

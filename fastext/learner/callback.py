@@ -18,8 +18,9 @@ __all__ = ["EVENTS", "Callback", "CancelBatchException", "CancelEpochException",
 EVENTS = ("before_fit", "before_epoch", "before_train", "before_batch", "after_pred",
           "after_loss", "before_backward", "after_backward", "before_step", "after_step",
           "after_batch", "after_train", "before_validate", "after_validate", "after_epoch",
-          "after_fit", "after_cancel_batch", "after_cancel_step", "after_cancel_train",
-          "after_cancel_validate", "after_cancel_epoch", "after_cancel_fit")
+          "after_fit", "finally_fit", "after_cancel_batch", "after_cancel_step",
+          "after_cancel_train", "after_cancel_validate", "after_cancel_epoch",
+          "after_cancel_fit")
 
 
 class CancelBatchException(Exception):
@@ -48,6 +49,9 @@ class CancelFitException(Exception):
 
 class Callback:
     """Base class: define any of :data:`EVENTS` as a method.
+
+    ``finally_fit`` runs however a fit ends (normally, cancelled, or by an exception that
+    ``after_fit`` never sees): the place to put back state the callback changed for the fit.
 
     >>> class CountBatches(Callback):
     ...     def before_fit(self): self.n = 0

@@ -28,8 +28,9 @@ During a fit :class:`DistributedTrainer`
 * keeps the non-zero ranks quiet (``learn.quiet``), so only rank 0 prints progress.
 
 All of this is undone when the fit ends, also when an exception ends it (``Learner.fit``
-calls :meth:`DistributedTrainer.restore` in its ``finally``), whether the callback came
-from :func:`distrib_ctx`, from the learner's callbacks or from ``fit(cbs=...)``.
+fires ``finally_fit`` in its ``finally``, which calls :meth:`DistributedTrainer.restore`),
+whether the callback came from :func:`distrib_ctx`, from the learner's callbacks or from
+``fit(cbs=...)``.
 
 Checkpoints and log files are rank 0's job: callbacks that write files call
 :func:`rank_zero`. The training loss the Recorder shows is rank 0's shard.
@@ -363,10 +364,13 @@ class DistributedTrainer(Callback):
     def after_fit(self) -> None:
         self.restore()
 
+    def finally_fit(self) -> None:
+        self.restore()
+
     def restore(self) -> None:
         """Puts back the plain model, the unsharded loaders, the splitter and ``quiet``
-        (after the fit, or after an exception ended it: ``Learner.fit`` calls this in its
-        ``finally``, and :func:`distrib_ctx` on leaving). Does nothing when not active."""
+        (after the fit, or after an exception ended it: ``Learner.fit``'s ``finally_fit``
+        event, and :func:`distrib_ctx` on leaving). Does nothing when not active."""
         if self._saved is None:
             return
         learn, saved = self.learn, self._saved

@@ -286,9 +286,9 @@ class Learner:
         where they were.
 
         However the fit ends (normally, cancelled, or by an exception that ``after_fit``
-        never sees), it then calls ``restore()`` on every callback that defines one, so
-        that state a callback changed for the fit is put back (``DistributedTrainer``
-        unwraps the model and unshards the loaders), and removes the callbacks in ``cbs``."""
+        never sees), it then fires ``finally_fit``, so that callbacks put back state they
+        changed for the fit (``DistributedTrainer`` unwraps the model and unshards the
+        loaders), and removes the callbacks in ``cbs``."""
         if self.opt is None:
             self.create_opt()
         self.set_hypers(lr=self.lr_range(self.lr if lr is None else lr),
@@ -302,10 +302,7 @@ class Learner:
             self._with_events(self._do_fit, "fit", CancelFitException)
         finally:
             try:
-                for cb in list(self.cbs):
-                    restore = getattr(cb, "restore", None)
-                    if callable(restore):
-                        restore()
+                self("finally_fit")
             finally:
                 for cb in added:
                     self.remove_cb(cb)
