@@ -173,6 +173,24 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
 
 
 
+def test_progress_bar_needs_tqdm(capsys, monkeypatch):
+    """On a terminal without tqdm installed (it is an optional dependency) the fit prints
+    its table and draws no bar, instead of failing on the import."""
+    import importlib.util
+    import sys
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tqdm" else real(name, *a))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # an import would raise
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    learn = linear_learner(quiet=None)
+    assert not learn.progress._show_bar()
+    learn.fit(1, lr=0.01)
+    assert "train_loss" in capsys.readouterr().out
+
+
 def test_progress_bar_of_validate_counts_the_given_loader(capsys, monkeypatch):
     """validate(dl) fires the validate events: the bar counts the batches of ``dl``, and no
     table line is printed."""

@@ -90,6 +90,29 @@ def test_decode_resizes_the_shorter_side_and_centre_crops(tmp_path):
     assert x[0, :, :, 1:-1].min() > 200  # the crop is the band (its edges blur a little)
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_load_images_channels(tmp_path, channels):
+    """Grey, RGB and RGBA files decode to the asked channel count (PIL's conversions)."""
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 90  # red, partly transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    Image.fromarray(rgba[..., 0], "L").save(tmp_path / "b.png")
+    x, kept = load_images([tmp_path / "a.png", tmp_path / "b.png"], size=6, channels=channels)
+    assert kept == [0, 1] and x.shape == (2, channels, 6, 6)
+    want = {1: Image.open(tmp_path / "a.png").convert("L"), 3: Image.fromarray(rgba[..., :3]),
+            4: Image.fromarray(rgba, "RGBA")}[channels]
+    assert torch.equal(x[0], torch.from_numpy(np.array(want)).reshape(6, 6, -1).permute(2, 0, 1))
+    if channels == 4:
+        assert (x[0, 3] == 90).all() and (x[1, 3] == 255).all()  # grey files are opaque
+
+
+@pytest.mark.parametrize("channels", [0, 2, 5])
+def test_load_images_refuses_other_channel_counts(tmp_path, channels):
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="channels must be one of"):
+        load_images([tmp_path / "a.png"], size=4, channels=channels)
+
+
 def test_multi_label_from_label_func(tmp_path):
     root = _folder(tmp_path)
 

@@ -27,6 +27,7 @@ Nothing here reads a tensor on the host during a training step except :class:`Te
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import sys
 import time
@@ -298,7 +299,9 @@ class ProgressCallback(Callback):
         return bool(getattr(self.learn, "quiet", False))
 
     def _show_bar(self) -> bool:
-        return not self.quiet and sys.stdout.isatty()
+        # tqdm is optional (the `tasks` extra): without it the epoch lines still print
+        return (not self.quiet and sys.stdout.isatty()
+                and importlib.util.find_spec("tqdm") is not None)
 
     def _line(self, cells: list[str]) -> str:
         widths = [max(self.min_width, len(n)) for n in self._names]

@@ -60,13 +60,17 @@ def parent_label(path: Path) -> str:
     return Path(path).parent.name
 
 
+#: PIL mode each supported channel count decodes to (grey, RGB, RGB + alpha).
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
 def _decode(path: Path, size: int, channels: int) -> Tensor:
     """One image as uint8 (channels, size, size): shorter side resized to ``size`` (bilinear,
     antialiased by PIL), then centre-cropped."""
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
+        im = im.convert(_MODES[channels])
         w, h = im.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -81,7 +85,9 @@ def load_images(paths: Sequence[Path], size: int, channels: int = 3,
                 ) -> tuple[Tensor, list[int]]:
     """Decodes ``paths`` into one uint8 tensor (N, channels, size, size). Files PIL cannot
     read are left out with one warning naming them; returns the tensor and the indices of
-    the files kept."""
+    the files kept. ``channels`` is 1 (grey), 3 (RGB) or 4 (RGB + alpha)."""
+    if channels not in _MODES:  # checked here: _decode's errors count as unreadable files
+        raise ValueError(f"channels must be one of {sorted(_MODES)}, got {channels!r}")
     images, kept, bad = [], [], []
     for i, p in enumerate(paths):
         try:
