@@ -42,11 +42,27 @@ def test_adaptive_switcher_uses_thresholds():
 
 
 def test_critic_has_spectral_norm_and_scores_each_image():
+    """Spectral norm on the body's convs, not on the last (its logit scale is free); one
+    logit per image; images centred to [-1, 1] unless ``centre=False``."""
     critic = basic_critic(3, 8, 3)
     assert critic(torch.rand(5, 3, 32, 48)).shape == (5,)
     convs = [m for m in critic.modules() if isinstance(m, nn.Conv2d)]
-    assert convs and all(hasattr(m, "parametrizations") and "weight" in m.parametrizations
-                         for m in convs)
+    assert len(convs) == 4 and not hasattr(convs[-1], "parametrizations")
+    assert all("weight" in m.parametrizations for m in convs[:-1])
+    assert len(list(basic_critic(3, 8, 3, centre=False))) == len(list(critic)) - 1
+    body = nn.Sequential(*list(critic)[1:])  # the same modules after the centring
+    critic.eval()  # no power iteration between the calls
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(critic(x), body(x * 2 - 1))
+
+
+def test_fit_lr_sets_both_optimizers():
+    dls, gen, critic = tiny_setup()
+    gan = GANLearner(dls, gen, critic, nn.L1Loss(), lr=1e-4)
+    gan.fit(1, critic_only=True, quiet=True, lr=1e-3)
+    assert {g["lr"] for o in (gan.gen_opt, gan.crit_opt) for g in o.param_groups} == {1e-3}
+    gan.fit(1, quiet=True)  # None keeps the rate
+    assert gan.crit_opt.param_groups[0]["lr"] == 1e-3
 
 
 def tiny_setup(n=6):
@@ -138,7 +154,8 @@ def test_superres_and_gan_demos_quick(tmp_path, one_thread):
     from fastext.demos import gan, superres
 
     rec = superres.run(quick=True, out_dir=tmp_path, json_path=tmp_path / "sr.json")
-    for k in ("psnr_out", "psnr_in", "ssim_out", "ssim_in", "backbone"):
+    for k in ("psnr_out", "psnr_in", "ssim_out", "ssim_in", "detail_out", "detail_in",
+              "backbone"):
         assert k in rec
     assert "trained here" in rec["backbone"]
     assert json.loads((tmp_path / "sr.json").read_text())["samples"] == rec["samples"]
@@ -148,3 +165,27 @@ def test_superres_and_gan_demos_quick(tmp_path, one_thread):
     assert rec["samples"] and all(open(p, "rb").read(4) == b"\x89PNG" for p in rec["samples"])
     assert rec["pretrained_weights_changed"]
     assert rec["gen_batches"] > 0 and rec["crit_batches"] > 0
+    assert all(rec[k] > 0 for k in ("detail_out", "detail_pretrained", "detail_in"))
+    assert 0 <= rec["critic_valid_acc_pretrained"] <= 1 and rec["critic_epochs"] == 1
+
+
+class _ScoreByMean(nn.Module):
+    """A critic calling images brighter than ``cut`` real."""
+
+    def __init__(self, cut: float) -> None:
+        super().__init__()
+        self.cut = cut
+
+    def forward(self, x):
+        return x.mean((1, 2, 3)) - self.cut
+
+
+def test_critic_accuracy_counts_reals_and_fakes_alike():
+    from fastext.demos.gan import critic_accuracy
+
+    dls, _, _ = tiny_setup(8)
+    dark = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Sigmoid())
+    nn.init.zeros_(dark[0].weight), nn.init.constant_(dark[0].bias, -20.0)  # outputs ~0
+    assert critic_accuracy(_ScoreByMean(-1.0), dark, dls) == 0.5  # all called real
+    assert critic_accuracy(_ScoreByMean(2.0), dark, dls) == 0.5  # all called fake
+    assert critic_accuracy(_ScoreByMean(0.1), dark, dls) == 1.0  # random targets: mean ~0.5

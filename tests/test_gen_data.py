@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from fastext.tasks.gen.crappify import crappify, crappify_params
 from fastext.tasks.gen.data import PairDataLoaders, crappy_pairs
-from fastext.tasks.gen.metrics import PSNR, SSIM, psnr, ssim
+from fastext.tasks.gen.metrics import PSNR, SSIM, detail_ratio, psnr, ssim
 
 
 def photo(w=64, h=48, mode="RGB", seed=0):
@@ -130,6 +131,32 @@ def test_psnr_and_ssim_match_references():
         psnr(x, y[:, :1])
     with pytest.raises(ValueError):
         ssim(x[..., :8, :8], y[..., :8, :8])
+
+
+def _detail_reference(x: np.ndarray) -> float:
+    """Mean squared 4-neighbour Laplacian over the valid positions, by explicit shifts."""
+    lap = (x[:, :-2, 1:-1] + x[:, 2:, 1:-1] + x[:, 1:-1, :-2] + x[:, 1:-1, 2:]
+           - 4 * x[:, 1:-1, 1:-1])
+    return float((lap ** 2).mean())
+
+
+def test_detail_ratio_matches_reference_and_orders_blur_and_noise():
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 9, 12)
+    y = torch.rand(3, 2, 9, 12)
+    r = detail_ratio(x, y)
+    for i in range(3):
+        want = (_detail_reference(x[i].double().numpy())
+                / _detail_reference(y[i].double().numpy()))
+        assert math.isclose(float(r[i]), want, rel_tol=1e-6)
+    assert torch.equal(detail_ratio(x, x), torch.ones(3))
+    blurred = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    noisy = x + 0.3 * torch.randn_like(x)
+    assert (detail_ratio(blurred, x) < 1).all() and (detail_ratio(noisy, x) > 1).all()
+    with pytest.raises(ValueError):
+        detail_ratio(x, y[:, :1])
+    with pytest.raises(ValueError, match="3 pixels"):
+        detail_ratio(x[..., :2, :], y[..., :2, :])
 
 
 def test_learner_metrics_average_over_images():

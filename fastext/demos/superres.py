@@ -53,7 +53,7 @@ from ..learner.metrics import LossTerm
 from ..tasks.gen.data import PairDataLoaders, crappy_pairs
 from ..tasks.gen.features import FeatureNet, load_vgg16_bn, train_feature_net
 from ..tasks.gen.gan import save_sample_grid
-from ..tasks.gen.metrics import psnr, ssim
+from ..tasks.gen.metrics import detail_ratio, psnr, ssim
 from ..tasks.gen.restorer import residual_splitter, restoration_unet
 from ._common import torch_threads, write_json
 
@@ -119,8 +119,8 @@ def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", da
 
 
 def evaluate(model: torch.nn.Module, dls: PairDataLoaders) -> dict[str, float]:
-    """PSNR / SSIM of the model's output and of the crappy input against the targets, over
-    the validation set (means over images)."""
+    """PSNR / SSIM / detail ratio of the model's output and of the crappy input against the
+    targets, over the validation set (means over images)."""
     model.eval()
     outs, ins, tgts = [], [], []
     with torch.no_grad():
@@ -130,7 +130,9 @@ def evaluate(model: torch.nn.Module, dls: PairDataLoaders) -> dict[str, float]:
             tgts.append(yb)
     out, inp, tgt = torch.cat(outs), torch.cat(ins), torch.cat(tgts)
     return {"psnr_out": float(psnr(out, tgt).mean()), "psnr_in": float(psnr(inp, tgt).mean()),
-            "ssim_out": float(ssim(out, tgt).mean()), "ssim_in": float(ssim(inp, tgt).mean())}
+            "ssim_out": float(ssim(out, tgt).mean()), "ssim_in": float(ssim(inp, tgt).mean()),
+            "detail_out": float(detail_ratio(out, tgt).mean()),
+            "detail_in": float(detail_ratio(inp, tgt).mean())}
 
 
 def run(data: Any = None, epochs: int | None = None, quick: bool = False,

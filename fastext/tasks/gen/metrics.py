@@ -1,4 +1,5 @@
-"""Image-restoration metrics: PSNR and SSIM per image, and as Learner metrics.
+"""Image-restoration metrics: PSNR and SSIM per image, and as Learner metrics; the
+detail ratio, which tells blur (what pixel losses give) from the target's sharpness.
 
 Images are float tensors (N, C, H, W) in ``[0, data_range]``.
 
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from ...learner.metrics import Metric
 
-__all__ = ["PSNR", "SSIM", "psnr", "ssim"]
+__all__ = ["PSNR", "SSIM", "detail_ratio", "psnr", "ssim"]
 
 
 def _check(pred: Tensor, target: Tensor) -> None:
@@ -61,6 +62,34 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0, window: int = 11
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).float()
+
+
+#: The 4-neighbour Laplacian: its response is an image's fine detail (edges, texture, noise).
+_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+def _detail_energy(x: Tensor) -> Tensor:
+    c = x.shape[1]
+    k = torch.tensor(_LAPLACIAN, dtype=torch.float64, device=x.device).expand(c, 1, 3, 3)
+    return F.conv2d(x.double(), k, groups=c).pow(2).flatten(1).mean(1)
+
+
+def detail_ratio(pred: Tensor, target: Tensor) -> Tensor:
+    """Per image, the mean squared Laplacian response of ``pred`` over that of ``target``
+    ('valid' positions, all channels): 1 when the prediction carries as much fine detail as
+    the target, below 1 when it is blurrier (the mean that a pixel loss rewards), above 1
+    when it adds edges or noise. PSNR and SSIM cannot tell these apart; it is no measure of
+    fidelity on its own (noise raises it).
+
+    >>> x = torch.rand(1, 3, 16, 16)
+    >>> blurred = F.avg_pool2d(x, 3, 1, 1)
+    >>> detail_ratio(x, x).item(), detail_ratio(blurred, x).item() < 0.5
+    (1.0, True)
+    """
+    _check(pred, target)
+    if min(pred.shape[-2:]) < 3:
+        raise ValueError("images must be at least 3 pixels on each side")
+    return (_detail_energy(pred) / _detail_energy(target)).float()
 
 
 class _ImageMetric(Metric):
