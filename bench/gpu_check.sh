@@ -6,7 +6,13 @@
 # still leaves the others' results. The train suite needs MNIST in .devdata/mnist (an
 # ignored folder: copy ../shared/data/mnist there and name .devdata in the run's carry).
 set -uo pipefail
-out=$(realpath -m "${1:?usage: bench/gpu_check.sh OUTDIR}")
+# Refuse up front: without set -e, ${1:?} would only end the $(...) subshell and every step
+# would run, writing to /.
+if [ $# -ne 1 ] || [ -z "$1" ]; then
+  echo "usage: bash bench/gpu_check.sh OUTDIR" >&2
+  exit 2
+fi
+out=$(realpath -m "$1")
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FASTEXT_CUDA=on

@@ -5,14 +5,33 @@
 # before a GPU run does: a c10 helper 2.14 has and 2.11 lacks, or torch 2.11's bundled
 # pybind11 (3.0.1) meeting another one in the module (a segfault on the first call).
 # Its venv (scripts/gpu-torch-requirements.txt) is cached beside .venv's.
+# `--copy-tree DEST` only copies the checkout's files to DEST (what the build below uses).
 set -euo pipefail
+copy_only=
+if [ "${1:-}" = --copy-tree ]; then
+  [ $# -eq 2 ] || { echo "usage: bash scripts/gpu_torch_check.sh [--copy-tree DEST]" >&2; exit 2; }
+  copy_only=$(realpath -m "$2")  # before the cd below: DEST is relative to the caller
+fi
 cd "$(dirname "$0")/.."
-venv=$(bash scripts/cached_venv.sh venv-gpu-torch scripts/gpu-torch-requirements.txt)
 
-# A copy of the tracked files: the checkout's own build/ and .venv stay as they are.
+# copy_tree DEST: the checkout's files, tracked and new (untracked, not ignored), into DEST;
+# the checkout's own build/ and .venv stay as they are. A tracked file deleted in the work
+# tree (and a nested repository, listed as a folder) is skipped: cp would stop on it.
+copy_tree() {
+  mkdir -p "$1"
+  git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do
+    if [ -f "$f" ]; then printf '%s\0' "$f"; fi
+  done | xargs -0 -r cp --parents -t "$1"
+}
+if [ -n "$copy_only" ]; then
+  copy_tree "$copy_only"
+  exit 0
+fi
+
+venv=$(bash scripts/cached_venv.sh venv-gpu-torch scripts/gpu-torch-requirements.txt)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-git ls-files -z | xargs -0 cp --parents -t "$work"
+copy_tree "$work"
 cd "$work"
 echo "== building fastext against $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
 # One arch (the GPU machine's sm_90) halves the CUDA compile; what compiles is the same code.

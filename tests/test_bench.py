@@ -32,7 +32,8 @@ def test_json_schema(quick_run):
     rc, doc, _ = quick_run
     assert rc == 0
     assert set(doc) == {"suite", "device", "torch", "stream_gbs", "machine", "build", "malloc",
-                        "date", "rows"}
+                        "date", "reps", "warmup", "quick", "rows"}
+    assert (doc["reps"], doc["warmup"], doc["quick"]) == (3, 1, True)  # --quick's defaults
     assert doc["suite"] == "optim"
     assert doc["device"] == "cpu"
     assert isinstance(doc["torch"], str)

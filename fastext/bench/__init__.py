@@ -6,7 +6,17 @@ Usage::
                             [--reps N] [--quick]
 
 Each suite is a module registered in :data:`SUITES` that exposes ``NAME`` and
-``run(device, reps, quick, progress) -> rows`` (and optionally ``available(device) -> bool``).
+``run(device, reps, quick, progress, warmup) -> rows`` (called with keywords; ``warmup`` is
+the number of untimed rounds), and optionally:
+
+* ``DEFAULT_REPS``: ``{"cpu": N, "cuda": N}``, its repetitions when ``--reps`` is not given;
+* ``missing(device, quick) -> str | None``: what it lacks to run here (a package, a data
+  set), or ``None``. A suite named on the command line that lacks something is refused with
+  that message before anything runs; a run naming no suite skips it (with a note);
+* ``available(device) -> bool``: consulted instead where ``missing`` is not defined;
+* ``skip_by_default(device) -> str | None``: why a run naming no suite leaves it out although
+  it could run (``tabular`` without fastai), or ``None``.
+
 Implementations of one case are timed alternating (see :mod:`fastext.bench.timing`) and
 reported next to a memory bandwidth measured in the same run. On the CPU, glibc is told to
 reuse freed blocks (``malloc`` in the JSON; see :func:`fastext.bench.timing.reuse_freed_memory`).
@@ -15,8 +25,12 @@ reuse freed blocks (``malloc`` in the JSON; see :func:`fastext.bench.timing.reus
 
     {"suite": "optim", "device": "cpu", "torch": "...", "stream_gbs": 12.3,
      "machine": {...}, "build": fastext.build_info(), "malloc": "glibc: ...",
-     "date": "2025-01-01T12:00:00+00:00",
+     "date": "2025-01-01T12:00:00+00:00", "reps": 10, "warmup": 3, "quick": false,
      "rows": [{"case": "AdamW/resnet50", "impl": "fastext", "ms": 1.2, "gbs": 600.0}, ...]}
+
+``reps`` and ``warmup`` are what the suite was called with (a suite may time parts of a case
+with fewer); ``quick: true`` marks a smoke test at 1/50 sizes, not a measurement. Results
+written before these three keys existed lack them.
 
 When a single suite runs the file holds that object; when several run it holds
 ``{"suites": [object, ...]}``.
@@ -26,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -50,12 +66,34 @@ SUITES: dict[str, str] = {
 }
 
 DEFAULT_REPS = {"cpu": 10, "cuda": 50}  # CUDA steps are short, so more reps cost little
-QUICK_REPS = 3
+QUICK_REPS = 3  # --quick caps a suite's default reps at this (an explicit --reps is kept)
 
 
 def load_suite(name: str) -> ModuleType:
     """Import the module of suite ``name`` (a key of :data:`SUITES`)."""
     return importlib.import_module(SUITES[name])
+
+
+def importable(name: str) -> bool:
+    """Whether package ``name`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[name] is None (blocked)
+        return False
+
+
+def cannot_run(name: str, device: torch.device, quick: bool) -> str | None:
+    """Why suite ``name`` cannot run here (its ``missing()``, else its ``available()``; an
+    import error of its module counts too), or ``None``."""
+    try:
+        suite = load_suite(name)
+    except ImportError as e:
+        return f"cannot import {SUITES[name]}: {e}"
+    if hasattr(suite, "missing"):
+        return suite.missing(device, quick)
+    if not getattr(suite, "available", lambda d: True)(device):
+        return f"not available on {device.type}"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of fastext's speed-ups")
     p.add_argument("--reps", type=int, default=None,
-                   help=f"timed repetitions per implementation (default {DEFAULT_REPS})")
+                   help="timed repetitions per implementation (default: the suite's own: "
+                        f"train 1, tabular 5, the others cpu {DEFAULT_REPS['cpu']} / cuda "
+                        f"{DEFAULT_REPS['cuda']}; --quick caps the default at {QUICK_REPS})")
     p.add_argument("--quick", action="store_true",
                    help="1/50 sizes and few reps: a smoke test, not a measurement")
     return p
@@ -76,9 +116,10 @@ def run_suite(name: str, device: torch.device, reps: int, quick: bool,
               stream_gbs: float, malloc: str | None = None) -> dict:
     """Run one suite and return its result object (the JSON shape documented above)."""
     progress = Progress(name)
+    warmup = 1 if quick else 3
     try:
         rows = load_suite(name).run(device=device, reps=reps, quick=quick, progress=progress,
-                                    warmup=1 if quick else 3)
+                                    warmup=warmup)
     finally:
         progress.close()
     return {
@@ -90,6 +131,9 @@ def run_suite(name: str, device: torch.device, reps: int, quick: bool,
         "build": fastext.build_info(),
         "malloc": malloc,
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "reps": reps,
+        "warmup": warmup,
+        "quick": quick,
         "rows": rows,
     }
 
@@ -107,11 +151,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps is not None and args.reps < 1:
         parser.error("--reps must be >= 1")
     device = torch.device(args.device)
+    # What would fail only after every suite ran (and lose the run) is checked first.
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            parser.error(f"--plot needs matplotlib ({e})")
+    if args.json:
+        if Path(args.json).is_dir():
+            parser.error(f"--json {args.json} is a directory")
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"--json: cannot create the folder of {args.json}: {e}")
 
-    names = args.suites
+    names = list(args.suites)
+    for name in names:
+        why = cannot_run(name, device, args.quick)
+        if why:
+            parser.error(f"suite {name} cannot run here: {why}")
     if not names:  # all suites that can run on this device
-        names = [s for s in SUITES
-                 if getattr(load_suite(s), "available", lambda d: True)(device)]
+        for name in SUITES:
+            why = cannot_run(name, device, args.quick) or getattr(
+                load_suite(name), "skip_by_default", lambda d: None)(device)
+            if why:
+                print(f"fastext.bench: skipping {name}: {why}", file=sys.stderr)
+            else:
+                names.append(name)
 
     # CPU tensors come from glibc: keep its freed blocks for reuse (see reuse_freed_memory).
     malloc = reuse_freed_memory() if device.type == "cpu" else None
@@ -124,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         # A suite may set its own DEFAULT_REPS (whole training runs need fewer).
         reps = args.reps or getattr(load_suite(name), "DEFAULT_REPS", DEFAULT_REPS)[device.type]
-        if args.quick:
+        if args.quick and args.reps is None:  # cap the default, not what the user asked for
             reps = min(reps, QUICK_REPS)
         result = run_suite(name, device, reps, args.quick, stream_gbs, malloc)
         print(format_table(result), end="\n\n", flush=True)

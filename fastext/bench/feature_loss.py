@@ -24,13 +24,13 @@ extra work on top.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ..nn.feature_loss import FeatureLoss, feature_terms, relu_before_pools
+from . import importable
 from .timing import time_alternating
 
 NAME = "feature_loss"
@@ -42,9 +42,14 @@ DEFAULT_REPS = {"cpu": 10, "cuda": 50}
 SEED = 0
 
 
+def missing(device: torch.device, quick: bool = False) -> str | None:
+    """What this suite lacks to run here, or ``None``: torchvision (the VGG16-BN backbone)."""
+    return None if importable("torchvision") else "needs torchvision (pip install torchvision)"
+
+
 def available(device: torch.device) -> bool:
     """Needs torchvision (for the VGG16-BN backbone)."""
-    return importlib.util.find_spec("torchvision") is not None
+    return missing(device) is None
 
 
 def _backbone(device: torch.device) -> tuple[torch.nn.Sequential, list[int]]:

@@ -14,6 +14,12 @@ import torch
 BASELINE = "fastext"  # the implementation every other one is compared with
 
 
+def is_variant(impl: str) -> bool:
+    """Whether ``impl`` is a variant of fastext's own (``fastext-flat``): not a counterpart,
+    so it gets no speed-up ratio and no bar."""
+    return impl != BASELINE and impl.startswith(BASELINE)
+
+
 def machine_info(device: torch.device | str) -> dict:
     """CPU model, core count and torch's thread count; the GPU's name when ``device`` is CUDA."""
     cpu = platform.processor() or platform.machine()
@@ -63,9 +69,11 @@ class Progress:
 
 def speedups(rows: Sequence[dict]) -> dict[tuple[str, str], float]:
     """(case, impl) -> time of ``impl`` / time of fastext on the same case (> 1: fastext
-    is faster). Cases without a fastext row are left out."""
+    is faster), for fastext itself (1.0) and its counterparts. Cases without a fastext row
+    and fastext's own variants (:func:`is_variant`) are left out."""
     base = {r["case"]: r["ms"] for r in rows if r["impl"] == BASELINE}
-    return {(r["case"], r["impl"]): r["ms"] / base[r["case"]] for r in rows if r["case"] in base}
+    return {(r["case"], r["impl"]): r["ms"] / base[r["case"]] for r in rows
+            if r["case"] in base and not is_variant(r["impl"])}
 
 
 def _bw_label(result: dict) -> str:
@@ -74,7 +82,8 @@ def _bw_label(result: dict) -> str:
 
 
 def format_table(result: dict) -> str:
-    """One suite's result object as a header line plus a Markdown table."""
+    """One suite's result object as a header line plus a Markdown table. The speed-up of a
+    fastext variant (``fastext-flat``) reads ``variant``: it is no counterpart."""
     m = result.get("machine", {})
     where = m.get("gpu") or f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
     bw = _bw_label(result)
@@ -103,7 +112,10 @@ def format_table(result: dict) -> str:
             line += f" {r['gbs']:.1f} | {pct:.0f}% |"
         elif gbs:
             line += " — | — |"
-        line += f" {'—' if up is None else f'{up:.2f}x'} |"
+        if is_variant(r["impl"]):
+            line += " variant |"
+        else:
+            line += f" {'—' if up is None else f'{up:.2f}x'} |"
         if syncs:
             line += f" {r.get('host_syncs', '—')} |"
         if acc:
@@ -113,22 +125,26 @@ def format_table(result: dict) -> str:
 
 
 def write_plot(results: Sequence[dict], path: str) -> None:
-    """Bar chart (PNG) of fastext's speed-up over each other implementation, per case; one
-    panel per suite. A bar above 1 means fastext is faster."""
+    """Bar chart (PNG) of fastext's speed-up over each counterpart, per case; one panel per
+    suite. A bar above 1 means fastext is faster. fastext's own variants (``fastext-flat``)
+    get no bars."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed; must precede pyplot
     import matplotlib.pyplot as plt
 
+    def counterpart(impl: str) -> bool:
+        return impl != BASELINE and not is_variant(impl)
+
     # a suite whose counterparts could not run here (e.g. tabular without fastai) has no bars
-    results = [r for r in results if any(i != BASELINE for i in (x["impl"] for x in r["rows"]))]
+    results = [r for r in results if any(counterpart(x["impl"]) for x in r["rows"])]
     if not results:
         raise ValueError("no suite has a counterpart to fastext to plot")
     fig, axes = plt.subplots(len(results), 1, figsize=(10, 4 * len(results)), squeeze=False)
     for ax, result in zip(axes[:, 0], results, strict=True):
         ups = speedups(result["rows"])
         cases = list(dict.fromkeys(r["case"] for r in result["rows"]))
-        impls = list(dict.fromkeys(r["impl"] for r in result["rows"] if r["impl"] != BASELINE))
+        impls = list(dict.fromkeys(r["impl"] for r in result["rows"] if counterpart(r["impl"])))
         width = 0.8 / max(1, len(impls))
         for i, impl in enumerate(impls):
             xs = [c + (i - (len(impls) - 1) / 2) * width for c in range(len(cases))]

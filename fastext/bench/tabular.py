@@ -21,20 +21,26 @@ untimed on two batches first, and all run on torch's current thread count (set i
 first 5 batches of adult.data and 500 test rows.
 
 fastai is not a dependency of fastext: run this suite from an environment that has both,
-e.g. ``/tmp/fastai-venv/bin/python -m fastext.bench tabular``.
+e.g. ``/tmp/fastai-venv/bin/python -m fastext.bench tabular``. A run that names no suite
+leaves it out where fastai is missing (:func:`skip_by_default`); named, it then times fastext
+alone. It needs pandas and the Adult files (:func:`missing`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
+
+from . import importable
+
+if TYPE_CHECKING:  # pandas is imported where used: `python -m fastext.bench` runs without it
+    import pandas as pd
 
 NAME = "tabular"
 
@@ -72,16 +78,33 @@ def _names() -> tuple[list[str], list[str]]:
     return list(ADULT_CAT_NAMES), list(ADULT_CONT_NAMES)
 
 
-def available(device: torch.device) -> bool:
-    """Runs wherever the Adult files are found (``python -m fastext.bench`` with no suite
-    names skips it otherwise)."""
-    from ..data.adult import find_adult
+def missing(device: torch.device, quick: bool = False) -> str | None:
+    """What this suite lacks to run here (pandas, the Adult files), or ``None``."""
+    if not importable("pandas"):
+        return "needs pandas (pip install pandas)"
+    from ..data.adult import ADULT_FILES, find_adult
+    from ..data.mnist import _candidates
 
     try:
         find_adult()
     except FileNotFoundError:
-        return False
-    return True
+        # one line (find_data_dir's own message spans lines and suggests --data)
+        places = ", ".join(str(p) for p in _candidates("adult", None))
+        return f"UCI Adult ({', '.join(ADULT_FILES.values())}) not found in {places}"
+    return None
+
+
+def available(device: torch.device) -> bool:
+    """Whether the suite can run here: pandas installed and the Adult files found."""
+    return missing(device) is None
+
+
+def skip_by_default(device: torch.device) -> str | None:
+    """Why a run that names no suite leaves this one out: the suite compares fastext with
+    fastai, so without fastai there is nothing to compare."""
+    if fastai_available():
+        return None
+    return "fastai is not installed (name the suite to time fastext alone)"
 
 
 def fastext_setup(data: AdultFrames, bs: int, device: torch.device) -> Callable[[], tuple]:
@@ -103,12 +126,14 @@ def fastext_setup(data: AdultFrames, bs: int, device: torch.device) -> Callable[
 
 def fastai_available() -> bool:
     """Whether fastai is installed (the ``fastai`` row needs it)."""
-    return importlib.util.find_spec("fastai") is not None
+    return importable("fastai")
 
 
 def fastai_setup(data: AdultFrames, bs: int, device: torch.device) -> Callable[[], tuple]:
     """fastai's standard path: ``TabularDataLoaders.from_df`` with the three procs fitted on
     the training rows (untimed), then the timed epoch of ``tabular_learner``."""
+    import pandas as pd
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation noise from fastai's dependencies
         from fastai.tabular.all import (
@@ -152,13 +177,16 @@ def implementations() -> dict[str, Callable]:
 def run(device: torch.device, reps: int, quick: bool = False,
         progress: Callable[[str], None] = lambda msg: None, warmup: int = 3) -> list[dict]:
     """Rows ``{"case": "adult/1epoch/bs64", "impl", "ms", "accuracy", "params"}``: the
-    median over ``reps`` alternating epochs."""
-    from .timing import synchronize
+    median over ``reps`` alternating epochs (in a seeded shuffled order per round, as
+    :func:`fastext.bench.timing.time_alternating` does)."""
+    from .timing import shuffled_rounds, synchronize
 
     device = torch.device(device)
     progress("loading Adult")
     data = load_data(quick)
     impls = implementations()
+    if "fastai" not in impls:
+        progress("fastai not installed: fastext alone, nothing to compare with")
     rows = []
     for bs in BATCH_SIZES:
         case = f"adult/1epoch/bs{bs}"
@@ -170,8 +198,9 @@ def run(device: torch.device, reps: int, quick: bool = False,
         progress(f"{case} preprocessing")
         epochs = {name: setup(data, bs, device) for name, setup in impls.items()}
         results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in impls}
-        for r in range(reps):
-            for name, epoch in epochs.items():
+        for r, order in enumerate(shuffled_rounds(list(epochs), reps)):
+            for name in order:
+                epoch = epochs[name]
                 progress(f"{case} {name} run {r + 1}/{reps}")
                 synchronize(device)
                 start = time.perf_counter()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -25,6 +25,13 @@ def synchronize(device: torch.device | str) -> None:
     """Wait for all work queued on ``device`` (a no-op on the CPU)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def shuffled_rounds(names: Sequence[str], reps: int, seed: int = 0) -> list[list[str]]:
+    """The order of each of ``reps`` alternating rounds: every name once per round, shuffled
+    per round by a generator seeded with ``seed`` (the same orders on every run)."""
+    rng = random.Random(seed)
+    return [rng.sample(list(names), len(names)) for _ in range(reps)]
 
 
 def time_alternating(fns: Mapping[str, Callable[[], object]], device: torch.device | str,
@@ -46,8 +53,7 @@ def time_alternating(fns: Mapping[str, Callable[[], object]], device: torch.devi
         raise ValueError(f"reps must be >= 1, got {reps}")
     dev = torch.device(device)
     names = list(fns)
-    rng = random.Random(0)
-    rounds = [rng.sample(names, len(names)) for _ in range(reps)]
+    rounds = shuffled_rounds(names, reps)
     for _ in range(warmup):
         for name in names:
             fns[name]()

@@ -41,7 +41,9 @@ untimed on two batches (imports, lazy initialisation, oneDNN primitive caches).
 Repetitions: a run takes seconds to minutes, so each implementation runs **once** by default
 (:data:`DEFAULT_REPS`); with ``--reps N`` (N > 1) the implementations alternate and the median
 is reported. ``--quick`` trains on the first
-five batches of the shipped 2,000-image subset and tests on its 500 test images.
+five batches of the shipped 2,000-image subset and tests on its 500 test images. Without
+``--quick`` the suite refuses to run where full MNIST is not found (:func:`full_mnist_dir`)
+rather than time the subset under the full run's name.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -95,12 +98,50 @@ class MnistTensors:
                             self.x_valid[:n_valid], self.y_valid[:n_valid])
 
 
+def full_mnist_dir() -> Path:
+    """The directory of full MNIST (60k training images), as
+    :func:`fastext.data.mnist.find_mnist` finds it.
+
+    Raises:
+        FileNotFoundError: not found (the shipped 2,000-image subset does not count); the
+            one-line message names every place searched.
+    """
+    from ..data.mnist import _candidates, find_mnist
+
+    try:
+        path, kind = find_mnist()
+        if kind == "mnist":  # not the subset find_mnist falls back to
+            return path
+    except FileNotFoundError:
+        pass
+    # where find_mnist looks for the full set (its own message spans lines, suggests --data)
+    places = ", ".join(str(p) for p in _candidates("mnist", None))
+    raise FileNotFoundError(f"full MNIST (60k training images) not found in {places} "
+                            "(--quick uses the shipped subset)")
+
+
+def missing(device: torch.device, quick: bool = False) -> str | None:
+    """What this suite lacks to run here, or ``None``: full MNIST, unless ``quick``."""
+    if quick:
+        return None  # the shipped subset is always there
+    try:
+        full_mnist_dir()
+    except FileNotFoundError as e:
+        return str(e)
+    return None
+
+
 def load_data(quick: bool = False) -> MnistTensors:
     """Full MNIST (or, with ``quick``, the first :data:`QUICK_BATCHES` batches of the shipped
-    subset and its 500 test images), read and normalised once."""
+    subset and its 500 test images), read and normalised once.
+
+    Raises:
+        FileNotFoundError: without ``quick``, full MNIST is not found (see
+            :func:`full_mnist_dir`).
+    """
     from ..data.mnist import find_data_dir, load_mnist, normalize
 
-    root = find_data_dir("mnist-small") if quick else None
+    root = find_data_dir("mnist-small") if quick else full_mnist_dir()
     x_train, y_train = load_mnist(root, "train")
     x_valid, y_valid = load_mnist(root, "test")
     data = MnistTensors(normalize(x_train), y_train, normalize(x_valid), y_valid)
@@ -241,12 +282,13 @@ def implementations() -> dict[str, Impl]:
 def run(device: torch.device, reps: int, quick: bool = False,
         progress: Callable[[str], None] = lambda msg: None,
         warmup: int = 3) -> list[dict]:
-    """Train ``reps`` times (alternating) with every implementation.
+    """Train ``reps`` times (alternating, in a seeded shuffled order per round, as
+    :func:`fastext.bench.timing.time_alternating` does) with every implementation.
 
     Returns rows ``{"case": "mnist-cnn/1epoch", "impl": ..., "ms": ..., "accuracy": ...}``.
     ``warmup > 0`` runs each implementation untimed on :data:`WARMUP_BATCHES` batches first.
     """
-    from .timing import synchronize
+    from .timing import shuffled_rounds, synchronize
 
     device = torch.device(device)
     progress("loading MNIST")
@@ -276,11 +318,11 @@ def run(device: torch.device, reps: int, quick: bool = False,
             progress(f"{CASE} {name} warm-up")
             one_run(name, small)
 
-    n_runs = reps
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in impls}
-    for r in range(n_runs):  # alternating, as fastext.bench.timing does
-        for name in impls:
-            progress(f"{CASE} {name} run {r + 1}/{n_runs}")
+    # alternating, shuffled per round: no implementation always runs after the same other one
+    for r, order in enumerate(shuffled_rounds(list(impls), reps)):
+        for name in order:
+            progress(f"{CASE} {name} run {r + 1}/{reps}")
             results[name].append(one_run(name, data))
     return [{"case": CASE, "impl": name,
              "ms": statistics.median(ms for ms, _ in runs),
