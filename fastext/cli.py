@@ -68,10 +68,35 @@ def _bench(rest: list[str]) -> int:
     return int(bench.main(rest) or 0)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .demos import load
+def _positive_int(text: str) -> int:
+    """argparse type of ``--epochs``: 0 or a negative count would train nothing."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
-    load(args.name)(args)
+
+def _run(args: argparse.Namespace) -> int:
+    """Runs the demo; an argument it does not take, missing data or an unreadable data file
+    is one line on stderr (``fastext run NAME: ...``) and exit code 2, not a traceback."""
+    from .data import DataError
+    from .demos import FIXED_EPOCHS, TAKE_WEIGHTS, load
+
+    def fail(message: str) -> int:
+        print(f"fastext run {args.name}: {message}", file=sys.stderr)
+        return 2
+
+    if args.weights is not None and args.name not in TAKE_WEIGHTS:
+        return fail(f"--weights is used only by {', '.join(sorted(TAKE_WEIGHTS))}")
+    if args.epochs is not None and args.name in FIXED_EPOCHS:
+        return fail(f"--epochs is not taken: {FIXED_EPOCHS[args.name]}")
+    try:
+        load(args.name)(args)
+    except (FileNotFoundError, DataError) as e:
+        return fail(str(e))
     return 0
 
 
@@ -129,14 +154,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="folder for the figures and checkpoints (default: out)")
     run.add_argument("--data", metavar="DIR",
                      help="data directory (default: $FASTEXT_DATA, data/, ../shared/data)")
-    run.add_argument("--epochs", type=int, metavar="N", help="training epochs (demo default)")
+    run.add_argument("--epochs", type=_positive_int, metavar="N",
+                     help="training epochs, at least 1 (demo default)")
     run.add_argument("--quick", action="store_true",
                      help="a few batches on the shipped small subset (for tests)")
     run.add_argument("--no-bench", dest="bench_off", action="store_true",
                      help="skip the benchmark that follows the demo")
     run.add_argument("--weights", metavar="FILE",
                      help="local pretrained weights (torchvision format) for demos that "
-                     "take them (superres, gan: vgg16_bn); nothing is downloaded")
+                     "take them (superres, gan, and tour's superres step: vgg16_bn); "
+                     "nothing is downloaded")
     run.set_defaults(func=_run)
 
     for name, mod in _tools().items():

@@ -90,3 +90,76 @@ def test_the_tools_extra_declares_their_dependencies():
     extra = project["optional-dependencies"][cli.TOOLS_EXTRA]
     assert {"matplotlib", "scikit-learn", "pandas"} <= set(extra)
     assert not {"matplotlib", "scikit-learn", "pandas"} & set(project["dependencies"])
+
+
+# -- fastext run: arguments and errors (in this process; the demo itself is a stub) ----------
+
+@pytest.fixture
+def demo_calls(monkeypatch):
+    """``fastext run NAME`` calls a stub instead of the demo; returns the (name, args) seen."""
+    import fastext.demos
+
+    calls = []
+    monkeypatch.setattr(fastext.demos, "load",
+                        lambda name: lambda args: calls.append((name, args)) or {})
+    return calls
+
+
+def test_run_refuses_epochs_below_one(demo_calls, capsys):
+    """``--epochs 0`` meant the demo's default and ``-1`` trained nothing."""
+    from fastext import cli
+
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["run", "mnist", "--epochs", bad])
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be >= 1, got 0" in err and "must be >= 1, got -1" in err
+    assert "not an integer: 'two'" in err
+    assert demo_calls == []
+    assert cli.main(["run", "mnist", "--epochs", "3"]) == 0 and demo_calls[0][1].epochs == 3
+
+
+def test_run_refuses_options_the_demo_does_not_take(demo_calls, capsys):
+    """The tour's steps have their own epochs and hpsearch-vs-random searches them; only the
+    demos with a feature loss (and the tour, for its superres step) use ``--weights``: such an
+    option was silently ignored."""
+    from fastext import cli
+
+    assert cli.main(["run", "tour", "--epochs", "3"]) == 2
+    assert "fastext run tour: --epochs is not taken: each step" in capsys.readouterr().err
+    assert cli.main(["run", "hpsearch-vs-random", "--epochs", "3"]) == 2
+    assert "fastext run hpsearch-vs-random: --epochs is not taken" in capsys.readouterr().err
+    assert cli.main(["run", "mnist", "--weights", "vgg.pth"]) == 2
+    assert capsys.readouterr().err == ("fastext run mnist: --weights is used only by gan, "
+                                       "superres, tour\n")
+    assert demo_calls == []
+    for name in ("superres", "gan", "tour"):
+        assert cli.main(["run", name, "--weights", "vgg.pth"]) == 0
+    assert [(name, args.weights) for name, args in demo_calls] == [
+        ("superres", "vgg.pth"), ("gan", "vgg.pth"), ("tour", "vgg.pth")]
+
+
+def test_run_with_a_missing_data_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    """A full traceback before; and the hint said to set $FASTEXT_DATA, which --data
+    overrides."""
+    from fastext import cli
+
+    nowhere = tmp_path / "nowhere"
+    assert cli.main(["run", "adult", "--data", str(nowhere), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastext run adult: no data directory 'adult'")
+    assert str(nowhere / "adult") in err and "Check --data DIR" in err
+    assert "FASTEXT_DATA" not in err and "Traceback" not in err
+
+
+def test_run_with_an_unreadable_data_file_names_it_and_exits_2(tmp_path, capsys):
+    from fastext import cli
+
+    d = tmp_path / "tinyshakespeare"
+    d.mkdir()
+    (d / "input.txt").write_bytes(b"First \xff\xfe Citizen\n")
+    assert cli.main(["run", "shakespeare-lm", "--quick", "--data", str(tmp_path),
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastext run shakespeare-lm: {d / 'input.txt'}: not UTF-8 text")

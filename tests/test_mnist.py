@@ -167,6 +167,17 @@ def test_cli_run_mnist_quick_writes_json(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
+def test_quick_demo_runs_the_quick_benchmark(tmp_path, monkeypatch):
+    """``run mnist --quick`` ran the full optimizer benchmark after its few batches (adult
+    passed ``quick`` on; mnist did not)."""
+    from fastext.demos import mnist as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_bench", lambda suite, quick=False: calls.append((suite, quick)))
+    demo.run(quick=True, progress=False, out_dir=tmp_path)
+    assert calls == [("optim", True)]
+
+
 def test_cli_info_prints_build_info(capsys):
     assert cli.main(["info"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(fastext.build_info()))

@@ -46,3 +46,22 @@ def test_failing_step_stops_the_job(tmp_path, monkeypatch):
     monkeypatch.setattr(tour, "load", lambda name: boom)
     with pytest.raises(RuntimeError, match="no data"):
         tour.run(quick=True, out_dir=tmp_path, bench=False)
+
+
+def test_data_and_weights_reach_every_step_that_takes_them(tmp_path, monkeypatch):
+    """``--data`` went to the mnist step only and ``--weights`` to none; the command line
+    refuses ``--epochs`` for the tour (see test_cli)."""
+    from fastext import cli
+    from fastext.demos import TAKE_WEIGHTS
+
+    seen = {}
+    monkeypatch.setattr(tour, "load", lambda name: lambda args: seen.setdefault(name, args))
+    data, weights = tmp_path / "data", tmp_path / "vgg16_bn.pth"
+    assert cli.main(["run", "tour", "--quick", "--no-bench", "--data", str(data),
+                     "--weights", str(weights), "--out", str(tmp_path)]) == 0
+    assert list(seen) == [name for name, _ in tour.TOUR if name in REGISTRY]
+    for name, args in seen.items():
+        assert args.data == str(data), name
+        assert args.weights == (str(weights) if name in TAKE_WEIGHTS else None), name
+        assert args.epochs == dict(tour.TOUR)[name]
+    assert seen["superres"].weights == str(weights)

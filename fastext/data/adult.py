@@ -18,7 +18,7 @@ from typing import Literal
 
 import pandas as pd
 
-from .mnist import find_data_dir
+from .mnist import DataError, find_data_dir, reading
 
 __all__ = ["ADULT_CAT_NAMES", "ADULT_COLUMNS", "ADULT_CONT_NAMES", "ADULT_FILES", "ADULT_LABELS",
            "find_adult", "load_adult"]
@@ -62,29 +62,36 @@ def load_adult(root: str | os.PathLike[str] | None = None,
     test file's trailing period is dropped).
 
     Raises:
-        ValueError: unknown split, a row without 15 fields, or an unknown label.
+        ValueError: unknown split. DataError (a ValueError naming the file): the file cannot
+            be read as CSV, a row with fewer or more than 15 fields, an unknown label, a
+            non-numeric continuous column.
         FileNotFoundError: the files are not found (the message lists where it looked).
     """
     if split not in ADULT_FILES:
         raise ValueError(f"split must be one of {sorted(ADULT_FILES)}, got {split!r}")
     path = find_adult(root) / ADULT_FILES[split]
-    try:
+    n = len(ADULT_COLUMNS)
+    with reading(path, "not in the UCI Adult format"):
+        # No names: given 15 names, pandas would take a first row of 16 fields as an index
+        # column plus 15, and misreport it. Without them the table is as wide as the first
+        # row, and a later row wider than that is a ParserError.
         # comment="|": adult.test's first line; no data field contains a "|".
-        df = pd.read_csv(path, header=None, names=list(ADULT_COLUMNS), skipinitialspace=True,
-                         na_values="?", comment="|", skip_blank_lines=True)
-    except pd.errors.ParserError as e:
-        raise ValueError(f"{path}: not in the UCI Adult format ({e})") from e
+        df = pd.read_csv(path, header=None, skipinitialspace=True, na_values="?", comment="|",
+                         skip_blank_lines=True)
     if df.empty:
-        raise ValueError(f"{path}: no rows")
-    short = df[ADULT_COLUMNS[-1]].isna()
-    if short.any():
-        raise ValueError(f"{path}: row {int(short.to_numpy().argmax()) + 1} has fewer than "
-                         f"{len(ADULT_COLUMNS)} fields")
+        raise DataError(f"{path}: no rows")
+    df = df.reindex(columns=range(max(n, df.shape[1])))  # a narrow file: its missing fields NaN
+    for rows, what in ((df.iloc[:, n:].notna().any(axis=1), "more"),
+                       (df[n - 1].isna(), "fewer")):
+        if rows.any():
+            raise DataError(f"{path}: row {int(rows.to_numpy().argmax()) + 1} has {what} than "
+                            f"{n} fields")
+    df = df.iloc[:, :n].set_axis(list(ADULT_COLUMNS), axis=1)
     df["salary"] = df["salary"].astype(str).str.rstrip(".")
     bad = sorted(set(df["salary"]) - set(ADULT_LABELS))
     if bad:
-        raise ValueError(f"{path}: unknown salary label(s) {bad[:5]}; expected {ADULT_LABELS}")
+        raise DataError(f"{path}: unknown salary label(s) {bad[:5]}; expected {ADULT_LABELS}")
     for name in ADULT_CONT_NAMES:
         if not pd.api.types.is_numeric_dtype(df[name]):
-            raise ValueError(f"{path}: column {name!r} is not numeric")
+            raise DataError(f"{path}: column {name!r} is not numeric")
     return df

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .mnist import find_data_dir
+from .mnist import DataError, find_data_dir, reading
 
 __all__ = ["CAMVID_NAME", "CamVid", "find_camvid", "load_camvid", "load_codes",
            "split_indices"]
@@ -78,9 +78,11 @@ def load_codes(path: str | os.PathLike[str]) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no codes file {path}")
-    codes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    with reading(path, "not UTF-8 text"):
+        text = path.read_text(encoding="utf-8")
+    codes = [line.strip() for line in text.splitlines() if line.strip()]
     if not codes:
-        raise ValueError(f"{path} names no classes")
+        raise DataError(f"{path} names no classes")
     return codes
 
 
@@ -89,7 +91,8 @@ def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     given: bilinear for images, nearest for masks (a class index must stay a class index)."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    # PIL decodes lazily: a truncated file fails in convert(), not in open()
+    with reading(path, "not a readable image"), Image.open(path) as im:
         im = im.convert(mode)
         if size is not None and im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]),
@@ -107,7 +110,8 @@ def load_camvid(root: str | os.PathLike[str] | None = None,
 
     Raises:
         FileNotFoundError: no folder, no images, or an image without its mask.
-        ValueError: a mask value outside ``codes``, or images of different sizes.
+        DataError (a ValueError naming the file): an image or mask that cannot be decoded,
+            a mask value outside ``codes``, or images of different sizes.
     """
     path = find_camvid(root)
     codes = load_codes(path / "codes.txt")
@@ -121,15 +125,16 @@ def load_camvid(root: str | os.PathLike[str] | None = None,
             raise FileNotFoundError(f"image {f.name} has no mask {mask_file}")
         img, mask = _read(f, "RGB", size), _read(mask_file, "L", size)
         if img.shape[:2] != mask.shape:
-            raise ValueError(f"{f.name} is {img.shape[:2]} but its mask is {mask.shape}")
+            raise DataError(f"{f}: {img.shape[:2]} pixels but its mask is {mask.shape}")
         if mask.max() >= len(codes):
-            raise ValueError(f"mask {mask_file.name} holds class {int(mask.max())} but "
-                             f"codes.txt names only {len(codes)} classes")
+            raise DataError(f"{mask_file}: holds class {int(mask.max())} but codes.txt names "
+                            f"only {len(codes)} classes")
         images.append(img)
         masks.append(mask)
     shapes = {m.shape for m in masks}
     if len(shapes) > 1:
-        raise ValueError(f"images of different sizes {sorted(shapes)}: pass size=(H, W)")
+        raise DataError(f"{path / 'images'}: images of different sizes {sorted(shapes)}: pass "
+                        "size=(H, W)")
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.stack(masks).astype(np.int64))
     void = codes.index("Void") if "Void" in codes else None

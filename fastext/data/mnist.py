@@ -1,8 +1,12 @@
 """MNIST from the four standard idx ``.gz`` files, read with numpy (no download).
 
-The files are looked up by :func:`find_data_dir`: the full set lives in ``../shared/data/mnist``
+The files are looked up by :func:`find_mnist`: the full set lives in ``../shared/data/mnist``
 when present, and the repository ships ``data/mnist-small`` (first 2,000 train and 500 test
 images, same file names and format) so tests and demos run anywhere.
+
+This module also holds what every loader of :mod:`fastext.data` shares: :func:`find_data_dir`
+(where a data set's folder is) and :func:`reading` / :class:`DataError` (a file that cannot
+be read, or is not in its format, is reported by its path).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import gzip
 import os
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +26,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 __all__ = [
     "BatchIndexSampler",
+    "DataError",
     "MNIST_FILES",
     "MNIST_MEAN",
     "MNIST_STD",
@@ -31,6 +37,7 @@ __all__ = [
     "mnist_loaders",
     "normalize",
     "read_idx",
+    "reading",
 ]
 
 #: The parent of the ``fastext`` package directory (the git checkout for an editable install).
@@ -49,6 +56,36 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 _IDX_LABELS, _IDX_IMAGES = 2049, 2051
 
 
+class DataError(ValueError):
+    """A data file that cannot be read or is not in its expected format; the message starts
+    with the file's path. ``fastext run`` reports it in one line instead of a traceback."""
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str], what: str = "not readable") -> Iterator[None]:
+    """Re-raises a failed read of ``path`` inside the block as :class:`DataError`
+    ``"<path>: <what> (<error>)"``: decoders name the problem (``image file is truncated``,
+    ``No columns to parse from file``) but not the file.
+
+    Caught: ``OSError`` (PIL's truncated or unidentified images, I/O errors), ``EOFError``
+    and ``zlib.error`` (truncated gzip), and ``ValueError``, which covers
+    ``UnicodeDecodeError`` and pandas' ``EmptyDataError`` / ``ParserError``. A missing file
+    (``FileNotFoundError``) and a ``DataError`` already naming its file pass unchanged.
+
+    >>> with reading("x.csv", "not a CSV file"):
+    ...     raise UnicodeDecodeError("utf-8", b"\\xff", 0, 1, "invalid start byte")
+    Traceback (most recent call last):
+    ...
+    fastext.data.mnist.DataError: x.csv: not a CSV file ('utf-8' codec can't decode byte ...
+    """
+    try:
+        yield
+    except (FileNotFoundError, DataError):
+        raise
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        raise DataError(f"{path}: {what} ({str(e).strip()})") from e
+
+
 def _candidates(name: str, root: str | os.PathLike[str] | None) -> list[Path]:
     """The places :func:`find_data_dir` searches, in order."""
     if root is not None:
@@ -62,6 +99,20 @@ def _candidates(name: str, root: str | os.PathLike[str] | None) -> list[Path]:
     places.append(REPO_ROOT / "data" / name)
     places.append(REPO_ROOT.parent / "shared" / "data" / name)
     return places
+
+
+def _first_dir(places: list[Path], what: str, required: tuple[str, ...],
+               root: str | os.PathLike[str] | None) -> Path:
+    """The first of ``places`` that is a directory holding every file in ``required``."""
+    for place in places:
+        if place.is_dir() and all((place / f).is_file() for f in required):
+            return place
+    wanted = f" holding {', '.join(required)}" if required else ""
+    searched = "\n  ".join(str(p) for p in places)
+    hint = ("Check --data DIR: the data set's folder, or a folder holding it" if root is not None
+            else "Pass a directory (--data DIR) or set $FASTEXT_DATA")
+    raise FileNotFoundError(f"no data directory {what}{wanted}; searched:\n  {searched}\n"
+                            f"{hint}.")
 
 
 def find_data_dir(name: str, root: str | os.PathLike[str] | None = None,
@@ -79,58 +130,44 @@ def find_data_dir(name: str, root: str | os.PathLike[str] | None = None,
     >>> find_data_dir("mnist-small", required=MNIST_FILES["test"]).name
     'mnist-small'
     """
-    places = _candidates(name, root)
-    for place in places:
-        if place.is_dir() and all((place / f).is_file() for f in required):
-            return place
-    wanted = f" holding {', '.join(required)}" if required else ""
-    searched = "\n  ".join(str(p) for p in places)
-    raise FileNotFoundError(f"no data directory {name!r}{wanted}; searched:\n  {searched}\n"
-                            "Pass a directory (--data DIR) or set $FASTEXT_DATA.")
+    return _first_dir(_candidates(name, root), repr(name), required, root)
 
 
 def find_mnist(root: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
-    """Where MNIST lives: ``(directory, kind)`` with kind ``"mnist"`` (full set) or
-    ``"mnist-small"`` (the shipped subset), preferring the full set.
+    """Where MNIST lives: ``(directory, kind)`` with kind ``"mnist"`` (the full set: 60,000
+    training images) or ``"mnist-small"`` (a subset, such as the shipped one).
 
-    With ``root`` given, only ``root`` is used and kind is taken from its size.
+    The places of :func:`find_data_dir` for ``mnist`` come first, then those for
+    ``mnist-small``, so the full set is preferred: with ``root`` given, ``root``,
+    ``root/mnist``, ``root/mnist-small``; otherwise ``$FASTEXT_DATA/mnist``, ... then
+    ``$FASTEXT_DATA/mnist-small``, ... The kind is read from the training labels' header.
 
     >>> path, kind = find_mnist()
     >>> kind in ("mnist", "mnist-small")
     True
     """
     required = MNIST_FILES["train"] + MNIST_FILES["test"]
-    if root is not None:
-        path = find_data_dir("mnist", root, required)
-        n = _idx_header(path / MNIST_FILES["train"][1], _IDX_LABELS)[0]
-        return path, ("mnist" if n == 60_000 else "mnist-small")
-    try:
-        return find_data_dir("mnist", None, required), "mnist"
-    except FileNotFoundError as full_missing:
-        try:
-            return find_data_dir("mnist-small", None, required), "mnist-small"
-        except FileNotFoundError as small_missing:
-            raise FileNotFoundError(f"{full_missing}\n{small_missing}") from None
+    places = list(dict.fromkeys(_candidates("mnist", root) + _candidates("mnist-small", root)))
+    path = _first_dir(places, "'mnist' or 'mnist-small'", required, root)
+    n = _idx_header(path / MNIST_FILES["train"][1], _IDX_LABELS)[0]
+    return path, ("mnist" if n == 60_000 else "mnist-small")
 
 
 def _idx_header(path: Path, magic: int) -> tuple[int, ...]:
     """The dimensions in an idx file's header (reads only the first bytes)."""
     ndim = magic & 0xFF
-    with gzip.open(path, "rb") as f:
-        try:
-            head = f.read(4 + 4 * ndim)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{path}: not a readable gzip file ({e})") from e
+    with reading(path, "not a readable gzip file"), gzip.open(path, "rb") as f:
+        head = f.read(4 + 4 * ndim)
     return _parse_header(path, head, magic)
 
 
 def _parse_header(path: Path, head: bytes, magic: int) -> tuple[int, ...]:
     ndim = magic & 0xFF
     if len(head) < 4 + 4 * ndim:
-        raise ValueError(f"{path}: truncated idx header ({len(head)} bytes)")
+        raise DataError(f"{path}: truncated idx header ({len(head)} bytes)")
     got = int.from_bytes(head[:4], "big")
     if got != magic:
-        raise ValueError(f"{path}: idx magic number {got}, expected {magic}")
+        raise DataError(f"{path}: idx magic number {got}, expected {magic}")
     return tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
 
 
@@ -142,7 +179,8 @@ def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not gzip, wrong magic number, or the size does not match the header.
+        DataError: (a ValueError naming the file) not gzip, wrong magic number, or the size
+            does not match the header.
 
     >>> from fastext.data.mnist import find_data_dir, read_idx
     >>> d = find_data_dir("mnist-small", required=MNIST_FILES["test"])
@@ -152,17 +190,14 @@ def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: not a readable gzip file ({e})") from e
+    with reading(path, "not a readable gzip file"), gzip.open(path, "rb") as f:
+        raw = f.read()
     dims = _parse_header(path, raw, magic)
     offset = 4 + 4 * len(dims)
     expected = int(np.prod(dims))
     if len(raw) - offset != expected:
-        raise ValueError(f"{path}: header says {'x'.join(map(str, dims))} = {expected} bytes, "
-                         f"file holds {len(raw) - offset}")
+        raise DataError(f"{path}: header says {'x'.join(map(str, dims))} = {expected} bytes, "
+                        f"file holds {len(raw) - offset}")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
@@ -171,12 +206,13 @@ def load_mnist(root: str | os.PathLike[str] | None = None,
     """Load one MNIST split as ``(images, labels)``.
 
     Images are uint8 ``(N, 28, 28)``, labels int64 ``(N,)`` in 0..9. ``root`` is a directory
-    holding the idx ``.gz`` files; without it the full set is preferred over the shipped subset
-    (see :func:`find_mnist`).
+    holding the idx ``.gz`` files, or a data root holding ``mnist/`` or ``mnist-small/``; the
+    full set is preferred over a subset (see :func:`find_mnist`).
 
     Raises:
         FileNotFoundError: no directory with the files (the message lists the places searched).
-        ValueError: a file is corrupt, or images and labels disagree.
+        ValueError: unknown split. DataError (a ValueError naming the file): a file is
+            corrupt, or images and labels disagree.
 
     >>> x, y = load_mnist(find_data_dir("mnist-small"), "test")
     >>> x.shape, x.dtype, y.dtype
@@ -189,11 +225,11 @@ def load_mnist(root: str | os.PathLike[str] | None = None,
     images = read_idx(path / images_name, _IDX_IMAGES)
     labels = read_idx(path / labels_name, _IDX_LABELS)
     if images.shape[1:] != (28, 28):
-        raise ValueError(f"{path / images_name}: images are {images.shape[1:]}, expected 28x28")
+        raise DataError(f"{path / images_name}: images are {images.shape[1:]}, expected 28x28")
     if len(images) != len(labels):
-        raise ValueError(f"{path}: {len(images)} {split} images but {len(labels)} labels")
+        raise DataError(f"{path}: {len(images)} {split} images but {len(labels)} labels")
     if labels.size and labels.max() > 9:
-        raise ValueError(f"{path / labels_name}: label {labels.max()} out of range 0..9")
+        raise DataError(f"{path / labels_name}: label {labels.max()} out of range 0..9")
     # frombuffer arrays are read-only; copy so torch owns writable memory.
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .mnist import find_data_dir
+from .mnist import DataError, find_data_dir, reading
 
 __all__ = ["MOVIELENS_FILES", "find_movielens", "load_movies", "load_ratings"]
 
@@ -37,12 +37,13 @@ def find_movielens(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path)
+    with reading(path, "not a readable CSV file"):
+        df = pd.read_csv(path)
     missing = [c for c in MOVIELENS_FILES[path.name] if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+        raise DataError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
     if df.empty:
-        raise ValueError(f"{path}: no rows")
+        raise DataError(f"{path}: no rows")
     return df
 
 
@@ -57,13 +58,15 @@ def load_ratings(root: str | os.PathLike[str] | None = None,
     ``movies.csv`` (a movie missing there gets its id as title).
 
     Raises:
-        FileNotFoundError: the files are not found. ValueError: a column is missing, a
-        rating is missing or outside 0..5.
+        FileNotFoundError: the files are not found. DataError (a ValueError naming the
+        file): a file is not readable CSV, a column is missing, a rating is missing or
+        outside 0..5.
     """
-    df = _read(find_movielens(root) / "ratings.csv")
+    path = find_movielens(root) / "ratings.csv"
+    df = _read(path)
     r = df["rating"]
     if not pd.api.types.is_numeric_dtype(r) or r.isna().any() or not r.between(0, 5).all():
-        raise ValueError("ratings.csv: ratings must be numbers in 0..5 with none missing")
+        raise DataError(f"{path}: ratings must be numbers in 0..5 with none missing")
     if titles:
         movies = load_movies(root).set_index("movieId")["title"]
         df["title"] = df["movieId"].map(movies).fillna(df["movieId"].astype(str))

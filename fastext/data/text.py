@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .mnist import find_data_dir
+from .mnist import DataError, find_data_dir, reading
 
 __all__ = ["IMDB_COLUMNS", "find_imdb_sample", "find_shakespeare", "load_imdb_sample",
            "load_shakespeare", "shakespeare_speeches"]
@@ -38,12 +38,14 @@ def load_shakespeare(root: str | os.PathLike[str] | None = None) -> str:
     """The whole tiny Shakespeare text.
 
     Raises:
-        FileNotFoundError: ``input.txt`` not found. ValueError: the file is empty.
+        FileNotFoundError: ``input.txt`` not found. DataError (a ValueError naming the
+        file): the file is not UTF-8 text, or empty.
     """
     path = find_shakespeare(root) / "input.txt"
-    text = path.read_text(encoding="utf-8")
+    with reading(path, "not UTF-8 text"):
+        text = path.read_text(encoding="utf-8")
     if not text.strip():
-        raise ValueError(f"{path} is empty")
+        raise DataError(f"{path} is empty")
     return text
 
 
@@ -66,20 +68,21 @@ def load_imdb_sample(root: str | os.PathLike[str] | None = None) -> pd.DataFrame
     ``is_valid`` (bool), in file order.
 
     Raises:
-        FileNotFoundError: not found. ValueError: a column is missing, a text or label is
-        missing, or ``is_valid`` is not boolean.
+        FileNotFoundError: not found. DataError (a ValueError naming the file): not readable
+        CSV, a column is missing, a text or label is missing, or ``is_valid`` is not boolean.
     """
     path = find_imdb_sample(root) / "texts.csv"
-    df = pd.read_csv(path)
+    with reading(path, "not a readable CSV file"):
+        df = pd.read_csv(path)
     missing = [c for c in IMDB_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: column(s) {missing} missing (it has {list(df.columns)})")
+        raise DataError(f"{path}: column(s) {missing} missing (it has {list(df.columns)})")
     if df.empty:
-        raise ValueError(f"{path}: no rows")
+        raise DataError(f"{path}: no rows")
     for col in ("label", "text"):
         if df[col].isna().any():
-            raise ValueError(f"{path}: row {int(df[col].isna().to_numpy().argmax())} has no "
+            raise DataError(f"{path}: row {int(df[col].isna().to_numpy().argmax())} has no "
                              f"{col}")
     if not pd.api.types.is_bool_dtype(df["is_valid"]):
-        raise ValueError(f"{path}: is_valid must be True/False, got {df['is_valid'].dtype}")
+        raise DataError(f"{path}: is_valid must be True/False, got {df['is_valid'].dtype}")
     return df.assign(label=df["label"].astype(str), text=df["text"].astype(str))

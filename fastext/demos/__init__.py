@@ -1,9 +1,11 @@
 """End-to-end demos run by ``fastext run NAME``.
 
 Each demo is a module of this package exposing ``cli_main(args) -> dict``: it takes the parsed
-``run`` arguments (``data``, ``epochs``, ``quick``, ``json``, ``out``, ``bench_off``), runs the
-demo, writes ``args.json`` when given, and returns the record. :data:`REGISTRY` maps each demo
-name to its module; a name whose module is not in this build is simply not offered.
+``run`` arguments (``data``, ``epochs``, ``quick``, ``json``, ``out``, ``bench_off``,
+``weights``), runs the demo, writes ``args.json`` when given, and returns the record.
+:data:`REGISTRY` maps each demo name to its module; a name whose module is not in this build is
+simply not offered. ``fastext run`` refuses ``--weights`` for a demo outside
+:data:`TAKE_WEIGHTS` and ``--epochs`` for one in :data:`FIXED_EPOCHS`, rather than ignore them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["REGISTRY", "available", "load"]
+__all__ = ["FIXED_EPOCHS", "REGISTRY", "TAKE_WEIGHTS", "available", "load"]
 
 #: Demo name (as typed after ``fastext run``) -> module in ``fastext.demos``.
 REGISTRY: dict[str, str] = {
@@ -38,6 +40,17 @@ REGISTRY: dict[str, str] = {
     "hpsearch-vs-random": "hpsearch_vs_random",
     "landscape": "landscape",
     "uat": "uat",
+}
+
+#: The demos that use ``--weights`` (local VGG16-BN weights for the feature loss); the tour
+#: hands them to its superres step.
+TAKE_WEIGHTS: frozenset[str] = frozenset({"superres", "gan", "tour"})
+
+#: The demos whose epochs ``--epochs`` cannot set, and why.
+FIXED_EPOCHS: dict[str, str] = {
+    "tour": "each step has its own epoch count (fastext.demos.tour.TOUR); run a step by "
+            "itself to set its epochs",
+    "hpsearch-vs-random": "the epochs are one of the hyperparameters searched",
 }
 
 

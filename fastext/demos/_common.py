@@ -1,8 +1,10 @@
-"""What every demo shares: the JSON record, the benchmark that may follow, thread count."""
+"""What every demo shares: the JSON record, the epochs argument, the benchmark that may
+follow, thread count."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,14 +13,44 @@ from typing import Any
 
 import torch
 
-__all__ = ["run_bench", "torch_threads", "write_json"]
+__all__ = ["epochs_or", "run_bench", "torch_threads", "write_json"]
+
+
+def epochs_or(epochs: int | None, default: int) -> int:
+    """``epochs``, or ``default`` when it is ``None``.
+
+    Raises:
+        ValueError: ``epochs`` is below 1 (``epochs or default`` would take 0 for the
+            default, and a negative count would train nothing).
+
+    >>> epochs_or(None, 5), epochs_or(2, 5)
+    (5, 2)
+    """
+    epochs = default if epochs is None else epochs
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return epochs
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float, at any depth, replaced by ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def write_json(record: dict[str, Any], json_path: str | os.PathLike[str] | None) -> None:
-    """Writes ``record`` to ``json_path`` (parents created) when a path is given."""
+    """Writes ``record`` to ``json_path`` (parents created) when a path is given. NaN and
+    infinite floats (e.g. a loss for an epoch without batches) are written as ``null``:
+    ``NaN`` is not JSON, and strict parsers reject the file."""
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+        text = json.dumps(_json_safe(record), indent=2, allow_nan=False)
+        Path(json_path).write_text(text + "\n")
 
 
 def run_bench(suite: str, quick: bool = False) -> None:

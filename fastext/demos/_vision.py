@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,13 +17,9 @@ __all__ = ["mnist_split", "subset", "write_record"]
 def mnist_split(data: str | os.PathLike[str] | None) -> tuple[tuple[Tensor, Tensor],
                                                              tuple[Tensor, Tensor], str]:
     """((train images, labels), (test images, labels), which set) from ``data`` (a directory
-    of idx files) or the usual search (full MNIST, else the shipped subset)."""
-    root = None
-    if data is not None:
-        root = Path(data)
-        if (root / "mnist").is_dir():  # a data root rather than the MNIST folder itself
-            root = root / "mnist"
-    path, kind = find_mnist(root)
+    of idx files, or a data root holding ``mnist/`` or ``mnist-small/``) or the usual search
+    (full MNIST, else the shipped subset): :func:`~fastext.data.mnist.find_mnist`."""
+    path, kind = find_mnist(data)
     return load_mnist(path, "train"), load_mnist(path, "test"), kind
 
 

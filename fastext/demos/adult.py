@@ -5,9 +5,10 @@
 32,561 training rows, trains :func:`fastext.tasks.tabular.tabular_learner` (embeddings for
 the 8 categorical columns, BatchNorm on the 6 continuous ones, layers [200, 100]) with 1cycle
 and the fused AdamW (wd 0.1), evaluates on the 16,281 test rows, exports the model with its
-preprocessing, reloads it and checks that the reloaded model predicts raw test rows the same
-way. Figures: the LR finder and the loss curves. Record: ``accuracy`` (on adult.test),
-``baseline_accuracy`` (always the majority training class), ``epoch_seconds``.
+preprocessing, reloads it and checks that the reloaded model predicts the raw test rows as
+the trained one does (a ``RuntimeError`` if not). Figures: the LR finder and the loss curves.
+Record: ``accuracy`` (on adult.test), ``baseline_accuracy`` (always the majority training
+class), ``epoch_seconds``.
 
 Runs on one torch thread by default: the batches are small (a 256 x 112 matrix), and on a
 loaded 2-core machine a second OpenMP thread waiting for a busy core made epochs up to 15x
@@ -29,7 +30,7 @@ import torch
 
 from ..data.adult import ADULT_CAT_NAMES, ADULT_CONT_NAMES, find_adult, load_adult
 from ..tasks.tabular import TabularDataLoaders, load_tabular, tabular_learner
-from ._common import run_bench, torch_threads, write_json
+from ._common import epochs_or, run_bench, torch_threads, write_json
 
 __all__ = ["run"]
 
@@ -47,9 +48,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     """Train on adult.data, evaluate on adult.test, write figures and the exported model
     under ``out_dir``, optionally JSON to ``json_path``; returns the record.
     ``threads`` sets torch's intra-op threads for the run (``None``: leave as is)."""
-    epochs = EPOCHS if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = epochs_or(epochs, EPOCHS)
     with torch_threads(threads):
         return _run(data, epochs, quick, json_path, bench, progress, seed, Path(out_dir))
 
@@ -86,7 +85,12 @@ def _run(data: Any, epochs: int, quick: bool, json_path: Any, bench: bool, progr
 
     # The exported file carries the preprocessing: raw rows in, the same predictions out.
     export = learn.export(out / "adult_model.pth")
-    labels, probs = load_tabular(export).predict(test.drop(columns="salary"))
+    raw = test.drop(columns="salary")
+    labels, probs = load_tabular(export).predict(raw)
+    same_labels, same_probs = learn.predict(raw)
+    if not ((labels == same_labels).all() and torch.allclose(probs, same_probs, atol=1e-6)):
+        raise RuntimeError(f"{export}: the reloaded model predicts the raw test rows "
+                           "differently from the trained one")
     reloaded_acc = float((labels == test["salary"].to_numpy()).mean())
     row_label, row_probs = learn.predict(test.iloc[0])
     wall_seconds = time.perf_counter() - wall_start

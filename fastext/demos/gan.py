@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..tasks.gen.gan import AdaptiveGANSwitcher, FixedGANSwitcher, GANLearner, basic_critic
-from ._common import torch_threads, write_json
+from ._common import epochs_or, torch_threads, write_json
 
 __all__ = ["cli_main", "critic_accuracy", "run"]
 
@@ -65,6 +65,7 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
     skips the pretraining. Returns the record (also written to ``json_path``)."""
     from .superres import evaluate, train_generator
 
+    gan_epochs = epochs_or(epochs, 2 if quick else GAN_EPOCHS)
     t0 = time.perf_counter()
     out = Path(out_dir)
     record: dict[str, Any] = {}
@@ -89,8 +90,7 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
         n_crit = len(gan.fit(1 if quick else CRITIC_EPOCHS, critic_only=True, quiet=quick,
                              lr=CRITIC_LR))
         critic_acc = critic_accuracy(critic, generator, dls)
-        history = gan.fit(epochs or (2 if quick else GAN_EPOCHS), sample_dir=out, quiet=quick,
-                          lr=GAN_LR)[n_crit:]
+        history = gan.fit(gan_epochs, sample_dir=out, quiet=quick, lr=GAN_LR)[n_crit:]
         critic_acc_after = critic_accuracy(critic, generator, dls)
         after = evaluate(generator, dls)
     samples = [h["sample"] for h in history if "sample" in h]

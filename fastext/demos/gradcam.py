@@ -56,7 +56,7 @@ from ..tasks.vision.interpret import (
     save_cam_overlays,
 )
 from ..tasks.vision.learner import vision_learner
-from ._common import torch_threads
+from ._common import epochs_or, torch_threads
 from ._vision import mnist_split, subset, write_record
 
 __all__ = ["cli_main", "place_on_canvas", "run"]
@@ -82,18 +82,19 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
         threads: int | None = 1) -> dict[str, Any]:
     """Trains, computes the heat maps and plots; returns the record. ``threads``: torch's
     intra-op threads for the run (``None``: leave as is)."""
+    epochs = epochs_or(epochs, 2)
     with torch_threads(threads):
         return _run(data, epochs, quick, json_path, out_dir, n_train, n_cams, seed, strides,
                     widths, norm, lr)
 
 
-def _run(data: Any, epochs: int | None, quick: bool, json_path: Any, out_dir: Any,
+def _run(data: Any, epochs: int, quick: bool, json_path: Any, out_dir: Any,
          n_train: int, n_cams: int, seed: int, strides: tuple[int, ...],
          widths: tuple[int, ...], norm: bool, lr: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(out_dir)
     (xtr, ytr), (xte, yte), kind = mnist_split(data)
-    epochs = 1 if quick else (epochs or 2)
+    epochs = 1 if quick else epochs
     if quick:
         n_train, n_cams = 512, 16
         xte, yte = xte[:256], yte[:256]

@@ -13,9 +13,12 @@ by expected improvement, random search keeps drawing at random.
      "rows": [{"seed": 0, "rf_best": ..., "random_best": ..., ...}, ...],
      "rf_wins": <seeds where rf_best <= random_best>, "importances": {...}, "figures": [...]}
 
-``rows`` holds one entry per seed. Trial logs go to ``OUT/hpsearch_vs_random/<mode>/``, so an
-interrupted run resumes where it stopped (delete the folder to start afresh). ``--quick`` runs
-two seeds of 5 trials on the shipped subset; ``--epochs`` is not used (epochs are searched).
+``rows`` holds one entry per seed. Trial logs go to
+``OUT/hpsearch_vs_random/<mode>-<data>-<n_train>-<n_valid>/`` (e.g. ``full-mnist-5000-2000``),
+so an interrupted run resumes where it stopped (delete the folder to start afresh), and a run
+on other data or sizes starts its own logs instead of resuming trials scored on another
+objective. ``--quick`` runs two seeds of 5 trials on the shipped subset; ``--epochs`` is
+refused (epochs are searched).
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ def run(data: str | None = None, quick: bool = False, out_dir: str | Path = "out
     objective = MnistMLPObjective(path, n_train=n_train, n_valid=n_valid)
     space = objective.space
     out = Path(out_dir)
-    logs = out / "hpsearch_vs_random" / ("quick" if quick else "full")
+    # The logs store only the space, method and seed: the folder names the objective, so
+    # that trials scored on other data or sizes are never resumed (and then recorded as these).
+    mode = "quick" if quick else "full"
+    logs = out / "hpsearch_vs_random" / f"{mode}-{kind}-{n_train}-{n_valid}"
     print(f"hpsearch-vs-random: {kind} ({n_train} train / {n_valid} held-out images), "
           f"{cfg['trials']} trials per search ({cfg['n_init']} shared random first), "
           f"{cfg['seeds']} seeds; logs in {logs}", flush=True)

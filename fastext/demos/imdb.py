@@ -87,7 +87,7 @@ from ..tasks.text.learners import (
 )
 from ..tasks.text.lm_data import lm_dataloaders
 from ..tasks.text.tokenize import Vocab, tokenize_texts
-from ._common import torch_threads, write_json
+from ._common import epochs_or, torch_threads, write_json
 
 __all__ = ["CAVEAT", "NOTE", "choose_lr", "holdout_split", "run"]
 
@@ -157,9 +157,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     ``json_path``; returns the record. ``epochs`` sets the language model's epochs (the
     classifiers' are fixed). ``threads``: torch's intra-op threads for the run (``None``:
     leave as is)."""
-    epochs = (1 if quick else LM_EPOCHS) if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = epochs_or(epochs, 1 if quick else LM_EPOCHS)
     with torch_threads(threads):
         return _run(data, epochs, quick, json_path, progress, seed, Path(out_dir))
 

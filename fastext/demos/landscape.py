@@ -41,7 +41,7 @@ from ..tools.landscape import (
     save_surface_csv,
 )
 from ..tools.nets import load_mnist_train, mnist_cnn, train_mnist
-from ._common import write_json
+from ._common import epochs_or, write_json
 
 __all__ = ["cli_main", "run"]
 
@@ -58,9 +58,7 @@ def run(data: str | None = None, epochs: int | None = None, quick: bool = False,
     """Trains the four nets, draws the surfaces and the line, prints the flatness numbers,
     returns (and optionally writes) the record described in the module docstring."""
     cfg = QUICK if quick else FULL
-    epochs = cfg["epochs"] if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = epochs_or(epochs, cfg["epochs"])
     wall = time.perf_counter()
     if quick and data is None:
         data = str(find_data_dir("mnist-small"))

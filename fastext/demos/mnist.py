@@ -29,7 +29,7 @@ from torch import nn
 from ..data.mnist import find_data_dir, find_mnist, load_mnist, normalize
 from ..learner import DataLoaders, Learner
 from ..learner import accuracy as accuracy_metric
-from ._common import run_bench, write_json
+from ._common import epochs_or, run_bench, write_json
 
 __all__ = ["build_model", "param_groups", "run"]
 
@@ -92,9 +92,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     >>> sorted(r)
     ['accuracy', 'data', 'demo', 'epochs', 'figures', 'train_seconds']
     """
-    epochs = 1 if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = epochs_or(epochs, 1)
     if quick and data is None:
         data = find_data_dir("mnist-small")
     wall_start = time.perf_counter()
@@ -137,7 +135,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
               "data": kind, "epochs": epochs, "figures": [str(f) for f in figures]}
     write_json(result, json_path)
     if bench:
-        run_bench("optim")
+        run_bench("optim", quick)
     return result
 
 

@@ -28,7 +28,7 @@ import torch
 
 from ..data.movielens import find_movielens, load_ratings
 from ..tasks.collab import CollabDataLoaders, collab_learner
-from ._common import torch_threads, write_json
+from ._common import epochs_or, torch_threads, write_json
 
 __all__ = ["run"]
 
@@ -46,9 +46,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     """Train and compare the models, write the PCA plot under ``out_dir`` and optionally
     JSON to ``json_path``; returns the record. ``threads``: torch's intra-op threads for
     the run (``None``: leave as is)."""
-    epochs = EPOCHS if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = epochs_or(epochs, EPOCHS)
     with torch_threads(threads):
         return _run(data, epochs, quick, json_path, progress, seed, Path(out_dir), use_nn)
 

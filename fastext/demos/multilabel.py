@@ -14,6 +14,7 @@ from ..tasks.vision.body import conv_body
 from ..tasks.vision.data import ImageDataLoaders
 from ..tasks.vision.learner import vision_learner
 from ..tasks.vision.multilabel import DIGITS, mnist_mosaics
+from ._common import epochs_or
 from ._vision import mnist_split, write_record
 
 __all__ = ["cli_main", "run"]
@@ -23,12 +24,12 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
         json_path: Any = None, n_train: int = 12000, n_valid: int = 2000, bs: int = 128,
         lr: float = 1e-2, seed: int = 0) -> dict[str, Any]:
     """Trains and evaluates; returns the record (also written to ``json_path``)."""
+    epochs = epochs_or(epochs, 5)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     (xtr, ytr), (xte, yte), kind = mnist_split(data)
     if quick:
         n_train, n_valid, epochs = 256, 128, 1
-    epochs = epochs or 5
     x_train, y_train = mnist_mosaics(xtr, ytr, n_train, seed=seed)
     x_valid, y_valid = mnist_mosaics(xte, yte, n_valid, seed=seed + 1)
     dls = ImageDataLoaders.from_tensors(x_train, y_train, x_valid, y_valid, DIGITS, bs=bs,

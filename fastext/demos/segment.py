@@ -13,7 +13,6 @@ it. A PNG shows a few held-out frames, their ground truth and the prediction.
 
 from __future__ import annotations
 
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -30,7 +29,7 @@ from ..tasks.vision.unet import (
     pixel_cross_entropy,
     unet_learner,
 )
-from ._common import torch_threads
+from ._common import epochs_or, torch_threads
 from ._vision import write_record
 
 __all__ = ["cli_main", "native_accuracy", "plot_predictions", "run"]
@@ -76,6 +75,11 @@ def plot_predictions(images: torch.Tensor, masks: torch.Tensor, preds: torch.Ten
     return path
 
 
+def _not_void(masks: torch.Tensor, void: int | None) -> torch.Tensor:
+    """Where ``masks`` is not the Void class (everywhere when the codes have no Void)."""
+    return torch.ones_like(masks, dtype=torch.bool) if void is None else masks != void
+
+
 def native_accuracy(learn: Any, x: torch.Tensor, masks: torch.Tensor, void: int | None,
                     bs: int = 16) -> tuple[float, torch.Tensor]:
     """Pixel accuracy (without ``void``) of ``learn.model`` on uint8 images ``x``, its logits
@@ -99,22 +103,19 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
         json_path: Any = None, out: str | Path = "out", arch: str = "resnet18",
         size: tuple[int, int] | None = (48, 64), bs: int = 4, lr: float = 3e-3,
         scale: tuple[float, float] = (0.5, 1.0), seed: int = 0,
-        ignore_void: bool = False, threads: int | None = 0) -> dict[str, Any]:
+        ignore_void: bool = False, threads: int | None = 1) -> dict[str, Any]:
     """Trains at ``size`` (H, W; ``None``: the files' 96x128) and scores the held-out frames
     at the files' own resolution; returns the record (also written to ``json_path``).
-    ``threads``: torch's intra-op threads for the run; ``0`` picks one thread when the
-    machine is already busy (load average at least its core count: two threads that each
-    wait for the other at every op's barrier run several times slower than one), all cores
-    otherwise; ``None`` leaves the setting alone."""
-    if threads == 0:
-        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-        threads = 1 if busy else torch.get_num_threads()
+    ``threads``: torch's intra-op threads for the run (recorded), one by default like the
+    other demos: a fixed count keeps the seeded figures repeatable, where choosing it by
+    the machine's load did not; ``None`` leaves the setting alone."""
+    epochs = epochs_or(epochs, 16)
     with torch_threads(threads):
         return _run(data, epochs, quick, json_path, out, arch, size, bs, lr, scale, seed,
                     ignore_void)
 
 
-def _run(data: Any, epochs: int | None, quick: bool, json_path: Any, out: str | Path,
+def _run(data: Any, epochs: int, quick: bool, json_path: Any, out: str | Path,
          arch: str, size: tuple[int, int] | None, bs: int, lr: float,
          scale: tuple[float, float], seed: int, ignore_void: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -125,7 +126,6 @@ def _run(data: Any, epochs: int | None, quick: bool, json_path: Any, out: str | 
     train_idx, valid_idx = split_indices(len(full), 0.2, seed)
     if quick:
         train_idx, valid_idx, epochs = train_idx[:8], valid_idx[:4], 1
-    epochs = epochs or 16
     dls = SegmentationDataLoaders.from_tensors(
         small.images[train_idx], small.masks[train_idx], small.images[valid_idx],
         small.masks[valid_idx], full.codes, bs=bs, flip=0.5, scale=scale, seed=seed,
@@ -146,8 +146,9 @@ def _run(data: Any, epochs: int | None, quick: bool, json_path: Any, out: str | 
     # majority class of the training pixels, scored on the same held-out non-Void pixels
     void = full.void_code
     y_train = full.masks[train_idx]
-    majority = int(torch.bincount(y_train[y_train != void], minlength=len(full.codes)).argmax())
-    baseline = float((y_valid[y_valid != void] == majority).float().mean())
+    majority = int(torch.bincount(y_train[_not_void(y_train, void)],
+                                  minlength=len(full.codes)).argmax())
+    baseline = float((y_valid[_not_void(y_valid, void)] == majority).float().mean())
 
     n_show = min(4, len(valid_idx))
     png = plot_predictions(full.images[valid_idx][:n_show], y_valid[:n_show], preds[:n_show],

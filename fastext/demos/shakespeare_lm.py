@@ -37,7 +37,7 @@ from ..data.text import find_shakespeare, load_shakespeare, shakespeare_speeches
 from ..tasks.text.learners import language_model_learner, unigram_perplexity
 from ..tasks.text.lm_data import lm_dataloaders
 from ..tasks.text.tokenize import Vocab, tokenize_texts
-from ._common import torch_threads, write_json
+from ._common import epochs_or, torch_threads, write_json
 
 __all__ = ["run"]
 
@@ -57,9 +57,7 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
     """Train the language model, write the loss plot under ``out_dir`` and optionally JSON
     to ``json_path``; returns the record. ``threads``: torch's intra-op threads for the run
     (``None``: leave as is)."""
-    epochs = (1 if quick else EPOCHS) if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = epochs_or(epochs, 1 if quick else EPOCHS)
     with torch_threads(threads):
         return _run(data, epochs, quick, json_path, progress, seed, Path(out_dir))
 

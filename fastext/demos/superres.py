@@ -55,7 +55,7 @@ from ..tasks.gen.features import FeatureNet, load_vgg16_bn, train_feature_net
 from ..tasks.gen.gan import save_sample_grid
 from ..tasks.gen.metrics import detail_ratio, psnr, ssim
 from ..tasks.gen.restorer import residual_splitter, restoration_unet
-from ._common import torch_threads, write_json
+from ._common import epochs_or, torch_threads, write_json
 
 __all__ = ["cli_main", "evaluate", "run", "train_generator"]
 
@@ -81,6 +81,12 @@ def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", da
                     feature_epochs: int | None = None) -> tuple[Any, PairDataLoaders, dict]:
     """Steps 1-3: the crappified pairs, the feature network and the U-Net trained on the
     feature loss. Returns ``(learn, dls, record)``; ``learn.model`` is the generator."""
+    # --epochs N shortens both trainings: the generator's N, the feature net's max(2, N // 2)
+    feature_default = FEATURE_EPOCHS if epochs is None else max(2, epochs // 2)
+    epochs = epochs_or(epochs, EPOCHS)
+    feature_epochs = epochs_or(feature_epochs, feature_default)
+    if quick:
+        epochs = feature_epochs = 1
     t0 = time.perf_counter()
     cv = load_camvid(data)
     clean = cv.images
@@ -89,10 +95,6 @@ def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", da
     train_idx, valid_idx = split_indices(n, VALID_PCT, seed)
     if quick:
         train_idx, valid_idx = train_idx[:8], valid_idx[:4]
-    # --epochs N shortens both trainings: the generator's N, the feature net's max(2, N // 2)
-    feature_epochs = 1 if quick else (feature_epochs or (max(2, epochs // 2) if epochs
-                                                         else FEATURE_EPOCHS))
-    epochs = 1 if quick else (epochs or EPOCHS)
     print(f"superres: {len(train_idx)} train / {len(valid_idx)} held-out CamVid frames, "
           f"crappified (seed {seed})")
     fnet, frec = _feature_net(weights, cv, train_idx, feature_epochs, seed, quick)

@@ -10,7 +10,9 @@
 3. The benchmark suites against stock PyTorch (:data:`BENCH`), their tables printed.
 
 Every figure written is listed at the end, with each step's time. ``--quick`` runs each step
-on a few batches (for the tests).
+on a few batches (for the tests). ``--data DIR`` (a data root holding each data set's folder)
+goes to every step, ``--weights FILE`` to the steps that take it (superres); ``fastext run``
+refuses ``--epochs`` for the tour, since each step has its own count in :data:`TOUR`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import REGISTRY, load
+from . import REGISTRY, TAKE_WEIGHTS, load
 from ._common import write_json
 
 __all__ = ["BENCH", "TOUR", "cli_main", "figures_of", "run"]
@@ -65,8 +67,10 @@ def figures_of(record: Any) -> list[str]:
 
 
 def run(data: Any = None, quick: bool = False, out_dir: Any = "out", json_path: Any = None,
-        bench: bool = True) -> dict[str, Any]:
-    """Runs the tour and the benchmarks; returns ``{"steps": [...], "figures": [...]}``."""
+        bench: bool = True, weights: Any = None) -> dict[str, Any]:
+    """Runs the tour and the benchmarks; returns ``{"steps": [...], "figures": [...]}``.
+    ``data`` (a data root) goes to every step, ``weights`` to those in
+    :data:`~fastext.demos.TAKE_WEIGHTS`."""
     wall = time.perf_counter()
     out = Path(out_dir)
     steps: list[dict[str, Any]] = []
@@ -74,9 +78,10 @@ def run(data: Any = None, quick: bool = False, out_dir: Any = "out", json_path: 
         if name not in REGISTRY:
             continue
         print(f"\n==== tour: {name} " + "=" * max(0, 60 - len(name)), flush=True)
-        args = argparse.Namespace(data=data if name == "mnist" else None, epochs=epochs,
-                                  quick=quick, json=str(out / "tour" / f"{name}.json"),
-                                  out=str(out), bench_off=True, weights=None)
+        args = argparse.Namespace(data=data, epochs=epochs, quick=quick,
+                                  json=str(out / "tour" / f"{name}.json"), out=str(out),
+                                  bench_off=True,
+                                  weights=weights if name in TAKE_WEIGHTS else None)
         t0, before = time.perf_counter(), _files(out)
         record = load(name)(args) or {}
         # the paths in its record, and whatever else it wrote under out_dir
@@ -110,6 +115,7 @@ def run(data: Any = None, quick: bool = False, out_dir: Any = "out", json_path: 
 
 
 def cli_main(args: Any) -> dict[str, Any]:
-    """``fastext run tour``: the main job."""
+    """``fastext run tour``: the main job (``args.epochs`` is refused by the command line,
+    see :data:`~fastext.demos.FIXED_EPOCHS`)."""
     return run(data=args.data, quick=args.quick, out_dir=args.out, json_path=args.json,
-               bench=not args.bench_off)
+               bench=not args.bench_off, weights=getattr(args, "weights", None))

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from ..tasks.vision.data import ImageDataLoaders
 from ..tasks.vision.learner import vision_learner
-from ._common import torch_threads
+from ._common import epochs_or, torch_threads
 from ._vision import mnist_split, write_record
 
 __all__ = ["LR_GRID", "cli_main", "run"]
@@ -94,17 +94,18 @@ def run(data: Any = None, epochs: int | None = None, quick: bool = False,
     validation score picks; returns the record. ``epochs``: pretraining epochs (default 2);
     ``n_pretrain``: how many 0-4 images to pretrain on (default all); ``threads``: torch's
     intra-op threads for the run (``None``: leave as is)."""
+    epochs = epochs_or(epochs, 2)
     with torch_threads(threads):
         return _run(data, epochs, quick, json_path, n_pretrain, per_class, tune_epochs,
                     n_valid, lr_grid, draws, seed)
 
 
-def _run(data: Any, epochs: int | None, quick: bool, json_path: Any, n_pretrain: int | None,
+def _run(data: Any, epochs: int, quick: bool, json_path: Any, n_pretrain: int | None,
          per_class: int, tune_epochs: int, n_valid: int, lr_grid: tuple[float, ...],
          draws: int, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     (xtr, ytr), (xte, yte), kind = mnist_split(data)
-    pre_epochs = 1 if quick else (epochs or 2)
+    pre_epochs = 1 if quick else epochs
     if quick:
         n_pretrain, n_valid, lr_grid, draws = 256, 64, (1e-3, 3e-2), 1
     # 1. pretrain on digits 0-4 (training split; its test images give pretrain_acc)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tools.uat import approximation_errors, plot_errors, plot_fits
-from ._common import write_json
+from ._common import epochs_or, write_json
 
 __all__ = ["cli_main", "run"]
 
@@ -32,9 +32,7 @@ def run(epochs: int | None = None, quick: bool = False, out_dir: str | Path = "o
         json_path: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
     """Fits every width, prints the errors, writes the two figures, returns (and optionally
     writes) the record described in the module docstring."""
-    epochs = (2 if quick else 40) if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = epochs_or(epochs, 2 if quick else 40)
     widths = QUICK_WIDTHS if quick else WIDTHS
     wall = time.perf_counter()
     print(f"uat: one hidden ReLU layer of width {widths} fitted to {TARGET!r} on [-1, 1], "
