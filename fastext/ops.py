@@ -163,6 +163,14 @@ def _bn_out_like(input: Tensor) -> Tensor:
     return torch.empty_like(input, memory_format=fmt)
 
 
+def _check_running_pair(running_mean: Tensor | None, running_var: Tensor | None) -> None:
+    """F.batch_norm's refusal (a ValueError) of one running statistic without the other:
+    the native kernels would update neither."""
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must either both be None or neither "
+                         "be None")
+
+
 def _bn_stat_like(input: Tensor) -> Tensor:
     dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     return input.new_empty(input.shape[1], dtype=dtype)
@@ -204,6 +212,7 @@ def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> torch.allclose(rm, 0.1 * mean)
     True
     """
+    _check_running_pair(running_mean, running_var)
     return _bn_relu_forward_op(input, weight)(input, weight, bias, running_mean, running_var,
                                               num_batches_tracked, bool(use_batch_stats),
                                               float(momentum), float(eps))
@@ -256,6 +265,7 @@ def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> y is x and torch.allclose(y, ref, atol=1e-6)
     True
     """
+    _check_running_pair(running_mean, running_var)
     op = (_C.bn_leaky_relu_ if _direct(input, weight)
           else torch.ops.fastext.bn_leaky_relu_.default)
     mean, invstd = op(input, weight, bias, running_mean, running_var, num_batches_tracked,
@@ -282,7 +292,9 @@ def _loss_dtype(inputs: Sequence[Tensor]) -> torch.dtype:
 def _feature_loss_fake(inputs, targets, weights, gram_weights):
     dt = _loss_dtype(inputs)
     losses = inputs[0].new_empty(2 * len(inputs), dtype=dt)
-    diffs = [x.new_empty(x.shape[0], x.shape[1], x.shape[1], dtype=dt) if g != 0
+    # As the op: a Gram difference has its own pair's dtype (float64 or float32), the empty
+    # placeholder of a pair without one the losses' dtype.
+    diffs = [x.new_empty(x.shape[0], x.shape[1], x.shape[1], dtype=_loss_dtype([x])) if g != 0
              else x.new_empty(0, dtype=dt) for x, g in zip(inputs, gram_weights, strict=True)]
     return losses, diffs
 
@@ -319,10 +331,10 @@ def feature_loss(inputs: Sequence[Tensor], targets: Sequence[Tensor], weights: S
     For each pair ``l`` (the pixels, then each feature slice): ``w_l * mean|x_l - t_l|`` at
     position ``l`` and ``g_l * mean|G(x_l) - G(t_l)|`` at ``L + l``, where ``G(x) = x x^T /
     (C * S)`` is the per-sample Gram matrix of an (N, C, spatial...) tensor (``g_l = 0``
-    skips it). The loss is ``feature_loss(...).sum()``; the vector's entries are the terms
-    to log. Targets are constants: they get no gradient. float16/bfloat16 pairs are read
-    as they are and reduced (and their Gram matrices built) in float32; the result is
-    float32, float64 when a pair is float64.
+    skips it; an (N, C) pair is (N, C, 1)). The loss is ``feature_loss(...).sum()``; the
+    vector's entries are the terms to log. Targets are constants: they get no gradient.
+    float16/bfloat16 pairs are read as they are and reduced (and their Gram matrices built)
+    in float32; the result is float32, float64 when a pair is float64.
 
     >>> x, t = torch.ones(1, 2, 3, 3, requires_grad=True), torch.zeros(1, 2, 3, 3)
     >>> terms = feature_loss([x], [t], [2.0], [1.0])

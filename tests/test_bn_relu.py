@@ -243,6 +243,58 @@ def test_fuse_keeps_absent_parameters_and_buffers_absent(kw, train):
         torch.testing.assert_close(a, b)
 
 
+_HOOKS = {
+    "forward": lambda m, log: m.register_forward_hook(lambda *a: log.append("forward")),
+    "forward_pre": lambda m, log: m.register_forward_pre_hook(lambda *a: log.append("pre")),
+    "full_backward": lambda m, log: m.register_full_backward_hook(
+        lambda *a: log.append("backward")),
+    "state_dict": lambda m, log: m.register_state_dict_pre_hook(
+        lambda *a: log.append("state_dict")),
+    "load_state_dict": lambda m, log: m.register_load_state_dict_post_hook(
+        lambda *a: log.append("load")),
+}
+
+
+@pytest.mark.parametrize("hook", list(_HOOKS))
+@pytest.mark.parametrize("on", ["bn", "relu"])
+def test_fuse_leaves_hooked_pairs_alone(hook, on):
+    """A BatchNorm or ReLU with a hook of any kind is not fused (the fused module would run
+    none of them): the pair stays as it was, its hooks fire, the other pairs are fused."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1),
+                      nn.BatchNorm2d(4), nn.ReLU())
+    log = []
+    _HOOKS[hook](m[1] if on == "bn" else m[2], log)
+    fuse_bn_relu(m)
+    assert [type(c) for c in m][1:] == [nn.BatchNorm2d, nn.ReLU, nn.Conv2d, BatchNormReLU2d,
+                                        nn.Identity]
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    m(x).sum().backward()
+    m.load_state_dict(m.state_dict())
+    assert log, hook
+
+
+def test_fuse_leaves_hooked_resnet_parts_alone():
+    """torchvision: a block with a hook on itself, its bn1 or its ReLU, and the stem with a
+    hook on bn1, keep their modules (and hooks); the other blocks are fused."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    m = torchvision.models.resnet18(num_classes=10).eval()
+    ref = copy.deepcopy(m)
+    log = []
+    for part in (m.bn1, m.layer1[0], m.layer2[0].bn1, m.layer3[1].relu):
+        part.register_forward_hook(lambda *a: log.append(1))
+    fuse_bn_relu(m)
+    assert type(m.bn1) is nn.BatchNorm2d and type(m.relu) is nn.ReLU
+    assert [type(b).__name__ for layer in (m.layer1, m.layer2, m.layer3, m.layer4)
+            for b in layer] == ["BasicBlock", "_FusedBasicBlock", "BasicBlock",
+                                "_FusedBasicBlock", "_FusedBasicBlock", "BasicBlock",
+                                "_FusedBasicBlock", "_FusedBasicBlock"]
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(m(x), ref(x))
+    assert len(log) == 1 + 1 + 1 + 2  # layer3[1].relu runs twice in its block
+
+
 def test_fuse_leaves_resnet_blocks_without_batchnorm_relu_alone():
     """torchvision blocks built with another norm layer (FrozenBatchNorm2d, as detection
     backbones use; GroupNorm) or whose activation was swapped are not BatchNorm -> ReLU:
@@ -330,6 +382,50 @@ def test_op_updates_running_stats_as_batch_norm(device, running_dtype, channels_
 def test_bn_relu_empty_batch():
     out = BatchNormReLU2d(3)(torch.randn(0, 3, 4, 4))
     assert out.shape == (0, 3, 4, 4)
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["functional", "module"])
+def test_bn_relu_empty_batch_gives_zero_parameter_gradients(device, module):
+    """As stock BatchNorm, an empty batch leaves the weight and bias in the graph: their
+    gradients are zeros, not None (DDP's unused-parameter check needs them)."""
+    ours, ref = BatchNormReLU2d(3).to(device), nn.BatchNorm2d(3).to(device)
+    x = torch.randn(0, 3, 2, 2, device=device, requires_grad=True)
+    if module:
+        y, yr = ours(x), torch.relu(ref(x))
+    else:
+        y = fastext.nn.bn_relu(x, None, None, ours.weight, ours.bias, True)
+        yr = torch.relu(F.batch_norm(x, None, None, ref.weight, ref.bias, True))
+    assert y.shape == yr.shape
+    gx, *gp = torch.autograd.grad(y.sum(), [x, *ours.parameters()])
+    gxr, *gpr = torch.autograd.grad(yr.sum(), [x, *ref.parameters()])
+    assert gx.shape == gxr.shape
+    for a, b in zip(gp, gpr, strict=True):
+        torch.testing.assert_close(a, b)
+    assert ours.num_batches_tracked == ref.num_batches_tracked
+
+
+@pytest.mark.parametrize("given", ["running_mean", "running_var"])
+def test_one_running_stat_is_refused_as_batch_norm(device, given):
+    """F.batch_norm refuses a running_mean without a running_var (and the reverse); so do
+    both fused layers' functions, before anything is updated."""
+    x = torch.randn(4, 3, device=device)
+    rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+    stats = (rm, None) if given == "running_mean" else (None, rv)
+    with pytest.raises(Exception) as stock:  # noqa: PT011 (a ValueError in torch 2.14)
+        F.batch_norm(x, *stats, training=True)
+    match = str(stock.value)
+    calls = [lambda: fastext.nn.bn_relu(x, *stats, training=True),
+             lambda: fastext.ops.bn_relu_forward(x, None, None, *stats, True),
+             lambda: fastext.nn.inplace_abn(x.clone(), *stats, training=True),
+             # the raw op, below the Python checks (and in inference mode, below autograd)
+             lambda: torch.ops.fastext.bn_relu_forward(x, None, None, *stats, None, True,
+                                                       0.1, 1e-5)]
+    for call in calls:
+        with pytest.raises(type(stock.value), match=match):
+            call()
+    with torch.inference_mode(), pytest.raises(type(stock.value), match=match):
+        torch.ops.fastext.bn_relu_forward(x, None, None, *stats, None, True, 0.1, 1e-5)
+    assert torch.equal(rm, torch.zeros_like(rm)) and torch.equal(rv, torch.ones_like(rv))
 
 
 def test_running_stats_of_the_wrong_size_are_named():

@@ -92,6 +92,57 @@ def test_opcheck(device):
                               (xs, ts, [1.0, 2.0], [0.0, 3.0]))
 
 
+@pytest.mark.parametrize("gram", [[0.0, 3.0], [3.0, 3.0], [3.0, 0.0]], ids=str)
+def test_opcheck_mixed_dtypes(device, gram):
+    """A float64 pair beside a float32 one: each Gram difference has its own pair's dtype
+    (the losses are float64), in the fake kernel as in the op."""
+    x64, t64 = make_pairs([(2, 3, 6, 6)], device, torch.float64)
+    x32, t32 = make_pairs([(2, 5, 3, 3)], device, torch.float32)
+    torch.library.opcheck(torch.ops.fastext.feature_loss.default,
+                          (x64 + x32, t64 + t32, [1.0, 2.0], gram))
+
+
+def test_gram_of_2d_features(device):
+    """An (N, C) feature has the Gram matrix of (N, C, 1), as gram_matrix gives it: the op
+    matches the formula (values and gradients), and FeatureLoss on a backbone ending in a
+    linear layer matches its hook-based reference."""
+    xs, ts = make_pairs([(2, 3, 4, 4), (2, 6)], device, torch.float64)
+    w, g = [1.0, 2.0], [0.5, 3.0]
+    terms = ops.feature_loss(xs, ts, w, g)
+    ref_x = [x.detach().clone().requires_grad_() for x in xs]
+    ref = reference_terms(ref_x, ts, w, g)
+    torch.testing.assert_close(terms, ref, **TOL[torch.float64])
+    terms.sum().backward()
+    ref.sum().backward()
+    for x, r in zip(xs, ref_x, strict=True):
+        torch.testing.assert_close(x.grad, r.grad, **GRAD_TOL[torch.float64])
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 5), nn.ReLU()).to(device)
+    x, t = torch.rand(2, 3, 8, 8, device=device), torch.rand(2, 3, 8, 8, device=device)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fused = FeatureLoss(net, [1, 5], [5.0, 15.0])(xa, t)
+    plain = FeatureLoss(net, [1, 5], [5.0, 15.0], fused=False)(xb, t)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-7)
+    fused.backward()
+    plain.backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6 * xb.grad.abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_reference_computes_in_the_fused_dtype(device, dtype):
+    """fused=False computes and returns what the fused op does: float64 for float64 images
+    (as the op), float32 for half types."""
+    net = small_vgg().to(device, dtype)
+    x, t = (torch.rand(2, 3, 16, 16, device=device, dtype=dtype) for _ in range(2))
+    fused = FeatureLoss(net, [2, 6], [5.0, 15.0])(x, t)
+    plain = FeatureLoss(net, [2, 6], [5.0, 15.0], fused=False)(x, t)
+    want = torch.float64 if dtype == torch.float64 else torch.float32
+    assert fused.dtype == plain.dtype == want
+    torch.testing.assert_close(fused, plain, **TOL[want])
+
+
 def test_same_result_whatever_the_thread_count():
     xs, ts = make_pairs([(4, 32, 64, 64)], "cpu", torch.float32)
     old = torch.get_num_threads()
@@ -112,14 +163,14 @@ def test_targets_get_no_gradient(device):
     assert x.grad is not None and t.grad is None
 
 
-@pytest.mark.parametrize("case", ["shape", "dtype", "empty", "gram_2d", "lengths", "int",
+@pytest.mark.parametrize("case", ["shape", "dtype", "empty", "gram_1d", "lengths", "int",
                                   "sparse", "nan_weight"])
 def test_errors(case):
     x, t = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     args = {"shape": ([x], [t[:, :2]], [1.0], [0.0]),
             "dtype": ([x], [t.double()], [1.0], [0.0]),
             "empty": ([x[:0]], [t[:0]], [1.0], [0.0]),
-            "gram_2d": ([x[:, :, 0, 0]], [t[:, :, 0, 0]], [1.0], [1.0]),
+            "gram_1d": ([x[:, 0, 0, 0]], [t[:, 0, 0, 0]], [1.0], [1.0]),
             "lengths": ([x, x], [t], [1.0], [0.0]),
             "int": ([x.long()], [t.long()], [1.0], [0.0]),
             "sparse": ([x[0, 0].to_sparse()], [t[0, 0].to_sparse()], [1.0], [0.0]),

@@ -4,6 +4,9 @@ over several steps and every gradient, over shapes, layouts, dtypes, slopes and 
 gradcheck in float64; opcheck; errors for what cannot be done in place; the activation
 memory it saves; a small network trained side by side with its stock twin."""
 
+import copy
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -359,3 +362,115 @@ def test_version_advances_and_double_backward_refused(device):
     (g,) = torch.autograd.grad(m(base * 1).square().sum(), base, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         g.sum().backward()
+
+
+@pytest.mark.parametrize("view", ["flatten", "slice"])
+def test_view_input_matches_stock(device, view):
+    """A view (the flattened conv output of an MLP head; a slice of a batch) is overwritten
+    as a stock in-place op would overwrite it: output, every gradient (the conv's through
+    the view included) and the running statistics as BatchNorm + LeakyReLU."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3).to(device)
+    conv_ref = copy.deepcopy(conv)
+    c = 16 if view == "flatten" else 4
+    ours = (InPlaceABN1d if view == "flatten" else InPlaceABN2d)(c, negative_slope=0.1)
+    bn = (nn.BatchNorm1d if view == "flatten" else nn.BatchNorm2d)(c)
+    ours, bn = ours.to(device), bn.to(device)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)  # positive: |w| + eps has w's gradient
+        ours.bias.normal_()
+        bn.weight.copy_(ours.weight + ours.eps)
+        bn.bias.copy_(ours.bias)
+
+    def head(conv, x):
+        h = conv(x)
+        return torch.flatten(h, 1) if view == "flatten" else h[1:]
+
+    for _ in range(2):
+        x = torch.randn(5, 3, 4, 4, device=device)
+        h = head(conv, x)
+        assert h._is_view()
+        y = ours(h)
+        assert y is h
+        yr = F.leaky_relu(bn(head(conv_ref, x)), 0.1)
+        torch.testing.assert_close(y, yr, **TOL[torch.float32])
+        dy = torch.randn_like(y)
+        y.backward(dy)
+        yr.backward(dy)
+    for a, b in zip([*conv.parameters(), *ours.parameters()],
+                    [*conv_ref.parameters(), *bn.parameters()], strict=True):
+        torch.testing.assert_close(a.grad, b.grad, **TOL[torch.float32])
+    for name, b in bn.named_buffers():
+        torch.testing.assert_close(getattr(ours, name), b, msg=name)
+
+
+@pytest.mark.parametrize("case", ["leaf", "view_of_leaf", "non_contiguous", "one_running_stat",
+                                  "running_stat_size", "momentum_none"])
+def test_refused_before_anything_changes(device, case):
+    """A call the op refuses raises before anything is written: the input, the running
+    statistics and num_batches_tracked are as they were (autograd's own check of an in-place
+    leaf comes after the forward: the op checks up front, with the stock messages)."""
+    torch.manual_seed(0)
+    m = InPlaceABN2d(3, momentum=None if case == "momentum_none" else 0.1).to(device)
+    leaf = torch.randn(4, 3, 2, 2, device=device, requires_grad=True)
+    x = {"leaf": leaf, "view_of_leaf": leaf[1:], "momentum_none": leaf,
+         "non_contiguous": (leaf * 1).transpose(2, 3)}.get(case, leaf * 1)
+    if case in ("leaf", "view_of_leaf"):  # the stock message, from a stock in-place op
+        with pytest.raises(RuntimeError) as stock:
+            F.leaky_relu_(x)
+        match = str(stock.value)[:40]
+    else:
+        match = {"non_contiguous": "contiguous", "momentum_none": "leaf Variable",
+                 "one_running_stat": "running_mean and running_var must either both be None",
+                 "running_stat_size": "running_var must have C = 3 elements"}[case]
+    rm, rv, nbt = m.running_mean, m.running_var, m.num_batches_tracked
+    if case == "one_running_stat":
+        call = lambda: inplace_abn(x, rm, None, m.weight, m.bias, True)  # noqa: E731
+    elif case == "running_stat_size":
+        call = lambda: inplace_abn(x, rm, rv[:2], m.weight, m.bias, True, 0.1, 1e-5, 0.01,  # noqa: E731
+                                   nbt)
+    else:
+        call = lambda: m(x)  # noqa: E731
+    before = [t.detach().clone() for t in (x, rm, rv, nbt)]
+    # F.batch_norm's error for one running statistic is a ValueError
+    with pytest.raises(ValueError if case == "one_running_stat" else RuntimeError, match=match):
+        call()
+    for t, b in zip((x, rm, rv, nbt), before, strict=True):
+        assert torch.equal(t.detach(), b)
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["functional", "module"])
+def test_empty_batch_gives_zero_parameter_gradients(device, module):
+    """As stock BatchNorm, an empty batch leaves the weight and bias in the graph: their
+    gradients are zeros, not None (DDP's unused-parameter check needs them)."""
+    ours, ref = InPlaceABN2d(3).to(device), nn.BatchNorm2d(3).to(device)
+    x = torch.randn(0, 3, 2, 2, device=device)
+    if module:
+        y, yr = ours(x.clone()), F.leaky_relu(ref(x), 0.01)
+    else:
+        y = inplace_abn(x.clone(), None, None, ours.weight, ours.bias, True)
+        yr = F.leaky_relu(F.batch_norm(x, None, None, ref.weight.abs() + 1e-5, ref.bias, True))
+    assert y.shape == yr.shape
+    y.sum().backward()
+    yr.sum().backward()
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert a.grad is not None
+        torch.testing.assert_close(a.grad, b.grad)
+    assert ours.num_batches_tracked == ref.num_batches_tracked
+
+
+def test_bias_false_loads_a_batchnorm_state_dict(device):
+    """``bias=False`` as stock BatchNorm takes it (torch 2.14): no bias parameter, and a
+    ``BatchNorm2d(bias=False)`` state dict loads."""
+    if "bias" not in inspect.signature(nn.BatchNorm2d).parameters:
+        with pytest.raises(TypeError, match="bias"):
+            InPlaceABN2d(3, bias=False)
+        pytest.skip("this torch's BatchNorm2d has no bias argument (torch 2.14 has)")
+    bn = nn.BatchNorm2d(3, bias=False).to(device)
+    m = InPlaceABN2d(3, bias=False, negative_slope=0.2).to(device)
+    assert m.bias is None and m.negative_slope == 0.2
+    m.load_state_dict(bn.state_dict())
+    x = torch.randn(4, 3, 2, 2, device=device)
+    want = F.leaky_relu(F.batch_norm(x, None, None, bn.weight.abs() + m.eps, None, True), 0.2)
+    torch.testing.assert_close(m(x.clone()), want, **TOL[torch.float32])
+    assert InPlaceABN1d(3).bias is not None

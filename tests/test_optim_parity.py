@@ -143,6 +143,49 @@ def test_flat_layout_matches_torch(device, make):
                for p in m_ours.parameters())
 
 
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+def test_flat_frozen_params_match_torch(device, make):
+    """flat=True with params that do not require grad (a frozen body, as Learner.freeze
+    leaves it): as with torch, they get no gradient and are never stepped (weight decay
+    included); unfrozen, they step from a fresh state as torch's do; frozen again, they stop.
+    The rest match torch throughout."""
+    torch.manual_seed(1)
+
+    def mlp():
+        layers = [torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)]
+        return torch.nn.Sequential(*layers).to(device)
+
+    m_ours, m_ref = mlp(), mlp()
+    m_ref.load_state_dict(m_ours.state_dict())
+    _, make_ref = make(lr=1e-2, weight_decay=0.5)
+    kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
+    for m in (m_ours, m_ref):
+        m[0].requires_grad_(False)
+    opt = kind(m_ours.parameters(), lr=1e-2, weight_decay=0.5, flat=True)
+    ref_opt = make_ref(list(m_ref.parameters()))
+    frozen = m_ours[0].weight.detach().clone()
+    for step in range(9):
+        if step in (3, 6):  # unfreeze, then freeze again
+            for m in (m_ours, m_ref):
+                m[0].requires_grad_(step == 3)
+        x = torch.randn(16, 6, device=device)
+        for m, o in ((m_ours, opt), (m_ref, ref_opt)):
+            o.zero_grad()
+            m(x).pow(2).mean().backward()
+            o.step()
+        if step < 3:
+            assert m_ours[0].weight.grad is None and m_ours[0].weight not in opt.state
+            torch.testing.assert_close(m_ours[0].weight, frozen, rtol=0, atol=0)
+        for a, b in zip(m_ours.parameters(), m_ref.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert [p.grad is None for p in m_ours.parameters()] == [
+            p.grad is None for p in m_ref.parameters()]
+    for a, b in zip(m_ours.parameters(), m_ref.parameters(), strict=True):
+        for name, value in ref_opt.state[b].items():
+            torch.testing.assert_close(opt.state[a][name].cpu(), value.cpu(), rtol=1e-5,
+                                       atol=1e-7)
+
+
 def test_low_precision_state_dtype(device):
     """Like torch, state buffers keep the parameter's dtype; the math runs in fp32."""
     p = torch.nn.Parameter(torch.randn(8, device=device, dtype=torch.bfloat16))

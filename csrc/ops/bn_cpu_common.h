@@ -191,6 +191,9 @@ inline void update_running(const char* op, const std::optional<at::Tensor>& runn
                     const std::optional<at::Tensor>& num_batches_tracked, const Vec& mean,
                     const Vec& var, double count, double momentum) {
   const int64_t C = int64_t(mean.size());
+  // F.batch_norm's check; before any running tensor is written
+  TORCH_CHECK_VALUE(given(running_mean) == given(running_var),
+                    "running_mean and running_var must either both be None or neither be None");
   if (given(running_mean) && given(running_var)) {
     check_channel(op, *running_mean, C, "running_mean");
     check_channel(op, *running_var, C, "running_var");

@@ -79,6 +79,9 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
   const auto sc = scratch(in, 2 * C, opts, use_batch_stats && in.shape.N * in.shape.S > 0);
   if (use_batch_stats) {
     TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
+    TORCH_CHECK_VALUE(given(running_mean) == given(running_var),  // F.batch_norm's check
+                      "running_mean and running_var must either both be None or neither be "
+                      "None");
     const bool track = given(running_mean) && given(running_var);
     if (track) {
       check_channel(op, *running_mean, C, "running_mean");

@@ -1,12 +1,16 @@
 // Autograd of fastext::bn_leaky_relu_ (InPlace-ABN), in C++ for every device as
 // bn_relu_autograd.cpp is for BatchNorm + ReLU: the op runs below the autograd key, the input
-// it overwrote is marked dirty and returned as the output, which is the one activation saved
-// (with weight, bias, mean and invstd) for fastext::bn_leaky_relu_backward. The statistics
-// never get gradients. A Python autograd.Function did this until 2026-11-27; it cost
+// it overwrote is marked dirty and returned as the node's one output, which is the one
+// activation saved (with weight, bias, mean and invstd) for fastext::bn_leaky_relu_backward.
+// The statistics leave the node aside, not as outputs: autograd refuses a node with several
+// outputs that overwrites a view (e.g. torch.flatten(conv(x), 1)), and they get no
+// gradients anyway. A Python autograd.Function did this until 2026-11-27; it cost
 // tens of microseconds of host time per call (README: InPlace-ABN).
+#include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/library.h>
 
 #include "bn_autograd_common.h"
+#include "bn_leaky_common.h"
 
 namespace fastext::ops {
 namespace {
@@ -76,27 +80,27 @@ Grads bn_leaky_relu_backward_autograd(const at::Tensor& grad_out, const at::Tens
                        eps, slope);
 }
 
+// The node: its one output is the overwritten input; the statistics go to `stats`.
 class BnLeakyRelu : public torch::autograd::Function<BnLeakyRelu> {
  public:
   static variable_list forward(AutogradContext* ctx, at::Tensor input, const Opt& weight,
                                const Opt& bias, const Opt& running_mean, const Opt& running_var,
                                const Opt& num_batches_tracked, bool use_batch_stats,
-                               double momentum, double eps, double slope) {
+                               double momentum, double eps, double slope, Stats* stats) {
     auto [mean, invstd] = call_forward(input, weight, bias, running_mean, running_var,
                                        num_batches_tracked, use_batch_stats, momentum, eps, slope);
     bump_running(use_batch_stats, running_mean, running_var, num_batches_tracked);
     ctx->mark_dirty({input});
-    ctx->mark_non_differentiable({mean, invstd});
-    ctx->set_materialize_grads(false);  // no zeros made for the statistics' absent gradients
     ctx->save_for_backward({input, or_undefined(weight), or_undefined(bias), mean, invstd});
     ctx->saved_data["use_batch_stats"] = use_batch_stats;
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["slope"] = slope;
-    return {input, mean, invstd};
+    *stats = {mean, invstd};
+    return {input};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list none(10);
+    variable_list none(11);  // one per forward argument, `stats` included
     const auto saved = ctx->get_saved_variables();
     // needs_input_grad counts the tensors given (an absent weight has no edge); `none` is
     // indexed by argument.
@@ -115,15 +119,24 @@ class BnLeakyRelu : public torch::autograd::Function<BnLeakyRelu> {
   }
 };
 
-// The op's autograd kernel: the node's outputs are the input (now the output) and the
-// statistics; the op returns the statistics.
+// The op's autograd kernel: the node's output is the input (now the output); the op returns
+// the statistics. What would be refused is refused before the kernel writes anything (the
+// activation, the running statistics, the batch count): the arguments, and an in-place
+// write autograd cannot record (a leaf that requires grad, a view of one, a view made in
+// no_grad mode), with the checks and messages of stock in-place ops; autograd itself
+// would say so only after the forward, at mark_dirty.
 Stats bn_leaky_relu_autograd(at::Tensor& input, const Opt& weight, const Opt& bias,
                              const Opt& running_mean, const Opt& running_var,
                              const Opt& num_batches_tracked, bool use_batch_stats,
                              double momentum, double eps, double slope) {
-  auto r = BnLeakyRelu::apply(input, weight, bias, running_mean, running_var,
-                              num_batches_tracked, use_batch_stats, momentum, eps, slope);
-  return {r[1], r[2]};
+  check_leaky_forward("fastext::bn_leaky_relu_", input, running_mean, running_var,
+                      num_batches_tracked, slope);
+  torch::autograd::check_inplace(
+      input, input.requires_grad() || requires_grad(weight) || requires_grad(bias));
+  Stats stats;
+  BnLeakyRelu::apply(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                     use_batch_stats, momentum, eps, slope, &stats);
+  return stats;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // Pairs l = 0..L-1 (e.g. the pixels, then each feature slice):
 //   losses[l]     = w_l * mean |x_l - t_l|
 //   losses[L + l] = g_l * mean |G(x_l) - G(t_l)|,  G(x) = x x^T / (C * S) per sample, x (C, S)
+//                   (S = 1 for an (N, C) pair)
 // Targets are constants (no gradient). Gram matrices are float32 (float64 for float64 pairs).
 #pragma once
 #include <ATen/ATen.h>
@@ -42,8 +43,9 @@ inline void check_args(const char* op, at::TensorList inputs, at::TensorList tar
     TORCH_CHECK(x.numel() > 0, op, ": pair ", l, " is empty");
     TORCH_CHECK(std::isfinite(weights[l]) && std::isfinite(gram_weights[l]), op,
                 ": weights must be finite");
-    TORCH_CHECK(gram_weights[l] == 0 || x.dim() >= 3, op, ": pair ", l,
-                " has a Gram weight, so it must be (N, C, spatial...), got ", x.dim(), " dims");
+    TORCH_CHECK(gram_weights[l] == 0 || x.dim() >= 2, op, ": pair ", l,
+                " has a Gram weight, so it must be (N, C) or (N, C, spatial...), got ", x.dim(),
+                " dims");
   }
 }
 
@@ -56,8 +58,9 @@ inline std::pair<at::Tensor, at::Tensor> flat_pair(const at::Tensor& x, const at
   return {x.contiguous(), t.contiguous()};
 }
 
-// (N, C, S) view of a flat-readable (N, C, spatial...) tensor, without copying: a
-// channels-last tensor becomes a transposed view that the GEMM reads as it lies.
+// (N, C, S) view of a flat-readable (N, C, spatial...) tensor, without copying (an (N, C)
+// one is (N, C, 1), as gram_matrix takes it): a channels-last tensor becomes a transposed
+// view that the GEMM reads as it lies.
 inline at::Tensor as_ncs(const at::Tensor& x) {
   const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
   if (x.is_contiguous()) return x.view({N, C, S});

@@ -1,11 +1,14 @@
 """Drop-in fused layers: ``BatchNormReLU1d/2d``, ``fuse_bn_relu(model)``, the in-place
-``InPlaceABN1d/2d`` and ``FeatureLoss``."""
+``InPlaceABN1d/2d`` and ``FeatureLoss``; ``convert_sync_batchnorm`` for data-parallel
+training."""
 
 from .batchnorm import BatchNormReLU1d, BatchNormReLU2d
 from .feature_loss import FeatureLoss, gram_matrix, relu_before_pools
 from .functional import bn_relu, inplace_abn
 from .fuse import fuse_bn_relu
 from .inplace_bn import InPlaceABN1d, InPlaceABN2d
+from .sync_bn import SyncBatchNormReLU, convert_sync_batchnorm
 
 __all__ = ["BatchNormReLU1d", "BatchNormReLU2d", "FeatureLoss", "InPlaceABN1d", "InPlaceABN2d",
-           "bn_relu", "fuse_bn_relu", "gram_matrix", "inplace_abn", "relu_before_pools"]
+           "SyncBatchNormReLU", "bn_relu", "convert_sync_batchnorm", "fuse_bn_relu",
+           "gram_matrix", "inplace_abn", "relu_before_pools"]

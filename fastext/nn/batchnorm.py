@@ -3,11 +3,27 @@ keys as ``nn.BatchNorm1d/2d`` (a BatchNorm state dict loads as is)."""
 
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor, nn
 
 from .functional import bn_relu
 
 __all__ = ["BatchNormReLU1d", "BatchNormReLU2d"]
+
+# torch 2.14's BatchNorm takes ``bias=False`` (keyword only); torch 2.11 has no such argument.
+_BN_TAKES_BIAS = "bias" in inspect.signature(nn.modules.batchnorm._BatchNorm).parameters
+
+
+def _bias_kwargs(bias: bool) -> dict:
+    """``bias`` as this torch's BatchNorm constructor takes it: nothing for the default, a
+    clear error for ``bias=False`` where it has no such argument."""
+    if _BN_TAKES_BIAS:
+        return {"bias": bias}
+    if not bias:
+        raise TypeError("bias=False needs a torch whose BatchNorm takes a bias argument "
+                        "(2.14 and later)")
+    return {}
 
 
 def _get(module: nn.Module, tensors: dict, name: str) -> Tensor | None:
@@ -17,8 +33,8 @@ def _get(module: nn.Module, tensors: dict, name: str) -> Tensor | None:
 def _batch_args(m: nn.modules.batchnorm._BatchNorm, params: dict, buffers: dict):
     """What ``nn.BatchNorm*d.forward`` passes to ``F.batch_norm`` besides input, weight and
     bias: (running_mean, running_var, use_batch_stats, momentum, num_batches_tracked), the
-    last to be counted by the op (``None`` when the module counted it itself, as for the
-    cumulative average of ``momentum=None``)."""
+    last to be counted by the op, once its checks have passed (the cumulative average of
+    ``momentum=None`` included: a refused call counts nothing)."""
     momentum = m.momentum
     rm, rv = _get(m, buffers, "running_mean"), _get(m, buffers, "running_var")
     nbt = None
@@ -27,9 +43,7 @@ def _batch_args(m: nn.modules.batchnorm._BatchNorm, params: dict, buffers: dict)
         if m.track_running_stats:
             nbt = _get(m, buffers, "num_batches_tracked")
             if nbt is not None and momentum is None:  # cumulative moving average
-                nbt.add_(1)
-                momentum = 1.0 / float(nbt)
-                nbt = None
+                momentum = 1.0 / (float(nbt) + 1)  # of this batch too
         else:
             rm = rv = None
     else:
@@ -69,7 +83,23 @@ class BatchNormReLU1d(_BatchNormReLU):
 
 
 class BatchNormReLU2d(_BatchNormReLU):
-    """``nn.BatchNorm2d`` then ``nn.ReLU``, fused; NCHW or channels-last input."""
+    """``nn.BatchNorm2d`` then ``nn.ReLU``, fused; NCHW or channels-last input.
+
+    ``torch.fx.symbolic_trace`` keeps only modules of ``torch.nn`` as leaves and traces
+    through the others; this forward branches on the input's shape, so it cannot be traced
+    through (nor can :class:`BatchNormReLU1d`, or :class:`~fastext.nn.InPlaceABN2d`). A
+    tracer that keeps the fused modules as leaves, as stock BatchNorm is kept, can trace a
+    model holding them:
+
+    >>> import torch, torch.fx
+    >>> class Tracer(torch.fx.Tracer):
+    ...     def is_leaf_module(self, m, name):
+    ...         return isinstance(m, BatchNormReLU2d) or super().is_leaf_module(m, name)
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormReLU2d(4))
+    >>> gm = torch.fx.GraphModule(net, Tracer().trace(net))
+    >>> [n.op for n in gm.graph.nodes]
+    ['placeholder', 'call_module', 'call_module', 'output']
+    """
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() != 4:

@@ -33,6 +33,7 @@ True
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +46,8 @@ __all__ = ["FeatureLoss", "feature_terms", "gram_matrix", "relu_before_pools"]
 
 
 def gram_matrix(x: Tensor) -> Tensor:
-    """Per-image Gram matrix of (N, C, H, W) features: ``f f^T / (C H W)``, (N, C, C)."""
+    """Per-image Gram matrix of (N, C, H, W) features: ``f f^T / (C H W)``, (N, C, C); (N, C)
+    features are (N, C, 1)."""
     n, c = x.shape[:2]
     f = x.reshape(n, c, -1)
     return f @ f.transpose(1, 2) / f[0].numel()
@@ -60,11 +62,18 @@ def feature_terms(input: Tensor, target: Tensor, f_in: Sequence[Tensor], f_t: Se
         n = len(wgts)
         terms = ops.feature_loss([input, *f_in], [target, *f_t], [1.0, *wgts], [0.0, *gram_wgts])
         return torch.cat([terms[:n + 1], terms[n + 2:]])  # drop the pixels' (zero) Gram term
+    # As the op: each pair computed in float32 (float64 for float64), the terms float64
+    # when any pair is float64.
+    def up(x: Tensor) -> Tensor:
+        return x.to(torch.promote_types(x.dtype, torch.float32))
+
+    dt = functools.reduce(torch.promote_types, [a.dtype for a in (input, *f_in)], torch.float32)
     pairs = list(zip(f_in, f_t, wgts, gram_wgts, strict=True))
     return torch.stack(
-        [F.l1_loss(input, target).float()]
-        + [F.l1_loss(a, b).float() * w for a, b, w, _ in pairs]
-        + [F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * g for a, b, _, g in pairs])
+        [F.l1_loss(up(input), up(target)).to(dt)]
+        + [(F.l1_loss(up(a), up(b)) * w).to(dt) for a, b, w, _ in pairs]
+        + [(F.l1_loss(gram_matrix(up(a)), gram_matrix(up(b))) * g).to(dt)
+           for a, b, _, g in pairs])
 
 
 def relu_before_pools(backbone: nn.Sequential) -> list[int]:

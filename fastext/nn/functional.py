@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import ops
@@ -40,7 +41,10 @@ def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | No
     True
     """
     if _empty_batch(input, training, num_batches_tracked):
-        return torch.relu(input.clone())
+        # F.batch_norm's empty output still depends on weight and bias: their gradients are
+        # zeros, not None (DDP's unused-parameter check relies on that).
+        return torch.relu(F.batch_norm(input, None, None, weight, bias, True, 0.0, eps))
+    ops._check_running_pair(running_mean, running_var)
     return ops._bn_relu_forward_op(input, weight)(input, weight, bias, running_mean,
                                                   running_var, num_batches_tracked, training,
                                                   momentum, eps)[0]
@@ -71,6 +75,11 @@ def inplace_abn(input: Tensor, running_mean: Tensor | None, running_var: Tensor 
         raise ValueError(f"negative_slope must be positive (the backward inverts the "
                          f"activation), got {negative_slope}")
     if _empty_batch(input, training, num_batches_tracked):
-        return input
+        # As F.batch_norm's empty output, this one depends on weight and bias (zero
+        # gradients, not None: DDP's unused-parameter check relies on that).
+        shape = (1, -1) + (1,) * (input.dim() - 2)
+        if weight is not None:
+            input = input.mul_((weight.abs() + eps).view(shape))
+        return input if bias is None else input.add_(bias.view(shape))
     return ops.bn_leaky_relu_(input, weight, bias, running_mean, running_var, training,
                               momentum, eps, negative_slope, num_batches_tracked)[0]

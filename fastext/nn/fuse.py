@@ -11,12 +11,13 @@ __all__ = ["fuse_bn_relu"]
 _FUSED = {nn.BatchNorm1d: BatchNormReLU1d, nn.BatchNorm2d: BatchNormReLU2d}
 
 
-def _fused_copy(bn: nn.Module) -> nn.Module:
-    """The fused module holding ``bn``'s parameters and buffers (same tensors), absent ones
-    included (``bias=False``, ``affine=False``, ``track_running_stats=False`` register
-    ``None``): the fused module's own, made on the meta device, are all replaced."""
-    fused = _FUSED[type(bn)](bn.num_features, bn.eps, bn.momentum, bn.affine,
-                             bn.track_running_stats, device="meta")
+def _fused_copy(bn: nn.Module, cls: type | None = None, **kwargs) -> nn.Module:
+    """The fused module (or a ``cls`` built with ``kwargs`` besides BatchNorm's arguments)
+    holding ``bn``'s parameters and buffers (same tensors), absent ones included
+    (``bias=False``, ``affine=False``, ``track_running_stats=False`` register ``None``):
+    its own, made on the meta device, are all replaced."""
+    fused = (cls or _FUSED[type(bn)])(bn.num_features, bn.eps, bn.momentum, bn.affine,
+                                      bn.track_running_stats, device="meta", **kwargs)
     fused._parameters = dict(bn._parameters)
     fused._buffers = dict(bn._buffers)
     fused._non_persistent_buffers_set = set(bn._non_persistent_buffers_set)
@@ -24,8 +25,19 @@ def _fused_copy(bn: nn.Module) -> nn.Module:
     return fused
 
 
+# A module's own hooks, of every kind: the fused module would run none of them.
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks")
+
+
+def _hooked(m: nn.Module) -> bool:
+    return any(getattr(m, name, None) for name in _HOOK_DICTS)
+
+
 def _fusable(bn: nn.Module | None, relu: nn.Module | None) -> bool:
-    return type(bn) in _FUSED and type(relu) is nn.ReLU
+    return (type(bn) in _FUSED and type(relu) is nn.ReLU
+            and not _hooked(bn) and not _hooked(relu))
 
 
 class _FusedBasicBlock(nn.Module):
@@ -84,7 +96,9 @@ def fuse_bn_relu(model: nn.Module) -> nn.Module:
     Parameters and buffers are shared, not copied, so an optimizer built before keeps
     working. Works in train and eval mode; returns ``model``. A block whose norm layer is not
     ``BatchNorm1d/2d`` (``FrozenBatchNorm2d``, ``GroupNorm``) or whose activation is not a
-    ``ReLU`` is left as it is.
+    ``ReLU`` is left as it is; so is a pair (or ResNet block) where a module being replaced
+    has hooks of any kind (forward, backward, state_dict), which the fused module would
+    not run.
 
     >>> m = fuse_bn_relu(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()))
     >>> [type(c).__name__ for c in m]
@@ -93,7 +107,7 @@ def fuse_bn_relu(model: nn.Module) -> nn.Module:
     blocks = _torchvision_blocks()
     for name, child in list(model.named_children()):
         fused_block = blocks.get(type(child))
-        if fused_block is not None and fused_block.fusable(child):
+        if fused_block is not None and not _hooked(child) and fused_block.fusable(child):
             setattr(model, name, fused_block(child))
         else:
             fuse_bn_relu(child)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .batchnorm import _batch_args, _get
+from .batchnorm import _batch_args, _bias_kwargs, _get
 from .functional import inplace_abn
 
 __all__ = ["InPlaceABN1d", "InPlaceABN2d"]
@@ -14,12 +14,13 @@ __all__ = ["InPlaceABN1d", "InPlaceABN2d"]
 class _InPlaceABN(nn.modules.batchnorm._BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
-                 negative_slope: float = 0.01, device=None, dtype=None) -> None:
+                 negative_slope: float = 0.01, device=None, dtype=None, *,
+                 bias: bool = True) -> None:
         if not negative_slope > 0:
             raise ValueError(f"negative_slope must be positive (the backward inverts the "
                              f"activation), got {negative_slope}")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
-                         dtype)
+                         dtype, **_bias_kwargs(bias))
         self.negative_slope = negative_slope
 
     def forward(self, input: Tensor) -> Tensor:
@@ -40,16 +41,20 @@ class InPlaceABN2d(_InPlaceABN):
     overwritten by the output and returned, and only that output is kept for the backward.
     Behind a convolution this keeps one activation per block for the backward (the block's
     output, which the next layer keeps anyway) where ``BatchNorm2d`` + ``LeakyReLU`` keep
-    three and the fused :class:`BatchNormReLU2d` two.
+    three and the fused :class:`BatchNormReLU2d` two. A view (``torch.flatten(conv(x), 1)``
+    into :class:`InPlaceABN1d`) is overwritten as stock in-place ops overwrite one.
+
+    ``bias=False`` (keyword only) leaves out the bias as ``nn.BatchNorm2d(bias=False)``
+    does, where the installed torch's BatchNorm takes that argument (2.14 does, 2.11 not).
 
     The backward recovers the normalised input from the output, so the layer scales by
     ``|weight| + eps`` (never 0), as the paper's implementation does: a BatchNorm state
     dict loads as is, and its non-negative weights give the same outputs to within eps (a
     weight of exactly 0 gets no gradient through ``abs`` and stays there). The input must
-    not be needed elsewhere (a leaf that requires grad, a tensor another op saved for its
-    backward), and the output is saved for the backward, so it may not be modified in place
-    afterwards (``out += identity``, an in-place ReLU or dropout): autograd refuses those, as
-    for any in-place op.
+    not be needed elsewhere (a leaf that requires grad, refused before anything is written;
+    a tensor another op saved for its backward), and the output is saved for the backward,
+    so it may not be modified in place afterwards (``out += identity``, an in-place ReLU or
+    dropout): autograd refuses those, as for any in-place op.
 
     >>> import torch
     >>> m = InPlaceABN2d(4, negative_slope=0.1)

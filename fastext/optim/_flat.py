@@ -9,6 +9,10 @@ gradients are kept allocated and zeroed in place, as with ``zero_grad(set_to_non
 a parameter that got no gradient since the last ``zero_grad`` is still stepped with a
 zero gradient (weight decay and momentum apply), and parameter memory is re-laid out as
 contiguous views (a transposed parameter becomes a contiguous one of the same shape).
+A parameter that does not require grad (frozen) is the exception: ``zero_grad`` leaves it
+without a gradient, as torch does, so it is not stepped; unfrozen, it steps from a fresh
+state, as with torch. While some of a buffer's parameters are frozen, or after they were,
+a step updates the buffer's parameters one by one instead of as one slot.
 """
 
 from __future__ import annotations
@@ -83,8 +87,10 @@ class FlatBuffers:
 
     def zero_grad(self) -> None:
         self.grad_buf.zero_()
-        for p in self.params:
-            if not self._is_grad_view(p):
+        for i, p in enumerate(self.params):
+            if not p.requires_grad:  # frozen: no gradient, so never stepped (as torch)
+                p.grad = self._grad_views[i] = None
+            elif not self._is_grad_view(p):
                 self._set_grad_view(p)
 
     def adopt_grads(self, grads: list[Tensor | None] | None = None) -> None:

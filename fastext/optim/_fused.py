@@ -114,7 +114,8 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As ``torch.optim.Optimizer.zero_grad``; with ``flat=True`` gradients stay
-        allocated (views into one buffer) and are zeroed with one fill per buffer."""
+        allocated (views into one buffer) and are zeroed with one fill per buffer, but
+        params that do not require grad get none (see :mod:`fastext.optim._flat`)."""
         if not self.flat:
             return super().zero_grad(set_to_none)
         for fb in self._flat:
