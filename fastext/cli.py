@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._argtypes import int_at_least
+
 __all__ = ["TOOLS", "main"]
 
 
@@ -66,17 +68,6 @@ def _bench(rest: list[str]) -> int:
         print(f"fastext bench is not available in this build: {e}", file=sys.stderr)
         return 1
     return int(bench.main(rest) or 0)
-
-
-def _positive_int(text: str) -> int:
-    """argparse type of ``--epochs``: 0 or a negative count would train nothing."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -154,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="folder for the figures and checkpoints (default: out)")
     run.add_argument("--data", metavar="DIR",
                      help="data directory (default: $FASTEXT_DATA, data/, ../shared/data)")
-    run.add_argument("--epochs", type=_positive_int, metavar="N",
+    run.add_argument("--epochs", type=int_at_least(1), metavar="N",
                      help="training epochs, at least 1 (demo default)")
     run.add_argument("--quick", action="store_true",
                      help="a few batches on the shipped small subset (for tests)")

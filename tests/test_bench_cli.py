@@ -216,6 +216,13 @@ def test_reps_help_names_the_suites_defaults():
 
 
 # -- alternation ----------------------------------------------------------------------------
+def _assert_six_shuffled_rounds(names: list[str]) -> None:
+    """Six rounds of implementations a, b, c, each once per round, not in one fixed order."""
+    rounds = [names[i:i + 3] for i in range(0, len(names), 3)]
+    assert all(sorted(r) == list("abc") for r in rounds) and len(rounds) == 6
+    assert len({tuple(r) for r in rounds}) > 1
+
+
 def test_train_alternates_in_a_seeded_shuffled_order(monkeypatch):
     from fastext.bench import train
 
@@ -233,9 +240,7 @@ def test_train_alternates_in_a_seeded_shuffled_order(monkeypatch):
     monkeypatch.setattr(train, "load_data", lambda quick=False: tiny)
     rows = train.run(torch.device("cpu"), reps=6, warmup=0)
     assert [r["impl"] for r in rows] == list("abc")
-    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
-    assert all(sorted(r) == list("abc") for r in rounds) and len(rounds) == 6
-    assert len({tuple(r) for r in rounds}) > 1  # not one fixed order
+    _assert_six_shuffled_rounds(calls)
     first = list(calls)
     calls.clear()
     train.run(torch.device("cpu"), reps=6, warmup=0)
@@ -264,9 +269,7 @@ def test_tabular_alternates_in_a_seeded_shuffled_order(monkeypatch):
     tabular.run(torch.device("cpu"), reps=6, warmup=0)
     for bs in tabular.BATCH_SIZES:
         names = [n for b, n in calls if b == bs]
-        rounds = [names[i:i + 3] for i in range(0, len(names), 3)]
-        assert all(sorted(r) == list("abc") for r in rounds) and len(rounds) == 6
-        assert len({tuple(r) for r in rounds}) > 1  # not one fixed order
+        _assert_six_shuffled_rounds(names)
     first = list(calls)
     calls.clear()
     tabular.run(torch.device("cpu"), reps=6, warmup=0)

@@ -109,17 +109,24 @@ def test_mixed_dtypes_in_one_group(device):
     assert_close(p, r)
 
 
-@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
-def test_flat_layout_matches_torch(device, make):
-    """flat=True keeps params/grads/states as views of one buffer and behaves like torch with
-    zero_grad(set_to_none=False), also after a Module.zero_grad() that drops the views."""
+def _mlp_pair(device):
+    """Two equal seeded MLPs (6 -> 5 -> 2) on ``device``: ours and the reference."""
     torch.manual_seed(1)
+
     def mlp():
         layers = [torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)]
         return torch.nn.Sequential(*layers).to(device)
 
     m_ours, m_ref = mlp(), mlp()
     m_ref.load_state_dict(m_ours.state_dict())
+    return m_ours, m_ref
+
+
+@pytest.mark.parametrize("make", [adamw_pair, rmsprop_pair], ids=["adamw", "rmsprop"])
+def test_flat_layout_matches_torch(device, make):
+    """flat=True keeps params/grads/states as views of one buffer and behaves like torch with
+    zero_grad(set_to_none=False), also after a Module.zero_grad() that drops the views."""
+    m_ours, m_ref = _mlp_pair(device)
     _, make_ref = make(lr=1e-2, weight_decay=0.1)
     kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
     opt = kind(m_ours.parameters(), lr=1e-2, weight_decay=0.1, flat=True)
@@ -149,14 +156,7 @@ def test_flat_frozen_params_match_torch(device, make):
     leaves it): as with torch, they get no gradient and are never stepped (weight decay
     included); unfrozen, they step from a fresh state as torch's do; frozen again, they stop.
     The rest match torch throughout."""
-    torch.manual_seed(1)
-
-    def mlp():
-        layers = [torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)]
-        return torch.nn.Sequential(*layers).to(device)
-
-    m_ours, m_ref = mlp(), mlp()
-    m_ref.load_state_dict(m_ours.state_dict())
+    m_ours, m_ref = _mlp_pair(device)
     _, make_ref = make(lr=1e-2, weight_decay=0.5)
     kind = fastext.optim.AdamW if make is adamw_pair else fastext.optim.RMSprop
     for m in (m_ours, m_ref):

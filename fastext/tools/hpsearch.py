@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._argtypes import int_at_least
 from .hp.report import partial_dependences, plot_history, plot_partial_dependence
 from .hp.search import METHODS, SearchResult, run_trial, search
 from .hp.space import Choice, Int, LogUniform, Param, Space, Uniform
@@ -91,17 +92,6 @@ def load_objective(name: str, data: str | None = None, n_train: int = 8000,
     return obj
 
 
-def _seed(text: str) -> int:
-    """``--seed``: a non-negative integer (refused here, before any trial runs)."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {seed}")
-    return seed
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``fastext hpsearch`` options."""
     p.add_argument("--objective", default=BUILTIN,
@@ -115,7 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=int, default=6, help="random trials first (default 6)")
     p.add_argument("--method", choices=METHODS, default="rf",
                    help="rf: random-forest EI after the initial trials; random: random only")
-    p.add_argument("--seed", type=_seed, default=0,
+    p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="seed of the random trials and the forests (a non-negative integer)")
     p.add_argument("--candidates", type=int, default=5000,
                    help="candidates scored by EI per proposal (default 5000)")
