@@ -82,6 +82,12 @@ def importable(name: str) -> bool:
         return False
 
 
+def one_line(e: BaseException) -> str:
+    """An error's message on one line (a finder's names the places searched, one per line),
+    for a suite's :func:`missing` and the refusal that prints it."""
+    return " ".join(str(e).split())
+
+
 def cannot_run(name: str, device: torch.device, quick: bool) -> str | None:
     """Why suite ``name`` cannot run here (its ``missing()``, else its ``available()``; an
     import error of its module counts too), or ``None``."""

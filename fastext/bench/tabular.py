@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import importable
+from . import importable, one_line
 
 if TYPE_CHECKING:  # pandas is imported where used: `python -m fastext.bench` runs without it
     import pandas as pd
@@ -82,15 +82,12 @@ def missing(device: torch.device, quick: bool = False) -> str | None:
     """What this suite lacks to run here (pandas, the Adult files), or ``None``."""
     if not importable("pandas"):
         return "needs pandas (pip install pandas)"
-    from ..data.adult import ADULT_FILES, find_adult
-    from ..data.mnist import _candidates
+    from ..data.adult import find_adult
 
     try:
         find_adult()
-    except FileNotFoundError:
-        # one line (find_data_dir's own message spans lines and suggests --data)
-        places = ", ".join(str(p) for p in _candidates("adult", None))
-        return f"UCI Adult ({', '.join(ADULT_FILES.values())}) not found in {places}"
+    except FileNotFoundError as e:
+        return f"UCI Adult not found: {one_line(e)}"
     return None
 
 

@@ -48,7 +48,6 @@ rather than time the subset under the full run's name.
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 import warnings
@@ -59,6 +58,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import importable, one_line
 
 NAME = "train"
 
@@ -99,25 +100,20 @@ class MnistTensors:
 
 
 def full_mnist_dir() -> Path:
-    """The directory of full MNIST (60k training images), as
-    :func:`fastext.data.mnist.find_mnist` finds it.
+    """The directory of full MNIST (60k training images): the ``mnist`` folder
+    :func:`fastext.data.mnist.find_data_dir` finds.
 
     Raises:
         FileNotFoundError: not found (the shipped 2,000-image subset does not count); the
             one-line message names every place searched.
     """
-    from ..data.mnist import _candidates, find_mnist
+    from ..data.mnist import MNIST_FILES, find_data_dir
 
     try:
-        path, kind = find_mnist()
-        if kind == "mnist":  # not the subset find_mnist falls back to
-            return path
-    except FileNotFoundError:
-        pass
-    # where find_mnist looks for the full set (its own message spans lines, suggests --data)
-    places = ", ".join(str(p) for p in _candidates("mnist", None))
-    raise FileNotFoundError(f"full MNIST (60k training images) not found in {places} "
-                            "(--quick uses the shipped subset)")
+        return find_data_dir("mnist", required=MNIST_FILES["train"] + MNIST_FILES["test"])
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"full MNIST (60k training images) not found (--quick uses "
+                                f"the shipped subset): {one_line(e)}") from None
 
 
 def missing(device: torch.device, quick: bool = False) -> str | None:
@@ -223,7 +219,7 @@ def run_fastext(model: nn.Module, data: MnistTensors, device: torch.device,
 
 def fastai_available() -> bool:
     """Whether fastai is installed (it is optional: the ``fastai`` row needs it)."""
-    return importlib.util.find_spec("fastai") is not None
+    return importable("fastai")
 
 
 def _import_fastai() -> None:
