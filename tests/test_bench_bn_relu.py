@@ -15,6 +15,7 @@ from fastext.bench.bn_relu import (
     FORMATS,
     QUICK_BATCH,
     QUICK_SHAPES,
+    STEP_REPS_FACTOR,
     case_name,
     saved_bytes,
     torchvision_available,
@@ -63,8 +64,9 @@ def test_resnet_rows(quick_run):
     assert sorted(r["impl"] for r in rows) == ["fastext", "torch-eager"]
     for row in rows:
         assert row["case"] == RESNET_CASE
-        assert set(row) == {"case", "impl", "ms", "saved_mb"}  # CPU: saved_mb, no gbs
+        assert set(row) == {"case", "impl", "ms", "saved_mb", "reps"}  # CPU: no gbs
         assert _positive_finite(row["ms"]) and _positive_finite(row["saved_mb"])
+        assert row["reps"] == STEP_REPS_FACTOR * doc["reps"]  # a step is timed longer
 
 
 def test_abn_stack_rows(quick_run):
@@ -74,8 +76,9 @@ def test_abn_stack_rows(quick_run):
     rows = {r["impl"]: r for r in doc["rows"] if r["case"] == ABN_CASE}
     assert sorted(rows) == ["fastext", "torch-eager"]
     for row in rows.values():
-        assert set(row) == {"case", "impl", "ms", "saved_mb"}
+        assert set(row) == {"case", "impl", "ms", "saved_mb", "reps"}
         assert _positive_finite(row["ms"]) and _positive_finite(row["saved_mb"])
+        assert row["reps"] == STEP_REPS_FACTOR * doc["reps"]
     assert rows["fastext"]["saved_mb"] < 0.5 * rows["torch-eager"]["saved_mb"]
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from fastext.bench.bn_relu import saved_bytes
 from fastext.nn import BatchNormReLU2d, InPlaceABN1d, InPlaceABN2d, inplace_abn
+from fastext.ops import bn_leaky_relu_
 
 SHAPES = [(4, 3, 5, 7), (1, 2, 6, 5), (7, 3, 1, 1), (3, 1, 4, 4), (2, 64, 3, 3), (5, 7, 9, 11),
           (8, 5), (3, 4, 7), (66, 37)]
@@ -437,6 +438,30 @@ def test_refused_before_anything_changes(device, case):
         call()
     for t, b in zip((x, rm, rv, nbt), before, strict=True):
         assert torch.equal(t.detach(), b)
+
+
+@pytest.mark.parametrize("case", ["running_stat_size", "batch_count_dtype", "non_contiguous",
+                                  "slope"])
+def test_raw_op_in_inference_mode_refuses_before_writing(device, case):
+    """Inference mode skips the autograd kernel: the device kernels check the arguments
+    themselves before writing the activation, the running statistics or the batch count."""
+    x = torch.randn(4, 3, 2, 2, device=device)
+    if case == "non_contiguous":
+        x = x.transpose(2, 3)
+    rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+    nbt = torch.zeros((), dtype=torch.float32 if case == "batch_count_dtype" else torch.long,
+                      device=device)
+    if case == "running_stat_size":
+        rv = torch.ones(2, device=device)
+    slope = -0.1 if case == "slope" else 0.1
+    match = {"running_stat_size": "running_var must have C = 3 elements",
+             "batch_count_dtype": "num_batches_tracked must be a one-element int64",
+             "non_contiguous": "contiguous", "slope": "negative_slope must be positive"}[case]
+    before = [t.clone() for t in (x, rm, rv, nbt)]
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=match):
+        bn_leaky_relu_(x, None, None, rm, rv, True, 0.1, 1e-5, slope, nbt)
+    for t, b in zip((x, rm, rv, nbt), before, strict=True):
+        assert torch.equal(t, b)
 
 
 @pytest.mark.parametrize("module", [False, True], ids=["functional", "module"])

@@ -29,11 +29,11 @@ inline BnInput bn_leaky_input(const char* op, const at::Tensor& t, double negati
   return in;
 }
 
-// What the forward's kernels would refuse only after writing the activation or counting the
-// batch (the running statistics are checked with their update), checked up front by its
-// autograd kernel, which every call outside inference mode goes through: the slope, the
-// layout, running statistics given both or neither (F.batch_norm's ValueError) with C
-// elements each, a one-element int64 num_batches_tracked.
+// What the forward would otherwise refuse only after writing the activation or counting the
+// batch (the running statistics are checked with their update), checked first thing by its
+// device kernels (so in inference mode too, where the autograd kernel is skipped): the
+// slope, the layout, running statistics given both or neither (F.batch_norm's ValueError)
+// with C elements each, a one-element int64 num_batches_tracked.
 inline void check_leaky_forward(const char* op, const at::Tensor& input,
                                 const std::optional<at::Tensor>& running_mean,
                                 const std::optional<at::Tensor>& running_var,

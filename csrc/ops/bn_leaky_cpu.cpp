@@ -35,6 +35,8 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
     const std::optional<at::Tensor>& num_batches_tracked, bool use_batch_stats, double momentum,
     double eps, double negative_slope) {
   const char* op = "fastext::bn_leaky_relu_";
+  check_leaky_forward(op, input, running_mean, running_var, num_batches_tracked,
+                      negative_slope);
   const auto in = bn_leaky_input(op, input, negative_slope);
   const auto& s = in.shape;
   const int64_t C = s.C;

@@ -27,7 +27,8 @@ Cases:
 
 * ``resnet18-step/b{batch}``: one training step of ``torchvision.models.resnet18(num_classes=10)``
   (forward, cross-entropy, backward, ``torch.optim.SGD`` step) on a fixed random batch of 32
-  images, 112x112 on the CPU and 224x224 on CUDA (``--quick``: 4 images of 32x32).
+  images, 112x112 on the CPU and 224x224 on CUDA (``--quick``: 4 images of 32x32), timed
+  ``STEP_REPS_FACTOR`` times the suite's reps (recorded as the row's ``reps``).
   ``torch-eager`` is the stock model, ``fastext`` the same initial weights after
   :func:`fastext.nn.fuse_bn_relu`. These rows have no ``gbs``; they carry memory instead:
 
@@ -77,6 +78,11 @@ IMAGE_SIZE = {"cpu": 112, "cuda": 224}
 QUICK_BATCH, QUICK_IMAGE_SIZE = 4, 32
 NUM_CLASSES = 10
 SEED = 0
+
+#: The whole-step cases time this many times the suite's reps: what the fused layers save
+#: there (under a tenth of a CPU ResNet-18 step) is no larger than the convolutions'
+#: run-to-run spread, which a 10-rep median does not average out.
+STEP_REPS_FACTOR = 3
 
 
 def available(device: torch.device) -> bool:
@@ -219,12 +225,13 @@ def _step_rows(case: str, models: dict[str, nn.Module], x: Tensor, y: Tensor,
     """Training-step rows of ``case``: time and memory (see the module doc) per model."""
     steps = {impl: train_step(m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), x, y)
              for impl, m in models.items()}
+    reps *= STEP_REPS_FACTOR
     progress(f"{case} timing {len(steps)} impls x {reps} reps")
     times = time_alternating(steps, device, reps=reps, warmup=warmup)
     rows = []
     for impl, ms in times.items():
         progress(f"{case} {impl} memory")
-        row: dict = {"case": case, "impl": impl, "ms": ms}
+        row: dict = {"case": case, "impl": impl, "ms": ms, "reps": reps}
         if device.type == "cuda":
             row["peak_mb"] = step_peak_bytes(steps[impl], device) / 2**20
         else:
