@@ -118,6 +118,68 @@ def test_train_refuses_without_full_mnist(monkeypatch, tmp_path, fake_suite, cap
     assert "suite train cannot run here: full MNIST" in err and str(tmp_path / "mnist") in err
 
 
+@pytest.fixture
+def data_suite(monkeypatch):
+    """Suite ``fakedata``, which reads a data set: records the keywords of each ``run`` and
+    ``missing`` call."""
+    suite = types.ModuleType("fake_data_suite")
+    suite.NAME, suite.DATA = "fakedata", "fake data"
+    suite.calls, suite.missing_calls = [], []
+
+    def run(**kwargs):
+        suite.calls.append(kwargs)
+        return [dict(r) for r in ROWS]
+
+    def missing(device, quick, **kwargs):
+        suite.missing_calls.append(kwargs)
+        return None
+
+    suite.run, suite.missing = run, missing
+    monkeypatch.setitem(sys.modules, suite.__name__, suite)
+    monkeypatch.setitem(bench.SUITES, "fakedata", suite.__name__)
+    return suite
+
+
+def test_data_goes_to_the_suites_that_read_data(fake_suite, data_suite, tmp_path):
+    """--data reaches the run and the check of a suite that reads a data set, and no other
+    suite; without --data neither is given one."""
+    assert main(["fake", "fakedata", "--reps", "1", "--data", str(tmp_path)]) == 0
+    assert data_suite.calls[-1]["data"] == str(tmp_path)
+    assert data_suite.missing_calls[-1] == {"data": str(tmp_path)}
+    assert "data" not in fake_suite.calls[-1]
+    assert main(["fakedata", "--reps", "1"]) == 0
+    assert "data" not in data_suite.calls[-1] and data_suite.missing_calls[-1] == {}
+
+
+def test_data_without_a_suite_that_reads_data_is_refused(fake_suite, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fake", "--data", str(tmp_path)])
+    assert e.value.code == 2 and fake_suite.calls == []
+    err = capsys.readouterr().err
+    assert "--data: no suite named reads a data set" in err and "train" in err
+
+
+def test_train_and_tabular_search_only_the_data_folder_given(tmp_path):
+    """The real suites with --data: a folder without the data set is named in the refusal
+    (not searched around); a subset is not full MNIST; --quick takes the subset there."""
+    from fastext.bench import tabular, train
+    from fastext.data.mnist import find_data_dir
+
+    cpu = torch.device("cpu")
+    assert bench.reads_data("train") and bench.reads_data("tabular")
+    assert not bench.reads_data("optim")
+    assert str(tmp_path) in train.missing(cpu, quick=False, data=tmp_path)
+    assert str(tmp_path) in train.missing(cpu, quick=True, data=tmp_path)
+    subset = find_data_dir("mnist-small")
+    assert "holds a subset" in train.missing(cpu, quick=False, data=subset)
+    assert train.missing(cpu, quick=True, data=subset) is None
+    quick = train.load_data(quick=True, data=subset)
+    assert len(quick.y_train) == train.QUICK_BATCHES * train.BATCH_SIZE
+    assert len(quick.y_valid) == train.QUICK_TEST
+    if bench.importable("pandas"):
+        assert str(tmp_path) in tabular.missing(cpu, data=tmp_path)
+
+
 def test_default_run_and_named_suite_without_pandas():
     """`python -m fastext.bench` with no suite named skips the tabular suite where pandas is
     missing; naming it is refused in one line."""
@@ -237,7 +299,7 @@ def test_train_alternates_in_a_seeded_shuffled_order(monkeypatch):
     monkeypatch.setattr(train, "implementations", lambda: {n: impl(n) for n in "abc"})
     tiny = train.MnistTensors(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64),
                               torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64))
-    monkeypatch.setattr(train, "load_data", lambda quick=False: tiny)
+    monkeypatch.setattr(train, "load_data", lambda quick=False, data=None: tiny)
     rows = train.run(torch.device("cpu"), reps=6, warmup=0)
     assert [r["impl"] for r in rows] == list("abc")
     _assert_six_shuffled_rounds(calls)
@@ -265,7 +327,7 @@ def test_tabular_alternates_in_a_seeded_shuffled_order(monkeypatch):
             return self
 
     monkeypatch.setattr(tabular, "implementations", lambda: {n: setup_of(n) for n in "abc"})
-    monkeypatch.setattr(tabular, "load_data", lambda quick=False: Frames())
+    monkeypatch.setattr(tabular, "load_data", lambda quick=False, data=None: Frames())
     tabular.run(torch.device("cpu"), reps=6, warmup=0)
     for bs in tabular.BATCH_SIZES:
         names = [n for b, n in calls if b == bs]

@@ -4,6 +4,7 @@ different objectives apart, the Adult demo checks its reloaded model."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,24 @@ def test_hpsearch_vs_random_keeps_logs_of_other_data_or_sizes_apart(tmp_path, mo
 
 
 # -- adult ----------------------------------------------------------------------------------
+
+def test_adult_demo_benchmarks_the_files_it_read(tmp_path, monkeypatch):
+    """The demo's follow-up benchmark reads the Adult files the demo read (it searched the
+    default places whatever --data said)."""
+    from fastext.data.adult import find_adult
+    from fastext.demos import adult
+
+    try:
+        path = find_adult()
+    except FileNotFoundError:
+        pytest.skip("UCI Adult is not on this machine")
+    data = tmp_path / "elsewhere" / "adult"
+    shutil.copytree(path, data)
+    calls = []
+    monkeypatch.setattr(adult, "run_bench", lambda *a, **k: calls.append((a, k)))
+    adult.run(data=data.parent, quick=True, epochs=1, progress=False, out_dir=tmp_path)
+    assert calls == [(("tabular", True, data), {})]
+
 
 def test_adult_demo_checks_the_reloaded_model(tmp_path, monkeypatch):
     """The docstring promised that the exported model, reloaded, predicts as the trained one;

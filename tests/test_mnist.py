@@ -173,7 +173,8 @@ def test_quick_demo_runs_the_quick_benchmark(tmp_path, monkeypatch):
     from fastext.demos import mnist as demo
 
     calls = []
-    monkeypatch.setattr(demo, "run_bench", lambda suite, quick=False: calls.append((suite, quick)))
+    monkeypatch.setattr(demo, "run_bench",
+                        lambda suite, quick=False, data=None: calls.append((suite, quick)))
     demo.run(quick=True, progress=False, out_dir=tmp_path)
     assert calls == [("optim", True)]
 

@@ -3,7 +3,7 @@
 Usage::
 
     python -m fastext.bench [SUITE ...] [--device cpu|cuda] [--json PATH] [--plot PATH]
-                            [--reps N] [--quick]
+                            [--reps N] [--quick] [--data DIR]
 
 Each suite is a module registered in :data:`SUITES` that exposes ``NAME`` and
 ``run(device, reps, quick, progress, warmup) -> rows`` (called with keywords; ``warmup`` is
@@ -15,7 +15,10 @@ the number of untimed rounds), and optionally:
   that message before anything runs; a run naming no suite skips it (with a note);
 * ``available(device) -> bool``: consulted instead where ``missing`` is not defined;
 * ``skip_by_default(device) -> str | None``: why a run naming no suite leaves it out although
-  it could run (``tabular`` without fastai), or ``None``.
+  it could run (``tabular`` without fastai), or ``None``;
+* ``DATA``: the data set it reads (``train``: MNIST, ``tabular``: UCI Adult). Such a suite
+  takes ``data`` (``--data DIR``, or ``None`` for the usual search) in ``run`` and
+  ``missing``.
 
 Implementations of one case are timed alternating (see :mod:`fastext.bench.timing`) and
 reported next to a memory bandwidth measured in the same run. On the CPU, glibc is told to
@@ -88,15 +91,30 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def cannot_run(name: str, device: torch.device, quick: bool) -> str | None:
+def reads_data(name: str) -> bool:
+    """Whether suite ``name`` reads a data set (declares ``DATA``), so takes ``--data``
+    (``False`` where its module cannot be imported: :func:`cannot_run` says why)."""
+    try:
+        return hasattr(load_suite(name), "DATA")
+    except ImportError:
+        return False
+
+
+def _data_kwargs(name: str, data: str | None) -> dict:
+    return {"data": data} if data is not None and reads_data(name) else {}
+
+
+def cannot_run(name: str, device: torch.device, quick: bool,
+               data: str | None = None) -> str | None:
     """Why suite ``name`` cannot run here (its ``missing()``, else its ``available()``; an
-    import error of its module counts too), or ``None``."""
+    import error of its module counts too), or ``None``. ``data`` (``--data``) goes to a
+    suite that reads a data set."""
     try:
         suite = load_suite(name)
     except ImportError as e:
         return f"cannot import {SUITES[name]}: {e}"
     if hasattr(suite, "missing"):
-        return suite.missing(device, quick)
+        return suite.missing(device, quick, **_data_kwargs(name, data))
     if not getattr(suite, "available", lambda d: True)(device):
         return f"not available on {device.type}"
     return None
@@ -115,17 +133,22 @@ def _parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_REPS['cuda']}; --quick caps the default at {QUICK_REPS})")
     p.add_argument("--quick", action="store_true",
                    help="1/50 sizes and few reps: a smoke test, not a measurement")
+    p.add_argument("--data", metavar="DIR",
+                   help="where the suites that read a data set find it (train: MNIST, "
+                        "tabular: UCI Adult): the data set's folder, or a folder holding "
+                        "mnist/ and adult/ (default: $FASTEXT_DATA, data/, ../shared/data)")
     return p
 
 
 def run_suite(name: str, device: torch.device, reps: int, quick: bool,
-              stream_gbs: float, malloc: str | None = None) -> dict:
-    """Run one suite and return its result object (the JSON shape documented above)."""
+              stream_gbs: float, malloc: str | None = None, data: str | None = None) -> dict:
+    """Run one suite and return its result object (the JSON shape documented above);
+    ``data`` (``--data``) goes to a suite that reads a data set."""
     progress = Progress(name)
     warmup = 1 if quick else 3
     try:
         rows = load_suite(name).run(device=device, reps=reps, quick=quick, progress=progress,
-                                    warmup=warmup)
+                                    warmup=warmup, **_data_kwargs(name, data))
     finally:
         progress.close()
     return {
@@ -172,13 +195,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--json: cannot create the folder of {args.json}: {e}")
 
     names = list(args.suites)
+    if args.data is not None and names and not any(reads_data(n) for n in names):
+        parser.error(f"--data: no suite named reads a data set (those that do: "
+                     f"{', '.join(n for n in SUITES if reads_data(n))})")
     for name in names:
-        why = cannot_run(name, device, args.quick)
+        why = cannot_run(name, device, args.quick, args.data)
         if why:
             parser.error(f"suite {name} cannot run here: {why}")
     if not names:  # all suites that can run on this device
         for name in SUITES:
-            why = cannot_run(name, device, args.quick) or getattr(
+            why = cannot_run(name, device, args.quick, args.data) or getattr(
                 load_suite(name), "skip_by_default", lambda d: None)(device)
             if why:
                 print(f"fastext.bench: skipping {name}: {why}", file=sys.stderr)
@@ -198,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = args.reps or getattr(load_suite(name), "DEFAULT_REPS", DEFAULT_REPS)[device.type]
         if args.quick and args.reps is None:  # cap the default, not what the user asked for
             reps = min(reps, QUICK_REPS)
-        result = run_suite(name, device, reps, args.quick, stream_gbs, malloc)
+        result = run_suite(name, device, reps, args.quick, stream_gbs, malloc, args.data)
         print(format_table(result), end="\n\n", flush=True)
         results.append(result)
 

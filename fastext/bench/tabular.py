@@ -28,6 +28,7 @@ alone. It needs pandas and the Adult files (:func:`missing`).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import warnings
@@ -43,6 +44,8 @@ if TYPE_CHECKING:  # pandas is imported where used: `python -m fastext.bench` ru
     import pandas as pd
 
 NAME = "tabular"
+#: The data set it reads (``--data DIR``: see :func:`load_data`).
+DATA = "UCI Adult"
 
 #: Whole epochs per implementation and case unless --reps says otherwise.
 DEFAULT_REPS = {"cpu": 5, "cuda": 5}
@@ -65,10 +68,12 @@ class AdultFrames:
         return AdultFrames(self.train.iloc[:n_train], self.test.iloc[:n_test])
 
 
-def load_data(quick: bool = False) -> AdultFrames:
+def load_data(quick: bool = False,
+              root: str | os.PathLike[str] | None = None) -> AdultFrames:
+    """adult.data and adult.test (from ``root`` when given), cut short with ``quick``."""
     from ..data.adult import load_adult
 
-    data = AdultFrames(load_adult(split="train"), load_adult(split="test"))
+    data = AdultFrames(load_adult(root, "train"), load_adult(root, "test"))
     return data.head(QUICK_BATCHES * max(BATCH_SIZES), QUICK_TEST) if quick else data
 
 
@@ -78,14 +83,16 @@ def _names() -> tuple[list[str], list[str]]:
     return list(ADULT_CAT_NAMES), list(ADULT_CONT_NAMES)
 
 
-def missing(device: torch.device, quick: bool = False) -> str | None:
-    """What this suite lacks to run here (pandas, the Adult files), or ``None``."""
+def missing(device: torch.device, quick: bool = False,
+            data: str | os.PathLike[str] | None = None) -> str | None:
+    """What this suite lacks to run here (pandas, the Adult files, under ``data`` when
+    given), or ``None``."""
     if not importable("pandas"):
         return "needs pandas (pip install pandas)"
     from ..data.adult import find_adult
 
     try:
-        find_adult()
+        find_adult(data)
     except FileNotFoundError as e:
         return f"UCI Adult not found: {one_line(e)}"
     return None
@@ -172,7 +179,8 @@ def implementations() -> dict[str, Callable]:
 
 
 def run(device: torch.device, reps: int, quick: bool = False,
-        progress: Callable[[str], None] = lambda msg: None, warmup: int = 3) -> list[dict]:
+        progress: Callable[[str], None] = lambda msg: None, warmup: int = 3,
+        data: str | os.PathLike[str] | None = None) -> list[dict]:
     """Rows ``{"case": "adult/1epoch/bs64", "impl", "ms", "accuracy", "params"}``: the
     median over ``reps`` alternating epochs (in a seeded shuffled order per round, as
     :func:`fastext.bench.timing.time_alternating` does)."""
@@ -180,7 +188,7 @@ def run(device: torch.device, reps: int, quick: bool = False,
 
     device = torch.device(device)
     progress("loading Adult")
-    data = load_data(quick)
+    frames = load_data(quick, data)
     impls = implementations()
     if "fastai" not in impls:
         progress("fastai not installed: fastext alone, nothing to compare with")
@@ -188,12 +196,12 @@ def run(device: torch.device, reps: int, quick: bool = False,
     for bs in BATCH_SIZES:
         case = f"adult/1epoch/bs{bs}"
         if warmup > 0:
-            small = data.head(WARMUP_BATCHES * bs, 2 * bs)
+            small = frames.head(WARMUP_BATCHES * bs, 2 * bs)
             for name, setup in impls.items():
                 progress(f"{case} {name} warm-up")
                 setup(small, bs, device)()
         progress(f"{case} preprocessing")
-        epochs = {name: setup(data, bs, device) for name, setup in impls.items()}
+        epochs = {name: setup(frames, bs, device) for name, setup in impls.items()}
         results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in impls}
         for r, order in enumerate(shuffled_rounds(list(epochs), reps)):
             for name in order:

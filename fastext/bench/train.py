@@ -48,6 +48,7 @@ rather than time the subset under the full run's name.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import warnings
@@ -62,6 +63,8 @@ from torch import Tensor, nn
 from . import importable, one_line
 
 NAME = "train"
+#: The data set it reads (``--data DIR``: see :func:`load_data`).
+DATA = "MNIST"
 
 #: Whole training runs per implementation unless --reps says otherwise.
 DEFAULT_REPS = {"cpu": 1, "cuda": 1}
@@ -80,6 +83,8 @@ SEED = 0
 #: ``--quick``: training batches of the shipped subset used (not 4: ``OneCycleLR`` divides
 #: by zero when ``pct_start * total_steps == 1``).
 QUICK_BATCHES = 5
+#: ``--quick``: test images used (all of the shipped subset's).
+QUICK_TEST = 500
 #: Training batches of the untimed warm-up run.
 WARMUP_BATCHES = 2
 
@@ -99,51 +104,66 @@ class MnistTensors:
                             self.x_valid[:n_valid], self.y_valid[:n_valid])
 
 
-def full_mnist_dir() -> Path:
+def full_mnist_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """The directory of full MNIST (60k training images): the ``mnist`` folder
-    :func:`fastext.data.mnist.find_data_dir` finds.
+    :func:`fastext.data.mnist.find_data_dir` finds (under ``root`` alone when given).
 
     Raises:
-        FileNotFoundError: not found (the shipped 2,000-image subset does not count); the
-            one-line message names every place searched.
+        FileNotFoundError: not found, or what was found is a subset (as the shipped
+            2,000-image one); the one-line message names every place searched.
     """
-    from ..data.mnist import MNIST_FILES, find_data_dir
+    from ..data.mnist import MNIST_FILES, find_data_dir, find_mnist
 
     try:
-        return find_data_dir("mnist", required=MNIST_FILES["train"] + MNIST_FILES["test"])
+        path = find_data_dir("mnist", root, required=MNIST_FILES["train"] + MNIST_FILES["test"])
     except FileNotFoundError as e:
         raise FileNotFoundError(f"full MNIST (60k training images) not found (--quick uses "
                                 f"the shipped subset): {one_line(e)}") from None
+    if find_mnist(path)[1] != "mnist":
+        raise FileNotFoundError(f"full MNIST (60k training images) not found: {path} holds a "
+                                f"subset (--quick uses a subset)")
+    return path
 
 
-def missing(device: torch.device, quick: bool = False) -> str | None:
-    """What this suite lacks to run here, or ``None``: full MNIST, unless ``quick``."""
-    if quick:
-        return None  # the shipped subset is always there
+def missing(device: torch.device, quick: bool = False,
+            data: str | os.PathLike[str] | None = None) -> str | None:
+    """What this suite lacks to run here, or ``None``: full MNIST (under ``data`` when
+    given), unless ``quick``, which also takes a subset."""
+    from ..data.mnist import find_mnist
+
     try:
-        full_mnist_dir()
+        if quick:
+            if data is not None:  # else the shipped subset, always there
+                find_mnist(data)
+        else:
+            full_mnist_dir(data)
     except FileNotFoundError as e:
-        return str(e)
+        return one_line(e)
     return None
 
 
-def load_data(quick: bool = False) -> MnistTensors:
+def load_data(quick: bool = False,
+              data: str | os.PathLike[str] | None = None) -> MnistTensors:
     """Full MNIST (or, with ``quick``, the first :data:`QUICK_BATCHES` batches of the shipped
-    subset and its 500 test images), read and normalised once.
+    subset and its 500 test images), read and normalised once; from ``data`` when given
+    (with ``quick``, the full set or a subset there, cut as the shipped subset is).
 
     Raises:
         FileNotFoundError: without ``quick``, full MNIST is not found (see
             :func:`full_mnist_dir`).
     """
-    from ..data.mnist import find_data_dir, load_mnist, normalize
+    from ..data.mnist import find_data_dir, find_mnist, load_mnist, normalize
 
-    root = find_data_dir("mnist-small") if quick else full_mnist_dir()
+    if quick:
+        root = find_mnist(data)[0] if data is not None else find_data_dir("mnist-small")
+    else:
+        root = full_mnist_dir(data)
     x_train, y_train = load_mnist(root, "train")
     x_valid, y_valid = load_mnist(root, "test")
-    data = MnistTensors(normalize(x_train), y_train, normalize(x_valid), y_valid)
+    tensors = MnistTensors(normalize(x_train), y_train, normalize(x_valid), y_valid)
     if quick:
-        data = data.head(QUICK_BATCHES * BATCH_SIZE, len(y_valid))
-    return data
+        tensors = tensors.head(QUICK_BATCHES * BATCH_SIZE, QUICK_TEST)
+    return tensors
 
 
 def batch_order(n: int, seed: int) -> Tensor:
@@ -277,9 +297,10 @@ def implementations() -> dict[str, Impl]:
 
 def run(device: torch.device, reps: int, quick: bool = False,
         progress: Callable[[str], None] = lambda msg: None,
-        warmup: int = 3) -> list[dict]:
+        warmup: int = 3, data: str | os.PathLike[str] | None = None) -> list[dict]:
     """Train ``reps`` times (alternating, in a seeded shuffled order per round, as
-    :func:`fastext.bench.timing.time_alternating` does) with every implementation.
+    :func:`fastext.bench.timing.time_alternating` does) with every implementation, on MNIST
+    from ``data`` when given (see :func:`load_data`).
 
     Returns rows ``{"case": "mnist-cnn/1epoch", "impl": ..., "ms": ..., "accuracy": ...}``.
     ``warmup > 0`` runs each implementation untimed on :data:`WARMUP_BATCHES` batches first.
@@ -288,7 +309,7 @@ def run(device: torch.device, reps: int, quick: bool = False,
 
     device = torch.device(device)
     progress("loading MNIST")
-    data = load_data(quick)
+    tensors = load_data(quick, data)
     impls = implementations()
     if "fastai" in impls:
         progress("importing fastai")
@@ -309,7 +330,7 @@ def run(device: torch.device, reps: int, quick: bool = False,
         return ms, acc
 
     if warmup > 0:
-        small = data.head(WARMUP_BATCHES * BATCH_SIZE, VALID_BATCH_SIZE)
+        small = tensors.head(WARMUP_BATCHES * BATCH_SIZE, VALID_BATCH_SIZE)
         for name in impls:
             progress(f"{CASE} {name} warm-up")
             one_run(name, small)
@@ -319,7 +340,7 @@ def run(device: torch.device, reps: int, quick: bool = False,
     for r, order in enumerate(shuffled_rounds(list(impls), reps)):
         for name in order:
             progress(f"{CASE} {name} run {r + 1}/{reps}")
-            results[name].append(one_run(name, data))
+            results[name].append(one_run(name, tensors))
     return [{"case": CASE, "impl": name,
              "ms": statistics.median(ms for ms, _ in runs),
              "accuracy": statistics.median(acc for _, acc in runs)}

@@ -53,11 +53,15 @@ def write_json(record: dict[str, Any], json_path: str | os.PathLike[str] | None)
         Path(json_path).write_text(text + "\n")
 
 
-def run_bench(suite: str, quick: bool = False) -> None:
-    """Runs ``python -m fastext.bench SUITE`` in this process; raises if it fails."""
+def run_bench(suite: str, quick: bool = False,
+              data: str | os.PathLike[str] | None = None) -> None:
+    """Runs ``python -m fastext.bench SUITE`` in this process (with ``--data data`` when
+    given, for a suite that reads a data set); raises if it fails."""
     from .. import bench  # imported only when used
 
-    rc = bench.main([suite, "--quick"] if quick else [suite])
+    argv = [suite] + (["--quick"] if quick else []) + ([] if data is None else ["--data",
+                                                                               str(data)])
+    rc = bench.main(argv)
     if rc:
         raise RuntimeError(f"fastext.bench {suite} exited with {rc}")
 

@@ -109,7 +109,7 @@ def _run(data: Any, epochs: int, quick: bool, json_path: Any, bench: bool, progr
               "n_train": len(train), "n_test": len(test), "quick": quick}
     write_json(result, json_path)
     if bench:
-        run_bench("tabular", quick)
+        run_bench("tabular", quick, path)  # the files the demo read
     return result
 
 
