@@ -102,10 +102,10 @@ def test_train_refuses_without_full_mnist(monkeypatch, tmp_path, fake_suite, cap
     """Without --quick the train suite needs full MNIST: where only the shipped subset is
     found it refuses, naming where it looked, instead of timing the subset."""
     from fastext.bench import train
-    from fastext.data import mnist
+    from fastext.data import files
 
-    search = mnist._candidates  # full MNIST only in tmp_path (absent); the subset as usual
-    monkeypatch.setattr(mnist, "_candidates", lambda name, root: (
+    search = files.search_places  # full MNIST only in tmp_path (absent); the subset as usual
+    monkeypatch.setattr(files, "search_places", lambda name, root: (
         [tmp_path / "mnist"] if name == "mnist" and root is None else search(name, root)))
     with pytest.raises(FileNotFoundError, match="full MNIST") as e:
         train.load_data(quick=False)
@@ -163,7 +163,7 @@ def test_train_and_tabular_search_only_the_data_folder_given(tmp_path):
     """The real suites with --data: a folder without the data set is named in the refusal
     (not searched around); a subset is not full MNIST; --quick takes the subset there."""
     from fastext.bench import tabular, train
-    from fastext.data.mnist import find_data_dir
+    from fastext.data.files import find_data_dir
 
     cpu = torch.device("cpu")
     assert bench.reads_data("train") and bench.reads_data("tabular")

@@ -320,7 +320,8 @@ def test_fuse_leaves_resnet_blocks_without_batchnorm_relu_alone():
 def test_mnist_cnn_trains_as_well_fused():
     """A conv-BN-ReLU CNN trained on the shipped MNIST subset reaches the same accuracy with
     its BN+ReLU pairs fused."""
-    from fastext.data.mnist import find_data_dir, load_mnist, normalize
+    from fastext.data.files import find_data_dir
+    from fastext.data.mnist import load_mnist, normalize
     from fastext.demos.mnist import build_model
     from fastext.learner import DataLoaders, Learner, accuracy
 

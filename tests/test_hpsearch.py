@@ -16,7 +16,7 @@ import torch
 from sklearn.ensemble import RandomForestRegressor
 
 from fastext import cli
-from fastext.data.mnist import find_data_dir
+from fastext.data.files import find_data_dir
 from fastext.tools import hpsearch
 from fastext.tools.hp.mnist_objective import MNIST_MLP_SPACE, MnistMLPObjective
 from fastext.tools.hp.report import partial_dependences

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastext import cli
-from fastext.data.mnist import find_data_dir
+from fastext.data.files import find_data_dir
 from fastext.tools import landscape as ls
 from fastext.tools.nets import load_mnist_train, mnist_cnn
 

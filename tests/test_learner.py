@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastext
-from fastext.data.mnist import find_data_dir, load_mnist, normalize
+from fastext.data.files import find_data_dir
+from fastext.data.mnist import load_mnist, normalize
 from fastext.learner import Callback, DataLoaders, Learner, combined_cos, ulmfit_slice
 
 

@@ -16,7 +16,8 @@ import torch
 import fastext
 from fastext import cli
 from fastext.data import find_data_dir, find_mnist, load_mnist, mnist_loaders
-from fastext.data.mnist import MNIST_FILES, REPO_ROOT, read_idx
+from fastext.data.files import REPO_ROOT
+from fastext.data.mnist import MNIST_FILES, read_idx
 from fastext.demos.mnist import build_model
 from fastext.learner import DataLoaders, Learner, accuracy
 

@@ -106,13 +106,14 @@ class MnistTensors:
 
 def full_mnist_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """The directory of full MNIST (60k training images): the ``mnist`` folder
-    :func:`fastext.data.mnist.find_data_dir` finds (under ``root`` alone when given).
+    :func:`fastext.data.files.find_data_dir` finds (under ``root`` alone when given).
 
     Raises:
         FileNotFoundError: not found, or what was found is a subset (as the shipped
             2,000-image one); the one-line message names every place searched.
     """
-    from ..data.mnist import MNIST_FILES, find_data_dir, find_mnist
+    from ..data.files import find_data_dir
+    from ..data.mnist import MNIST_FILES, find_mnist
 
     try:
         path = find_data_dir("mnist", root, required=MNIST_FILES["train"] + MNIST_FILES["test"])
@@ -152,7 +153,8 @@ def load_data(quick: bool = False,
         FileNotFoundError: without ``quick``, full MNIST is not found (see
             :func:`full_mnist_dir`).
     """
-    from ..data.mnist import find_data_dir, find_mnist, load_mnist, normalize
+    from ..data.files import find_data_dir
+    from ..data.mnist import find_mnist, load_mnist, normalize
 
     if quick:
         root = find_mnist(data)[0] if data is not None else find_data_dir("mnist-small")

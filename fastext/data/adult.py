@@ -18,7 +18,7 @@ from typing import Literal
 
 import pandas as pd
 
-from .mnist import DataError, find_data_dir, reading
+from .files import DataError, find_data_dir, reading
 
 __all__ = ["ADULT_CAT_NAMES", "ADULT_COLUMNS", "ADULT_CONT_NAMES", "ADULT_FILES", "ADULT_LABELS",
            "find_adult", "load_adult"]
@@ -45,7 +45,7 @@ ADULT_LABELS: tuple[str, str] = ("<=50K", ">50K")
 
 def find_adult(root: str | os.PathLike[str] | None = None) -> Path:
     """The directory holding ``adult.data`` and ``adult.test`` (see
-    :func:`fastext.data.mnist.find_data_dir` for the search order).
+    :func:`fastext.data.files.find_data_dir` for the search order).
 
     Raises:
         FileNotFoundError: no such directory; the message lists every place searched.

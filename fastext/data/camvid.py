@@ -1,7 +1,7 @@
 """CamVid tiny (fastai's ``CAMVID_TINY``) from its local folder: 100 street-scene frames
 (``images/<name>.png``, RGB, 128x96), their per-pixel class masks (``labels/<name>_P.png``,
 mode L, values 0..31) and ``codes.txt`` (line i names class i; ``Void`` is 30). Nothing is
-downloaded; the folder is found by :func:`~fastext.data.mnist.find_data_dir`.
+downloaded; the folder is found by :func:`~fastext.data.files.find_data_dir`.
 
 Everything is decoded once into tensors (the set is 2.3 MB), so loaders slice batches
 instead of reading files per item.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .mnist import DataError, find_data_dir, reading
+from .files import DataError, find_data_dir, reading
 
 __all__ = ["CAMVID_NAME", "CamVid", "find_camvid", "load_camvid", "load_codes",
            "split_indices"]

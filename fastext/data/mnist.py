@@ -4,18 +4,14 @@ The files are looked up by :func:`find_mnist`: the full set lives in ``../shared
 when present, and the repository ships ``data/mnist-small`` (first 2,000 train and 500 test
 images, same file names and format) so tests and demos run anywhere.
 
-This module also holds what every loader of :mod:`fastext.data` shares: :func:`find_data_dir`
-(where a data set's folder is) and :func:`reading` / :class:`DataError` (a file that cannot
-be read, or is not in its format, is reported by its path).
+Its folder is found as every data set's is (:mod:`fastext.data.files`).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -24,24 +20,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from . import files
+from .files import DataError, reading
+
 __all__ = [
     "BatchIndexSampler",
-    "DataError",
     "MNIST_FILES",
     "MNIST_MEAN",
     "MNIST_STD",
-    "REPO_ROOT",
-    "find_data_dir",
     "find_mnist",
     "load_mnist",
     "mnist_loaders",
     "normalize",
     "read_idx",
-    "reading",
 ]
-
-#: The parent of the ``fastext`` package directory (the git checkout for an editable install).
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: split -> (images file, labels file), the canonical names from LeCun's site.
 MNIST_FILES: dict[str, tuple[str, str]] = {
@@ -54,83 +46,6 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 # idx magic numbers: 0x00000801 = unsigned byte, 1 dim; 0x00000803 = unsigned byte, 3 dims.
 _IDX_LABELS, _IDX_IMAGES = 2049, 2051
-
-
-class DataError(ValueError):
-    """A data file that cannot be read or is not in its expected format; the message starts
-    with the file's path. ``fastext run`` reports it in one line instead of a traceback."""
-
-
-@contextmanager
-def reading(path: str | os.PathLike[str], what: str = "not readable") -> Iterator[None]:
-    """Re-raises a failed read of ``path`` inside the block as :class:`DataError`
-    ``"<path>: <what> (<error>)"``: decoders name the problem (``image file is truncated``,
-    ``No columns to parse from file``) but not the file.
-
-    Caught: ``OSError`` (PIL's truncated or unidentified images, I/O errors), ``EOFError``
-    and ``zlib.error`` (truncated gzip), and ``ValueError``, which covers
-    ``UnicodeDecodeError`` and pandas' ``EmptyDataError`` / ``ParserError``. A missing file
-    (``FileNotFoundError``) and a ``DataError`` already naming its file pass unchanged.
-
-    >>> with reading("x.csv", "not a CSV file"):
-    ...     raise UnicodeDecodeError("utf-8", b"\\xff", 0, 1, "invalid start byte")
-    Traceback (most recent call last):
-    ...
-    fastext.data.mnist.DataError: x.csv: not a CSV file ('utf-8' codec can't decode byte ...
-    """
-    try:
-        yield
-    except (FileNotFoundError, DataError):
-        raise
-    except (OSError, EOFError, zlib.error, ValueError) as e:
-        raise DataError(f"{path}: {what} ({str(e).strip()})") from e
-
-
-def _candidates(name: str, root: str | os.PathLike[str] | None) -> list[Path]:
-    """The places :func:`find_data_dir` searches, in order."""
-    if root is not None:
-        # An explicit directory is the only place looked at (it may also be a parent holding
-        # ``<name>/``): silently falling back to another copy would hide a typo in ``--data``.
-        return [Path(root).expanduser(), Path(root).expanduser() / name]
-    places = []
-    env = os.environ.get("FASTEXT_DATA")
-    if env:
-        places.append(Path(env).expanduser() / name)
-    places.append(REPO_ROOT / "data" / name)
-    places.append(REPO_ROOT.parent / "shared" / "data" / name)
-    return places
-
-
-def _first_dir(places: list[Path], what: str, required: tuple[str, ...],
-               root: str | os.PathLike[str] | None) -> Path:
-    """The first of ``places`` that is a directory holding every file in ``required``."""
-    for place in places:
-        if place.is_dir() and all((place / f).is_file() for f in required):
-            return place
-    wanted = f" holding {', '.join(required)}" if required else ""
-    searched = "\n  ".join(str(p) for p in places)
-    hint = ("Check --data DIR: the data set's folder, or a folder holding it" if root is not None
-            else "Pass a directory (--data DIR) or set $FASTEXT_DATA")
-    raise FileNotFoundError(f"no data directory {what}{wanted}; searched:\n  {searched}\n"
-                            f"{hint}.")
-
-
-def find_data_dir(name: str, root: str | os.PathLike[str] | None = None,
-                  required: tuple[str, ...] = ()) -> Path:
-    """Find the directory of data set ``name``.
-
-    Search order: ``root`` if given (only it, or ``root/<name>``); otherwise
-    ``$FASTEXT_DATA/<name>``, the shipped copy ``<repo>/data/<name>``, then
-    ``<repo>/../shared/data/<name>``. A directory counts only if it exists and holds every
-    file in ``required``.
-
-    Raises:
-        FileNotFoundError: nothing found; the message lists every place searched.
-
-    >>> find_data_dir("mnist-small", required=MNIST_FILES["test"]).name
-    'mnist-small'
-    """
-    return _first_dir(_candidates(name, root), repr(name), required, root)
 
 
 def find_mnist(root: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
@@ -147,8 +62,9 @@ def find_mnist(root: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
     True
     """
     required = MNIST_FILES["train"] + MNIST_FILES["test"]
-    places = list(dict.fromkeys(_candidates("mnist", root) + _candidates("mnist-small", root)))
-    path = _first_dir(places, "'mnist' or 'mnist-small'", required, root)
+    places = list(dict.fromkeys(files.search_places("mnist", root)
+                                + files.search_places("mnist-small", root)))
+    path = files.first_dir_holding(places, "'mnist' or 'mnist-small'", required, root)
     n = _idx_header(path / MNIST_FILES["train"][1], _IDX_LABELS)[0]
     return path, ("mnist" if n == 60_000 else "mnist-small")
 
@@ -182,7 +98,7 @@ def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
         DataError: (a ValueError naming the file) not gzip, wrong magic number, or the size
             does not match the header.
 
-    >>> from fastext.data.mnist import find_data_dir, read_idx
+    >>> from fastext.data.files import find_data_dir
     >>> d = find_data_dir("mnist-small", required=MNIST_FILES["test"])
     >>> read_idx(d / "t10k-labels-idx1-ubyte.gz", 2049).shape
     (500,)
@@ -214,6 +130,7 @@ def load_mnist(root: str | os.PathLike[str] | None = None,
         ValueError: unknown split. DataError (a ValueError naming the file): a file is
             corrupt, or images and labels disagree.
 
+    >>> from fastext.data.files import find_data_dir
     >>> x, y = load_mnist(find_data_dir("mnist-small"), "test")
     >>> x.shape, x.dtype, y.dtype
     (torch.Size([500, 28, 28]), torch.uint8, torch.int64)
@@ -255,6 +172,7 @@ def mnist_loaders(root: str | os.PathLike[str] | None = None, batch_size: int = 
     first ``limit`` training images (for quick runs). The train loader shuffles with its own
     generator seeded by ``seed``, so batches repeat across runs.
 
+    >>> from fastext.data.files import find_data_dir
     >>> train, valid = mnist_loaders(find_data_dir("mnist-small"), batch_size=100)
     >>> xb, yb = next(iter(train))
     >>> xb.shape, yb.shape

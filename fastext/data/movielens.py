@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .mnist import DataError, find_data_dir, reading
+from .files import DataError, find_data_dir, reading
 
 __all__ = ["MOVIELENS_FILES", "find_movielens", "load_movies", "load_ratings"]
 
@@ -28,7 +28,7 @@ MOVIELENS_FILES: dict[str, tuple[str, ...]] = {
 
 
 def find_movielens(root: str | os.PathLike[str] | None = None) -> Path:
-    """The ``ml-latest-small`` directory (see :func:`fastext.data.mnist.find_data_dir`).
+    """The ``ml-latest-small`` directory (see :func:`fastext.data.files.find_data_dir`).
 
     Raises:
         FileNotFoundError: not found; the message lists every place searched.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .mnist import DataError, find_data_dir, reading
+from .files import DataError, find_data_dir, reading
 
 __all__ = ["IMDB_COLUMNS", "find_imdb_sample", "find_shakespeare", "load_imdb_sample",
            "load_shakespeare", "shakespeare_speeches"]
@@ -30,7 +30,7 @@ IMDB_COLUMNS: tuple[str, ...] = ("label", "text", "is_valid")
 
 def find_shakespeare(root: str | os.PathLike[str] | None = None) -> Path:
     """The directory holding tiny Shakespeare's ``input.txt`` (search order: see
-    :func:`fastext.data.mnist.find_data_dir`)."""
+    :func:`fastext.data.files.find_data_dir`)."""
     return find_data_dir("tinyshakespeare", root, required=("input.txt",))
 
 

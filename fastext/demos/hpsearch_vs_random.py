@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data.mnist import find_data_dir, find_mnist
+from ..data.files import find_data_dir
+from ..data.mnist import find_mnist
 from ..tools.hp.mnist_objective import MnistMLPObjective
 from ..tools.hp.report import plot_history, plot_partial_dependence
 from ..tools.hp.search import SearchResult, search

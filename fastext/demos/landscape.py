@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.mnist import find_data_dir, find_mnist
+from ..data.files import find_data_dir
+from ..data.mnist import find_mnist
 from ..tools.landscape import (
     flatness,
     flatness_along_directions,

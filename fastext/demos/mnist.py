@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.mnist import find_data_dir, find_mnist, load_mnist, normalize
+from ..data.files import find_data_dir
+from ..data.mnist import find_mnist, load_mnist, normalize
 from ..learner import DataLoaders, Learner
 from ..learner import accuracy as accuracy_metric
 from ._common import epochs_or, run_bench, write_json

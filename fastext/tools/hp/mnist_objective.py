@@ -5,7 +5,7 @@ images (the test set is never looked at while tuning).
 The images are read and normalised once, when the objective is built; a trial (5,000 images,
 up to 3 epochs) then takes well under a second on two idle CPU cores.
 
->>> from fastext.data.mnist import find_data_dir
+>>> from fastext.data.files import find_data_dir
 >>> obj = MnistMLPObjective(find_data_dir("mnist-small"), n_train=256, n_valid=128)
 >>> r = obj({"lr": 3e-3, "wd": 0.1, "pct_start": 0.3, "bs": 64, "dropout": 0.1,
 ...          "epochs": 1})
