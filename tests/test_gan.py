@@ -104,6 +104,35 @@ def test_critic_only_leaves_the_generator_alone():
     assert all(torch.equal(a, b) for a, b in zip(g0, gen.parameters(), strict=True))
 
 
+def _bn_generator():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 3, 3, padding=1), nn.Sigmoid())
+
+
+@pytest.mark.parametrize("switch_eval", [True, False])
+def test_idle_net_runs_in_eval_mode(switch_eval):
+    """fastai's switch_eval: making fakes for the critic, the generator neither uses nor
+    updates BatchNorm batch statistics (a critic-only fit left its running statistics
+    moving); scoring the generator's outputs, the critic is in eval mode. Off: both train."""
+    dls, _, critic = tiny_setup()
+    gen = _bn_generator()
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    seen = []
+    gen.register_forward_pre_hook(lambda m, a: seen.append(("gen", m.training)))
+    critic.register_forward_pre_hook(lambda m, a: seen.append(("critic", m.training)))
+    gan = GANLearner(dls, gen, critic, nn.L1Loss(), switch_eval=switch_eval)
+    gan.fit(1, critic_only=True, quiet=True)
+    unchanged = all(torch.equal(v, gen.state_dict()[k]) for k, v in before.items())
+    assert unchanged == switch_eval  # num_batches_tracked and running stats included
+    assert ("gen", not switch_eval) in seen and ("gen", switch_eval) not in seen
+    seen.clear()
+    GANLearner(dls, gen, critic, nn.L1Loss(), switcher=FixedGANSwitcher(1, 1), gen_first=True,
+               switch_eval=switch_eval).fit(1, quiet=True)
+    # generator batch: gen trains, critic scores (eval with switch_eval); then a critic batch
+    assert seen[:2] == [("gen", True), ("critic", not switch_eval)]
+    assert seen[2:5] == [("gen", not switch_eval), ("critic", True), ("critic", True)]
+
+
 def test_custom_critic_loss_is_used():
     dls, gen, critic = tiny_setup()
     seen = []

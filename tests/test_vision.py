@@ -427,6 +427,21 @@ def test_grad_cam_matches_its_formula():
     assert model.training and all(p.grad is None for p in model.parameters())
 
 
+def test_grad_cam_target_one_class_for_all_or_one_per_image():
+    """One class broadcasts to every image (only the first image was scored, the others
+    left blank); a target of another length is refused."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(4, 1, 6, 6)
+    each = grad_cam(model, model[1], x, torch.tensor([2, 2, 2, 2]))
+    assert each.flatten(1).amax(1).gt(0).all()
+    for one in (torch.tensor(2), torch.tensor([2]), 2):
+        torch.testing.assert_close(grad_cam(model, model[1], x, one), each)
+    with pytest.raises(ValueError, match="one class or one per image"):
+        grad_cam(model, model[1], x, torch.tensor([2, 2]))
+
+
 def test_grad_cam_of_a_frozen_model_matches_the_trainable_one():
     # with every parameter frozen the hooked activation had no graph: retain_grad raised
     torch.manual_seed(0)

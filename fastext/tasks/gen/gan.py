@@ -119,14 +119,20 @@ class GANLearner:
         lr, opt_betas, wd: both optimizers are fastext AdamW with these (momentum 0).
         crit_loss_func: ``f(real_scores, fake_scores)``, the critic's loss in place of the
             default (BCE-with-logits, or the WGAN loss when ``clip`` is set).
+        switch_eval: the net a phase does not train runs in eval mode (fastai's default):
+            the generator's BatchNorm neither uses nor updates batch statistics while it
+            only makes fakes for the critic, and the critic's spectral norm does not step
+            its power iteration while it only scores the generator's outputs.
     """
 
     def __init__(self, dls: Any, generator: nn.Module, critic: nn.Module,
                  gen_loss_func: Any, adv_weight: float = 0.5, switcher: Any = None,
                  gen_first: bool = False, clip: float | None = None, lr: float = 1e-4,
                  opt_betas: tuple[float, float] = (0.0, 0.99), wd: float = 0.0,
-                 crit_loss_func: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
+                 crit_loss_func: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 switch_eval: bool = True) -> None:
         self.dls, self.generator, self.critic = dls, generator, critic
+        self.switch_eval = switch_eval
         self.crit_loss_func = crit_loss_func
         self.gen_loss_func, self.adv_weight, self.clip = gen_loss_func, adv_weight, clip
         self.switcher = switcher or AdaptiveGANSwitcher(critic_thresh=0.65)
@@ -150,7 +156,17 @@ class GANLearner:
         adv = -scores.mean() if self.clip is not None else _adversarial(scores, True)
         return self.gen_loss_func(output, target) + self.adv_weight * adv
 
+    def _set_modes(self, gen_mode: bool) -> None:
+        """Both nets in training mode, or with ``switch_eval`` the idle one in eval mode
+        (``Module.train`` sets every submodule: only on a change of phase)."""
+        modes = (gen_mode or not self.switch_eval, not gen_mode or not self.switch_eval)
+        if self.generator.training != modes[0]:
+            self.generator.train(modes[0])
+        if self.critic.training != modes[1]:
+            self.critic.train(modes[1])
+
     def _critic_step(self, xb: Tensor, yb: Tensor) -> Tensor:
+        self._set_modes(False)
         with torch.no_grad():
             fake = self.generator(xb)
         loss = self.critic_loss(yb, fake)
@@ -164,6 +180,7 @@ class GANLearner:
         return loss.detach()
 
     def _generator_step(self, xb: Tensor, yb: Tensor) -> Tensor:
+        self._set_modes(True)
         self.critic.requires_grad_(False)
         try:
             loss = self.generator_loss(self.generator(xb), yb)
@@ -186,8 +203,6 @@ class GANLearner:
         if lr is not None:
             for group in self.gen_opt.param_groups + self.crit_opt.param_groups:
                 group["lr"] = lr
-        self.generator.train()
-        self.critic.train()
         for _ in range(n_epoch):
             sums: dict[bool, Any] = {True: 0.0, False: 0.0}
             counts = {True: 0, False: 0}
@@ -208,7 +223,6 @@ class GANLearner:
             if sample_dir is not None:
                 rec["sample"] = str(save_sample_grid(
                     self.generator, self.dls, Path(sample_dir) / f"gan_epoch{epoch}.png"))
-                self.generator.train()
             if not quiet:
                 print(f"gan epoch {epoch}: generator {rec['gen_loss']:.4f} "
                       f"({counts[True]} batches), critic {rec['crit_loss']:.4f} "

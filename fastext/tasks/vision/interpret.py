@@ -32,14 +32,20 @@ __all__ = ["ClassificationInterpretation", "bounding_boxes", "grad_cam", "mass_i
 
 
 def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
-             target: Tensor | None = None) -> Tensor:
+             target: Tensor | int | Sequence[int] | None = None) -> Tensor:
     """Grad-CAM maps (N, H, W) of ``x`` (N, C, H, W) at ``layer`` for class ``target``
-    (default: the predicted class), each upsampled to the input size and scaled to [0, 1]
+    (one class for every image, or one per image; default: the predicted class), each
+    upsampled to the input size and scaled to [0, 1]
     (all-zero where the class has no positive evidence). The model runs in eval mode and is
     restored afterwards; its parameter gradients and ``requires_grad`` flags are left
     untouched. The model may be frozen (``requires_grad_(False)``, a frozen pretrained body):
     the gradient flows from a detached copy of ``x`` that requires grad, so the activation
     at ``layer`` is always part of the graph."""
+    if target is not None:
+        target = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+        if target.numel() not in (1, len(x)):
+            raise ValueError(f"target must be one class or one per image ({len(x)}), got "
+                             f"{target.numel()}")
     acts: list[Tensor] = []
 
     def keep(_m: nn.Module, _i: Any, out: Tensor) -> None:
@@ -51,7 +57,8 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
     try:
         with torch.enable_grad():
             logits = model(x.detach().requires_grad_() if x.is_floating_point() else x)
-            cls = logits.argmax(1) if target is None else target.to(logits.device)
+            cls = (logits.argmax(1) if target is None
+                   else target.to(logits.device).expand(len(logits)))
             score = logits.gather(1, cls.view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(score, acts[-1])
     finally:
