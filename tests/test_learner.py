@@ -264,6 +264,24 @@ def test_progressive_resizing_changes_batch_size_keeps_model_and_opt():
     assert learn.opt is opt and next(iter(dls.train))[0].shape[-1] == 28  # reset after the fit
 
 
+def test_progressive_resizing_resets_when_the_fit_is_interrupted():
+    """A fit ended by an exception (Ctrl-C in a notebook) left the loaders at the small size
+    for every later fit, validation and prediction."""
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 3, (32,))
+    dls = DataLoaders.from_tensors(x[:24], y[:24], x[24:], y[24:], bs=8, device="cpu")
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    learn = Learner(dls, model, F.cross_entropy, quiet=True)
+
+    class Interrupt(Callback):
+        def after_batch(self):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(1, 1e-3, cbs=[fastext.learner.ProgressiveResize({0: 14}), Interrupt()])
+    assert next(iter(dls.train))[0].shape[-1] == 28
+
+
 def test_from_folder(tmp_path):
     from PIL import Image
 

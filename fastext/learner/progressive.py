@@ -13,7 +13,7 @@ class ProgressiveResize(Callback):
 
     ``sizes`` maps an epoch to the size used from that epoch on, e.g. ``{0: 64, 3: 128}``.
     The model must accept any input size (e.g. end in adaptive pooling). After the fit the
-    loaders go back to their stored size.
+    loaders go back to their stored size, however the fit ends.
 
     >>> cb = ProgressiveResize({0: 64, 3: 128})
     >>> cb.size_at(2), cb.size_at(3)
@@ -37,5 +37,8 @@ class ProgressiveResize(Callback):
     def before_epoch(self) -> None:
         self.learn.dls.set_size(self.size_at(self.learn.epoch))
 
-    def after_fit(self) -> None:
+    def after_fit(self) -> None:  # before other callbacks' after_fit see the loaders
+        self.learn.dls.set_size(None)
+
+    def finally_fit(self) -> None:  # also when an exception (Ctrl-C) ended the fit
         self.learn.dls.set_size(None)
