@@ -7,13 +7,16 @@
 # ignored folder: copy ../shared/data/mnist there and name .devdata in the run's carry).
 set -uo pipefail
 # Refuse up front: without set -e, ${1:?} would only end the $(...) subshell and every step
-# would run, writing to /.
-if [ $# -ne 1 ] || [ -z "$1" ]; then
+# would run, writing to /; an option (--help) or a folder that cannot be made would leave
+# every step writing nowhere.
+if [ $# -ne 1 ] || [ -z "$1" ] || [ "${1#-}" != "$1" ]; then
   echo "usage: bash bench/gpu_check.sh OUTDIR" >&2
   exit 2
 fi
-out=$(realpath -m "$1")
-mkdir -p "$out"
+out=$(realpath -m -- "$1") && mkdir -p -- "$out" && [ -w "$out" ] || {
+  echo "gpu_check.sh: cannot create or write the folder $1" >&2
+  exit 2
+}
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FASTEXT_CUDA=on
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}

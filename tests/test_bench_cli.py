@@ -45,7 +45,8 @@ def fake_suite(monkeypatch):
 
 
 # -- bench/gpu_check.sh ---------------------------------------------------------------------
-@pytest.mark.parametrize("args", [[], [""]], ids=["no-argument", "empty"])
+@pytest.mark.parametrize("args", [[], [""], ["--help"], ["a-file/out"]],
+                         ids=["no-argument", "empty", "option", "cannot-create"])
 def test_gpu_check_without_outdir_refuses_and_does_nothing(tmp_path, args):
     # Stand-ins for what the script's steps run: had a step started, calls.log would exist
     # (they also keep a broken script from building or testing anything here).
@@ -56,12 +57,16 @@ def test_gpu_check_without_outdir_refuses_and_does_nothing(tmp_path, args):
         (fake_bin / tool).chmod(0o755)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
+    if args == ["a-file/out"]:  # a folder that cannot be made: its parent is a file
+        args = [str(tmp_path / "a-file" / "out")]
+        (tmp_path / "a-file").write_text("")
     env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
     env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
     r = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), *args], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert "usage: bash bench/gpu_check.sh OUTDIR" in r.stderr
+    assert ("cannot create or write the folder" if "a-file" in "".join(args)
+            else "usage: bash bench/gpu_check.sh OUTDIR") in r.stderr
     assert not calls.exists() and list(cwd.iterdir()) == []
 
 
@@ -233,6 +238,18 @@ def test_plot_without_matplotlib_is_refused_up_front(monkeypatch, fake_suite, tm
         main(["fake", "--quick", "--plot", str(tmp_path / "p.png")])
     assert e.value.code == 2 and fake_suite.calls == []
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_plot_with_nothing_to_compare_is_a_note(monkeypatch, fake_suite, tmp_path, capsys):
+    """A run whose suites timed fastext alone (tabular without fastai) ended in a traceback
+    after all the work; it now says there is nothing to plot."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(fake_suite, "run", lambda **kw: [dict(ROWS[0])])  # fastext alone
+    out = tmp_path / "p.png"
+    argv = ["fake", "--reps", "1", "--plot", str(out), "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    assert "no suite has a counterpart to fastext to plot" in capsys.readouterr().err
+    assert not out.exists() and (tmp_path / "r.json").is_file()
 
 
 def test_json_folder_is_created_up_front(fake_suite, tmp_path):

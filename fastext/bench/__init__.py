@@ -234,5 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(doc, f, indent=2)
             f.write("\n")
     if args.plot:
-        write_plot(results, args.plot)
+        try:
+            write_plot(results, args.plot)
+        except ValueError as e:  # e.g. tabular without fastai: fastext alone, no ratio
+            print(f"fastext.bench: --plot: {e}; no plot written", file=sys.stderr)
     return 0
