@@ -73,11 +73,12 @@ def _bench(rest: list[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Runs the demo; an argument it does not take, missing data or an unreadable data file
     is one line on stderr (``fastext run NAME: ...``) and exit code 2, not a traceback."""
+    from ._messages import one_line
     from .data import DataError
     from .demos import FIXED_EPOCHS, TAKE_WEIGHTS, load
 
     def fail(message: str) -> int:
-        print(f"fastext run {args.name}: {message}", file=sys.stderr)
+        print(f"fastext run {args.name}: {one_line(message)}", file=sys.stderr)
         return 2
 
     if args.weights is not None and args.name not in TAKE_WEIGHTS:

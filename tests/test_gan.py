@@ -172,6 +172,23 @@ def test_load_vgg16_bn_from_a_local_file(tmp_path):
         load_vgg16_bn(tmp_path / "missing.pth")
 
 
+@pytest.mark.parametrize("content", ["garbage", "a list", "other weights"])
+def test_load_vgg16_bn_refuses_a_bad_file_naming_it(tmp_path, content):
+    """A file that is not vgg16_bn weights is a DataError naming it (``fastext run``
+    prints one line), not torch's multi-line traceback."""
+    pytest.importorskip("torchvision")
+    from fastext.data import DataError
+
+    path = tmp_path / "w.pth"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    else:
+        torch.save([1, 2] if content == "a list" else nn.Linear(2, 2).state_dict(), path)
+    with pytest.raises(DataError, match=str(path)) as e:
+        load_vgg16_bn(path)
+    assert "\n" not in str(e.value)
+
+
 def test_vgg_body_layers():
     body = vgg_body((4, 8, 16))
     x = torch.rand(2, 3, 32, 32)

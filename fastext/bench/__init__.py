@@ -54,6 +54,7 @@ import torch
 
 import fastext
 
+from .._messages import one_line  # noqa: F401  (the suites' missing() use bench.one_line)
 from .report import Progress, format_table, machine_info, write_plot
 from .timing import measure_bandwidth, reuse_freed_memory
 
@@ -83,12 +84,6 @@ def importable(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # ValueError: sys.modules[name] is None (blocked)
         return False
-
-
-def one_line(e: BaseException) -> str:
-    """An error's message on one line (a finder's names the places searched, one per line),
-    for a suite's :func:`missing` and the refusal that prints it."""
-    return " ".join(str(e).split())
 
 
 def reads_data(name: str) -> bool:

@@ -17,6 +17,7 @@ line saying what it is.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...data.files import DataError
 from ...nn.feature_loss import FeatureLoss, relu_before_pools
 
 __all__ = ["FeatureNet", "load_vgg16_bn", "train_feature_net", "vgg_body"]
@@ -69,13 +71,26 @@ def load_vgg16_bn(weights: str | os.PathLike[str]) -> FeatureNet:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"no vgg16_bn weights file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+        raise DataError(f"{path}: not a torch weights file ({_first_line(e)})") from e
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: not a state dict (a {type(state).__name__})")
     if any(k.startswith("features.") for k in state):
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     body = torchvision.models.vgg16_bn(weights=None).features
-    body.load_state_dict(state)
+    try:
+        body.load_state_dict(state)
+    except RuntimeError as e:  # other keys or shapes: another architecture's weights
+        raise DataError(f"{path}: not vgg16_bn weights ({_first_line(e)})") from e
     return FeatureNet(body, relu_before_pools(body)[2:5], [5.0, 15.0, 2.0], IMAGENET_STATS,
                       f"vgg16_bn with ImageNet weights from {path}")
+
+
+def _first_line(e: BaseException) -> str:
+    """torch's load errors run to many lines; the first says what happened."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def train_feature_net(images: Tensor, masks: Tensor, codes: Sequence[str], epochs: int = 12,
