@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     is one line on stderr (``fastext run NAME: ...``) and exit code 2, not a traceback."""
     from ._messages import one_line
     from .data import DataError
-    from .demos import FIXED_EPOCHS, TAKE_WEIGHTS, load
+    from .demos import FIXED_EPOCHS, NO_DATA, TAKE_WEIGHTS, load
 
     def fail(message: str) -> int:
         print(f"fastext run {args.name}: {one_line(message)}", file=sys.stderr)
@@ -85,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         return fail(f"--weights is used only by {', '.join(sorted(TAKE_WEIGHTS))}")
     if args.epochs is not None and args.name in FIXED_EPOCHS:
         return fail(f"--epochs is not taken: {FIXED_EPOCHS[args.name]}")
+    if args.data is not None and args.name in NO_DATA:
+        return fail(f"--data is not taken: {NO_DATA[args.name]}")
     try:
         load(args.name)(args)
     except (FileNotFoundError, DataError) as e:
@@ -151,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="a few batches on the shipped small subset (for tests)")
     run.add_argument("--no-bench", dest="bench_off", action="store_true",
-                     help="skip the benchmark that follows the demo")
+                     help="skip the benchmark that follows the demo (mnist, adult, tour; "
+                     "the others run none)")
     run.add_argument("--weights", metavar="FILE",
                      help="local pretrained weights (torchvision format) for demos that "
                      "take them (superres, gan, and tour's superres step: vgg16_bn); "

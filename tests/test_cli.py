@@ -138,6 +138,11 @@ def test_run_refuses_options_the_demo_does_not_take(demo_calls, capsys):
         assert cli.main(["run", name, "--weights", "vgg.pth"]) == 0
     assert [(name, args.weights) for name, args in demo_calls] == [
         ("superres", "vgg.pth"), ("gan", "vgg.pth"), ("tour", "vgg.pth")]
+    demo_calls.clear()
+    assert cli.main(["run", "uat", "--data", "somewhere"]) == 2  # it was silently ignored
+    assert capsys.readouterr().err == ("fastext run uat: --data is not taken: it fits "
+                                       "synthetic functions\n")
+    assert demo_calls == []
 
 
 def test_run_with_a_missing_data_folder_is_one_line_and_exit_2(tmp_path, capsys):
@@ -151,6 +156,7 @@ def test_run_with_a_missing_data_folder_is_one_line_and_exit_2(tmp_path, capsys)
     assert err.startswith("fastext run adult: no data directory 'adult'")
     assert str(nowhere / "adult") in err and "Check --data DIR" in err
     assert "FASTEXT_DATA" not in err and "Traceback" not in err
+    assert err.count("\n") == 1  # the places searched, joined on the one line
 
 
 def test_run_with_an_unreadable_data_file_names_it_and_exits_2(tmp_path, capsys):

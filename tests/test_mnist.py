@@ -180,13 +180,6 @@ def test_quick_demo_runs_the_quick_benchmark(tmp_path, monkeypatch):
     assert calls == [("optim", True)]
 
 
-def test_run_prints_missing_data_on_one_line(tmp_path, capsys):
-    """The finder lists the places searched one per line; `fastext run` promises one."""
-    assert cli.main(["run", "mnist", "--quick", "--no-bench", "--data", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(tmp_path) in err and "searched:" in err
-
-
 def test_cli_info_prints_build_info(capsys):
     assert cli.main(["info"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(fastext.build_info()))

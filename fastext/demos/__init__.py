@@ -5,7 +5,9 @@ Each demo is a module of this package exposing ``cli_main(args) -> dict``: it ta
 ``weights``), runs the demo, writes ``args.json`` when given, and returns the record.
 :data:`REGISTRY` maps each demo name to its module; a name whose module is not in this build is
 simply not offered. ``fastext run`` refuses ``--weights`` for a demo outside
-:data:`TAKE_WEIGHTS` and ``--epochs`` for one in :data:`FIXED_EPOCHS`, rather than ignore them.
+:data:`TAKE_WEIGHTS`, ``--epochs`` for one in :data:`FIXED_EPOCHS` and ``--data`` for one in
+:data:`NO_DATA`, rather than ignore them. ``--no-bench`` is taken by every demo: only those in
+:data:`WITH_BENCH` run a benchmark after the demo.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FIXED_EPOCHS", "REGISTRY", "TAKE_WEIGHTS", "available", "load"]
+__all__ = ["FIXED_EPOCHS", "NO_DATA", "REGISTRY", "TAKE_WEIGHTS", "WITH_BENCH", "available",
+           "load"]
 
 #: Demo name (as typed after ``fastext run``) -> module in ``fastext.demos``.
 REGISTRY: dict[str, str] = {
@@ -52,6 +55,13 @@ FIXED_EPOCHS: dict[str, str] = {
             "itself to set its epochs",
     "hpsearch-vs-random": "the epochs are one of the hyperparameters searched",
 }
+
+
+#: The demos that read no data set, and what they use instead.
+NO_DATA: dict[str, str] = {"uat": "it fits synthetic functions"}
+
+#: The demos that run a benchmark after the demo (``--no-bench`` skips it).
+WITH_BENCH: frozenset[str] = frozenset({"mnist", "adult", "tour"})
 
 
 def available() -> list[str]:
