@@ -9,7 +9,8 @@ closely as asked, if it is wide enough.
 ``fastext run uat [--json PATH]`` records ``widths``, ``errors`` (test RMSE per width) and
 ``slope`` (of log error against log width; about -2 is the ReLU capacity bound for a smooth
 target), plus the PNG paths. ``--epochs N``: epochs of 50 full-batch steps per width
-(default 40); ``--quick``: widths 1, 4, 16 and 2 epochs. ``fastext run`` refuses ``--data`` (nothing is read).
+(default 40); ``--quick``: widths 1, 4, 16 and 2 epochs. ``fastext run`` refuses ``--data``
+(nothing is read).
 """
 
 from __future__ import annotations
