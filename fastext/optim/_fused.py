@@ -259,7 +259,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Copies the (fp16/bf16) params into their fp32 master weights: call it after
         loading model weights without this optimizer's state."""
         for p, state in self.state.items():
-            if "master" in state:
+            if isinstance(p, Tensor) and "master" in state:  # not state kept for no param
                 state["master"].copy_(p)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -283,8 +283,16 @@ class FusedOptimizer(torch.optim.Optimizer):
         for p, values in keep.items():
             for k, v in values.items():
                 self.state[p][k] = v.to(device=p.device, dtype=torch.float32)
-        # torch keeps `step` on the CPU for its non-fused paths; ours lives with the param.
         for p, st in self.state.items():
+            if not isinstance(p, Tensor):  # state for an id no group lists: kept as is (torch)
+                continue
+            # A loaded master is trusted only where it still rounds to the param: one kept by
+            # an optimizer without masters (never updated) or saved before the param was
+            # changed would be copied over the param at the next step. A dropped one is
+            # rebuilt from the param then (which may be loaded after this optimizer).
+            if "master" in st and not (self._uses_master(p) and st["master"].to(p.dtype).equal(p)):
+                del st["master"]
+            # torch keeps `step` on the CPU for its non-fused paths; ours lives with the param.
             if "step" in st:
                 step = torch.as_tensor(st["step"], dtype=torch.float32)
                 st["step"] = step.to(p.device).reshape(())

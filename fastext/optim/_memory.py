@@ -30,9 +30,10 @@ def empty_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.
     # Over-allocate one huge page so that the buffer can start on a 2 MiB boundary.
     region = mmap.mmap(-1, nbytes + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.madvise(mmap.MADV_HUGEPAGE)
-    raw = torch.frombuffer(region, dtype=torch.uint8)  # keeps `region` alive
-    start = (-raw.data_ptr()) % _HUGE
-    return raw[start:start + nbytes].view(dtype)
+    start = (-torch.frombuffer(region, dtype=torch.uint8).data_ptr()) % _HUGE
+    # A storage of exactly the buffer (which keeps `region` alive), not a slice of the
+    # region: torch.save and deepcopy write / copy a view's whole storage.
+    return torch.frombuffer(region, dtype=dtype, count=numel, offset=start)
 
 
 def zeros_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
