@@ -87,6 +87,19 @@ def _numeric(s: pd.Series, name: str) -> pd.Series:
     return out
 
 
+def _plain(v: Any) -> Any:
+    """``v`` as a plain Python value when it is a NumPy scalar or a ``str`` subclass (a
+    column label such as ``numpy.str_`` or ``numpy.int64``), else ``v`` unchanged: what goes
+    into an export must be readable by ``torch.load(weights_only=True)``.
+
+    >>> [type(_plain(v)).__name__ for v in (np.str_("a"), np.int64(3), "b", None)]
+    ['str', 'int', 'str', 'NoneType']
+    """
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v) if isinstance(v, str) else v
+
+
 def _is_number(v: Any) -> bool:
     try:
         float(v)
@@ -309,7 +322,10 @@ class TabularProcessor:
         for names, role in ((cat_names, "cat_names"), (cont_names, "cont_names")):
             if isinstance(names, str) or not all(isinstance(n, str) for n in names):
                 raise TypeError(f"{role} must be a list of column names, got {names!r}")
-        cat_names, cont_names = list(cat_names), list(cont_names)
+        # plain str: names go into the export, and torch.load(weights_only=True) refuses
+        # str subclasses such as numpy.str_ (from list(np.array([...])) or df.columns.values)
+        cat_names, cont_names = [str(n) for n in cat_names], [str(n) for n in cont_names]
+        y_name = _plain(y_name)
         both = sorted(set(cat_names) & set(cont_names))
         if both:
             raise ValueError(f"column(s) {both} are listed as both categorical and continuous")
@@ -320,7 +336,7 @@ class TabularProcessor:
         if y_kind not in ("auto", "category", "regression"):
             raise ValueError(f"y_kind must be 'auto', 'category' or 'regression', got {y_kind!r}")
         self.base_cat_names, self.cont_names = cat_names, cont_names
-        self.y_name, self.y_kind = y_name, y_kind
+        self.y_name, self.y_kind = y_name, str(y_kind)
         self.fill = FillMissing() if fill_missing else None
         self.categorify = Categorify()
         self.norm = Normalize() if normalize else None
@@ -546,7 +562,8 @@ class TabularModel(nn.Module):
         self.config = {"emb_szs": emb_szs, "n_cont": int(n_cont), "out_sz": int(out_sz),
                        "layers": layers, "ps": ps, "embed_p": float(embed_p),
                        "y_range": None if y_range is None else tuple(map(float, y_range)),
-                       "use_bn": use_bn, "bn_final": bn_final, "bn_cont": bn_cont}
+                       "use_bn": bool(use_bn), "bn_final": bool(bn_final),
+                       "bn_cont": bool(bn_cont)}  # plain types: the config is exported
         self.embeds = ColumnEmbeddings(emb_szs) if emb_szs else None
         self.n_cat = len(emb_szs)
         self.emb_drop = nn.Dropout(embed_p) if embed_p > 0 else nn.Identity()

@@ -42,6 +42,17 @@ __all__ = [
 ]
 
 
+def _without_transients(module: nn.Module, transients: dict[str, Any]) -> dict[str, Any]:
+    """``module``'s pickling state with the attributes named in ``transients`` reset to the
+    given empty values. They hold the last forward's tensors, which after a training pass are
+    part of an autograd graph: ``copy.deepcopy`` (``AveragedModel``, EMA, "best model"
+    snapshots) and pickling refuse such tensors. The module itself keeps them, for the
+    callbacks that read them within the step (:class:`RNNRegularizer`)."""
+    state = nn.Module.__getstate__(module)
+    state.update(transients)
+    return state
+
+
 def _check_p(p: float, name: str) -> float:
     p = float(p)
     if not 0.0 <= p < 1.0:
@@ -123,6 +134,9 @@ class WeightDropout(nn.Module):
             if not isinstance(getattr(module, name, None), nn.Parameter):
                 raise ValueError(f"{type(module).__name__} has no parameter {name!r}")
         self.last_weights: dict[str, Tensor] = {}  # what the last forward ran with
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _without_transients(self, {"last_weights": {}})
 
     def forward(self, *args: Any) -> Any:
         if not self.training or self.weight_p == 0.0:
@@ -233,7 +247,7 @@ class AWDLSTM(nn.Module):
 class LinearDecoder(nn.Module):
     """Output dropout (:class:`RNNDropout`) then a linear layer to the vocabulary, its
     weight tied to ``tie_weight`` (the embedding matrix) when given. Keeps the dropped
-    input of the last call in ``dropped`` (for AR).
+    input of the last call in ``dropped`` (for AR; a copy or pickle starts without it).
 
     >>> emb = nn.Embedding(20, 4)
     >>> dec = LinearDecoder(20, 4, tie_weight=emb.weight)
@@ -257,6 +271,9 @@ class LinearDecoder(nn.Module):
         self.output_dp = RNNDropout(output_p)
         self.dropped: Tensor | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return _without_transients(self, {"dropped": None})
+
     def forward(self, x: Tensor) -> Tensor:
         self.dropped = self.output_dp(x)
         return self.decoder(self.dropped)
@@ -266,7 +283,8 @@ class AWDLSTMLanguageModel(nn.Module):
     """:class:`AWDLSTM` encoder + :class:`LinearDecoder` tied to its embedding: word ids
     ``(batch, time)`` in, next-word logits ``(batch, time, vocab)`` out. After each forward,
     ``raw_out`` (last LSTM output) and ``dropped_out`` (the same after output dropout) are
-    kept for :class:`RNNRegularizer`. ``drop_mult`` scales all five dropouts.
+    kept for :class:`RNNRegularizer` (not copied by ``copy.deepcopy`` or pickling: they
+    belong to the last step's graph). ``drop_mult`` scales all five dropouts.
 
     >>> lm = AWDLSTMLanguageModel(40, emb_sz=6, n_hid=8, n_layers=2, drop_mult=0.5)
     >>> lm.encoder.rnns[0].weight_p, lm.decoder.output_dp.p
@@ -287,6 +305,9 @@ class AWDLSTMLanguageModel(nn.Module):
         self.decoder = LinearDecoder(vocab_sz, emb_sz, output_p * drop_mult, tie)
         self.raw_out: Tensor | None = None
         self.dropped_out: Tensor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _without_transients(self, {"raw_out": None, "dropped_out": None})
 
     def reset(self) -> None:
         """Forget the carried hidden state."""

@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -119,11 +120,29 @@ def multi_hot(labels: Sequence[Sequence[str]], vocab: Sequence[str]) -> Tensor:
     return out
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s augmentations, mixed from ``(seed, epoch)`` by numpy's
+    ``SeedSequence`` rather than ``seed + epoch``, so the draws do not share a stream with
+    the shuffling order (which the loaders seed with ``seed + epoch``), nor epoch ``k + 1``
+    of seed ``s`` with epoch ``k`` of seed ``s + 1``.
+
+    >>> _epoch_seed(0, 0) == _epoch_seed(0, 0), _epoch_seed(0, 1) == _epoch_seed(1, 0)
+    (True, False)
+    """
+    state = np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)
+    return int(state[0])
+
+
 class BatchAugment:
     """Batched augmentation of uint8 image batches on their device: a random-resized crop
     (area fraction in ``scale``, aspect ratio in ``ratio``) and a horizontal flip with
     probability ``flip`` per image, done as one affine ``grid_sample``; then ``/255`` and
     normalisation by ``stats``. With ``train=False`` only the normalisation runs.
+
+    The random draws come from ``generator`` when one is given: :class:`ImageLoader` passes
+    :meth:`epoch_generator` of its epoch, so an epoch's augmentations depend only on
+    ``(seed, epoch)`` (resuming, ``lr_find`` and ``set_epoch`` replay them exactly). Called
+    on its own, it draws from one generator seeded with ``seed`` at construction.
 
     >>> aug = BatchAugment(stats=((0.5,), (0.5,)))
     >>> x = torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
@@ -135,10 +154,15 @@ class BatchAugment:
                  flip: float = 0.5, scale: tuple[float, float] = (0.35, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0) -> None:
         self.stats, self.flip, self.scale, self.ratio = stats, flip, scale, ratio
+        self.seed = seed
         self.gen = torch.Generator().manual_seed(seed)
 
-    def _affine(self, n: int) -> Tensor:
-        g = self.gen
+    def epoch_generator(self, epoch: int) -> torch.Generator:
+        """A fresh generator for epoch ``epoch``'s draws, seeded from ``(seed, epoch)``."""
+        return torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+
+    def _affine(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        g = self.gen if generator is None else generator
         area = torch.empty(n).uniform_(*self.scale, generator=g)
         log_r = torch.empty(n).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]),
                                         generator=g)
@@ -152,10 +176,11 @@ class BatchAugment:
         theta[:, 1, 1], theta[:, 1, 2] = sh, ty
         return theta
 
-    def __call__(self, x: Tensor, train: bool = True) -> Tensor:
+    def __call__(self, x: Tensor, train: bool = True,
+                 generator: torch.Generator | None = None) -> Tensor:
         x = x.float().div_(255)
         if train and (self.flip > 0 or self.scale != (1.0, 1.0)):
-            theta = self._affine(len(x)).to(x.device)
+            theta = self._affine(len(x), generator).to(x.device)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
                               align_corners=False)
@@ -170,7 +195,9 @@ class ImageLoader:
     """Batches ``(images, targets)`` from uint8 image and target tensors: each batch moves to
     ``device`` and goes through ``augment`` there (training batches augmented, validation
     ones only normalised). Shuffled each epoch when ``shuffle`` (default: ``train``);
-    ``drop_last`` leaves out a last partial batch."""
+    ``drop_last`` leaves out a last partial batch. Like the shuffling order, a training
+    epoch's augmentations are drawn from that epoch's number (the augmentation's
+    ``epoch_generator``), so ``set_epoch(k)`` replays epoch ``k`` exactly."""
 
     def __init__(self, images: Tensor, targets: Tensor, augment: BatchAugment, bs: int,
                  train: bool, device: torch.device, seed: int = 0, drop_last: bool = False,
@@ -195,10 +222,20 @@ class ImageLoader:
     def dataset(self) -> tuple[Tensor, ...]:
         return self.base.tensors
 
+    def _augment_kwargs(self) -> dict[str, torch.Generator]:
+        """``{"generator": ...}`` for this epoch's training augmentations, read before the
+        base loader advances its epoch; empty for validation or an augmentation without
+        ``epoch_generator`` (any ``augment(x, train)`` callable still works)."""
+        make = getattr(self.augment, "epoch_generator", None)
+        if not self.train or make is None:
+            return {}
+        return {"generator": make(self.base.epoch)}
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        kw = self._augment_kwargs()
         for xb, yb in self.base:
             xb = xb.to(self.device, non_blocking=True)
-            yield self.augment(xb, self.train), yb.to(self.device, non_blocking=True)
+            yield self.augment(xb, self.train, **kw), yb.to(self.device, non_blocking=True)
 
 
 class ImageDataLoaders(DataLoaders):

@@ -36,7 +36,7 @@ from ...learner.data import drops_last_batch
 from ...learner.metrics import Metric
 from ...nn import fuse_bn_relu
 from .body import _first_conv, create_body
-from .data import ImageLoader, _resolve_stats
+from .data import ImageLoader, _epoch_seed, _resolve_stats
 
 __all__ = [
     "DynamicUnet", "PixelAccuracy", "PixelShuffleUpsample", "ResBlock", "SegmentAugment",
@@ -363,6 +363,10 @@ class SegmentAugment:
     image and nearest for the mask (one ``affine_grid`` for both). Then ``/255`` and
     normalisation by ``stats``; with ``train=False`` only the normalisation.
 
+    As :class:`~fastext.tasks.vision.data.BatchAugment`: the draws come from ``generator``
+    when given (the loader passes :meth:`epoch_generator` of its epoch, so resuming and
+    ``set_epoch`` replay an epoch exactly), else from one generator seeded at construction.
+
     >>> aug = SegmentAugment(((0.5,) * 3, (0.5,) * 3), flip=1.0)
     >>> x = torch.arange(4, dtype=torch.uint8).view(1, 1, 1, 4).expand(1, 3, 1, 4)
     >>> xb, yb = aug(x, torch.arange(4).view(1, 1, 4))
@@ -375,8 +379,12 @@ class SegmentAugment:
                  seed: int = 0) -> None:
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
-        self.stats, self.flip, self.scale = stats, flip, scale
+        self.stats, self.flip, self.scale, self.seed = stats, flip, scale, seed
         self.gen = torch.Generator().manual_seed(seed)
+
+    def epoch_generator(self, epoch: int) -> torch.Generator:
+        """A fresh generator for epoch ``epoch``'s draws, seeded from ``(seed, epoch)``."""
+        return torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
 
     def _normalise(self, x: Tensor) -> Tensor:
         x = x.float().div_(255)
@@ -386,11 +394,12 @@ class SegmentAugment:
             x = (x - mean) / std
         return x
 
-    def __call__(self, x: Tensor, y: Tensor, train: bool = True) -> tuple[Tensor, Tensor]:
+    def __call__(self, x: Tensor, y: Tensor, train: bool = True,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         x = self._normalise(x)
         if not train:
             return x, y
-        n, g = len(x), self.gen
+        n, g = len(x), self.gen if generator is None else generator
         flip = torch.rand(n, generator=g) < self.flip
         if self.scale == (1.0, 1.0):
             f = flip.to(x.device)
@@ -423,9 +432,10 @@ class _SegmentLoader(ImageLoader):
         self.size: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        kw = self._augment_kwargs()  # this epoch's generator, before the epoch advances
         for xb, yb in self.base:
             xb = xb.to(self.device, non_blocking=True)
-            xb, yb = self.augment(xb, yb.to(self.device, non_blocking=True), self.train)
+            xb, yb = self.augment(xb, yb.to(self.device, non_blocking=True), self.train, **kw)
             if self.size is not None and tuple(xb.shape[-2:]) != self.size:
                 xb = F.interpolate(xb, self.size, mode="bilinear", align_corners=False,
                                    antialias=True)

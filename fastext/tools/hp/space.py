@@ -18,6 +18,7 @@ options in a meaningful order, e.g. batch sizes ascending: the forest then split
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +26,64 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Choice", "Int", "LogUniform", "Param", "Space", "Uniform"]
+
+
+def to_json_value(v: Any, where: str = "value") -> Any:
+    """``v`` as plain JSON data: tensors, numpy arrays and numpy scalars through ``.tolist()``
+    (a 0-d tensor or a numpy scalar becomes a Python number), tuples as lists, mapping keys as
+    strings; numbers, strings, booleans and None as they are.
+
+    >>> import numpy as np, torch
+    >>> to_json_value({"acc": torch.tensor(0.5), "n": np.int64(3), "f1": [np.float64(0.25)]})
+    {'acc': 0.5, 'n': 3, 'f1': [0.25]}
+
+    Raises:
+        TypeError: something else (``where`` says which entry), which the log could not hold.
+    """
+    tolist = getattr(v, "tolist", None)
+    if callable(tolist):  # torch.Tensor, numpy arrays and scalars
+        return to_json_value(tolist(), where)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, Mapping):
+        return {str(k): to_json_value(x, f"{where}[{k!r}]") for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [to_json_value(x, f"{where}[{i}]") for i, x in enumerate(v)]
+    raise TypeError(f"{where} ({type(v).__name__}) cannot go into the JSON log; report "
+                    "numbers, strings, booleans, None, or lists and dicts of them")
+
+
+def _plain_option(o: Any) -> Any:
+    """``o`` with NumPy scalars (also inside tuples, lists and dicts) as Python ones, so that
+    ``Choice(list(np.array([32, 64])))`` hands the objective, the log and the summary plain
+    ``int``s; the containers keep their type (tuple options stay tuples)."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple) and not hasattr(o, "_fields"):  # not a namedtuple: rebuild it
+        return tuple(_plain_option(x) for x in o)
+    if isinstance(o, list):
+        return [_plain_option(x) for x in o]
+    if isinstance(o, dict):
+        return {k: _plain_option(x) for k, x in o.items()}
+    return o
+
+
+def _json_or_raw(o: Any) -> Any:
+    """``o`` as the log writes it (:func:`to_json_value`: tuples become lists), or ``o``
+    itself when JSON cannot hold it (an in-memory search may use any options)."""
+    try:
+        return to_json_value(o, "option")
+    except TypeError:
+        return o
+
+
+def _option_key(o: Any) -> str:
+    """What tells options apart once written to JSON and read back: ``(64,)`` and ``[64]``
+    are one option, ``1`` and ``True`` two (``"1"`` vs ``"true"``)."""
+    try:
+        return json.dumps(to_json_value(o, "option"), sort_keys=True)
+    except (TypeError, ValueError):
+        return "repr:" + repr(o)
 
 
 def _finite(x: Any, what: str) -> float:
@@ -58,6 +117,11 @@ class Param:
 
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def restore(self, value: Any) -> Any:
+        """The value a trial ran with, from what the JSON log read back for it (the same,
+        except for :class:`Choice`)."""
+        return value
 
     def label(self, name: str) -> str:
         """How the encoded axis is named in plots."""
@@ -183,11 +247,18 @@ class Int(Param):
 
 
 class Choice(Param):
-    """One of a list of options (numbers, strings, booleans; anything JSON can hold),
-    encoded as its index in the list.
+    """One of a list of options (numbers, strings, booleans, tuples or lists of them;
+    anything JSON can hold), encoded as its index in the list.
+
+    The objective gets the options as given, except NumPy scalars, which become Python
+    numbers. The log holds their JSON form (a tuple as a list); a resumed search maps it
+    back to the option (:meth:`restore`), so ``(128, 64)`` stays a tuple.
 
     >>> Choice(["relu", "tanh"]).encode("tanh")
     1.0
+    >>> c = Choice([(64,), (128, 64)])
+    >>> c.to_dict()["options"], c.restore([128, 64])
+    ([[64], [128, 64]], (128, 64))
     """
 
     kind = "choice"
@@ -195,10 +266,12 @@ class Choice(Param):
     def __init__(self, options: Sequence[Any]) -> None:
         if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
             raise TypeError(f"Choice needs a list of options, got {options!r}")
-        self.options = list(options)
+        self.options = [_plain_option(o) for o in options]
         if not self.options:
             raise ValueError("Choice needs at least one option")
-        if len({repr(o) for o in self.options}) != len(self.options):
+        # distinct as the log will hold them: (64,) and [64] are both [64] there
+        self._keys = [_option_key(o) for o in self.options]
+        if len(set(self._keys)) != len(self.options):
             raise ValueError(f"Choice options must be distinct, got {self.options}")
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Any]:
@@ -212,7 +285,18 @@ class Choice(Param):
         for i, o in enumerate(self.options):
             if o == value and not isinstance(value, bool) and not isinstance(o, bool):
                 return float(i)  # an int read back from JSON as an int-valued float
+        key = _option_key(value)
+        if key in self._keys:  # the JSON form of an option, e.g. a tuple read back as a list
+            return float(self._keys.index(key))
         raise ValueError(f"{value!r} is not one of {self.options}")
+
+    def restore(self, value: Any) -> Any:
+        """The option ``value`` (read back from the JSON log) stands for: ``[128, 64]`` ->
+        ``(128, 64)`` for a tuple option; ``value`` itself when it matches none."""
+        try:
+            return self.options[int(self.encode(value))]
+        except (TypeError, ValueError):
+            return value
 
     def decode(self, x: float) -> Any:
         return self.options[int(np.clip(round(float(x)), 0, len(self.options) - 1))]
@@ -221,8 +305,12 @@ class Choice(Param):
     def bounds(self) -> tuple[float, float]:
         return 0.0, float(len(self.options) - 1)
 
+    def __repr__(self) -> str:
+        return f"Choice(options={self.options!r})"  # as given, not the JSON form
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "options": list(self.options)}
+        # the JSON form, so a space equals itself read back from the log (tuples as lists)
+        return {"type": self.kind, "options": [_json_or_raw(o) for o in self.options]}
 
 
 _KINDS: dict[str, type[Param]] = {"uniform": Uniform, "log": LogUniform, "int": Int,
@@ -303,6 +391,12 @@ class Space:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The JSON form read back by :meth:`from_dict`."""
         return {name: p.to_dict() for name, p in self.params.items()}
+
+    def restore(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` as read back from the JSON log, with each value mapped back to what
+        the trial ran with (:meth:`Param.restore`; names not in the space kept as read)."""
+        return {name: self.params[name].restore(v) if name in self.params else v
+                for name, v in config.items()}
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Mapping[str, Any]]) -> Space:

@@ -18,43 +18,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .space import Space
+from .space import Space, to_json_value
 
 __all__ = ["STATUSES", "Trial", "TrialLog", "to_json_value"]
 
 #: ok: finished with a finite value; diverged: finished with NaN/inf; failed: raised.
 STATUSES = ("ok", "diverged", "failed")
 _FORMAT = "fastext-hpsearch-1"
-
-
-def to_json_value(v: Any, where: str = "value") -> Any:
-    """``v`` as plain JSON data: tensors, numpy arrays and numpy scalars through ``.tolist()``
-    (a 0-d tensor or a numpy scalar becomes a Python number), tuples as lists, mapping keys as
-    strings; numbers, strings, booleans and None as they are.
-
-    >>> import numpy as np, torch
-    >>> to_json_value({"acc": torch.tensor(0.5), "n": np.int64(3), "f1": [np.float64(0.25)]})
-    {'acc': 0.5, 'n': 3, 'f1': [0.25]}
-
-    Raises:
-        TypeError: something else (``where`` says which entry), which the log could not hold.
-    """
-    tolist = getattr(v, "tolist", None)
-    if callable(tolist):  # torch.Tensor, numpy arrays and scalars
-        return to_json_value(tolist(), where)
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, Mapping):
-        return {str(k): to_json_value(x, f"{where}[{k!r}]") for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [to_json_value(x, f"{where}[{i}]") for i, x in enumerate(v)]
-    raise TypeError(f"{where} ({type(v).__name__}) cannot go into the JSON log; report "
-                    "numbers, strings, booleans, None, or lists and dicts of them")
 
 
 @dataclass
@@ -84,12 +58,25 @@ class Trial:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        # the same conversion as info: tuples as lists, numpy scalars as numbers
+        d["params"] = to_json_value(self.params, "params")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trial:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+def _check_loggable(space: Space, path: str | os.PathLike[str]) -> None:
+    """Fails before any trial runs when ``space`` cannot go into the JSON log (e.g. a
+    ``Choice`` of functions), rather than after the first objective call."""
+    try:
+        json.dumps(space.to_dict())
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{path}: the search space cannot be written to a JSON log ({e}); "
+                        "use options JSON can hold, or log=None") from None
 
 
 class TrialLog:
@@ -112,6 +99,8 @@ class TrialLog:
                 method or seed (resuming it would mix two searches).
         """
         if path is None or not Path(path).exists():
+            if path is not None:
+                _check_loggable(space, path)
             return cls(path, space, method, seed)
         try:
             doc = json.loads(Path(path).read_text())
@@ -126,6 +115,8 @@ class TrialLog:
             raise ValueError(f"{path} was written by a search with a different "
                              f"{', '.join(clashes)}; give a new log path to start afresh")
         trials = [Trial.from_dict(t) for t in doc["trials"]]
+        for t in trials:  # JSON gave lists for tuple options: back to the space's options
+            t.params = space.restore(t.params)
         if [t.number for t in trials] != list(range(len(trials))):
             raise ValueError(f"{path}: trial numbers are not 0..{len(trials) - 1}")
         return cls(path, space, method, seed, trials)
