@@ -6,7 +6,7 @@ rest of that stage (see :class:`fastext.learner.Learner`).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -53,6 +53,12 @@ class Callback:
     ``finally_fit`` runs however a fit ends (normally, cancelled, or by an exception that
     ``after_fit`` never sees): the place to put back state the callback changed for the fit.
 
+    A callback whose state a resumed fit needs (a best value so far, a count carried across
+    epochs) returns it from :meth:`state_dict`: :meth:`Learner.save` writes it under
+    :attr:`state_key`, and a fit resumed from that checkpoint (``start_epoch > 0`` after
+    :meth:`Learner.load`) hands it to :meth:`load_state_dict` of the callback with the same
+    key, after ``before_fit``.
+
     >>> class CountBatches(Callback):
     ...     def before_fit(self): self.n = 0
     ...     def after_batch(self): self.n += self.learn.training
@@ -68,6 +74,22 @@ class Callback:
         """snake_case of the class name without a "Callback" suffix (``learn.<name>``)."""
         base = re.sub(r"Callback$", "", type(self).__name__) or type(self).__name__
         return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's state in a checkpoint (default the class name; two
+        callbacks of a fit with the same key are told apart by their position)."""
+        return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a fit resumed from a checkpoint needs of this callback, as plain numbers,
+        strings, ``None``, tensors, lists and dicts (``torch.load(weights_only=True)`` reads
+        them back); ``None`` (the default): nothing."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Takes back what :meth:`state_dict` returned; called at the start of a resumed
+        fit, after ``before_fit``."""
 
     def __call__(self, event: str) -> None:
         method = getattr(self, event, None)

@@ -11,6 +11,10 @@ ends the fit after the epoch's row has been recorded, written and printed), :cla
 Nothing here reads a tensor on the host during a training step except :class:`TerminateOnNaN`
 (opt-in): the Recorder keeps its per-batch numbers on the device and reads them once per epoch.
 
+The trackers (:class:`EarlyStopping`, :class:`SaveModel`) and :class:`GradientAccumulation`
+carry state from epoch to epoch: it goes into :meth:`Learner.save` (their ``state_dict``) and
+back into them in a fit resumed from that checkpoint (``start_epoch``).
+
 >>> import torch
 >>> from fastext.learner import DataLoaders, Learner
 >>> x = torch.randn(64, 3); y = x @ torch.tensor([1.0, -2.0, 0.5])
@@ -372,6 +376,13 @@ class TrackerCallback(Callback):
     containing "loss" or "error", greater-is-better otherwise. After each epoch
     :attr:`improved` says whether the value beat :attr:`best`.
 
+    An epoch is judged as soon as its validation is in (``after_validate``, from
+    ``learn.final_record``; in ``after_epoch`` for the ``epoch`` and ``time`` columns or when
+    validation did not end), so that a checkpoint written in ``after_epoch`` holds the
+    tracker's state after that epoch: :meth:`state_dict` (the best value) goes into
+    :meth:`Learner.save` and comes back in a fit resumed from it. :attr:`best` is reset at the
+    start of each fit when ``reset_on_fit`` (else kept across fits).
+
     >>> TrackerCallback("valid_loss").comp(1.0, 2.0), TrackerCallback("accuracy").comp(1.0, 2.0)
     (True, False)
     """
@@ -389,6 +400,24 @@ class TrackerCallback(Callback):
         self.lower_is_better = bool(comp(0.0, 1.0))
         self.best: float | None = None
         self.improved = False
+        self._pending = False  # the current epoch is not judged yet
+
+    @property
+    def state_key(self) -> str:
+        """The class name and the monitored column."""
+        return f"{type(self).__name__}:{self.monitor}"
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The best value so far (``None`` before the first fit: nothing to resume)."""
+        return None if self.best is None else {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Takes back the best value of the fit a resumed fit continues."""
+        self.best = float(state["best"])
+
+    def _reset(self) -> None:
+        """Forgets the best value (at the start of a fit, see ``reset_on_fit``)."""
+        self.best = math.inf if self.lower_is_better else -math.inf
 
     def before_fit(self) -> None:
         names = self.learn.recorder.metric_names
@@ -396,11 +425,25 @@ class TrackerCallback(Callback):
             raise ValueError(f"{type(self).__name__}: cannot monitor {self.monitor!r}; "
                              f"the recorder has {names}")
         self._col = names.index(self.monitor)
+        self._pending = False
         if self.reset_on_fit or self.best is None:
-            self.best = math.inf if self.lower_is_better else -math.inf
+            self._reset()
+
+    def before_epoch(self) -> None:
+        self._pending = True
+
+    def after_validate(self) -> None:
+        # final_record is the epoch's row without its first (epoch) and last (time) cells
+        if self._pending and 0 < self._col < len(self.learn.recorder.metric_names) - 1:
+            self._judge(float(self.learn.final_record[self._col - 1]))
 
     def after_epoch(self) -> None:
-        value = float(self.learn.recorder.values[-1][self._col])
+        if self._pending:
+            self._judge(float(self.learn.recorder.values[-1][self._col]))
+
+    def _judge(self, value: float) -> None:
+        """Notes the epoch's ``value``: :attr:`improved`, and :attr:`best` when it did."""
+        self._pending = False
         # better by more than min_delta: value + min_delta < best (or value - min_delta > best)
         delta = self.min_delta if self.lower_is_better else -self.min_delta
         self.improved = bool(self.comp(value + delta, self.best)) and not math.isnan(value)
@@ -435,9 +478,22 @@ class EarlyStopping(TrackerCallback):
         self.wait = 0
         self.stopped_epoch: int | None = None
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """The best value and the epochs since it."""
+        state = super().state_dict()
+        return None if state is None else {**state, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Takes back the best value and the epochs since it."""
+        super().load_state_dict(state)
+        self.wait = int(state["wait"])
+
+    def _judge(self, value: float) -> None:
+        super()._judge(value)
+        self.wait = 0 if self.improved else self.wait + 1
+
     def after_epoch(self) -> None:
         super().after_epoch()
-        self.wait = 0 if self.improved else self.wait + 1
         if self.wait >= self.patience:
             self.stopped_epoch = self.learn.epoch
             if rank_zero():  # every rank stops (validation is reduced); one of them says so
@@ -449,7 +505,12 @@ class EarlyStopping(TrackerCallback):
 class SaveModel(TrackerCallback):
     """Saves the learner (``learn.save(fname, with_opt)``) whenever ``monitor`` improves, or
     after every epoch as ``{fname}_{epoch}`` with ``every_epoch``; with ``at_end`` loads the
-    best checkpoint back when the fit ends.
+    best checkpoint back when the fit ends. :attr:`best_epoch` is the epoch of the best
+    checkpoint: with ``reset_on_fit=False`` the best value and its checkpoint are kept across
+    fits, so a fit that never beats it still ends on the best weights with ``at_end``. Its
+    best value and epoch go into checkpoints (:meth:`state_dict`, under the class name and
+    ``fname``), so that a resumed fit goes on comparing with the best of the epochs before
+    the interruption rather than overwriting ``fname`` with a worse model.
 
     >>> import torch, tempfile
     >>> from fastext.learner import DataLoaders, Learner
@@ -469,11 +530,37 @@ class SaveModel(TrackerCallback):
         self.fname, self.every_epoch, self.with_opt, self.at_end = (
             fname, every_epoch, with_opt, at_end)
         self.saved: list[Path] = []
+        self.best_epoch: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        """The class name and ``fname``."""
+        return f"{type(self).__name__}:{self.fname}"
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The best value and the epoch of its checkpoint."""
+        state = super().state_dict()
+        return None if state is None else {**state, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Takes back the best value and the epoch of its checkpoint."""
+        super().load_state_dict(state)
+        self.best_epoch = state["best_epoch"]
+
+    def _reset(self) -> None:
+        # best_epoch goes with best: kept across fits (reset_on_fit=False), it still says
+        # that fname holds the best weights when a later fit never improves on them
+        super()._reset()
+        self.best_epoch = None
 
     def before_fit(self) -> None:
         super().before_fit()
         self.saved = []
-        self.best_epoch: int | None = None
+
+    def _judge(self, value: float) -> None:
+        super()._judge(value)
+        if self.improved and not self.every_epoch:
+            self.best_epoch = self.learn.epoch
 
     def _save(self, name: str) -> None:
         if rank_zero():  # one writer under torchrun (every rank decides alike: see distributed)
@@ -484,7 +571,6 @@ class SaveModel(TrackerCallback):
         if self.every_epoch:
             self._save(f"{self.fname}_{self.learn.epoch}")
         elif self.improved:
-            self.best_epoch = self.learn.epoch
             self._save(self.fname)
 
     def after_fit(self) -> None:
@@ -612,6 +698,8 @@ class GradientAccumulation(Callback):
     ``bs / n_acc``; ``learn.loss`` itself is unchanged). Samples are counted across epoch
     boundaries; a partial accumulation left when the fit ends is dropped (gradients zeroed).
     Runs before :class:`GradientClip`, so clipping and unscaling happen on real steps only.
+    A checkpoint holds the count and, mid-accumulation, the gradients accumulated so far
+    (:meth:`state_dict`), so a fit resumed from it steps where the uninterrupted one would.
 
     >>> import torch
     >>> from fastext.learner import DataLoaders, Learner
@@ -637,6 +725,31 @@ class GradientAccumulation(Callback):
         if self.count and self.learn.opt is not None:
             self.learn.opt.zero_grad()
             self.count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The samples counted towards the next step, the steps taken in this fit, and
+        while samples are counted the gradients they left (``grads``: the model's
+        parameters, by position, that have one)."""
+        state: dict[str, Any] = {"count": self.count, "n_steps": self.n_steps}
+        if self.count:
+            state["grads"] = {i: p.grad.detach().clone()
+                              for i, p in enumerate(self.learn.model.parameters())
+                              if p.grad is not None}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Takes back the count and the pending gradients (after ``before_fit`` zeroed
+        them)."""
+        self.count, self.n_steps = int(state["count"]), int(state["n_steps"])
+        params = list(self.learn.model.parameters())
+        with torch.no_grad():
+            for i, grad in state.get("grads", {}).items():
+                p = params[i]
+                grad = grad.to(device=p.device, dtype=p.dtype)
+                if p.grad is not None and p.grad.shape == grad.shape:
+                    p.grad.copy_(grad)  # keeps a flat optimizer's gradient views
+                else:
+                    p.grad = grad.clone()
 
     def after_loss(self) -> None:
         if self.learn.training:

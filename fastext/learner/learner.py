@@ -76,6 +76,18 @@ def _default_loss(pred: Tensor, *yb: Tensor) -> Tensor:
     raise ValueError("Learner needs a loss_func")
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars (a weight decay from ``np.linspace``, say), also inside
+    tuples and lists, as Python numbers: param groups go into checkpoints, and
+    ``torch.load(weights_only=True)`` refuses numpy scalars. Tensors (a tensor lr) and
+    anything else are left as they are."""
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 class Learner:
     """Trains ``model`` on ``dls`` with ``loss_func``.
 
@@ -146,6 +158,8 @@ class Learner:
         self.train_iter, self.pct_train, self.loss = 0, 0.0, torch.zeros(())
         self.batch_done = False  # set once a batch's loss is computed (and after_loss ran)
         self.cbs: list[Callback] = []
+        # callback states of the last checkpoint loaded, for the next resumed fit
+        self._resume_states: dict[str, Any] = {}
         from .callbacks import ProgressCallback, Recorder
 
         for cb in (Recorder(), ProgressCallback(), *cbs):
@@ -170,6 +184,17 @@ class Learner:
     def __call__(self, event: str) -> None:
         for cb in list(self.cbs):
             cb(event)
+
+    def _keyed_cbs(self) -> list[tuple[str, Callback]]:
+        """The callbacks with their keys in a checkpoint: ``cb.state_key``, then ``#2``,
+        ``#3``... appended for the later callbacks (in ``order``) with a key already taken."""
+        seen: dict[str, int] = {}
+        out = []
+        for cb in self.cbs:
+            key = cb.state_key
+            seen[key] = n = seen.get(key, 0) + 1
+            out.append((key if n == 1 else f"{key}#{n}", cb))
+        return out
 
     def _with_events(self, fn: Callable[[], None], name: str, cancel: type) -> None:
         try:
@@ -196,17 +221,19 @@ class Learner:
         for i, params in enumerate(self.layer_groups()):
             decay = [p for p in params if id(p) not in no_decay]
             rest = [p for p in params if id(p) in no_decay]
-            for ps, wd in ((decay, self.wd), (rest, 0.0)):
+            for ps, wd in ((decay, _plain(self.wd)), (rest, 0.0)):
                 if ps:
                     groups.append({"params": ps, "weight_decay": wd, "layer_group": i,
                                    "apply_wd": ps is decay})
-        kwargs: dict[str, Any] = {"lr": self.lr}
+        kwargs: dict[str, Any] = {"lr": _plain(self.lr)}
         if self.precision == "fp16":
             if "master_weights" not in inspect.signature(self.opt_func).parameters:
                 raise ValueError("precision='fp16' keeps fp32 master weights in the optimizer: "
                                  "use fastext.optim.AdamW or RMSprop (or precision='bf16')")
             kwargs["master_weights"] = True
         self.opt = self.opt_func(groups, **kwargs)
+        for g in self.opt.param_groups:  # e.g. betas from a numpy array in opt_func's partial
+            g.update({k: _plain(v) for k, v in g.items() if k != "params"})
         return self.opt
 
     @property
@@ -251,7 +278,7 @@ class Learner:
                 elif g.get("momentum", 0) > 0:  # an optimizer built without momentum stays so
                     g["momentum"] = float(moms[i])
             if wd is not None and g.get("apply_wd", g["weight_decay"] != 0):
-                g["weight_decay"] = wd
+                g["weight_decay"] = _plain(wd)
 
     def freeze_to(self, n: int) -> None:
         """Trains only layer groups ``n`` onwards (negative counts from the end, as a slice
@@ -282,8 +309,9 @@ class Learner:
         """Trains ``n_epoch`` epochs at a constant ``lr`` (plus whatever ``cbs`` schedule)
         with weight decay ``wd``; as in fastai, ``None`` means the learner's ``lr`` / ``wd``
         (not whatever the last fit left on the optimizer). ``start_epoch`` resumes a fit
-        after a checkpoint: the epochs before it are skipped and the schedules continue from
-        where they were.
+        after a checkpoint: the epochs before it are skipped, the schedules continue from
+        where they were, and the callbacks get back the state the checkpoint holds for them
+        (see :meth:`load`).
 
         However the fit ends (normally, cancelled, or by an exception that ``after_fit``
         never sees), it then fires ``finally_fit``, so that callbacks put back state they
@@ -308,9 +336,20 @@ class Learner:
                     self.remove_cb(cb)
 
     def _do_fit(self) -> None:
+        if self.start_epoch > 0:
+            self._resume_callbacks()
         for epoch in range(self.start_epoch, self.n_epoch):
             self.epoch = epoch
             self._with_events(self._do_epoch, "epoch", CancelEpochException)
+
+    def _resume_callbacks(self) -> None:
+        """Hands the callback states of the checkpoint last loaded to the callbacks with
+        the same keys (after their ``before_fit``, which resets them); once: a later
+        resumed fit needs a checkpoint loaded again."""
+        states, self._resume_states = self._resume_states, {}
+        for key, cb in self._keyed_cbs():
+            if key in states:
+                cb.load_state_dict(states[key])
 
     def _do_epoch(self) -> None:
         self._with_events(self._do_train, "train", CancelTrainException)
@@ -482,14 +521,18 @@ class Learner:
         return self.path / self.model_dir / f"{name}.pth"
 
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
-        """Writes model, optimizer, scaler, epoch, schedule position and RNG state to
+        """Writes model, optimizer, scaler, epoch, schedule position, RNG state and the
+        callbacks' states (:meth:`Callback.state_dict`, e.g. a tracker's best value) to
         :meth:`model_file` (``path/model_dir/name.pth`` for a name), loadable with
-        ``torch.load(weights_only=True)``."""
+        ``torch.load(weights_only=True)``. A checkpoint to resume from is written at the end
+        of an epoch (``after_epoch``; the trackers have judged the epoch by then)."""
         file = self.model_file(name)
         file.parent.mkdir(parents=True, exist_ok=True)
+        callbacks = {key: cb_state for key, cb in self._keyed_cbs()
+                     if (cb_state := cb.state_dict()) is not None}
         state: dict[str, Any] = {"model": unwrap_model(self.model).state_dict(),
                                  "epoch": self.epoch, "train_iter": self.train_iter,
-                                 "rng": torch.get_rng_state()}
+                                 "rng": torch.get_rng_state(), "callbacks": callbacks}
         if with_opt and self.opt is not None:
             state["opt"] = self.opt.state_dict()
         if self.scaler is not None:
@@ -504,9 +547,13 @@ class Learner:
     def load(self, name: str | Path, with_opt: bool = True, strict: bool = True,
              with_state: bool = True) -> Learner:
         """Restores what :meth:`save` wrote (a name or a file, see :meth:`model_file`);
-        ``with_state`` also restores the epoch counters and the RNGs. To resume a fit from a
-        checkpoint saved at the end of epoch ``k``, call the same ``fit*`` with
-        ``start_epoch=k + 1`` (``learn.epoch + 1`` after this load)."""
+        ``with_state`` also restores the epoch counters and the RNGs, and keeps the
+        callbacks' states for the next resumed fit. To resume a fit from a checkpoint saved
+        at the end of epoch ``k``, call the same ``fit*`` with the same callbacks and
+        ``start_epoch=k + 1`` (``learn.epoch + 1`` after this load): each callback with
+        state in the checkpoint (``SaveModel``'s and ``EarlyStopping``'s best value,
+        ``GradientAccumulation``'s pending gradients) gets it back after its
+        ``before_fit``, so the resumed fit goes on as the uninterrupted one would have."""
         file = self.model_file(name)
         if not file.exists():
             raise FileNotFoundError(f"no checkpoint at {file}")
@@ -522,6 +569,7 @@ class Learner:
             self.scaler.load_state_dict(state["scaler"])
         if with_state:
             self.epoch, self.train_iter = state["epoch"], state["train_iter"]
+            self._resume_states = state.get("callbacks", {})
             torch.set_rng_state(state["rng"].cpu())
             if "cuda_rng" in state and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
