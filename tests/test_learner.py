@@ -361,6 +361,16 @@ def test_fp16_needs_a_master_weight_optimizer():
         toy_learner(precision="fp16", opt_func=torch.optim.AdamW).create_opt()
 
 
+def test_fp16_takes_an_opt_func_that_forwards_its_keywords():
+    """A wrapper ``(params, **kw)`` around fastext's AdamW was refused as if it could not
+    keep master weights."""
+    def my_adam(params, **kw):
+        return fastext.optim.AdamW(params, betas=(0.9, 0.99), **kw)
+
+    opt = toy_learner(precision="fp16", opt_func=my_adam).create_opt()
+    assert opt.master_weights and opt.param_groups[0]["betas"] == (0.9, 0.99)
+
+
 def test_save_and_load_resolve_a_name_alike(tmp_path):
     """A name with a dot is a checkpoint under model_dir for save and load alike; a path
     ending in .pth is that file for both."""

@@ -108,7 +108,8 @@ class Learner:
             :func:`fastext.amp.to_fp16`, fp32 master weights in the fused optimizer, dynamic
             loss scaling with :class:`fastext.amp.LossScaler`) or ``"bf16"`` (autocast, no
             scaler).
-        path: folder for checkpoints (``path/model_dir``) and plots.
+        path: folder for checkpoints (``path/model_dir``) and :class:`CSVLogger`'s file (the
+            plot methods write where the path given to them says).
         channels_last: keep 4-D activations in channels-last memory (oneDNN's and cuDNN's
             faster convolution layout; about 1.7x faster per batch for the MNIST demo CNN on
             this CPU). Default: on when the model has a ``Conv2d``.
@@ -227,7 +228,8 @@ class Learner:
                                    "apply_wd": ps is decay})
         kwargs: dict[str, Any] = {"lr": _plain(self.lr)}
         if self.precision == "fp16":
-            if "master_weights" not in inspect.signature(self.opt_func).parameters:
+            params = inspect.signature(self.opt_func).parameters.values()
+            if not any(p.name == "master_weights" or p.kind is p.VAR_KEYWORD for p in params):
                 raise ValueError("precision='fp16' keeps fp32 master weights in the optimizer: "
                                  "use fastext.optim.AdamW or RMSprop (or precision='bf16')")
             kwargs["master_weights"] = True
