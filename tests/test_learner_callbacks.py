@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from learner_helpers import Scripted
 from torch import nn
 
 from fastext.amp import LossScaler
@@ -22,7 +23,7 @@ from fastext.learner.callbacks import (
     SaveModel,
     TerminateOnNaN,
 )
-from fastext.learner.metrics import Metric, accuracy
+from fastext.learner.metrics import accuracy
 
 W_TRUE = torch.tensor([1.0, -2.0, 0.5, 3.0])
 
@@ -40,25 +41,6 @@ def linear_learner(dls: DataLoaders | None = None, **kw) -> Learner:
     torch.manual_seed(0)
     kw.setdefault("quiet", True)
     return Learner(dls or regression_dls(), nn.Linear(4, 1), F.mse_loss, **kw)
-
-
-class Scripted(Metric):
-    """A metric whose value at validation ``k`` is ``values[k]``."""
-
-    def __init__(self, values: list[float], name: str = "scripted") -> None:
-        self.values, self.calls, self.name = values, 0, name
-
-    def reset(self) -> None:
-        pass
-
-    def accumulate(self, learn) -> None:
-        pass
-
-    @property
-    def value(self) -> float:
-        v = self.values[self.calls]
-        self.calls += 1
-        return v
 
 
 # -- Recorder ---------------------------------------------------------------------------
@@ -170,7 +152,6 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
     learn.fit(1, lr=0.01)
     out = capsys.readouterr().out
     assert "epoch 0" in out and "valid" in out and learn.progress.bar is None
-
 
 
 def test_progress_bar_needs_tqdm(capsys, monkeypatch):

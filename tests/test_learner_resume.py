@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from learner_helpers import Scripted
 from torch import nn
 
 import fastext
@@ -24,7 +25,6 @@ from fastext.learner import (
     Learner,
     SaveModel,
 )
-from fastext.learner.metrics import Metric
 
 
 @pytest.fixture(autouse=True)
@@ -64,24 +64,6 @@ class Interrupt(Callback):
             if self.save is not None:
                 self.learn.save(self.save)
             raise CancelFitException
-
-
-class Scripted(Metric):
-    """A metric whose value at validation ``k`` is ``values[k]``."""
-
-    def __init__(self, values: list[float]) -> None:
-        self.values, self.calls, self.name = values, 0, "scripted"
-
-    def reset(self) -> None:
-        pass
-
-    def accumulate(self, learn) -> None:
-        pass
-
-    @property
-    def value(self) -> float:
-        self.calls += 1
-        return self.values[self.calls - 1]
 
 
 # -- numpy scalars in the param groups -------------------------------------------------------
