@@ -71,8 +71,10 @@ def _bench(rest: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Runs the demo; an argument it does not take, missing data or an unreadable data file
-    is one line on stderr (``fastext run NAME: ...``) and exit code 2, not a traceback."""
+    """Runs the demo; an argument it does not take, an output path it could not write, missing
+    data or an unreadable data file is one line on stderr (``fastext run NAME: ...``) and
+    exit code 2, not a traceback."""
+    from ._argtypes import UsageError, check_output_dir, check_output_file
     from ._messages import one_line
     from .data import DataError
     from .demos import FIXED_EPOCHS, NO_DATA, TAKE_WEIGHTS, load
@@ -88,14 +90,34 @@ def _run(args: argparse.Namespace) -> int:
     if args.data is not None and args.name in NO_DATA:
         return fail(f"--data is not taken: {NO_DATA[args.name]}")
     try:
+        # every demo writes its figures under --out and the record to --json at the very
+        # end: a path it cannot write would otherwise surface only after the whole run
+        check_output_dir(args.out, "--out")
+        if args.json is not None:
+            check_output_file(args.json, "--json")
         load(args.name)(args)
-    except (FileNotFoundError, DataError) as e:
+    except (FileNotFoundError, DataError, UsageError) as e:
         return fail(str(e))
     return 0
 
 
-def _tool(mod: str) -> Callable[[argparse.Namespace], int]:
-    return lambda args: int(importlib.import_module(mod).cli_main(args) or 0)
+def _tool(name: str, mod: str) -> Callable[[argparse.Namespace], int]:
+    """``fastext NAME``: the tool's ``cli_main``, with its refusals (:class:`UsageError`),
+    missing data and unreadable data files reported as ``fastext run`` reports them: one
+    line on stderr (``fastext NAME: ...``) and exit code 2. Nothing broader is caught: any
+    other exception is a bug and keeps its traceback."""
+    def run(args: argparse.Namespace) -> int:
+        from ._argtypes import UsageError
+        from ._messages import one_line
+        from .data import DataError
+
+        try:
+            return int(importlib.import_module(mod).cli_main(args) or 0)
+        except (FileNotFoundError, DataError, UsageError) as e:
+            print(f"fastext {name}: {one_line(e)}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _unavailable(why: str) -> Callable[[argparse.Namespace], int]:
@@ -126,7 +148,7 @@ def _add_tool(sub: Any, name: str, mod: str) -> None:
         return
     tool = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
     module.add_arguments(tool)
-    tool.set_defaults(func=_tool(mod))
+    tool.set_defaults(func=_tool(name, mod))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -283,10 +283,11 @@ def test_cli_with_saved_weights_and_line(tmp_path, capsys):
     x, y = load_mnist_train(SMALL, 100)
     want = ls.evaluate_loss(a, F.cross_entropy, [(x, y)])
     assert df.loc[(df.x == 0) & (df.y == 0), "loss"].item() == pytest.approx(want, rel=1e-5)
-    with pytest.raises(FileNotFoundError):
-        cli.main(["landscape", "--weights", str(tmp_path / "missing.pth")])
-    with pytest.raises(ValueError, match="--model"):
-        cli.main(["landscape", "--model", "resnet", "--weights", str(tmp_path / "a.pth")])
+    capsys.readouterr()
+    assert cli.main(["landscape", "--weights", str(tmp_path / "missing.pth")]) == 2
+    assert "fastext landscape: no weights file" in capsys.readouterr().err
+    assert cli.main(["landscape", "--model", "resnet", "--weights", str(tmp_path / "a.pth")]) == 2
+    assert "fastext landscape: --model must be one of" in capsys.readouterr().err
 
 
 def test_demo_quick(tmp_path):

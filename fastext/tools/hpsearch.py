@@ -31,10 +31,17 @@ import argparse
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from .._argtypes import int_at_least
+from .._argtypes import (
+    UsageError,
+    check_output_dir,
+    check_output_file,
+    import_object,
+    int_at_least,
+)
 from .hp.report import partial_dependences, plot_history, plot_partial_dependence
 from .hp.search import METHODS, SearchResult, run_trial, search
 from .hp.space import Choice, Int, LogUniform, Param, Space, Uniform
@@ -93,7 +100,7 @@ def load_objective(name: str, data: str | None = None, n_train: int = 8000,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``fastext hpsearch`` options."""
+    """The ``fastext hpsearch`` options; counts out of range are refused while parsing."""
     p.add_argument("--objective", default=BUILTIN,
                    help=f"{BUILTIN!r} (an MLP on MNIST, the default) or 'pkg.module:callable' "
                         "taking a dict of hyper-parameters and returning a loss")
@@ -101,39 +108,92 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="search space: a JSON file or inline JSON object, e.g. "
                         "'{\"lr\": {\"type\": \"log\", \"low\": 1e-5, \"high\": 1}}' "
                         "(types log, uniform, int, choice); default the objective's own")
-    p.add_argument("--trials", type=int, default=24, help="total trials (default 24)")
-    p.add_argument("--init", type=int, default=6, help="random trials first (default 6)")
+    p.add_argument("--trials", type=int_at_least(1), default=24, metavar="N",
+                   help="total trials, at least 1 (default 24)")
+    # the forest is fitted to the random trials: it needs two
+    p.add_argument("--init", type=int_at_least(2), default=6, metavar="N",
+                   help="random trials first, at least 2 (default 6)")
     p.add_argument("--method", choices=METHODS, default="rf",
                    help="rf: random-forest EI after the initial trials; random: random only")
     p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="seed of the random trials and the forests (a non-negative integer)")
-    p.add_argument("--candidates", type=int, default=5000,
-                   help="candidates scored by EI per proposal (default 5000)")
+    p.add_argument("--candidates", type=int_at_least(1), default=5000, metavar="N",
+                   help="candidates scored by EI per proposal, at least 1 (default 5000)")
     p.add_argument("--log", metavar="PATH",
                    help="trial log to resume from and update (default OUT/hpsearch_log.json)")
     p.add_argument("--out", metavar="DIR", default="out/hpsearch",
                    help="folder for the log, the summary and the figures")
     p.add_argument("--data", metavar="DIR", help="MNIST directory for the built-in objective")
-    p.add_argument("--n-train", type=int, default=8000,
+    p.add_argument("--n-train", type=int_at_least(1), default=8000, metavar="N",
                    help="training images for the built-in objective")
-    p.add_argument("--n-valid", type=int, default=2000,
+    p.add_argument("--n-valid", type=int_at_least(1), default=2000, metavar="N",
                    help="held-out training images it is scored on")
+
+
+def _cli_space(spec: str) -> Space:
+    """``--space`` parsed; a missing or unreadable file, text that is not JSON or JSON that
+    is not a space is a :class:`UsageError` naming it (only the parsing of the user's text
+    is guarded, so a bug elsewhere keeps its traceback)."""
+    try:
+        return load_space(spec)
+    except (OSError, ValueError, TypeError) as e:  # ValueError: also JSON and UnicodeDecode
+        shown = spec if len(spec) <= 60 else spec[:57] + "..."
+        raise UsageError(f"--space {shown}: {e}") from None
+
+
+def _cli_objective(args: argparse.Namespace) -> Any:
+    """``--objective`` loaded; a name that is neither the built-in one nor importable is a
+    :class:`UsageError`, and so is asking the built-in one for more images than its data
+    holds (counted from the label file, before the images are read)."""
+    if args.objective != BUILTIN:
+        obj = import_object(args.objective, "--objective")
+        if not callable(obj):
+            raise UsageError(f"--objective {args.objective} is not callable")
+        return obj
+    from ..data.mnist import MNIST_FILES, find_mnist, read_idx
+
+    path, _ = find_mnist(args.data)  # FileNotFoundError: one line, naming the places searched
+    held = len(read_idx(path / MNIST_FILES["train"][1], 2049))
+    if args.n_train + args.n_valid > held:
+        raise UsageError(f"--n-train {args.n_train} + --n-valid {args.n_valid} images asked "
+                         f"for; the training split in {path} holds {held}")
+    return load_objective(BUILTIN, args.data, args.n_train, args.n_valid)
+
+
+def _check_log_resumable(log: Path, space: Space, args: argparse.Namespace) -> None:
+    """An existing log of another search (or not a log) is refused before the objective
+    runs; :meth:`TrialLog.open` documents ``ValueError`` for that, and only that call is
+    guarded."""
+    try:
+        TrialLog.open(log, space, args.method, args.seed)
+    except ValueError as e:
+        raise UsageError(f"--log {log}: {e}") from None
 
 
 def cli_main(args: argparse.Namespace) -> int:
     """Runs the search, prints the best configuration and the importances, writes
     ``hpsearch_summary.json``, ``hpsearch_partial_dependence.png`` and ``hpsearch_history.png``
-    under ``--out``."""
-    objective = load_objective(args.objective, args.data, args.n_train, args.n_valid)
-    if args.space is not None:
-        space = load_space(args.space)
-    elif isinstance(getattr(objective, "space", None), Space):
-        space = objective.space
-    else:
-        print(f"hpsearch: {args.objective} has no .space; pass --space")
-        return 2
+    under ``--out``.
+
+    Raises:
+        UsageError: a bad ``--space``, ``--objective``, ``--out`` or ``--log``, or more images
+            than the data holds (``fastext hpsearch`` prints it in one line, exit code 2).
+        FileNotFoundError, DataError: no MNIST data, or an unreadable file.
+    """
     out = Path(args.out)
     log = Path(args.log) if args.log else out / "hpsearch_log.json"
+    # the cheap checks first: the built-in objective loads MNIST
+    check_output_dir(out, "--out")
+    check_output_file(log, "--log")
+    space = _cli_space(args.space) if args.space is not None else None
+    objective = _cli_objective(args)
+    if space is None:
+        if not isinstance(getattr(objective, "space", None), Space):
+            print(f"fastext hpsearch: --objective {args.objective} has no .space; pass --space",
+                  file=sys.stderr)
+            return 2
+        space = objective.space
+    _check_log_resumable(log, space, args)
     print(f"hpsearch: {args.method}, {args.trials} trials ({args.init} random first), "
           f"seed {args.seed}, log {log}\n  space {space}", flush=True)
     result = search(objective, space, n_trials=args.trials, n_init=args.init,

@@ -29,9 +29,9 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +47,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from .._argtypes import (  # noqa: E402
+    UsageError,
+    check_output_dir,
+    import_object,
+    int_at_least,
+    positive_float,
+)
 from ..learner.figures import save_figure as _save  # noqa: E402
 
 __all__ = [
@@ -386,29 +393,80 @@ BUILTIN_MODELS = {"mnist-cnn": True, "mnist-cnn-nobn": False}
 
 
 def _build_model(name: str) -> nn.Module:
+    """``--model``: a built-in name or ``package.module:factory``; a name that is neither,
+    or not importable, is a :class:`UsageError` (a ``ValueError``)."""
     from .nets import mnist_cnn
 
     if name in BUILTIN_MODELS:
         return mnist_cnn(bn=BUILTIN_MODELS[name])
     if ":" not in name:
-        raise ValueError(f"--model must be one of {sorted(BUILTIN_MODELS)} or "
+        raise UsageError(f"--model must be one of {sorted(BUILTIN_MODELS)} or "
                          f"'package.module:factory', got {name!r}")
-    module, attr = name.split(":", 1)
-    model = getattr(importlib.import_module(module), attr)()
+    model = import_object(name, "--model")()
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{name}() returned {type(model).__name__}, not an nn.Module")
+        raise UsageError(f"--model {name}() returned {type(model).__name__}, not an nn.Module")
     return model
 
 
 def _load_state(path: str) -> dict[str, Tensor]:
+    """A state dict, or the model's from a Learner checkpoint. Raises FileNotFoundError for
+    a missing file and DataError for one torch cannot read (``fastext landscape`` reports
+    both in one line)."""
+    from ..data import DataError
+
     if not Path(path).is_file():
         raise FileNotFoundError(f"no weights file {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    # what torch.load raises for a file that is not a checkpoint: not a zip or pickle
+    # (RuntimeError, UnpicklingError), cut short (EOFError), unreadable (OSError)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as e:
+        # torch's own message runs to paragraphs; the chained exception keeps it
+        raise DataError(f"{path}: not a state dict or checkpoint that torch.load reads with "
+                        f"weights_only=True ({type(e).__name__})") from e
     return state["model"] if isinstance(state, dict) and "model" in state else state
 
 
+def _check_fits(state: Any, model: nn.Module, option: str, path: str) -> None:
+    """Refuses weights that are not ``model``'s state dict (other keys or shapes) before any
+    work, rather than when they are loaded (for ``--weights-b``, after the whole surface)."""
+    if not isinstance(state, dict):
+        raise UsageError(f"{option} {path} holds a {type(state).__name__}, not a state dict")
+    want = model.state_dict()
+    missing, extra = sorted(want.keys() - state.keys()), sorted(state.keys() - want.keys())
+    shapes = [f"{k} {tuple(getattr(state[k], 'shape', ()))} != {tuple(want[k].shape)}"
+              for k in want if k in state and
+              tuple(getattr(state[k], "shape", ())) != tuple(want[k].shape)]
+    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
+               ([f"unexpected {', '.join(extra[:3])}"] if extra else []) + shapes[:3]
+    if problems:
+        raise UsageError(f"{option} {path} does not fit the model: {'; '.join(problems)}")
+
+
+def _check_radius(steps: int, span: float, radius: float) -> None:
+    """The flatness of the plotted plane averages the grid points within ``--radius``: with
+    none (an even ``--steps`` has no centre point) it would fail after the whole surface."""
+    coords = np.linspace(-span, span, steps)
+    nearest = float(np.hypot(*np.meshgrid(coords, coords)).min())
+    if nearest > radius + 1e-12:
+        raise UsageError(f"--radius {radius:g} holds no point of the {steps}x{steps} grid "
+                         f"over [-{span:g}, {span:g}]^2 (the nearest is at {nearest:.3g}); "
+                         "raise it or give an odd --steps")
+
+
+def _mnist_train(data: str | None, n: int, asked: str) -> tuple[Tensor, Tensor]:
+    """The first ``n`` MNIST training images, normalised, and labels; asking for more than
+    the split holds is a :class:`UsageError` naming the options that asked (``asked``)."""
+    from ..data.mnist import load_mnist, normalize
+
+    x, y = load_mnist(data, "train")  # FileNotFoundError, DataError: one line
+    if n > len(x):
+        raise UsageError(f"{asked}: {n} training images asked for, the split holds {len(x)}")
+    return normalize(x[:n]), y[:n].clone()
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``fastext landscape`` options."""
+    """The ``fastext landscape`` options; values out of range are refused while parsing."""
     p.add_argument("--model", default="mnist-cnn",
                    help="mnist-cnn, mnist-cnn-nobn, or 'pkg.module:factory' (an MNIST "
                         "classifier taking (N, 1, 28, 28))")
@@ -417,33 +475,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-b", metavar="PTH",
                    help="a second set of weights: also plot the loss along the line to it")
     p.add_argument("--data", metavar="DIR", help="MNIST directory (default: found)")
-    p.add_argument("--n-train", type=int, default=4000,
-                   help="images to train on (a sixth held out)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs")
-    p.add_argument("--lr", type=float, default=1e-2, help="1cycle lr_max for training")
-    p.add_argument("--bs", type=int, default=128, help="training batch size")
-    p.add_argument("--n-eval", type=int, default=1000, help="training images the loss is on")
-    p.add_argument("--steps", type=int, default=21, help="grid points per axis")
-    p.add_argument("--span", type=float, default=1.0, help="grid half-width")
-    p.add_argument("--radius", type=float, default=0.5, help="radius of the flatness number")
-    p.add_argument("--n-dirs", type=int, default=16,
+    # a sixth is held out as the valid set: six images leave it one
+    p.add_argument("--n-train", type=int_at_least(6), default=4000, metavar="N",
+                   help="images to train on, at least 6 (a sixth held out)")
+    p.add_argument("--epochs", type=int_at_least(1), default=15, metavar="N",
+                   help="training epochs, at least 1")
+    p.add_argument("--lr", type=positive_float, default=1e-2, help="1cycle lr_max for training")
+    p.add_argument("--bs", type=int_at_least(1), default=128, metavar="N",
+                   help="training batch size")
+    p.add_argument("--n-eval", type=int_at_least(1), default=1000, metavar="N",
+                   help="training images the loss is on")
+    p.add_argument("--steps", type=int_at_least(2), default=21, metavar="N",
+                   help="grid points per axis, at least 2")
+    p.add_argument("--span", type=positive_float, default=1.0, help="grid half-width")
+    p.add_argument("--radius", type=positive_float, default=0.5,
+                   help="radius of the flatness number")
+    p.add_argument("--n-dirs", type=int_at_least(1), default=16, metavar="N",
                    help="random directions the flatness number averages over")
     p.add_argument("--bn", choices=BN_MODES, default="batch",
                    help="BatchNorm statistics: of each batch (default) or the running ones")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="a non-negative integer")
     p.add_argument("--out", metavar="DIR", default="out/landscape")
 
 
 def cli_main(args: argparse.Namespace) -> int:
     """Trains (or loads) the model, writes ``landscape_surface.png``/``.csv`` (and with
-    ``--weights-b`` ``landscape_line.png``/``.csv``) under ``--out``, prints flatness."""
-    from .nets import load_mnist_train, train_mnist
+    ``--weights-b`` ``landscape_line.png``/``.csv``) under ``--out``, prints flatness.
 
-    model = _build_model(args.model)  # bad names and files fail before the data is read
+    Raises:
+        UsageError: a bad ``--model``, ``--out``, ``--radius`` for the grid, weights that do
+            not fit the model, or more images than the data holds.
+        FileNotFoundError, DataError: no MNIST data or weights file, or an unreadable one.
+    """
+    from .nets import train_mnist
+
+    # everything that can be refused is, before the data is read and the model trained
+    check_output_dir(args.out, "--out")
+    _check_radius(args.steps, args.span, args.radius)
+    model = _build_model(args.model)
     if args.weights:
-        model.load_state_dict(_load_state(args.weights))
+        state = _load_state(args.weights)
+        _check_fits(state, model, "--weights", args.weights)
+        model.load_state_dict(state)
     other = _load_state(args.weights_b) if args.weights_b else None
-    x, y = load_mnist_train(args.data, max(args.n_eval, 0 if args.weights else args.n_train))
+    if other is not None:
+        _check_fits(other, model, "--weights-b", args.weights_b)
+    asked = f"--n-eval {args.n_eval}" + ("" if args.weights else f", --n-train {args.n_train}")
+    x, y = _mnist_train(args.data, max(args.n_eval, 0 if args.weights else args.n_train), asked)
     if not args.weights:
         print(f"landscape: training {args.model} on {args.n_train} images, {args.epochs} "
               f"epoch(s), lr {args.lr:g}, batch {args.bs}", flush=True)

@@ -35,6 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from .._argtypes import check_output_dir, int_at_least, positive_float  # noqa: E402
 from ..learner import DataLoaders, Learner  # noqa: E402
 from ..learner.figures import save_figure as _save  # noqa: E402
 
@@ -225,21 +226,26 @@ def _widths(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``fastext uat`` options."""
+    """The ``fastext uat`` options; values out of range are refused while parsing."""
     p.add_argument("--widths", type=_widths, default=[1, 2, 4, 8, 16, 32, 64],
                    help="comma-separated hidden widths (default 1,2,4,8,16,32,64)")
     p.add_argument("--target", choices=sorted(TARGETS), default="wiggle",
                    help="function on [-1, 1] to approximate")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
-    p.add_argument("--epochs", type=int, default=40,
-                   help="epochs of 50 full-batch steps per width (default 40)")
-    p.add_argument("--lr", type=float, default=3e-2, help="1cycle lr_max")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int_at_least(1), default=40, metavar="N",
+                   help="epochs of 50 full-batch steps per width, at least 1 (default 40)")
+    p.add_argument("--lr", type=positive_float, default=3e-2, help="1cycle lr_max")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="a non-negative integer")
     p.add_argument("--out", metavar="DIR", default="out/uat")
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    """Fits every width, prints the errors, writes ``uat_errors.png`` and ``uat_fits.png``."""
+    """Fits every width, prints the errors, writes ``uat_errors.png`` and ``uat_fits.png``.
+
+    Raises:
+        UsageError: ``--out`` cannot be a folder to write into (checked before fitting).
+    """
+    check_output_dir(args.out, "--out")  # the figures come after all the fitting
     print(f"uat: fitting {args.target} on [-1, 1] with one hidden {args.activation} layer, "
           f"{args.epochs * 50} full-batch steps each", flush=True)
     r = approximation_errors(args.widths, args.target, args.epochs, args.lr, args.activation,
