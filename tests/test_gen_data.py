@@ -170,3 +170,18 @@ def test_learner_metrics_average_over_images():
         metric.accumulate(SimpleNamespace(pred=x[1:], yb=(y[1:],)))
         assert math.isclose(metric.value, float(fn(x, y).mean()), rel_tol=1e-6)
     assert PSNR().name == "psnr" and SSIM().name == "ssim"
+
+
+@pytest.mark.parametrize("blur", [False, True])
+def test_restoration_unet_starts_as_the_identity_with_or_without_blur(blur):
+    """``blur`` smooths after every PixelShuffle (the GAN demo's generator); either way the
+    zeroed final conv makes the untrained net return its input."""
+    from torch import nn
+
+    from fastext.tasks.gen.restorer import restoration_unet
+
+    net = restoration_unet("resnet18", (32, 48), blur=blur).eval()
+    pools = [m for m in net.modules() if isinstance(m, nn.AvgPool2d)]
+    assert bool(pools) == blur
+    x = torch.rand(2, 3, 32, 48)
+    torch.testing.assert_close(net(x), x)

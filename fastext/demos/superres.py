@@ -78,9 +78,11 @@ def _feature_net(weights: Any, cv: Any, train_idx: torch.Tensor, epochs: int, se
 
 def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", data: Any = None,
                     epochs: int | None = None, weights: Any = None,
-                    feature_epochs: int | None = None) -> tuple[Any, PairDataLoaders, dict]:
-    """Steps 1-3: the crappified pairs, the feature network and the U-Net trained on the
-    feature loss. Returns ``(learn, dls, record)``; ``learn.model`` is the generator."""
+                    feature_epochs: int | None = None,
+                    blur: bool = False) -> tuple[Any, PairDataLoaders, dict]:
+    """Steps 1-3: the crappified pairs, the feature network and the U-Net (``blur``: see
+    :func:`restoration_unet`) trained on the feature loss. Returns ``(learn, dls, record)``;
+    ``learn.model`` is the generator."""
     # --epochs N shortens both trainings: the generator's N, the feature net's max(2, N // 2)
     feature_default = FEATURE_EPOCHS if epochs is None else max(2, epochs // 2)
     epochs = epochs_or(epochs, EPOCHS)
@@ -108,13 +110,13 @@ def train_generator(quick: bool = False, seed: int = 0, out_dir: Any = "out", da
         ratio = FEATURE_SHARE / (2 * len(loss.wgts))
         loss = loss.calibrated(x.float() / 255, y.float() / 255, ratio=ratio)
     torch.manual_seed(seed)
-    model = restoration_unet("resnet18", tuple(crappy.shape[-2:]))
+    model = restoration_unet("resnet18", tuple(crappy.shape[-2:]), blur=blur)
     learn = Learner(dls, model, loss, metrics=[LossTerm(k) for k in loss.names],
                     splitter=residual_splitter, quiet=quick)
     learn.fit_one_cycle(epochs, LR)
     record = {"backbone": fnet.description, "feature_wgts": loss.wgts,
               "gram_wgts": loss.gram_wgts, "feature_share": None if weights else FEATURE_SHARE,
-              "epochs": epochs, "n_train": len(train_idx),
+              "epochs": epochs, "blur": blur, "n_train": len(train_idx),
               "n_valid": len(valid_idx), **frec,
               "train_seconds": round(time.perf_counter() - t0, 1)}
     return learn, dls, record

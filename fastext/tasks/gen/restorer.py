@@ -34,11 +34,13 @@ class ResidualImage(nn.Module):
 
 
 def restoration_unet(arch: str = "resnet18", img_size: tuple[int, int] = (96, 128),
-                     in_channels: int = 3, fuse: bool = True) -> ResidualImage:
+                     in_channels: int = 3, fuse: bool = True,
+                     blur: bool = False) -> ResidualImage:
     """A :class:`DynamicUnet` on ``arch`` (random init), the input crossed in before its last
-    block, its final conv zeroed, wrapped in :class:`ResidualImage`."""
+    block, its final conv zeroed, wrapped in :class:`ResidualImage`; ``blur`` smooths after
+    each PixelShuffle (the course's ``blur=True``, against its checkerboard)."""
     unet = DynamicUnet(create_body(arch, None, in_channels), in_channels, tuple(img_size),
-                       last_cross=True)
+                       blur=blur, last_cross=True)
     nn.init.zeros_(unet.final.weight)
     nn.init.zeros_(unet.final.bias)
     if fuse:
