@@ -9,10 +9,20 @@ gradients are kept allocated and zeroed in place, as with ``zero_grad(set_to_non
 a parameter that got no gradient since the last ``zero_grad`` is still stepped with a
 zero gradient (weight decay and momentum apply), and parameter memory is re-laid out as
 contiguous views (a transposed parameter becomes a contiguous one of the same shape).
-A parameter that does not require grad (frozen) is the exception: ``zero_grad`` leaves it
-without a gradient, as torch does, so it is not stepped; unfrozen, it steps from a fresh
-state, as with torch. While some of a buffer's parameters are frozen, or after they were,
-a step updates the buffer's parameters one by one instead of as one slot.
+A parameter that does not require grad (frozen) is the exception: it is never stepped,
+whatever its ``.grad`` holds (``zero_grad`` leaves it none, as torch does; a step skips the
+zero view a ``zero_grad`` left it before it was frozen), and its state stays as it was;
+unfrozen, it steps on from that state (a fresh one if it never stepped), as with torch.
+While some of a buffer's parameters are frozen, or after they were, a step updates the
+buffer's parameters one by one instead of as one slot.
+
+Each parameter's data must stay its view into the buffer: one whose data was replaced
+after the optimizer was built (``p.data = t``, e.g. by ``model.to(memory_format=...)``)
+is found at the next step or ``zero_grad`` (its ``data_ptr`` no longer its slot's) and
+laid back into its slot, its new values kept and its layout contiguous again, as at
+construction (its gradient too, where ``Module.to`` moved that along); one that changed
+shape, dtype or device cannot be, and the step raises (build the optimizer after such a
+change).
 """
 
 from __future__ import annotations
@@ -24,6 +34,11 @@ import torch
 from torch import Tensor
 
 from ._memory import empty_buffer, zeros_buffer
+
+# Read over a list of params with map, in C: no Python frame per param.
+_DATA_PTR = Tensor.data_ptr
+_GRAD = operator.attrgetter("grad")
+REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 class FlatBuffers:
@@ -56,6 +71,10 @@ class FlatBuffers:
                 if p.grad is not None:
                     self._view(self.grad_buf, p).copy_(p.grad)
                     self._set_grad_view(p)
+        # Where each param's data lives while it is its slot's view, and what the slot holds
+        # (see `check_layout`).
+        self._ptrs = list(map(_DATA_PTR, params))
+        self._shapes = [p.shape for p in params]
 
     @classmethod
     def flatten(cls, params: list[Tensor]) -> list[FlatBuffers]:
@@ -86,12 +105,51 @@ class FlatBuffers:
         return self.step_buf[self._index[p]]
 
     def zero_grad(self) -> None:
+        # A grad moved out of grad_buf along with its param (Module.to between a step and
+        # this) would escape the fill and carry its old values into the next step.
+        self.check_layout()
         self.grad_buf.zero_()
+        # The usual case, every param trainable and holding its grad view, checked in C
+        # (~35 us for 161 params here, where the loop below took ~70).
+        if (all(map(REQUIRES_GRAD, self.params))
+                and all(map(operator.is_, map(_GRAD, self.params), self._grad_views))):
+            return
         for i, p in enumerate(self.params):
             if not p.requires_grad:  # frozen: no gradient, so never stepped (as torch)
                 p.grad = self._grad_views[i] = None
             elif not self._is_grad_view(p):
                 self._set_grad_view(p)
+
+    def check_layout(self) -> None:
+        """Lays params whose data was replaced (``p.data = t``: no longer their slot's view,
+        so a step of the buffer would not reach them) back into their slots, keeping their
+        values, and their grads too where they were moved along. Runs at every step (before
+        the grads are read) and zero_grad: the usual case is one C-level pass over the
+        ``data_ptr`` values (~17 us for 161 params here, where a flat step took ~60 us)."""
+        if list(map(_DATA_PTR, self.params)) == self._ptrs:  # list == of ints: in C
+            return
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                if p.data_ptr() == self._ptrs[i]:
+                    continue
+                buf, shape = self.param_buf, self._shapes[i]
+                if (p.shape, p.dtype, p.device) != (shape, buf.dtype, buf.device):
+                    raise RuntimeError(
+                        f"flat=True: the data of a parameter of shape {tuple(shape)}, "
+                        f"{buf.dtype} on {buf.device} was replaced by one of shape "
+                        f"{tuple(p.shape)}, {p.dtype} on {p.device} after the optimizer was "
+                        "built, so its flat buffer can no longer hold it: build the optimizer "
+                        "after changing the model's shapes, dtypes or devices")
+                view = self._view(buf, p)
+                view.copy_(p)
+                p.data = view
+                self._ptrs[i] = p.data_ptr()
+                # Module._apply moves the grad along (`p.grad.data = t`: still our view
+                # object, which adopt_grads trusts, but no longer in grad_buf): lay it back.
+                g, gview = p.grad, self._view(self.grad_buf, p)
+                if g is not None and g.data_ptr() != gview.data_ptr():
+                    gview.copy_(g)
+                    self._set_grad_view(p)
 
     def adopt_grads(self, grads: list[Tensor | None] | None = None) -> None:
         """Moves gradients that autograd allocated elsewhere (after ``p.grad = None``,

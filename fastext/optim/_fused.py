@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._flat import FlatBuffers
+from ._flat import REQUIRES_GRAD, FlatBuffers
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
@@ -145,11 +145,21 @@ class FusedOptimizer(torch.optim.Optimizer):
         rebuilt = False
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
-            grads = [p.grad for p in params]
             if self.flat:
                 fbs = self._group_flat[gi]
+                for fb in fbs:  # params re-laid out since (their grads too): back into fb
+                    fb.check_layout()
+            grads = [p.grad for p in params]
+            if self.flat:
                 for fb in fbs:  # one buffer holds the group's params in order: reuse grads
                     fb.adopt_grads(grads if len(fbs) == 1 else None)
+                # A param frozen after a zero_grad still holds that zero view: count it as
+                # gradless, so neither it nor (with it) its whole buffer as one slot steps.
+                # One C-level pass (~14 us for 161 params here), flat only: without
+                # flat=True, as in torch, a grad is stepped whether or not it is required.
+                if not all(map(REQUIRES_GRAD, params)):
+                    grads = [g if p.requires_grad else None
+                             for p, g in zip(params, grads, strict=True)]
             # The bucketing is redone only when which params have a gradient, the params
             # themselves, the state names or the state (above) change. Per step, Python reads
             # each .grad once and checks the rest with C-level maps (no per-param Python
