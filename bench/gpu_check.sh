@@ -29,6 +29,9 @@ step() { echo "== $(date -u +%T) $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log";
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; "$PY" -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$log"
 step "$PY" -m pip install -q --no-build-isolation --no-deps -e . || { echo "build failed" | tee -a "$log"; exit 1; }
 step "$PY" -c "import fastext, json; print(json.dumps(fastext.build_info()))"
+# Refused calls must come back as exceptions: on 2026-11-28 every one tried crashed the process
+# here (bench/error_paths.py), which ended a test file at its first error test.
+step timeout 120 "$PY" bench/error_paths.py
 # Every CUDA twin of the test suite (ids carry 'cuda'), plus the CUDA-only modules, in five
 # processes: a crash in one (a segfault stopped the whole list once) leaves the others' results.
 for tests in "tests/test_optim_parity.py tests/test_optim_compat.py tests/test_ops.py tests/test_optim_cuda.py" \
