@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._values import plain
 from ..amp import LossScaler, to_fp16
 from ..optim import AdamW
 from .callback import (
@@ -74,18 +75,6 @@ def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
 
 def _default_loss(pred: Tensor, *yb: Tensor) -> Tensor:
     raise ValueError("Learner needs a loss_func")
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with numpy scalars (a weight decay from ``np.linspace``, say), also inside
-    tuples and lists, as Python numbers: param groups go into checkpoints, and
-    ``torch.load(weights_only=True)`` refuses numpy scalars. Tensors (a tensor lr) and
-    anything else are left as they are."""
-    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
-        return value.item()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_plain(v) for v in value)
-    return value
 
 
 class Learner:
@@ -222,11 +211,11 @@ class Learner:
         for i, params in enumerate(self.layer_groups()):
             decay = [p for p in params if id(p) not in no_decay]
             rest = [p for p in params if id(p) in no_decay]
-            for ps, wd in ((decay, _plain(self.wd)), (rest, 0.0)):
+            for ps, wd in ((decay, self.wd), (rest, 0.0)):
                 if ps:
                     groups.append({"params": ps, "weight_decay": wd, "layer_group": i,
                                    "apply_wd": ps is decay})
-        kwargs: dict[str, Any] = {"lr": _plain(self.lr)}
+        kwargs: dict[str, Any] = {"lr": self.lr}
         if self.precision == "fp16":
             params = inspect.signature(self.opt_func).parameters.values()
             if not any(p.name == "master_weights" or p.kind is p.VAR_KEYWORD for p in params):
@@ -234,8 +223,10 @@ class Learner:
                                  "use fastext.optim.AdamW or RMSprop (or precision='bf16')")
             kwargs["master_weights"] = True
         self.opt = self.opt_func(groups, **kwargs)
-        for g in self.opt.param_groups:  # e.g. betas from a numpy array in opt_func's partial
-            g.update({k: _plain(v) for k, v in g.items() if k != "params"})
+        # numpy hyper-parameters (np.linspace, betas from an array) as Python numbers: the
+        # param groups go into checkpoints
+        for g in self.opt.param_groups:
+            g.update({k: plain(v) for k, v in g.items() if k != "params"})
         return self.opt
 
     @property
@@ -280,7 +271,7 @@ class Learner:
                 elif g.get("momentum", 0) > 0:  # an optimizer built without momentum stays so
                     g["momentum"] = float(moms[i])
             if wd is not None and g.get("apply_wd", g["weight_decay"] != 0):
-                g["weight_decay"] = _plain(wd)
+                g["weight_decay"] = plain(wd)
 
     def freeze_to(self, n: int) -> None:
         """Trains only layer groups ``n`` onwards (negative counts from the end, as a slice

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._values import plain
 from ..data.camvid import split_indices
 from ..learner import DataLoaders, DeviceLoader, Learner, TensorLoader, accuracy
 from ..learner.data import drops_last_batch
@@ -85,19 +86,6 @@ def _numeric(s: pd.Series, name: str) -> pd.Series:
     if np.isinf(out.to_numpy()).any():
         raise ValueError(f"continuous column {name!r} holds infinite values")
     return out
-
-
-def _plain(v: Any) -> Any:
-    """``v`` as a plain Python value when it is a NumPy scalar or a ``str`` subclass (a
-    column label such as ``numpy.str_`` or ``numpy.int64``), else ``v`` unchanged: what goes
-    into an export must be readable by ``torch.load(weights_only=True)``.
-
-    >>> [type(_plain(v)).__name__ for v in (np.str_("a"), np.int64(3), "b", None)]
-    ['str', 'int', 'str', 'NoneType']
-    """
-    if isinstance(v, np.generic):
-        return v.item()
-    return str(v) if isinstance(v, str) else v
 
 
 def _is_number(v: Any) -> bool:
@@ -325,7 +313,7 @@ class TabularProcessor:
         # plain str: names go into the export, and torch.load(weights_only=True) refuses
         # str subclasses such as numpy.str_ (from list(np.array([...])) or df.columns.values)
         cat_names, cont_names = [str(n) for n in cat_names], [str(n) for n in cont_names]
-        y_name = _plain(y_name)
+        y_name = plain(y_name)
         both = sorted(set(cat_names) & set(cont_names))
         if both:
             raise ValueError(f"column(s) {both} are listed as both categorical and continuous")

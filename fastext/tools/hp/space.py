@@ -6,6 +6,8 @@ uniform and integer values to themselves, a choice to the index of the option (s
 options in a meaningful order, e.g. batch sizes ascending: the forest then splits on "bs <= 128").
 
 >>> import numpy as np
+
+from ..._values import plain
 >>> space = Space(lr=LogUniform(1e-4, 1e-1), bs=Choice([32, 64, 128]), epochs=Int(1, 3))
 >>> params = space.sample(np.random.default_rng(0), 2)
 >>> len(params), sorted(params[0])
@@ -24,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from ..._values import plain
 
 __all__ = ["Choice", "Int", "LogUniform", "Param", "Space", "Uniform"]
 
@@ -51,21 +55,6 @@ def to_json_value(v: Any, where: str = "value") -> Any:
         return [to_json_value(x, f"{where}[{i}]") for i, x in enumerate(v)]
     raise TypeError(f"{where} ({type(v).__name__}) cannot go into the JSON log; report "
                     "numbers, strings, booleans, None, or lists and dicts of them")
-
-
-def _plain_option(o: Any) -> Any:
-    """``o`` with NumPy scalars (also inside tuples, lists and dicts) as Python ones, so that
-    ``Choice(list(np.array([32, 64])))`` hands the objective, the log and the summary plain
-    ``int``s; the containers keep their type (tuple options stay tuples)."""
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, tuple) and not hasattr(o, "_fields"):  # not a namedtuple: rebuild it
-        return tuple(_plain_option(x) for x in o)
-    if isinstance(o, list):
-        return [_plain_option(x) for x in o]
-    if isinstance(o, dict):
-        return {k: _plain_option(x) for k, x in o.items()}
-    return o
 
 
 def _json_or_raw(o: Any) -> Any:
@@ -266,7 +255,7 @@ class Choice(Param):
     def __init__(self, options: Sequence[Any]) -> None:
         if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
             raise TypeError(f"Choice needs a list of options, got {options!r}")
-        self.options = [_plain_option(o) for o in options]
+        self.options = [plain(o) for o in options]
         if not self.options:
             raise ValueError("Choice needs at least one option")
         # distinct as the log will hold them: (64,) and [64] are both [64] there
