@@ -42,6 +42,7 @@ from .._argtypes import (
     import_object,
     int_at_least,
 )
+from ..data.files import DataError
 from .hp.report import partial_dependences, plot_history, plot_partial_dependence
 from .hp.search import METHODS, SearchResult, run_trial, search
 from .hp.space import Choice, Int, LogUniform, Param, Space, Uniform
@@ -144,20 +145,18 @@ def _cli_space(spec: str) -> Space:
 def _cli_objective(args: argparse.Namespace) -> Any:
     """``--objective`` loaded; a name that is neither the built-in one nor importable is a
     :class:`UsageError`, and so is asking the built-in one for more images than its data
-    holds (counted from the label file, before the images are read)."""
+    holds (its own check)."""
     if args.objective != BUILTIN:
         obj = import_object(args.objective, "--objective")
         if not callable(obj):
             raise UsageError(f"--objective {args.objective} is not callable")
         return obj
-    from ..data.mnist import MNIST_FILES, find_mnist, read_idx
-
-    path, _ = find_mnist(args.data)  # FileNotFoundError: one line, naming the places searched
-    held = len(read_idx(path / MNIST_FILES["train"][1], 2049))
-    if args.n_train + args.n_valid > held:
-        raise UsageError(f"--n-train {args.n_train} + --n-valid {args.n_valid} images asked "
-                         f"for; the training split in {path} holds {held}")
-    return load_objective(BUILTIN, args.data, args.n_train, args.n_valid)
+    try:
+        return load_objective(BUILTIN, args.data, args.n_train, args.n_valid)
+    except DataError:  # a ValueError too, and already one line naming the file
+        raise
+    except ValueError as e:  # more images asked for than the training split holds
+        raise UsageError(f"--n-train {args.n_train} + --n-valid {args.n_valid}: {e}") from None
 
 
 def _check_log_resumable(log: Path, space: Space, args: argparse.Namespace) -> None:
