@@ -29,6 +29,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import pickle
@@ -427,42 +428,40 @@ def _load_state(path: str) -> dict[str, Tensor]:
     return state["model"] if isinstance(state, dict) and "model" in state else state
 
 
-def _check_fits(state: Any, model: nn.Module, option: str, path: str) -> None:
-    """Refuses weights that are not ``model``'s state dict (other keys or shapes) before any
-    work, rather than when they are loaded (for ``--weights-b``, after the whole surface)."""
-    if not isinstance(state, dict):
-        raise UsageError(f"{option} {path} holds a {type(state).__name__}, not a state dict")
-    want = model.state_dict()
-    missing, extra = sorted(want.keys() - state.keys()), sorted(state.keys() - want.keys())
-    shapes = [f"{k} {tuple(getattr(state[k], 'shape', ()))} != {tuple(want[k].shape)}"
-              for k in want if k in state and
-              tuple(getattr(state[k], "shape", ())) != tuple(want[k].shape)]
-    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
-               ([f"unexpected {', '.join(extra[:3])}"] if extra else []) + shapes[:3]
-    if problems:
-        raise UsageError(f"{option} {path} does not fit the model: {'; '.join(problems)}")
+def _load_checked(model: nn.Module, state: Any, option: str, path: str) -> None:
+    """``model.load_state_dict(state)``, its refusal (other keys or shapes, not a dict) a
+    :class:`UsageError` naming the option."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise UsageError(f"{option} {path} does not fit the model: {e}") from None
 
 
 def _check_radius(steps: int, span: float, radius: float) -> None:
-    """The flatness of the plotted plane averages the grid points within ``--radius``: with
-    none (an even ``--steps`` has no centre point) it would fail after the whole surface."""
+    """The flatness of the plotted plane averages the grid points within ``--radius``
+    (:func:`flatness` on :func:`loss_surface`'s grid): with none (an even ``--steps`` has no
+    centre point) it would fail after the whole surface."""
     coords = np.linspace(-span, span, steps)
-    nearest = float(np.hypot(*np.meshgrid(coords, coords)).min())
-    if nearest > radius + 1e-12:
+    try:
+        flatness(Surface(coords, coords, np.zeros((steps, steps)), 0.0), radius)
+    except ValueError:
         raise UsageError(f"--radius {radius:g} holds no point of the {steps}x{steps} grid "
-                         f"over [-{span:g}, {span:g}]^2 (the nearest is at {nearest:.3g}); "
-                         "raise it or give an odd --steps")
+                         f"over [-{span:g}, {span:g}]^2; raise it or give an odd --steps"
+                         ) from None
 
 
 def _mnist_train(data: str | None, n: int, asked: str) -> tuple[Tensor, Tensor]:
-    """The first ``n`` MNIST training images, normalised, and labels; asking for more than
-    the split holds is a :class:`UsageError` naming the options that asked (``asked``)."""
-    from ..data.mnist import load_mnist, normalize
+    """:func:`~fastext.tools.nets.load_mnist_train`; asking for more images than the split
+    holds is a :class:`UsageError` naming the options that asked (``asked``)."""
+    from ..data import DataError
+    from .nets import load_mnist_train
 
-    x, y = load_mnist(data, "train")  # FileNotFoundError, DataError: one line
-    if n > len(x):
-        raise UsageError(f"{asked}: {n} training images asked for, the split holds {len(x)}")
-    return normalize(x[:n]), y[:n].clone()
+    try:
+        return load_mnist_train(data, n)
+    except DataError:  # a ValueError too, and already one line naming the file
+        raise
+    except ValueError as e:
+        raise UsageError(f"{asked}: {e}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -515,12 +514,10 @@ def cli_main(args: argparse.Namespace) -> int:
     _check_radius(args.steps, args.span, args.radius)
     model = _build_model(args.model)
     if args.weights:
-        state = _load_state(args.weights)
-        _check_fits(state, model, "--weights", args.weights)
-        model.load_state_dict(state)
+        _load_checked(model, _load_state(args.weights), "--weights", args.weights)
     other = _load_state(args.weights_b) if args.weights_b else None
-    if other is not None:
-        _check_fits(other, model, "--weights-b", args.weights_b)
+    if other is not None:  # a trial load into a copy: used only after the whole surface
+        _load_checked(copy.deepcopy(model), other, "--weights-b", args.weights_b)
     asked = f"--n-eval {args.n_eval}" + ("" if args.weights else f", --n-train {args.n_train}")
     x, y = _mnist_train(args.data, max(args.n_eval, 0 if args.weights else args.n_train), asked)
     if not args.weights:

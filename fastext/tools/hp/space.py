@@ -6,8 +6,6 @@ uniform and integer values to themselves, a choice to the index of the option (s
 options in a meaningful order, e.g. batch sizes ascending: the forest then splits on "bs <= 128").
 
 >>> import numpy as np
-
-from ..._values import plain
 >>> space = Space(lr=LogUniform(1e-4, 1e-1), bs=Choice([32, 64, 128]), epochs=Int(1, 3))
 >>> params = space.sample(np.random.default_rng(0), 2)
 >>> len(params), sorted(params[0])
