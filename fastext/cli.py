@@ -152,6 +152,8 @@ def _add_tool(sub: Any, name: str, mod: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .demos import WITH_BENCH
+
     p = argparse.ArgumentParser(prog="fastext", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -175,8 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="a few batches on the shipped small subset (for tests)")
     run.add_argument("--no-bench", dest="bench_off", action="store_true",
-                     help="skip the benchmark that follows the demo (mnist, adult, tour; "
-                     "the others run none)")
+                     help="skip the benchmark that follows the demo ("
+                     f"{', '.join(sorted(WITH_BENCH))}; the others run none)")
     run.add_argument("--weights", metavar="FILE",
                      help="local pretrained weights (torchvision format) for demos that "
                      "take them (superres, gan, and tour's superres step: vgg16_bn); "

@@ -13,7 +13,6 @@ the number of untimed rounds), and optionally:
 * ``missing(device, quick) -> str | None``: what it lacks to run here (a package, a data
   set), or ``None``. A suite named on the command line that lacks something is refused with
   that message before anything runs; a run naming no suite skips it (with a note);
-* ``available(device) -> bool``: consulted instead where ``missing`` is not defined;
 * ``skip_by_default(device) -> str | None``: why a run naming no suite leaves it out although
   it could run (``tabular`` without fastai), or ``None``;
 * ``DATA``: the data set it reads (``train``: MNIST, ``tabular``: UCI Adult). Such a suite
@@ -54,6 +53,7 @@ import torch
 
 import fastext
 
+from .._argtypes import UsageError, check_output_file, int_at_least
 from .._messages import one_line  # noqa: F401  (the suites' missing() use bench.one_line)
 from .report import Progress, format_table, machine_info, write_plot
 from .timing import measure_bandwidth, reuse_freed_memory
@@ -101,17 +101,14 @@ def _data_kwargs(name: str, data: str | None) -> dict:
 
 def cannot_run(name: str, device: torch.device, quick: bool,
                data: str | None = None) -> str | None:
-    """Why suite ``name`` cannot run here (its ``missing()``, else its ``available()``; an
-    import error of its module counts too), or ``None``. ``data`` (``--data``) goes to a
-    suite that reads a data set."""
+    """Why suite ``name`` cannot run here (its ``missing()``; an import error of its module
+    counts too), or ``None``. ``data`` (``--data``) goes to a suite that reads a data set."""
     try:
         suite = load_suite(name)
     except ImportError as e:
         return f"cannot import {SUITES[name]}: {e}"
     if hasattr(suite, "missing"):
         return suite.missing(device, quick, **_data_kwargs(name, data))
-    if not getattr(suite, "available", lambda d: True)(device):
-        return f"not available on {device.type}"
     return None
 
 
@@ -122,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of fastext's speed-ups")
-    p.add_argument("--reps", type=int, default=None,
+    p.add_argument("--reps", type=int_at_least(1), default=None,
                    help="timed repetitions per implementation (default: the suite's own: "
                         f"train 1, tabular 5, the others cpu {DEFAULT_REPS['cpu']} / cuda "
                         f"{DEFAULT_REPS['cuda']}; --quick caps the default at {QUICK_REPS})")
@@ -172,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastext.bench: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
-    if args.reps is not None and args.reps < 1:
-        parser.error("--reps must be >= 1")
     device = torch.device(args.device)
     # What would fail only after every suite ran (and lose the run) is checked first.
     if args.plot:
@@ -182,12 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as e:
             parser.error(f"--plot needs matplotlib ({e})")
     if args.json:
-        if Path(args.json).is_dir():
-            parser.error(f"--json {args.json} is a directory")
         try:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            parser.error(f"--json: cannot create the folder of {args.json}: {e}")
+            check_output_file(args.json, "--json")
+        except UsageError as e:
+            parser.error(str(e))
 
     names = list(args.suites)
     if args.data is not None and names and not any(reads_data(n) for n in names):
@@ -225,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         doc = results[0] if len(results) == 1 else {"suites": results}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)
             f.write("\n")

@@ -47,7 +47,6 @@ Cases:
 from __future__ import annotations
 
 import copy
-import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -56,6 +55,7 @@ from torch import Tensor, nn
 
 import fastext.nn
 
+from . import importable
 from .timing import time_alternating
 
 NAME = "bn_relu"
@@ -85,14 +85,9 @@ SEED = 0
 STEP_REPS_FACTOR = 3
 
 
-def available(device: torch.device) -> bool:
-    """Always runnable: the ResNet-18 rows are only left out when torchvision is missing."""
-    return True
-
-
 def torchvision_available() -> bool:
     """Whether the ResNet-18 step (which needs torchvision) can run."""
-    return importlib.util.find_spec("torchvision") is not None
+    return importable("torchvision")
 
 
 def case_name(shape: tuple[int, int, int, int], fmt: str) -> str:

@@ -47,11 +47,6 @@ def missing(device: torch.device, quick: bool = False) -> str | None:
     return None if importable("torchvision") else "needs torchvision (pip install torchvision)"
 
 
-def available(device: torch.device) -> bool:
-    """Needs torchvision (for the VGG16-BN backbone)."""
-    return missing(device) is None
-
-
 def _backbone(device: torch.device) -> tuple[torch.nn.Sequential, list[int]]:
     import torchvision
 
