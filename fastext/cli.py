@@ -70,54 +70,51 @@ def _bench(rest: list[str]) -> int:
     return int(bench.main(rest) or 0)
 
 
+def _one_line_errors(prefix: str, work: Callable[[], int | None]) -> int:
+    """``work()``'s exit code; its refusals (:class:`~fastext._argtypes.UsageError`), missing
+    data and unreadable data files are one line on stderr (``PREFIX: ...``) and exit code 2.
+    Nothing broader is caught: any other exception is a bug and keeps its traceback."""
+    from ._argtypes import UsageError
+    from ._messages import one_line
+    from .data import DataError
+
+    try:
+        return int(work() or 0)
+    except (FileNotFoundError, DataError, UsageError) as e:
+        print(f"{prefix}: {one_line(e)}", file=sys.stderr)
+        return 2
+
+
 def _run(args: argparse.Namespace) -> int:
     """Runs the demo; an argument it does not take, an output path it could not write, missing
     data or an unreadable data file is one line on stderr (``fastext run NAME: ...``) and
     exit code 2, not a traceback."""
+    return _one_line_errors(f"fastext run {args.name}", lambda: _run_demo(args))
+
+
+def _run_demo(args: argparse.Namespace) -> None:
     from ._argtypes import UsageError, check_output_dir, check_output_file
-    from ._messages import one_line
-    from .data import DataError
     from .demos import FIXED_EPOCHS, NO_DATA, TAKE_WEIGHTS, load
 
-    def fail(message: str) -> int:
-        print(f"fastext run {args.name}: {one_line(message)}", file=sys.stderr)
-        return 2
-
     if args.weights is not None and args.name not in TAKE_WEIGHTS:
-        return fail(f"--weights is used only by {', '.join(sorted(TAKE_WEIGHTS))}")
+        raise UsageError(f"--weights is used only by {', '.join(sorted(TAKE_WEIGHTS))}")
     if args.epochs is not None and args.name in FIXED_EPOCHS:
-        return fail(f"--epochs is not taken: {FIXED_EPOCHS[args.name]}")
+        raise UsageError(f"--epochs is not taken: {FIXED_EPOCHS[args.name]}")
     if args.data is not None and args.name in NO_DATA:
-        return fail(f"--data is not taken: {NO_DATA[args.name]}")
-    try:
-        # every demo writes its figures under --out and the record to --json at the very
-        # end: a path it cannot write would otherwise surface only after the whole run
-        check_output_dir(args.out, "--out")
-        if args.json is not None:
-            check_output_file(args.json, "--json")
-        load(args.name)(args)
-    except (FileNotFoundError, DataError, UsageError) as e:
-        return fail(str(e))
-    return 0
+        raise UsageError(f"--data is not taken: {NO_DATA[args.name]}")
+    # every demo writes its figures under --out and the record to --json at the very end: a
+    # path it cannot write would otherwise surface only after the whole run
+    check_output_dir(args.out, "--out")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    load(args.name)(args)
 
 
 def _tool(name: str, mod: str) -> Callable[[argparse.Namespace], int]:
-    """``fastext NAME``: the tool's ``cli_main``, with its refusals (:class:`UsageError`),
-    missing data and unreadable data files reported as ``fastext run`` reports them: one
-    line on stderr (``fastext NAME: ...``) and exit code 2. Nothing broader is caught: any
-    other exception is a bug and keeps its traceback."""
-    def run(args: argparse.Namespace) -> int:
-        from ._argtypes import UsageError
-        from ._messages import one_line
-        from .data import DataError
-
-        try:
-            return int(importlib.import_module(mod).cli_main(args) or 0)
-        except (FileNotFoundError, DataError, UsageError) as e:
-            print(f"fastext {name}: {one_line(e)}", file=sys.stderr)
-            return 2
-
-    return run
+    """``fastext NAME``: the tool's ``cli_main``, its errors reported as ``fastext run``
+    reports them (:func:`_one_line_errors`)."""
+    return lambda args: _one_line_errors(f"fastext {name}",
+                                         lambda: importlib.import_module(mod).cli_main(args))
 
 
 def _unavailable(why: str) -> Callable[[argparse.Namespace], int]:
