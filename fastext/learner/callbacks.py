@@ -745,11 +745,10 @@ class GradientAccumulation(Callback):
         with torch.no_grad():
             for i, grad in state.get("grads", {}).items():
                 p = params[i]
-                grad = grad.to(device=p.device, dtype=p.dtype)
                 if p.grad is not None and p.grad.shape == grad.shape:
                     p.grad.copy_(grad)  # keeps a flat optimizer's gradient views
                 else:
-                    p.grad = grad.clone()
+                    p.grad = grad.to(device=p.device, dtype=p.dtype, copy=True)
 
     def after_loss(self) -> None:
         if self.learn.training:

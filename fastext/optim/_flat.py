@@ -142,8 +142,7 @@ class FlatBuffers:
                         "after changing the model's shapes, dtypes or devices")
                 view = self._view(buf, p)
                 view.copy_(p)
-                p.data = view
-                self._ptrs[i] = p.data_ptr()
+                p.data = view  # the slot's own address again: _ptrs stays as it is
                 # Module._apply moves the grad along (`p.grad.data = t`: still our view
                 # object, which adopt_grads trusts, but no longer in grad_buf): lay it back.
                 g, gview = p.grad, self._view(self.grad_buf, p)

@@ -38,7 +38,8 @@ from ...data.camvid import split_indices
 from ...learner.data import DataLoaders, TensorLoader, drops_last_batch
 
 __all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
-           "ImageLoader", "get_image_files", "load_images", "multi_hot", "parent_label"]
+           "ImageLoader", "SeededAugment", "get_image_files", "load_images", "multi_hot",
+           "parent_label"]
 
 #: (mean, std) per RGB channel of ImageNet: the stats of every torchvision backbone.
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -133,7 +134,24 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(state[0])
 
 
-class BatchAugment:
+class SeededAugment:
+    """The random source of a batched augmentation: ``generator(g)`` is ``g`` when a loader
+    passes one (:meth:`epoch_generator` of its epoch, so an epoch's draws depend only on
+    ``(seed, epoch)``), else one generator seeded with ``seed`` at construction."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def epoch_generator(self, epoch: int) -> torch.Generator:
+        """A fresh generator for epoch ``epoch``'s draws, seeded from ``(seed, epoch)``."""
+        return torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+
+    def generator(self, generator: torch.Generator | None) -> torch.Generator:
+        return self.gen if generator is None else generator
+
+
+class BatchAugment(SeededAugment):
     """Batched augmentation of uint8 image batches on their device: a random-resized crop
     (area fraction in ``scale``, aspect ratio in ``ratio``) and a horizontal flip with
     probability ``flip`` per image, done as one affine ``grid_sample``; then ``/255`` and
@@ -153,16 +171,11 @@ class BatchAugment:
     def __init__(self, stats: tuple[Sequence[float], Sequence[float]] | None = None,
                  flip: float = 0.5, scale: tuple[float, float] = (0.35, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0) -> None:
+        super().__init__(seed)
         self.stats, self.flip, self.scale, self.ratio = stats, flip, scale, ratio
-        self.seed = seed
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def epoch_generator(self, epoch: int) -> torch.Generator:
-        """A fresh generator for epoch ``epoch``'s draws, seeded from ``(seed, epoch)``."""
-        return torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
 
     def _affine(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        g = self.gen if generator is None else generator
+        g = self.generator(generator)
         area = torch.empty(n).uniform_(*self.scale, generator=g)
         log_r = torch.empty(n).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]),
                                         generator=g)

@@ -36,7 +36,7 @@ from ...learner.data import drops_last_batch
 from ...learner.metrics import Metric
 from ...nn import fuse_bn_relu
 from .body import _first_conv, create_body
-from .data import ImageLoader, _epoch_seed, _resolve_stats
+from .data import ImageLoader, SeededAugment, _resolve_stats
 
 __all__ = [
     "DynamicUnet", "PixelAccuracy", "PixelShuffleUpsample", "ResBlock", "SegmentAugment",
@@ -356,7 +356,7 @@ class PixelAccuracy(Metric):
 
 
 # -- data -----------------------------------------------------------------------------------
-class SegmentAugment:
+class SegmentAugment(SeededAugment):
     """Batched augmentation of uint8 images and their masks together, on their device:
     a horizontal flip per image with probability ``flip`` and, when ``scale`` is not
     (1, 1), a random zoom-in crop (area fraction in ``scale``) resampled bilinearly for the
@@ -379,12 +379,8 @@ class SegmentAugment:
                  seed: int = 0) -> None:
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
-        self.stats, self.flip, self.scale, self.seed = stats, flip, scale, seed
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def epoch_generator(self, epoch: int) -> torch.Generator:
-        """A fresh generator for epoch ``epoch``'s draws, seeded from ``(seed, epoch)``."""
-        return torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+        super().__init__(seed)
+        self.stats, self.flip, self.scale = stats, flip, scale
 
     def _normalise(self, x: Tensor) -> Tensor:
         x = x.float().div_(255)
@@ -399,7 +395,7 @@ class SegmentAugment:
         x = self._normalise(x)
         if not train:
             return x, y
-        n, g = len(x), self.gen if generator is None else generator
+        n, g = len(x), self.generator(generator)
         flip = torch.rand(n, generator=g) < self.flip
         if self.scale == (1.0, 1.0):
             f = flip.to(x.device)
