@@ -1,6 +1,10 @@
 """The native ops through the dispatcher: torch.library.opcheck (schema, fake kernel,
 autograd registration, AOT dispatch) and build facts."""
 
+import ctypes
+import os
+import sys
+
 import pytest
 import torch
 
@@ -47,3 +51,35 @@ def test_build_info():
     assert isinstance(info["cuda"], bool)
     if torch.cuda.is_available():
         assert info["cuda"], "a GPU is present but the CUDA kernels were not built"
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _defining_file(module_path: str, symbol: str) -> str | None:
+    """The file that defines ``symbol`` as the module's own lookups find it (dlsym searches
+    the module, then what it depends on), or None where nothing does."""
+    try:
+        addr = ctypes.cast(getattr(ctypes.CDLL(module_path), symbol), ctypes.c_void_p).value
+    except AttributeError:
+        return None
+    info = _DlInfo()
+    assert ctypes.CDLL(None).dladdr(ctypes.c_void_p(addr), ctypes.byref(info))
+    return os.path.realpath(info.dli_fname.decode())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF/glibc lookup (dladdr)")
+def test_module_uses_the_shared_cxx_runtime():
+    """No copy of libstdc++ inside fastext._C: a static one (the GPU machine's toolchain of
+    2026-11-28 linked one in) keeps locale facet ids of its own, and formatting a number
+    in any error message then crashed the process instead of raising."""
+    module = os.path.realpath(fastext._C.__file__)
+    # std::ostream::_M_insert<long>: what formatting an int64 into a message calls.
+    found = _defining_file(module, "_ZNSo9_M_insertIlEERSoT_")
+    assert found is not None, "no libstdc++ in the module's lookup scope"
+    assert found != module, f"{module} carries its own libstdc++ stream code"
+    with pytest.raises(RuntimeError, match="running_var must have C = 3 elements, got shape"):
+        torch.ops.fastext.bn_relu_forward(torch.randn(2, 3), None, None, torch.zeros(3),
+                                          torch.ones(2), None, True, 0.1, 1e-5)

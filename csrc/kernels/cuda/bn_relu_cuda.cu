@@ -42,6 +42,7 @@ constexpr int kBlock = 256;
 constexpr int kTileC = 32, kTileR = kBlock / kTileC;  // row-major reduction tile
 constexpr int64_t kMinPerBlock = 4 * kBlock;          // elements a reduction block reads, at least
 constexpr int kUnroll = 4;                            // loads in flight per thread
+constexpr int kRowUnroll = 2 * kUnroll;               // ... in the row-major reduction
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -160,8 +161,11 @@ struct LeakyGradTerm {
 // Adds each channel's partials (pairs at work[k * C + c] and work[(splits + k) * C + c]) and
 // calls fin(c, sum1, sum2) once per channel, from one block. Each channel gets L lanes of a
 // warp (L a power of two, more when there are few channels); lane l takes splits l, l + L, ...
-// and a fixed shuffle tree adds the lanes, so the sums are deterministic. Loads bypass L1:
-// other blocks wrote the partials during this launch.
+// in that order and a fixed shuffle tree adds the lanes, so the sums are deterministic. Loads
+// bypass L1: other blocks wrote the partials during this launch. They are issued kFinishBatch
+// pairs at a time: one L2 round trip per split made this lone block the longest part of a
+// row-major reduction (264 splits of 64 channels: 66 trips per lane, each launch).
+constexpr int kFinishBatch = 8;
 template <typename Fin>
 __device__ void finish_channels(const double* work, int64_t splits, int64_t C, const Fin& fin) {
   int lanes = 32;
@@ -171,9 +175,19 @@ __device__ void finish_channels(const double* work, int64_t splits, int64_t C, c
     const int64_t c = c0 + threadIdx.x / lanes;
     double a = 0, b = 0;
     if (c < C) {
-      for (int64_t k = lane; k < splits; k += lanes) {
-        a += __ldcg(work + k * C + c);
-        b += __ldcg(work + (splits + k) * C + c);
+      for (int64_t k0 = lane; k0 < splits; k0 += int64_t(kFinishBatch) * lanes) {
+        double pa[kFinishBatch], pb[kFinishBatch];
+#pragma unroll
+        for (int i = 0; i < kFinishBatch; ++i) {
+          const int64_t k = k0 + int64_t(i) * lanes;
+          pa[i] = k < splits ? __ldcg(work + k * C + c) : 0.0;
+          pb[i] = k < splits ? __ldcg(work + (splits + k) * C + c) : 0.0;
+        }
+#pragma unroll
+        for (int i = 0; i < kFinishBatch; ++i) {  // a + 0.0 == a: the tail adds nothing
+          a += pa[i];
+          b += pb[i];
+        }
       }
     }
     for (int o = lanes / 2; o > 0; o /= 2) {
@@ -223,7 +237,11 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 // Row-major (rows of C): block (channel tile, split) walks rows [r0, r1); thread (tx, ty)
-// takes channel tile * 32 + tx of every kTileR-th row. The last block runs `fin`.
+// takes channel tile * 32 + tx of every kTileR-th row. The last block runs `fin`. Twice the
+// loads in flight of the planar walk (a warp's load here is one 128-byte slice of a row): at
+// four, N32xC64x56x56 channels-last's two reductions took 68 us on an H200 (2026-11-28) where
+// the planar ones took 38 us for the same bytes (finish_channels' serial loads were another
+// part of that gap).
 template <typename T, typename I, typename Term, typename Fin>
 __global__ void __launch_bounds__(kBlock)
     reduce_rows(const T* x, const T* dy, BnShape s, Term term, double* work, Fin fin,
@@ -238,10 +256,10 @@ __global__ void __launch_bounds__(kBlock)
   M f1 = 0, f2 = 0;
   if (c < C) {
     const auto coef = term.coef(c);
-    for (I r = r0 + ty; r < r1; r += kUnroll * kTileR) {
-      M xv[kUnroll], dv[kUnroll];
+    for (I r = r0 + ty; r < r1; r += kRowUnroll * kTileR) {
+      M xv[kRowUnroll], dv[kRowUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kRowUnroll; ++u) {
         if (r + u * kTileR < r1) {
           const I o = (r + u * kTileR) * C + c;
           xv[u] = DIo<T>::ld(x[o]);
@@ -249,7 +267,7 @@ __global__ void __launch_bounds__(kBlock)
         }
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
+      for (int u = 0; u < kRowUnroll; ++u)
         if (r + u * kTileR < r1) term.add(coef, xv[u], dv[u], f1, f2);
     }
   }
