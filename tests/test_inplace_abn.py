@@ -302,7 +302,9 @@ def test_compiled_matches_eager(device):
 @pytest.mark.parametrize("given", ["weight", "bias"])
 def test_weight_or_bias_alone(device, given):
     """F.batch_norm takes a weight without a bias and a bias without a weight; so do both
-    fused layers' functions, with the one gradient."""
+    fused layers' functions, with the one gradient. The reference spells a missing weight as
+    ones: torch 2.11's CUDA batch_norm backward raised "tensor does not have a device" for a
+    bias without a weight (an H200, 2026-11-28), in the reference's backward, not ours."""
     from fastext.nn import bn_relu
 
     torch.manual_seed(0)
@@ -312,8 +314,9 @@ def test_weight_or_bias_alone(device, given):
     w, b = (p, None) if given == "weight" else (None, p)
     ours = [bn_relu(x, None, None, w, b, True),
             inplace_abn(x.clone(), None, None, w, b, True, negative_slope=0.2)]
-    wr = w.abs() + 1e-5 if w is not None else None
-    refs = [torch.relu(F.batch_norm(x, None, None, w, b, True)),
+    ones = torch.ones(3, device=device)
+    wr = w.abs() + 1e-5 if w is not None else ones
+    refs = [torch.relu(F.batch_norm(x, None, None, w if w is not None else ones, b, True)),
             F.leaky_relu(F.batch_norm(x, None, None, wr, b, True), 0.2)]
     for y, yr in zip(ours, refs, strict=True):
         dy = torch.randn_like(y)
