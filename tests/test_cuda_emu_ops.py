@@ -150,6 +150,35 @@ def test_bn_errors_match_cpu(emu, args, message):
         close(list(emu.bn_relu_forward(*args(x))), list(ref))
 
 
+@pytest.mark.parametrize("op", ["relu", "leaky"])
+@pytest.mark.parametrize("where", ["running_mean", "num_batches_tracked"])
+def test_bn_statistics_on_another_device_refused_before_writing(emu, op, where):
+    """Running statistics or a batch count on another device than the input's are refused
+    up front, as F.batch_norm refuses them: the glue used to count the batch in the kernel
+    and only then fail in its torch-ops fallback for the running statistics. The emulated
+    glue serves CPU tensors; ``meta`` stands in for the other device, and the call goes to
+    that glue directly (the dispatcher would hand it to the meta kernel)."""
+    x = torch.randn(4, 3, 2, 2)
+    rm = torch.zeros(3, device="meta" if where == "running_mean" else "cpu")
+    rv = torch.ones(3)
+    nbt = torch.zeros((), dtype=torch.long,
+                      device="meta" if where == "num_batches_tracked" else "cpu")
+    before = [t.clone() for t in (x, rm, rv, nbt)]
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    match = {"running_mean": "running_mean and running_var must be on the input's device",
+             "num_batches_tracked": "num_batches_tracked must be a one-element int64 tensor on "
+                                    "the input's device"}[where]
+    with pytest.raises(RuntimeError, match=match):
+        if op == "relu":
+            emu.bn_relu_forward.default.redispatch(keys, x, None, None, rm, rv, nbt, True, 0.1,
+                                                   1e-5)
+        else:
+            emu.bn_leaky_relu_.default.redispatch(keys, x, None, None, rm, rv, nbt, True, 0.1,
+                                                  1e-5, 0.1)
+    for t, b in zip((x, rm, rv, nbt), before, strict=True):
+        assert t.is_meta or torch.equal(t, b)
+
+
 def optimizer_lists(sizes, dtype, grad_dtype, nstates, counters=1, seed=0, squares=(1, 2)):
     """[params, grads, states..., steps, models]; the states in ``squares`` (second moments)
     positive and large, the others small."""

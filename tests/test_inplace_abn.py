@@ -444,27 +444,42 @@ def test_refused_before_anything_changes(device, case):
 
 
 @pytest.mark.parametrize("case", ["running_stat_size", "batch_count_dtype", "non_contiguous",
-                                  "slope"])
+                                  "slope", "running_stat_device", "batch_count_device"])
 def test_raw_op_in_inference_mode_refuses_before_writing(device, case):
     """Inference mode skips the autograd kernel: the device kernels check the arguments
-    themselves before writing the activation, the running statistics or the batch count."""
+    themselves before writing the activation, the running statistics or the batch count.
+    Statistics on another device than the input's are refused as F.batch_norm refuses them.
+    The dispatcher hands such a call to the other device's kernel (``meta`` would answer
+    with its fake kernel), so those cases call the input's device kernel directly: the CPU
+    one used to find out only after overwriting the activation."""
     x = torch.randn(4, 3, 2, 2, device=device)
     if case == "non_contiguous":
         x = x.transpose(2, 3)
-    rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+    other = "meta" if device == "cpu" else "cpu"
+    rm = torch.zeros(3, device=other if case == "running_stat_device" else device)
+    rv = torch.ones(3, device=device)
     nbt = torch.zeros((), dtype=torch.float32 if case == "batch_count_dtype" else torch.long,
-                      device=device)
+                      device=other if case == "batch_count_device" else device)
     if case == "running_stat_size":
         rv = torch.ones(2, device=device)
     slope = -0.1 if case == "slope" else 0.1
     match = {"running_stat_size": "running_var must have C = 3 elements",
              "batch_count_dtype": "num_batches_tracked must be a one-element int64",
+             "batch_count_device": "num_batches_tracked must be a one-element int64 tensor on "
+                                   "the input's device",
+             "running_stat_device": "running_mean and running_var must be on the input's device",
              "non_contiguous": "contiguous", "slope": "negative_slope must be positive"}[case]
     before = [t.clone() for t in (x, rm, rv, nbt)]
     with torch.inference_mode(), pytest.raises(RuntimeError, match=match):
-        bn_leaky_relu_(x, None, None, rm, rv, True, 0.1, 1e-5, slope, nbt)
+        if case.endswith("_device"):
+            key = torch._C.DispatchKey.CPU if device == "cpu" else torch._C.DispatchKey.CUDA
+            torch.ops.fastext.bn_leaky_relu_.default.redispatch(
+                torch._C.DispatchKeySet(key), x, None, None, rm, rv, nbt, True, 0.1, 1e-5,
+                slope)
+        else:
+            bn_leaky_relu_(x, None, None, rm, rv, True, 0.1, 1e-5, slope, nbt)
     for t, b in zip((x, rm, rv, nbt), before, strict=True):
-        assert torch.equal(t, b)
+        assert t.is_meta or torch.equal(t, b)
 
 
 @pytest.mark.parametrize("module", [False, True], ids=["functional", "module"])

@@ -194,11 +194,15 @@ inline void update_running(const char* op, const std::optional<at::Tensor>& runn
   // F.batch_norm's check; before any running tensor is written
   TORCH_CHECK_VALUE(given(running_mean) == given(running_var),
                     "running_mean and running_var must either both be None or neither be None");
-  if (given(running_mean) && given(running_var)) {
+  const bool track = given(running_mean) && given(running_var);
+  if (track) {
     check_channel(op, *running_mean, C, "running_mean");
     check_channel(op, *running_var, C, "running_var");
-    TORCH_CHECK(running_mean->device().is_cpu() && running_var->device().is_cpu(), op,
-                ": running statistics must be on the CPU");
+    check_running_device(op, *running_mean, *running_var, at::kCPU);
+  }
+  // before the running statistics are written
+  if (given(num_batches_tracked)) check_batch_count(op, *num_batches_tracked, at::kCPU);
+  if (track) {
     const double unbias = count / (count - 1);
     const auto lerp = [momentum](double batch, double run) {
       return run + momentum * (batch - run);
@@ -209,12 +213,7 @@ inline void update_running(const char* op, const std::optional<at::Tensor>& runn
     for (auto& v : uvar) v *= unbias;
     store_channel(rv, uvar, lerp);
   }
-  if (given(num_batches_tracked)) {
-    const auto& t = *num_batches_tracked;
-    TORCH_CHECK(t.scalar_type() == at::kLong && t.numel() == 1 && t.device().is_cpu(), op,
-                ": num_batches_tracked must be a one-element int64 CPU tensor");
-    ++*t.data_ptr<int64_t>();
-  }
+  if (given(num_batches_tracked)) ++*num_batches_tracked->data_ptr<int64_t>();
 }
 
 // The dx pass's k1 = sum_g / M and k2 = invstd^2 * sum_gx / M (bn_relu.h) from a backward's

@@ -49,11 +49,10 @@ inline at::Tensor optional_channel(const char* op, const std::optional<at::Tenso
 
 inline void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
-// Whether the statistics kernel can update t in place: contiguous, on x's device, in the
-// statistics' dtype (fp32 running stats beside fp16/bf16/fp32 activations, as usual).
+// Whether the statistics kernel can update t in place (on x's device, checked before): contiguous,
+// in the statistics' dtype (fp32 running stats beside fp16/bf16/fp32 activations, as usual).
 inline bool in_kernel(const std::optional<at::Tensor>& t, const at::TensorOptions& opts) {
-  return given(t) && t->device() == opts.device() && t->scalar_type() == opts.dtype() &&
-         t->is_contiguous();
+  return given(t) && t->scalar_type() == opts.dtype() && t->is_contiguous();
 }
 
 // The forward's statistics (of the batch, updating the running ones, or the running ones
@@ -86,15 +85,11 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
     if (track) {
       check_channel(op, *running_mean, C, "running_mean");
       check_channel(op, *running_var, C, "running_var");
+      check_running_device(op, *running_mean, *running_var, in.x.device());
     }
     const bool fuse = track && in_kernel(running_mean, opts) && in_kernel(running_var, opts);
     const bool count = given(num_batches_tracked);
-    if (count)
-      TORCH_CHECK(num_batches_tracked->scalar_type() == at::kLong &&
-                      num_batches_tracked->numel() == 1 &&
-                      num_batches_tracked->device() == in.x.device(),
-                  op, ": num_batches_tracked must be a one-element int64 tensor on the input's "
-                  "device");
+    if (count) check_batch_count(op, *num_batches_tracked, in.x.device());
     kern::bn_train_stats_cuda(
         in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b), eps, abn,
         mean.data_ptr(), invstd.data_ptr(), var.data_ptr(), sc.coef,

@@ -33,7 +33,7 @@ inline BnInput bn_leaky_input(const char* op, const at::Tensor& t, double negati
 // batch (the running statistics are checked with their update), checked first thing by its
 // device kernels (so in inference mode too, where the autograd kernel is skipped): the
 // slope, the layout, running statistics given both or neither (F.batch_norm's ValueError)
-// with C elements each, a one-element int64 num_batches_tracked.
+// with C elements each on the input's device, a one-element int64 num_batches_tracked there.
 inline void check_leaky_forward(const char* op, const at::Tensor& input,
                                 const std::optional<at::Tensor>& running_mean,
                                 const std::optional<at::Tensor>& running_var,
@@ -47,11 +47,9 @@ inline void check_leaky_forward(const char* op, const at::Tensor& input,
   if (given(running_mean)) {
     check_channel(op, *running_mean, input.size(1), "running_mean");
     check_channel(op, *running_var, input.size(1), "running_var");
+    check_running_device(op, *running_mean, *running_var, input.device());
   }
-  if (given(num_batches_tracked))
-    TORCH_CHECK(num_batches_tracked->scalar_type() == at::kLong &&
-                    num_batches_tracked->numel() == 1,
-                op, ": num_batches_tracked must be a one-element int64 tensor");
+  if (given(num_batches_tracked)) check_batch_count(op, *num_batches_tracked, input.device());
 }
 
 }  // namespace fastext::ops

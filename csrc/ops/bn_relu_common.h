@@ -39,6 +39,22 @@ inline void check_channel(const char* op, const at::Tensor& p, int64_t C, const 
               " elements, got shape ", p.sizes());
 }
 
+// The running statistics live on the input's device, as F.batch_norm requires: checked before
+// anything is written, as the update would otherwise refuse only after the output or the
+// batch count (InPlace-ABN's output is its input).
+inline void check_running_device(const char* op, const at::Tensor& running_mean,
+                                 const at::Tensor& running_var, const c10::Device& device) {
+  TORCH_CHECK(running_mean.device() == device && running_var.device() == device, op,
+              ": running_mean and running_var must be on the input's device (", device, ")");
+}
+
+// num_batches_tracked: one int64 element on the input's device.
+inline void check_batch_count(const char* op, const at::Tensor& t, const c10::Device& device) {
+  TORCH_CHECK(t.scalar_type() == at::kLong && t.numel() == 1 && t.device() == device, op,
+              ": num_batches_tracked must be a one-element int64 tensor on the input's device (",
+              device, ")");
+}
+
 // t in `opts`' dtype and device: t itself when it already is. Tested here rather than left to
 // Tensor::to, which returns t too but only after a dispatcher call: a layer makes several of
 // these per step, and on a GPU the layer's time is the host's.
