@@ -141,6 +141,21 @@ def test_hpsearch_bad_objective_is_one_line_but_its_own_bugs_keep_their_tracebac
     assert objective_calls == []
 
 
+def test_hpsearch_builtin_data_options_refused_with_a_custom_objective(
+        tmp_path: Path, objective_calls: list[dict[str, Any]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--data, --n-train and --n-valid feed the built-in objective only: with one of the
+    user's they were silently ignored, now they are refused before any trial."""
+    base = ["hpsearch", "--objective", "stub_objective_mod:f", "--space", SPACE,
+            "--trials", "2", "--init", "2", "--out", str(tmp_path / "o")]
+    for extra, named in ((["--data", str(SMALL)], "--data"), (["--n-train", "100"], "--n-train"),
+                         (["--n-valid", "50", "--data", str(SMALL)], "--data, --n-valid")):
+        assert cli.main([*base, *extra]) == 2
+        line = _one_line(capsys, "hpsearch")
+        assert line.startswith(f"fastext hpsearch: {named}: only for the built-in objective")
+    assert objective_calls == [] and not (tmp_path / "o").exists()
+
+
 def test_hpsearch_output_paths_are_checked_before_the_first_trial(
         tmp_path: Path, objective_calls: list[dict[str, Any]],
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 BUILTIN = "mnist-mlp"
+#: The built-in objective's default numbers of training and held-out images.
+N_TRAIN, N_VALID = 8000, 2000
 
 
 def load_space(spec: str | os.PathLike[str] | dict[str, Any]) -> Space:
@@ -79,8 +81,8 @@ def load_space(spec: str | os.PathLike[str] | dict[str, Any]) -> Space:
         raise ValueError(f"the space is not valid JSON: {e}") from None
 
 
-def load_objective(name: str, data: str | None = None, n_train: int = 8000,
-                   n_valid: int = 2000) -> Any:
+def load_objective(name: str, data: str | None = None, n_train: int = N_TRAIN,
+                   n_valid: int = N_VALID) -> Any:
     """The built-in ``mnist-mlp`` objective, or ``package.module:callable``.
 
     Raises:
@@ -124,11 +126,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trial log to resume from and update (default OUT/hpsearch_log.json)")
     p.add_argument("--out", metavar="DIR", default="out/hpsearch",
                    help="folder for the log, the summary and the figures")
+    # None unless given, so that a custom objective can refuse them (it reads its own data)
     p.add_argument("--data", metavar="DIR", help="MNIST directory for the built-in objective")
-    p.add_argument("--n-train", type=int_at_least(1), default=8000, metavar="N",
-                   help="training images for the built-in objective")
-    p.add_argument("--n-valid", type=int_at_least(1), default=2000, metavar="N",
-                   help="held-out training images it is scored on")
+    p.add_argument("--n-train", type=int_at_least(1), default=None, metavar="N",
+                   help=f"training images for the built-in objective (default {N_TRAIN})")
+    p.add_argument("--n-valid", type=int_at_least(1), default=None, metavar="N",
+                   help=f"held-out training images it is scored on (default {N_VALID})")
 
 
 def _cli_space(spec: str) -> Space:
@@ -146,17 +149,24 @@ def _cli_objective(args: argparse.Namespace) -> Any:
     """``--objective`` loaded; a name that is neither the built-in one nor importable is a
     :class:`UsageError`, and so is asking the built-in one for more images than its data
     holds (its own check)."""
+    given = [name for name, value in (("--data", args.data), ("--n-train", args.n_train),
+                                      ("--n-valid", args.n_valid)) if value is not None]
     if args.objective != BUILTIN:
+        if given:  # they would be silently ignored: the objective reads its own data
+            raise UsageError(f"{', '.join(given)}: only for the built-in objective {BUILTIN!r}, "
+                             f"not --objective {args.objective}")
         obj = import_object(args.objective, "--objective")
         if not callable(obj):
             raise UsageError(f"--objective {args.objective} is not callable")
         return obj
+    n_train = N_TRAIN if args.n_train is None else args.n_train
+    n_valid = N_VALID if args.n_valid is None else args.n_valid
     try:
-        return load_objective(BUILTIN, args.data, args.n_train, args.n_valid)
+        return load_objective(BUILTIN, args.data, n_train, n_valid)
     except DataError:  # a ValueError too, and already one line naming the file
         raise
     except ValueError as e:  # more images asked for than the training split holds
-        raise UsageError(f"--n-train {args.n_train} + --n-valid {args.n_valid}: {e}") from None
+        raise UsageError(f"--n-train {n_train} + --n-valid {n_valid}: {e}") from None
 
 
 def _check_log_resumable(log: Path, space: Space, args: argparse.Namespace) -> None:
