@@ -218,7 +218,7 @@ def test_landscape_bad_arguments_are_one_line_before_any_work(
         ([*out, "--model", "resnet"], "--model must be one of"),
         ([*out, "--model", "no_such_module_xyz:net"], "no module named"),
         ([*out, "--weights", str(tmp_path / "missing.pth")], "no weights file"),
-        ([*out, "--weights", str(garbage)], f"{garbage}: not a state dict"),
+        ([*out, "--weights", str(garbage)], f"{garbage}: not a file torch.load reads"),
         ([*out, "--weights-b", str(small)], f"--weights-b {small} does not fit the model"),
         ([*out, "--steps", "4", "--radius", "0.3"], "--radius 0.3 holds no point"),
         ([*out, "--n-train", "5000"], "5000 training images asked for, the split holds 2000"),

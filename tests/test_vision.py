@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from fastext.data import DataError
 from fastext.data.camvid import split_indices
 from fastext.nn import BatchNormReLU2d
 from fastext.tasks.vision.body import conv_body, create_body, load_pretrained, num_features
@@ -305,6 +306,10 @@ def test_pretrained_weights_from_a_local_file(tmp_path):
         create_body("resnet18", pretrained=tmp_path / "missing.pth")
     with pytest.raises(RuntimeError):  # weights of another architecture
         load_pretrained(torchvision.models.resnet34(weights=None), tmp_path / "r18.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="garbage.pth: not a file torch.load reads") as e:
+        create_body("resnet18", pretrained=tmp_path / "garbage.pth")  # one line, not torch's
+    assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="unknown architecture"):
         create_body("resnet19")
 

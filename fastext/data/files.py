@@ -1,19 +1,22 @@
 """Where :mod:`fastext.data`'s data sets are found, and how their loaders report a file
 they cannot read: :func:`find_data_dir` (a data set's folder: ``--data``,
-``$FASTEXT_DATA``, the shipped ``data/``, ``../shared/data``) and :func:`reading` /
-:class:`DataError` (the failed read re-raised naming the file).
+``$FASTEXT_DATA``, the shipped ``data/``, ``../shared/data``), :func:`reading` /
+:class:`DataError` (the failed read re-raised naming the file) and :func:`load_torch_file`
+(weights and checkpoints, read the same way).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DataError", "REPO_ROOT", "find_data_dir", "first_dir_holding", "reading",
-           "search_places"]
+__all__ = ["DataError", "REPO_ROOT", "find_data_dir", "first_dir_holding", "load_torch_file",
+           "reading", "search_places"]
 
 #: The parent of the ``fastext`` package directory (the git checkout for an editable install).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +49,35 @@ def reading(path: str | os.PathLike[str], what: str = "not readable") -> Iterato
         raise
     except (OSError, EOFError, zlib.error, ValueError) as e:
         raise DataError(f"{path}: {what} ({str(e).strip()})") from e
+
+
+def load_torch_file(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, a file it cannot read
+    re-raised as :class:`DataError` ``"<path>: not a file torch.load reads with
+    weights_only=True (<first line of torch's message>)"`` (torch's own message runs to
+    paragraphs; it stays chained). Caught: not a zip or pickle (``RuntimeError``,
+    ``UnpicklingError``), cut short (``EOFError``), unreadable (``OSError``), objects beyond
+    tensors and plain values (``UnpicklingError``). A missing file raises
+    ``FileNotFoundError`` unchanged: callers say what should have been there.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(suffix=".pth") as f:
+    ...     _ = f.write(b"not a checkpoint"); f.flush()
+    ...     load_torch_file(f.name)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fastext.data.files.DataError: /...pth: not a file torch.load reads with weights_only=True (...)
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"{path}: not a file torch.load reads with weights_only=True "
+                        f"({first})") from e
 
 
 def search_places(name: str, root: str | os.PathLike[str] | None) -> list[Path]:

@@ -32,7 +32,6 @@ import argparse
 import copy
 import math
 import os
-import pickle
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -413,18 +412,11 @@ def _load_state(path: str) -> dict[str, Tensor]:
     """A state dict, or the model's from a Learner checkpoint. Raises FileNotFoundError for
     a missing file and DataError for one torch cannot read (``fastext landscape`` reports
     both in one line)."""
-    from ..data import DataError
+    from ..data import load_torch_file
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"no weights file {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    # what torch.load raises for a file that is not a checkpoint: not a zip or pickle
-    # (RuntimeError, UnpicklingError), cut short (EOFError), unreadable (OSError)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as e:
-        # torch's own message runs to paragraphs; the chained exception keeps it
-        raise DataError(f"{path}: not a state dict or checkpoint that torch.load reads with "
-                        f"weights_only=True ({type(e).__name__})") from e
+    state = load_torch_file(path)
     return state["model"] if isinstance(state, dict) and "model" in state else state
 
 

@@ -17,7 +17,6 @@ line saying what it is.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...data.files import DataError
+from ...data.files import DataError, load_torch_file
 from ...nn.feature_loss import FeatureLoss, relu_before_pools
 
 __all__ = ["FeatureNet", "load_vgg16_bn", "train_feature_net", "vgg_body"]
@@ -71,10 +70,7 @@ def load_vgg16_bn(weights: str | os.PathLike[str]) -> FeatureNet:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"no vgg16_bn weights file at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
-        raise DataError(f"{path}: not a torch weights file ({_first_line(e)})") from e
+    state = load_torch_file(path)
     if not isinstance(state, dict):
         raise DataError(f"{path}: not a state dict (a {type(state).__name__})")
     if any(k.startswith("features.") for k in state):

@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ...data.files import load_torch_file
+
 __all__ = ["ARCHS", "conv_body", "create_body", "load_pretrained", "num_features"]
 
 
@@ -43,13 +45,13 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module
 
     Raises:
         FileNotFoundError: no such file (nothing is ever downloaded).
+        DataError: a file torch cannot read (:func:`fastext.data.load_torch_file`).
         RuntimeError: the file does not fit the architecture (missing/unexpected keys).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights not found: {path} (fastext never downloads "
                                 "weights; copy a torchvision .pth file here)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(load_torch_file(path))
     return model
 
 
