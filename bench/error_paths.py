@@ -17,6 +17,7 @@ Usage: python bench/error_paths.py [--no-trace]
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -84,8 +85,6 @@ def build_tracer(folder: Path) -> Path | None:
 def trace(code: str, device: str, tracer: Path) -> None:
     """Runs a crashed case again under the tracer and prints its native frames, with
     addr2line's function and line for those in fastext's module (when it has symbols)."""
-    import os
-
     r = run_case(code, device, env={**os.environ, "LD_PRELOAD": str(tracer)})
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("native_trace:")]
     addr2line = shutil.which("addr2line")

@@ -44,6 +44,41 @@ def fake_suite(monkeypatch):
     return suite
 
 
+# -- bench/error_paths.py and bench/native_trace.c --------------------------------------------
+def _error_paths():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import error_paths
+    finally:
+        sys.path.pop(0)
+    return error_paths
+
+
+def test_error_paths_all_raise_here(capsys):
+    """Every refused call the GPU check probes raises here, one process each (the script the
+    static libstdc++ of the GPU machine was found with)."""
+    assert _error_paths().main(["--no-trace"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= len(_error_paths().CASES)
+    assert all(line.split()[2] == "raised" for line in lines), lines
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="needs a C compiler for bench/native_trace.c")
+def test_native_trace_reports_a_crash(tmp_path, capsys):
+    """A segfaulting case rerun under the preloaded tracer prints the signal, the faulting
+    frame and the native stack (library+offset)."""
+    ep = _error_paths()
+    tracer = ep.build_tracer(tmp_path)
+    assert ep.outcome(ep.run_case("import ctypes; ctypes.string_at(0)", "cpu")).startswith(
+        "CRASHED")
+    ep.trace("import ctypes; ctypes.string_at(0)", "cpu", tracer)
+    out = capsys.readouterr().out
+    assert "native_trace: signal 11" in out
+    assert re.search(r"native_trace: fault \S+\+0x[0-9a-f]+", out)
+    assert re.search(r"native_trace: frame \S*python\S*\+0x[0-9a-f]+", out)
+
+
 # -- bench/gpu_check.sh ---------------------------------------------------------------------
 @pytest.mark.parametrize("args", [[], [""], ["--help"], ["a-file/out"]],
                          ids=["no-argument", "empty", "option", "cannot-create"])
