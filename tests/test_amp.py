@@ -368,3 +368,27 @@ def test_clip_after_unscale_matches_torch(device, max_norm):
         s.step(o)
         s.update()
     assert_close(list(ours.parameters()), list(ref.parameters()))
+
+
+# -- review of 2026-11-28 -------------------------------------------------------------------
+def test_unscale_moves_versions_and_refuses_overlap_before_writing():
+    """Tensors unscaled in place get their version counters moved (as a stock in-place op's);
+    one whose elements share memory (an expand) is refused before any tensor of the list is
+    unscaled (it used to leave the list half unscaled and an inf unflagged)."""
+    g = torch.tensor([4.0, 2.0])
+    v = g._version
+    ops.unscale_and_check_([g], torch.zeros(()), torch.tensor(0.5))
+    assert g._version > v and torch.equal(g, torch.tensor([2.0, 1.0]))
+    g1, g2 = torch.tensor([4.0, float("inf")]), torch.full((1,), 4.0).expand(3)
+    flag = torch.zeros(())
+    with pytest.raises(RuntimeError, match="share memory"):
+        ops.unscale_and_check_([g1, g2], flag, torch.tensor(0.5))
+    assert torch.equal(g1, torch.tensor([4.0, float("inf")])) and flag.item() == 0
+
+
+def test_update_scale_refuses_a_growth_interval_beyond_int():
+    """The rule counts in int, as torch's: 2**32 + 1 used to wrap to 1 (growth every step)."""
+    scale, tracker = torch.tensor(1.0), torch.zeros((), dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="growth_interval must be in"):
+        ops.update_scale_(scale, tracker, torch.zeros(()), 2.0, 0.5, 2**32 + 1)
+    assert scale.item() == 1.0 and tracker.item() == 0

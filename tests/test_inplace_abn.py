@@ -517,3 +517,84 @@ def test_bias_false_loads_a_batchnorm_state_dict(device):
     want = F.leaky_relu(F.batch_norm(x, None, None, bn.weight.abs() + m.eps, None, True), 0.2)
     torch.testing.assert_close(m(x.clone()), want, **TOL[torch.float32])
     assert InPlaceABN1d(3).bias is not None
+
+
+# -- what both fused BatchNorm ops refuse before writing (review of 2026-11-28) -------------
+def _forward(op, x, rm, rv, nbt, train=True, eps=1e-5):
+    """One raw forward of ``op`` ("relu": fastext::bn_relu_forward, "leaky": the in-place
+    fastext::bn_leaky_relu_) with running statistics and a batch count."""
+    if op == "relu":
+        return torch.ops.fastext.bn_relu_forward(x, None, None, rm, rv, nbt, train, 0.1, eps)
+    return torch.ops.fastext.bn_leaky_relu_(x, None, None, rm, rv, nbt, train, 0.1, eps, 0.1)
+
+
+@pytest.mark.parametrize("op", ["relu", "leaky"])
+@pytest.mark.parametrize("case", ["int_running_var", "eps_zero", "eps_negative", "eps_nan",
+                                  "one_value", "one_value_nchw"])
+def test_forward_refusals_change_nothing(device, op, case):
+    """F.batch_norm's refusals (eps <= 0 while training, one value per channel while
+    training) and integer running statistics, refused before anything moves: the CPU ops
+    used to write the running mean (and InPlace-ABN its input) first, or give NaN."""
+    shape = {"one_value": (1, 3), "one_value_nchw": (1, 3, 1, 1)}.get(case, (4, 3, 2, 2))
+    x = torch.randn(shape, device=device)
+    rm, nbt = torch.zeros(3, device=device), torch.zeros((), dtype=torch.long, device=device)
+    rv = torch.ones(3, device=device, dtype=torch.long if case == "int_running_var" else None)
+    eps = {"eps_zero": 0.0, "eps_negative": -1.0, "eps_nan": float("nan")}.get(case, 1e-5)
+    error, match = {"int_running_var": (RuntimeError, "must be floating point"),
+                    "one_value": (ValueError, "more than 1 value per channel"),
+                    "one_value_nchw": (ValueError, "more than 1 value per channel")}.get(
+                        case, (RuntimeError, "eps must be positive"))
+    before = [t.clone() for t in (x, rm, rv, nbt)]
+    with pytest.raises(error, match=match):
+        _forward(op, x, rm, rv, nbt, eps=eps)
+    for t, b in zip((x, rm, rv, nbt), before, strict=True):
+        assert torch.equal(t, b)
+
+
+def test_eps_zero_in_evaluation(device):
+    """In evaluation F.batch_norm takes eps = 0 (a positive running variance needs none);
+    InPlace-ABN does not: its backward inverts |weight| + eps."""
+    x = torch.randn(4, 3, 2, 2, device=device)
+    rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+    out = _forward("relu", x, rm, rv, None, train=False, eps=0.0)[0]
+    torch.testing.assert_close(out, torch.relu(F.batch_norm(x, rm, rv, eps=0.0)))
+    with pytest.raises(RuntimeError, match="eps must be positive"):
+        _forward("leaky", x.clone(), rm, rv, None, train=False, eps=0.0)
+
+
+@pytest.mark.parametrize("op", ["relu", "leaky"])
+def test_backward_refuses_grad_out_on_another_device(device, op):
+    """grad_out on another device than the activation: its pointer would be read as this
+    device's (a segfault on the CPU with a meta grad_out). The dispatcher would hand such a
+    call to the other device's kernel, so the activation's kernel is called directly."""
+    x = torch.randn(4, 3, 2, 2, device=device)
+    other = "meta" if device == "cpu" else "cpu"
+    dy = torch.randn(4, 3, 2, 2, device=other)
+    mean, invstd = torch.zeros(3, device=device), torch.ones(3, device=device)
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU if device == "cpu"
+                                   else torch._C.DispatchKey.CUDA)
+    with pytest.raises(RuntimeError, match="grad_out must be on the activation's device"):
+        if op == "relu":
+            torch.ops.fastext.bn_relu_backward.default.redispatch(
+                keys, dy, x, None, None, mean, invstd, True)
+        else:
+            torch.ops.fastext.bn_leaky_relu_backward.default.redispatch(
+                keys, dy, x, None, None, mean, invstd, True, 1e-5, 0.1)
+
+
+@pytest.mark.parametrize(("module", "made"), [("leaky", "input"), ("leaky", "module"),
+                                               ("relu", "module")])
+def test_inference_tensors_refused_before_writing(device, module, made):
+    """Tensors made under torch.inference_mode (a frozen backbone's features, or a layer
+    built there) cannot be written in place outside it: autograd said so only after the
+    kernel had overwritten the input and moved the running statistics. (BatchNorm + ReLU
+    writes no input of its own.)"""
+    with torch.inference_mode(made == "module"):
+        m = (InPlaceABN2d(3) if module == "leaky" else BatchNormReLU2d(3)).to(device)
+    with torch.inference_mode(made == "input"):
+        x = torch.randn(4, 3, 2, 2, device=device)
+    before = [t.clone() for t in (x, *m.buffers())]
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        m(x)
+    for t, b in zip((x, *m.buffers()), before, strict=True):
+        assert torch.equal(t, b)

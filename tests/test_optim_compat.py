@@ -342,3 +342,63 @@ def test_subclass_params_go_through_torch_ops():
     for a, b in zip(plain, logged, strict=True):
         torch.testing.assert_close(a.detach(), b.detach().as_subclass(torch.Tensor),
                                    rtol=0, atol=0)
+
+
+# -- review of 2026-11-28: what a step writes, autograd and the caller can see --------------
+@pytest.mark.parametrize("flat", [False, True])
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_step_moves_param_versions_so_stale_graphs_fail(device, name, flat):
+    """A graph that saved a param and is differentiated after a step would use the new
+    values: torch's optimizers bump the params' version counters so that backward fails
+    instead. So does the fused step (through the op, or for flat=True around it)."""
+    ours_cls, torch_cls, kwargs = PAIRS[name]
+    for cls, extra in ((torch_cls, {}), (ours_cls, {"flat": flat})):
+        w = torch.nn.Parameter(torch.ones(3, device=device))
+        x = torch.randn(3, device=device, requires_grad=True)
+        y = (w * x).sum()
+        w.grad = torch.ones_like(w)
+        before = w._version
+        cls([w], **kwargs, **extra).step()
+        assert w._version > before
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
+
+
+def test_master_weight_step_moves_the_model_params_versions(device):
+    model = torch.nn.Linear(4, 2).to(device).half()
+    opt = fastext.optim.AdamW(model.parameters(), lr=1e-3, master_weights=True)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = [p._version for p in model.parameters()]
+    opt.step()
+    assert all(p._version > b for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_overlapping_state_refused_before_any_step(device):
+    """A state whose elements share memory (an expand) cannot take its update back: refused
+    before any param or step counter moves (it used to fail only in the write-back, after
+    every param had been stepped)."""
+    ps = [torch.ones(4, device=device), torch.ones(4, device=device)]
+    gs = [torch.full((4,), 0.5, device=device) for _ in ps]
+    m = [torch.zeros(4, device=device), torch.zeros(1, device=device).expand(4)]
+    v = [torch.zeros(4, device=device) for _ in ps]
+    steps = [torch.zeros((), device=device) for _ in ps]
+    before = [t.clone() for t in (*ps, *steps)]
+    with pytest.raises(RuntimeError, match="share memory"):
+        fastext.ops.adamw_(ps, gs, m, v, [], steps, lr=0.1)
+    for t, b in zip((*ps, *steps), before, strict=True):
+        assert torch.equal(t, b)
+
+
+def test_unsupported_dtype_in_a_later_group_steps_nothing(device):
+    """Every group is planned before any launch: a param the kernels cannot step (complex)
+    in the second group leaves the first group's params and step counts as they were."""
+    a = torch.nn.Parameter(torch.ones(3, device=device))
+    c = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64, device=device))
+    a.grad, c.grad = torch.ones_like(a), torch.ones_like(c)
+    opt = fastext.optim.AdamW([{"params": [a]}, {"params": [c]}], lr=0.1)
+    for _ in range(2):  # a retry steps nothing either
+        with pytest.raises(RuntimeError, match="got torch.complex64"):
+            opt.step()
+    assert torch.equal(a, torch.ones_like(a))
+    assert all(float(s["step"]) == 0 for s in opt.state.values())

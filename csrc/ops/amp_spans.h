@@ -2,7 +2,10 @@
 // grouped by dtype.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+#include <torch/csrc/autograd/variable.h>
 
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -35,7 +38,10 @@ inline void check_scale_args(const char* op, const at::Tensor& scale,
   check_flag(op, "scale", scale, scale.device(), at::kFloat);
   check_flag(op, "growth_tracker", growth_tracker, scale.device(), at::kInt);
   check_flag(op, "found_inf", found_inf, scale.device(), at::kFloat);
-  TORCH_CHECK(interval > 0, op, ": growth_interval must be positive");
+  // the update rule counts in int (as torch's _amp_update_scale_)
+  TORCH_CHECK(interval > 0 && interval <= std::numeric_limits<int>::max(), op,
+              ": growth_interval must be in [1, ", std::numeric_limits<int>::max(), "], got ",
+              interval);
 }
 
 inline PreparedSpans prepare_spans(const char* op, at::TensorList tensors, const at::Tensor& flag,
@@ -47,12 +53,20 @@ inline PreparedSpans prepare_spans(const char* op, at::TensorList tensors, const
                 " (the found_inf tensor's device), got ", t.device());
     at::Tensor dense = t;
     if (!t.is_non_overlapping_and_dense()) {
+      // checked before any tensor of the list is written (the write-back would fail after)
+      TORCH_CHECK(!mutates || at::has_internal_overlap(t) != at::MemOverlap::Yes, op,
+                  ": a tensor whose elements share memory (e.g. an expand) cannot be "
+                  "unscaled in place; pass a tensor of its own (.clone())");
       dense = t.contiguous();
       out.keep_alive.push_back(dense);
       if (mutates) out.writebacks.emplace_back(t, dense);
     }
     out.by_dtype[to_kern(t.scalar_type(), op)].push_back({dense.data_ptr(), dense.numel()});
   }
+  // Tensors unscaled in place are written through raw pointers: their version counters
+  // move (before any write), as a stock in-place op's would.
+  if (mutates)
+    for (const auto& t : tensors) torch::autograd::impl::bump_version(t);
   return out;
 }
 

@@ -198,7 +198,7 @@ inline void update_running(const char* op, const std::optional<at::Tensor>& runn
   if (track) {
     check_channel(op, *running_mean, C, "running_mean");
     check_channel(op, *running_var, C, "running_var");
-    check_running_device(op, *running_mean, *running_var, at::kCPU);
+    check_running_stats(op, *running_mean, *running_var, at::kCPU);
   }
   // before the running statistics are written
   if (given(num_batches_tracked)) check_batch_count(op, *num_batches_tracked, at::kCPU);

@@ -71,6 +71,7 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
                                   const std::optional<at::Tensor>& num_batches_tracked,
                                   bool use_batch_stats, double momentum, double eps,
                                   bool abn = false) {
+  check_bn_forward(op, in, use_batch_stats, eps, abn);
   const int64_t C = in.shape.C;
   const auto opts = in.x.options().dtype(save_dtype(in));
   const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
@@ -85,7 +86,7 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
     if (track) {
       check_channel(op, *running_mean, C, "running_mean");
       check_channel(op, *running_var, C, "running_var");
-      check_running_device(op, *running_mean, *running_var, in.x.device());
+      check_running_stats(op, *running_mean, *running_var, in.x.device());
     }
     const bool fuse = track && in_kernel(running_mean, opts) && in_kernel(running_var, opts);
     const bool count = given(num_batches_tracked);

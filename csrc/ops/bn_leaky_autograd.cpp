@@ -131,6 +131,9 @@ Stats bn_leaky_relu_autograd(at::Tensor& input, const Opt& weight, const Opt& bi
                              double momentum, double eps, double slope) {
   torch::autograd::check_inplace(
       input, input.requires_grad() || requires_grad(weight) || requires_grad(bias));
+  check_not_inference("fastext::bn_leaky_relu_", "the input", input);
+  check_running_not_inference("fastext::bn_leaky_relu_", use_batch_stats, running_mean,
+                              running_var, num_batches_tracked);
   Stats stats;
   BnLeakyRelu::apply(input, weight, bias, running_mean, running_var, num_batches_tracked,
                      use_batch_stats, momentum, eps, slope, &stats);

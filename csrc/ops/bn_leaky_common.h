@@ -47,7 +47,7 @@ inline void check_leaky_forward(const char* op, const at::Tensor& input,
   if (given(running_mean)) {
     check_channel(op, *running_mean, input.size(1), "running_mean");
     check_channel(op, *running_var, input.size(1), "running_var");
-    check_running_device(op, *running_mean, *running_var, input.device());
+    check_running_stats(op, *running_mean, *running_var, input.device());
   }
   if (given(num_batches_tracked)) check_batch_count(op, *num_batches_tracked, input.device());
 }

@@ -38,6 +38,7 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
   check_leaky_forward(op, input, running_mean, running_var, num_batches_tracked,
                       negative_slope);
   const auto in = bn_leaky_input(op, input, negative_slope);
+  check_bn_forward(op, in, use_batch_stats, eps, /*abn=*/true);
   const auto& s = in.shape;
   const int64_t C = s.C;
   const Vec w = abn_weights(channel_vec(op, weight, C, 1.0), given(weight), eps);

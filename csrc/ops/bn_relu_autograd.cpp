@@ -131,6 +131,8 @@ ForwardResult bn_relu_forward_autograd(const at::Tensor& input,
                                        const std::optional<at::Tensor>& running_var,
                                        const std::optional<at::Tensor>& num_batches_tracked,
                                        bool use_batch_stats, double momentum, double eps) {
+  check_running_not_inference("fastext::bn_relu_forward", use_batch_stats, running_mean,
+                              running_var, num_batches_tracked);
   auto r = BnRelu::apply(input, weight, bias, running_mean, running_var, num_batches_tracked,
                          use_batch_stats, momentum, eps);
   return {r[0], r[1], r[2], r[3]};

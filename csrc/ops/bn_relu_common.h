@@ -3,6 +3,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "../kernels/bn_relu_launch.h"
 #include "optim_slots.h"
 
@@ -39,13 +41,17 @@ inline void check_channel(const char* op, const at::Tensor& p, int64_t C, const 
               " elements, got shape ", p.sizes());
 }
 
-// The running statistics live on the input's device, as F.batch_norm requires: checked before
-// anything is written, as the update would otherwise refuse only after the output or the
-// batch count (InPlace-ABN's output is its input).
-inline void check_running_device(const char* op, const at::Tensor& running_mean,
-                                 const at::Tensor& running_var, const c10::Device& device) {
+// The running statistics live on the input's device, as F.batch_norm requires, and are
+// floating point: checked before anything is written, as the update would otherwise refuse
+// only after the output, the batch count or the running mean (InPlace-ABN's output is its
+// input).
+inline void check_running_stats(const char* op, const at::Tensor& running_mean,
+                                const at::Tensor& running_var, const c10::Device& device) {
   TORCH_CHECK(running_mean.device() == device && running_var.device() == device, op,
               ": running_mean and running_var must be on the input's device (", device, ")");
+  TORCH_CHECK(running_mean.is_floating_point() && running_var.is_floating_point(), op,
+              ": running_mean and running_var must be floating point, got ",
+              running_mean.scalar_type(), " and ", running_var.scalar_type());
 }
 
 // num_batches_tracked: one int64 element on the input's device.
@@ -73,12 +79,29 @@ inline at::Tensor channel_param(const char* op, const std::optional<at::Tensor>&
   return as_opts(*p, opts);
 }
 
-// grad_out checked against the activation, in its layout.
+// grad_out checked against the activation, in its layout (on another device its data pointer
+// would be read as this one's: a crash, or a fault on the GPU).
 inline at::Tensor grad_out_like(const char* op, const at::Tensor& grad_out, const BnInput& in) {
   TORCH_CHECK(grad_out.sizes() == in.x.sizes() && grad_out.scalar_type() == in.x.scalar_type(),
               op, ": grad_out must have the activation's shape and dtype");
+  TORCH_CHECK(grad_out.device() == in.x.device(), op, ": grad_out must be on the activation's "
+              "device (", in.x.device(), "), got ", grad_out.device());
   return in.shape.channels_last ? grad_out.contiguous(at::MemoryFormat::ChannelsLast)
                                 : grad_out.contiguous();
+}
+
+// What F.batch_norm refuses of a forward: eps <= 0 while training (and eps < 0 in evaluation:
+// a zero variance would give inf), and a training batch of one value per channel (its
+// unbiased variance is 0 / 0). InPlace-ABN (`abn`) inverts |weight| + eps in its backward:
+// eps > 0 always.
+inline void check_bn_forward(const char* op, const BnInput& in, bool use_batch_stats, double eps,
+                             bool abn) {
+  TORCH_CHECK(std::isfinite(eps) && (eps > 0 || (eps == 0 && !use_batch_stats && !abn)), op,
+              ": eps must be positive", (use_batch_stats || abn) ? "" : " or 0 in evaluation",
+              ", got ", eps);
+  TORCH_CHECK_VALUE(!use_batch_stats || in.shape.N * in.shape.S != 1,
+                    "Expected more than 1 value per channel when training, got input size ",
+                    in.x.sizes());
 }
 
 // Statistics tensors are float32, or float64 for float64 activations.

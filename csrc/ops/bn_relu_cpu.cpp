@@ -18,6 +18,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
     double eps) {
   const char* op = "fastext::bn_relu_forward";
   const auto in = bn_input(op, input);
+  check_bn_forward(op, in, use_batch_stats, eps, /*abn=*/false);
   const auto& s = in.shape;
   const int64_t C = s.C;
   const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);

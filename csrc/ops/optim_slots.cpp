@@ -1,5 +1,8 @@
 #include "optim_slots.h"
 
+#include <ATen/MemoryOverlap.h>
+#include <torch/csrc/autograd/variable.h>
+
 #include <algorithm>
 
 namespace fastext::ops {
@@ -109,6 +112,12 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
         ptrs[k] = bufs[k]->data_ptr();
         continue;
       }
+      // A written tensor whose elements share memory (an expand) cannot take the result
+      // back: refused here, before any step or counter moves (the write-back would fail
+      // only after the kernel).
+      TORCH_CHECK(k == 1 || at::has_internal_overlap(*bufs[k]) != at::MemOverlap::Yes, op,
+                  ": a parameter, state or model copy whose elements share memory (e.g. an "
+                  "expand) cannot be written; pass a tensor of its own (.clone())");
       auto tmp = bufs[k]->contiguous();
       if (k != 1 && !tmp.is_same(*bufs[k])) out.writebacks.emplace_back(*bufs[k], tmp);
       ptrs[k] = tmp.data_ptr();
@@ -118,6 +127,14 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
                          st.data_ptr<float>(), st.numel()});
   }
   check_steps_disjoint(op, out.slots);
+  // The params (and model copies) are written through raw pointers: their version counters
+  // move here, as a stock in-place op's would, so that a graph that saved one and is
+  // differentiated after the step fails instead of using the new values. Before any write:
+  // an inference tensor outside inference mode is refused by the bump itself.
+  for (size_t i = 0; i < n; ++i) {
+    torch::autograd::impl::bump_version(params[i]);
+    if (!models.empty()) torch::autograd::impl::bump_version(models[i]);
+  }
   return out;
 }
 
