@@ -543,7 +543,7 @@ def test_forward_refusals_change_nothing(device, op, case):
     error, match = {"int_running_var": (RuntimeError, "must be floating point"),
                     "one_value": (ValueError, "more than 1 value per channel"),
                     "one_value_nchw": (ValueError, "more than 1 value per channel")}.get(
-                        case, (RuntimeError, "eps must be positive"))
+                        case, (ValueError, "eps must be positive"))
     before = [t.clone() for t in (x, rm, rv, nbt)]
     with pytest.raises(error, match=match):
         _forward(op, x, rm, rv, nbt, eps=eps)
@@ -552,13 +552,14 @@ def test_forward_refusals_change_nothing(device, op, case):
 
 
 def test_eps_zero_in_evaluation(device):
-    """In evaluation F.batch_norm takes eps = 0 (a positive running variance needs none);
-    InPlace-ABN does not: its backward inverts |weight| + eps."""
+    """In evaluation torch 2.14's F.batch_norm takes eps = 0 (2.11's refuses it): a positive
+    running variance needs none. InPlace-ABN does not: its backward inverts |weight| + eps."""
     x = torch.randn(4, 3, 2, 2, device=device)
-    rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+    rm, rv = torch.randn(3, device=device), torch.rand(3, device=device) + 0.5
     out = _forward("relu", x, rm, rv, None, train=False, eps=0.0)[0]
-    torch.testing.assert_close(out, torch.relu(F.batch_norm(x, rm, rv, eps=0.0)))
-    with pytest.raises(RuntimeError, match="eps must be positive"):
+    want = torch.relu((x - rm[:, None, None]) / rv[:, None, None].sqrt())
+    torch.testing.assert_close(out, want, **TOL[torch.float32])
+    with pytest.raises(ValueError, match="eps must be positive"):
         _forward("leaky", x.clone(), rm, rv, None, train=False, eps=0.0)
 
 

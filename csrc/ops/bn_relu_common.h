@@ -90,15 +90,15 @@ inline at::Tensor grad_out_like(const char* op, const at::Tensor& grad_out, cons
                                 : grad_out.contiguous();
 }
 
-// What F.batch_norm refuses of a forward: eps <= 0 while training (and eps < 0 in evaluation:
-// a zero variance would give inf), and a training batch of one value per channel (its
+// What F.batch_norm refuses of a forward (torch 2.14's rule, ValueError as there): eps <= 0
+// while training, eps < 0 in evaluation, and a training batch of one value per channel (its
 // unbiased variance is 0 / 0). InPlace-ABN (`abn`) inverts |weight| + eps in its backward:
 // eps > 0 always.
 inline void check_bn_forward(const char* op, const BnInput& in, bool use_batch_stats, double eps,
                              bool abn) {
-  TORCH_CHECK(std::isfinite(eps) && (eps > 0 || (eps == 0 && !use_batch_stats && !abn)), op,
-              ": eps must be positive", (use_batch_stats || abn) ? "" : " or 0 in evaluation",
-              ", got ", eps);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && (eps > 0 || (eps == 0 && !use_batch_stats && !abn)),
+                    op, ": eps must be positive", (use_batch_stats || abn) ? "" :
+                    " or 0 in evaluation", ", got ", eps);
   TORCH_CHECK_VALUE(!use_batch_stats || in.shape.N * in.shape.S != 1,
                     "Expected more than 1 value per channel when training, got input size ",
                     in.x.sizes());
