@@ -185,24 +185,13 @@ inline NormCoefs norm_coefs(const Vec& w, const Vec& b, const Vec& mean, const V
 }
 
 // running = (1 - momentum) * running + momentum * batch value (unbiased variance), and one
-// more tracked batch: F.batch_norm's update, in the running tensors' own dtype.
-inline void update_running(const char* op, const std::optional<at::Tensor>& running_mean,
-                    const std::optional<at::Tensor>& running_var,
-                    const std::optional<at::Tensor>& num_batches_tracked, const Vec& mean,
-                    const Vec& var, double count, double momentum) {
-  const int64_t C = int64_t(mean.size());
-  // F.batch_norm's check; before any running tensor is written
-  TORCH_CHECK_VALUE(given(running_mean) == given(running_var),
-                    "running_mean and running_var must either both be None or neither be None");
-  const bool track = given(running_mean) && given(running_var);
-  if (track) {
-    check_channel(op, *running_mean, C, "running_mean");
-    check_channel(op, *running_var, C, "running_var");
-    check_running_stats(op, *running_mean, *running_var, at::kCPU);
-  }
-  // before the running statistics are written
-  if (given(num_batches_tracked)) check_batch_count(op, *num_batches_tracked, at::kCPU);
-  if (track) {
+// more tracked batch: F.batch_norm's update, in the running tensors' own dtype. The
+// arguments were checked by check_bn_forward before anything was written.
+inline void update_running(const std::optional<at::Tensor>& running_mean,
+                           const std::optional<at::Tensor>& running_var,
+                           const std::optional<at::Tensor>& num_batches_tracked, const Vec& mean,
+                           const Vec& var, double count, double momentum) {
+  if (given(running_mean)) {
     const double unbias = count / (count - 1);
     const auto lerp = [momentum](double batch, double run) {
       return run + momentum * (batch - run);

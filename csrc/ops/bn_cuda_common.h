@@ -49,8 +49,8 @@ inline at::Tensor optional_channel(const char* op, const std::optional<at::Tenso
 
 inline void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
-// Whether the statistics kernel can update t in place (on x's device, checked before): contiguous,
-// in the statistics' dtype (fp32 running stats beside fp16/bf16/fp32 activations, as usual).
+// Whether the statistics kernel can update t in place (on x's device: check_bn_forward):
+// contiguous, in the statistics' dtype (fp32 running stats beside fp16/bf16/fp32 activations).
 inline bool in_kernel(const std::optional<at::Tensor>& t, const at::TensorOptions& opts) {
   return given(t) && t->scalar_type() == opts.dtype() && t->is_contiguous();
 }
@@ -71,7 +71,8 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
                                   const std::optional<at::Tensor>& num_batches_tracked,
                                   bool use_batch_stats, double momentum, double eps,
                                   bool abn = false) {
-  check_bn_forward(op, in, use_batch_stats, eps, abn);
+  check_bn_forward(op, in, running_mean, running_var, num_batches_tracked, use_batch_stats, eps,
+                   abn);
   const int64_t C = in.shape.C;
   const auto opts = in.x.options().dtype(save_dtype(in));
   const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
@@ -79,18 +80,9 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
   const auto sc = scratch(in, 2 * C, opts, use_batch_stats && in.shape.N * in.shape.S > 0);
   if (use_batch_stats) {
     TORCH_CHECK(in.shape.N * in.shape.S > 0, op, ": batch statistics of an empty batch");
-    TORCH_CHECK_VALUE(given(running_mean) == given(running_var),  // F.batch_norm's check
-                      "running_mean and running_var must either both be None or neither be "
-                      "None");
-    const bool track = given(running_mean) && given(running_var);
-    if (track) {
-      check_channel(op, *running_mean, C, "running_mean");
-      check_channel(op, *running_var, C, "running_var");
-      check_running_stats(op, *running_mean, *running_var, in.x.device());
-    }
+    const bool track = given(running_mean);  // both or neither: check_bn_forward
     const bool fuse = track && in_kernel(running_mean, opts) && in_kernel(running_var, opts);
     const bool count = given(num_batches_tracked);
-    if (count) check_batch_count(op, *num_batches_tracked, in.x.device());
     kern::bn_train_stats_cuda(
         in.x.data_ptr(), in.dtype, in.shape, ptr_or_null(w), ptr_or_null(b), eps, abn,
         mean.data_ptr(), invstd.data_ptr(), var.data_ptr(), sc.coef,

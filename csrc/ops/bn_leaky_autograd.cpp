@@ -122,9 +122,10 @@ class BnLeakyRelu : public torch::autograd::Function<BnLeakyRelu> {
 // The op's autograd kernel: the node's output is the input (now the output); the op returns
 // the statistics. What would be refused is refused before the kernel writes anything (the
 // activation, the running statistics, the batch count): the arguments by the device kernels
-// (check_leaky_forward), and here an in-place write autograd cannot record (a leaf that
-// requires grad, a view of one, a view made in no_grad mode), with the checks and messages
-// of stock in-place ops; autograd itself would say so only after the forward, at mark_dirty.
+// (bn_leaky_input, check_bn_forward), and here an in-place write autograd cannot record (a
+// leaf that requires grad, a view of one, a view made in no_grad mode, an inference tensor),
+// with the checks and messages of stock in-place ops; autograd itself would say so only
+// after the forward, at mark_dirty.
 Stats bn_leaky_relu_autograd(at::Tensor& input, const Opt& weight, const Opt& bias,
                              const Opt& running_mean, const Opt& running_var,
                              const Opt& num_batches_tracked, bool use_batch_stats,

@@ -35,10 +35,9 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
     const std::optional<at::Tensor>& num_batches_tracked, bool use_batch_stats, double momentum,
     double eps, double negative_slope) {
   const char* op = "fastext::bn_leaky_relu_";
-  check_leaky_forward(op, input, running_mean, running_var, num_batches_tracked,
-                      negative_slope);
   const auto in = bn_leaky_input(op, input, negative_slope);
-  check_bn_forward(op, in, use_batch_stats, eps, /*abn=*/true);
+  check_bn_forward(op, in, running_mean, running_var, num_batches_tracked, use_batch_stats, eps,
+                   /*abn=*/true);
   const auto& s = in.shape;
   const int64_t C = s.C;
   const Vec w = abn_weights(channel_vec(op, weight, C, 1.0), given(weight), eps);
@@ -70,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
     });
   }
   if (use_batch_stats)
-    update_running(op, running_mean, running_var, num_batches_tracked, mean, var,
+    update_running(running_mean, running_var, num_batches_tracked, mean, var,
                    double(s.N * s.S), momentum);
   const auto opts = input.options().dtype(save_dtype(in));
   return {channel_tensor(mean, opts), channel_tensor(invstd, opts)};

@@ -21,8 +21,6 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cuda(
     double eps, double negative_slope) {
   const char* op = "fastext::bn_leaky_relu_";
   const c10::cuda::CUDAGuard guard(input.device());
-  check_leaky_forward(op, input, running_mean, running_var, num_batches_tracked,
-                      negative_slope);
   const auto in = bn_leaky_input(op, input, negative_slope);
   auto st = forward_stats(op, in, weight, bias, running_mean, running_var, num_batches_tracked,
                           use_batch_stats, momentum, eps, /*abn=*/true);

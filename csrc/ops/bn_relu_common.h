@@ -42,9 +42,7 @@ inline void check_channel(const char* op, const at::Tensor& p, int64_t C, const 
 }
 
 // The running statistics live on the input's device, as F.batch_norm requires, and are
-// floating point: checked before anything is written, as the update would otherwise refuse
-// only after the output, the batch count or the running mean (InPlace-ABN's output is its
-// input).
+// floating point.
 inline void check_running_stats(const char* op, const at::Tensor& running_mean,
                                 const at::Tensor& running_var, const c10::Device& device) {
   TORCH_CHECK(running_mean.device() == device && running_var.device() == device, op,
@@ -90,18 +88,34 @@ inline at::Tensor grad_out_like(const char* op, const at::Tensor& grad_out, cons
                                 : grad_out.contiguous();
 }
 
-// What F.batch_norm refuses of a forward (torch 2.14's rule, ValueError as there): eps <= 0
-// while training, eps < 0 in evaluation, and a training batch of one value per channel (its
-// unbiased variance is 0 / 0). InPlace-ABN (`abn`) inverts |weight| + eps in its backward:
-// eps > 0 always.
-inline void check_bn_forward(const char* op, const BnInput& in, bool use_batch_stats, double eps,
-                             bool abn) {
+// Every forward's refusals, checked first thing by each device kernel (so in inference mode
+// too, where the autograd kernel is skipped) before anything is written: the output (the
+// input, for InPlace-ABN), the running statistics, the batch count. F.batch_norm's (torch
+// 2.14's rule, ValueError as there): eps <= 0 while training, eps < 0 in evaluation, a
+// training batch of one value per channel (its unbiased variance is 0 / 0), one running
+// statistic without the other. InPlace-ABN (`abn`) inverts |weight| + eps in its backward:
+// eps > 0 always. And what a training call updates: running statistics of C elements, a
+// batch count (check_running_stats, check_batch_count).
+inline void check_bn_forward(const char* op, const BnInput& in,
+                             const std::optional<at::Tensor>& running_mean,
+                             const std::optional<at::Tensor>& running_var,
+                             const std::optional<at::Tensor>& num_batches_tracked,
+                             bool use_batch_stats, double eps, bool abn) {
   TORCH_CHECK_VALUE(std::isfinite(eps) && (eps > 0 || (eps == 0 && !use_batch_stats && !abn)),
                     op, ": eps must be positive", (use_batch_stats || abn) ? "" :
                     " or 0 in evaluation", ", got ", eps);
-  TORCH_CHECK_VALUE(!use_batch_stats || in.shape.N * in.shape.S != 1,
+  TORCH_CHECK_VALUE(given(running_mean) == given(running_var),
+                    "running_mean and running_var must either both be None or neither be None");
+  if (!use_batch_stats) return;
+  TORCH_CHECK_VALUE(in.shape.N * in.shape.S != 1,
                     "Expected more than 1 value per channel when training, got input size ",
                     in.x.sizes());
+  if (given(running_mean)) {
+    check_channel(op, *running_mean, in.shape.C, "running_mean");
+    check_channel(op, *running_var, in.shape.C, "running_var");
+    check_running_stats(op, *running_mean, *running_var, in.x.device());
+  }
+  if (given(num_batches_tracked)) check_batch_count(op, *num_batches_tracked, in.x.device());
 }
 
 // Statistics tensors are float32, or float64 for float64 activations.

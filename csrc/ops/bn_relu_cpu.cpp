@@ -18,7 +18,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
     double eps) {
   const char* op = "fastext::bn_relu_forward";
   const auto in = bn_input(op, input);
-  check_bn_forward(op, in, use_batch_stats, eps, /*abn=*/false);
+  check_bn_forward(op, in, running_mean, running_var, num_batches_tracked, use_batch_stats, eps,
+                   /*abn=*/false);
   const auto& s = in.shape;
   const int64_t C = s.C;
   const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
@@ -60,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
     }
   }
   if (use_batch_stats)
-    update_running(op, running_mean, running_var, num_batches_tracked, mean, var,
+    update_running(running_mean, running_var, num_batches_tracked, mean, var,
                    double(s.N * s.S), momentum);
   const auto opts = input.options().dtype(save_dtype(in));
   return {out, channel_tensor(mean, opts), channel_tensor(invstd, opts),
