@@ -70,14 +70,15 @@ def load_torch_file(path: str | os.PathLike[str]) -> Any:
     """
     import torch
 
+    from .._messages import first_line
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DataError(f"{path}: not a file torch.load reads with weights_only=True "
-                        f"({first})") from e
+                        f"({first_line(e)})") from e
 
 
 def search_places(name: str, root: str | os.PathLike[str] | None) -> list[Path]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..._messages import first_line
 from ...data.files import DataError, load_torch_file
 from ...nn.feature_loss import FeatureLoss, relu_before_pools
 
@@ -79,14 +80,9 @@ def load_vgg16_bn(weights: str | os.PathLike[str]) -> FeatureNet:
     try:
         body.load_state_dict(state)
     except RuntimeError as e:  # other keys or shapes: another architecture's weights
-        raise DataError(f"{path}: not vgg16_bn weights ({_first_line(e)})") from e
+        raise DataError(f"{path}: not vgg16_bn weights ({first_line(e)})") from e
     return FeatureNet(body, relu_before_pools(body)[2:5], [5.0, 15.0, 2.0], IMAGENET_STATS,
                       f"vgg16_bn with ImageNet weights from {path}")
-
-
-def _first_line(e: BaseException) -> str:
-    """torch's load errors run to many lines; the first says what happened."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def train_feature_net(images: Tensor, masks: Tensor, codes: Sequence[str], epochs: int = 12,
