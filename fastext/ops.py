@@ -92,6 +92,8 @@ def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence
     """One fused AdamW step over lists of same-device, same-dtype tensors, in place.
 
     ``steps`` are one-element float32 tensors on the params' device, advanced by one.
+    Each param's grad, states, step counter and model copy must be tensors of their own:
+    buffers of one param that share memory are refused before anything is written.
     ``grad_scale`` divides every gradient; a non-zero ``found_inf`` skips the whole step
     (step counters included). Both may live on the device: nothing here syncs with it.
     With ``model_params`` (fp16/bf16, one per param), ``params`` are fp32 master weights,

@@ -235,6 +235,11 @@ def test_adamw_flat_counters_and_shared_counters(emu):
     shared = torch.zeros(1)
     with pytest.raises(RuntimeError, match="share a step counter"):
         emu.adamw_(*p[:4], [], [shared, shared], [], *hyper)
+    before = clone_lists(p)
+    with pytest.raises(RuntimeError, match="param 1's exp_avg and exp_avg_sq share memory"):
+        emu.adamw_(p[0], p[1], p[2], [p[3][0], p[2][1]], [], p[5], [], *hyper)
+    for t, b in zip(p, before, strict=True):  # nothing moved, the step counters included
+        assert all(torch.equal(x, y) for x, y in zip(t, b, strict=True))
 
 
 def test_cpu_lr_tensor_refused_under_graph_capture(emu):

@@ -390,6 +390,41 @@ def test_overlapping_state_refused_before_any_step(device):
         assert torch.equal(t, b)
 
 
+@pytest.mark.parametrize("op", ["adamw_", "rmsprop_"])
+def test_one_params_buffers_that_share_memory_are_refused(device, op):
+    """The kernels read and write a param's buffers in one pass: the same tensor passed as
+    two states (or a state that is the param, its grad or a view of either) would read what
+    the pass had just written. Refused before anything moves; disjoint views of one buffer
+    are fine."""
+    first, second = ("exp_avg", "exp_avg_sq") if op == "adamw_" else ("square_avg", "grad_avg")
+    kwargs = {} if op == "adamw_" else {"centered": True}
+
+    def call(p, g, s0, s1):
+        st = torch.zeros((), device=device)
+        getattr(fastext.ops, op)([p], [g], [s0], [s1], [], [st], lr=0.1, **kwargs)
+        return st
+
+    def zeros():
+        return torch.zeros(4, 4, device=device)
+
+    p, shared, buf = torch.ones(4, 4, device=device), zeros(), torch.zeros(48, device=device)
+    g = torch.full((4, 4), 0.5, device=device)
+    cases = [
+        (first, second, (p, g, shared, shared)),
+        ("param", first, (p, g, p, zeros())),
+        ("grad", second, (p, g, zeros(), g)),
+        (first, second, (p, g, buf[:16].view(4, 4), buf[8:24].view(4, 4))),  # views overlapping
+        ("param", second, (p, g, zeros(), p.t())),  # a transposed view: another layout
+    ]
+    for a, b, args in cases:
+        before = [t.clone() for t in args]
+        with pytest.raises(RuntimeError, match=f"param 0's {a} and {b} share memory"):
+            call(*args)
+        assert all(torch.equal(t, t0) for t, t0 in zip(args, before, strict=True))
+    assert float(call(p, g, buf[:16].view(4, 4), buf[16:32].view(4, 4))) == 1  # disjoint views
+    assert not torch.equal(p, torch.ones_like(p))
+
+
 def test_unsupported_dtype_in_a_later_group_steps_nothing(device):
     """Every group is planned before any launch: a param the kernels cannot step (complex)
     in the second group leaves the first group's params and step counts as they were."""

@@ -63,8 +63,9 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
               ": amsgrad needs max_exp_avg_sqs");
   const auto sc = read_scalars(op, lr, lr_tensor, grad_scale, found_inf);
   if (sc.skip) return;
-  auto ps = prepare_slots(op, params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()}, steps,
-                          model_params);
+  auto ps = prepare_slots(op, params, grads,
+                          {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()},
+                          kAdamWStates, steps, model_params);
   bump_steps(ps);
   const kern::AdamWHyper h{sc.lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
@@ -90,7 +91,7 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
-                          steps, model_params);
+                          kRMSpropStates, steps, model_params);
   bump_steps(ps);
   const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {

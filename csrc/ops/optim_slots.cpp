@@ -40,10 +40,46 @@ void check_steps_disjoint(const char* op, const std::vector<kern::OptimSlot>& sl
                 ": two params share a step counter; each needs its own");
 }
 
+// The bytes a strided tensor can touch, [first, end): exact for a dense tensor, a bound for
+// one with gaps (torch has no negative strides).
+std::pair<const char*, const char*> byte_span(const at::Tensor& t) {
+  const auto* first = static_cast<const char*>(t.const_data_ptr());
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return {first, first + (last + 1) * int64_t(t.itemsize())};
+}
+
+// One param's buffers are read and written element by element in one pass: a state, grad or
+// model copy sharing memory with another of them (the same tensor passed twice) would read
+// what the pass has just written. Only buffers of one storage are compared, by the bytes they
+// span, so interleaved views of one buffer are refused too (nothing lays state out so).
+void check_slot_disjoint(const char* op, size_t param, const std::array<const at::Tensor*, 6>& bufs,
+                         const std::array<const char*, 3>& state_names) {
+  auto name = [&](int k) -> const char* {
+    static constexpr const char* fixed[] = {"param", "grad", "", "", "", "model param"};
+    return k >= 2 && k <= 4 ? state_names[k - 2] : fixed[k];
+  };
+  for (int j = 0; j < 6; ++j) {
+    if (!bufs[j] || bufs[j]->numel() == 0) continue;
+    const auto* sj = bufs[j]->unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl();
+    for (int k = j + 1; k < 6; ++k) {
+      if (!bufs[k] || bufs[k]->numel() == 0 ||
+          bufs[k]->unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl() != sj)
+        continue;
+      const auto a = byte_span(*bufs[j]);
+      const auto b = byte_span(*bufs[k]);
+      TORCH_CHECK(a.second <= b.first || b.second <= a.first, op, ": param ", param, "'s ",
+                  name(j), " and ", name(k),
+                  " share memory; each param, grad, state and model copy needs a tensor of its own");
+    }
+  }
+}
+
 }  // namespace
 
 PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
-                            std::array<at::TensorList, 3> states, at::TensorList steps,
+                            std::array<at::TensorList, 3> states,
+                            const std::array<const char*, 3>& state_names, at::TensorList steps,
                             at::TensorList models) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && steps.size() == n, op,
@@ -103,6 +139,7 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
                   ": optimizer state must match its parameter's device, dtype and shape");
       bufs[2 + k] = &s;
     }
+    check_slot_disjoint(op, i, bufs, state_names);
     bool same_layout = p.is_non_overlapping_and_dense();
     for (const auto* b : bufs) same_layout = same_layout && (!b || b->strides() == p.strides());
     std::array<void*, 6> ptrs{};

@@ -28,9 +28,16 @@ struct PreparedSlots {
 // `states` are the optional state lists (each empty or one tensor per parameter). `models`
 // is empty, or (fp32 master weights) the fp16/bf16 model params matching the grads' dtype,
 // which the step overwrites with the updated masters.
+// `state_names` name the three state lists in messages.
 PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
-                            std::array<at::TensorList, 3> states, at::TensorList steps,
+                            std::array<at::TensorList, 3> states,
+                            const std::array<const char*, 3>& state_names, at::TensorList steps,
                             at::TensorList models);
+
+inline constexpr std::array<const char*, 3> kAdamWStates = {"exp_avg", "exp_avg_sq",
+                                                            "max_exp_avg_sq"};
+inline constexpr std::array<const char*, 3> kRMSpropStates = {"square_avg", "grad_avg",
+                                                              "momentum_buffer"};
 
 kern::DType to_kern(at::ScalarType t, const char* op);
 
