@@ -165,14 +165,6 @@ def _bn_out_like(input: Tensor) -> Tensor:
     return torch.empty_like(input, memory_format=fmt)
 
 
-def _check_running_pair(running_mean: Tensor | None, running_var: Tensor | None) -> None:
-    """F.batch_norm's refusal (a ValueError) of one running statistic without the other:
-    the native kernels would update neither."""
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must either both be None or neither "
-                         "be None")
-
-
 def _bn_stat_like(input: Tensor) -> Tensor:
     dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     return input.new_empty(input.shape[1], dtype=dtype)
@@ -214,7 +206,6 @@ def bn_relu_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> torch.allclose(rm, 0.1 * mean)
     True
     """
-    _check_running_pair(running_mean, running_var)
     return _bn_relu_forward_op(input, weight)(input, weight, bias, running_mean, running_var,
                                               num_batches_tracked, bool(use_batch_stats),
                                               float(momentum), float(eps))
@@ -267,7 +258,6 @@ def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> y is x and torch.allclose(y, ref, atol=1e-6)
     True
     """
-    _check_running_pair(running_mean, running_var)
     op = (_C.bn_leaky_relu_ if _direct(input, weight)
           else torch.ops.fastext.bn_leaky_relu_.default)
     mean, invstd = op(input, weight, bias, running_mean, running_var, num_batches_tracked,

@@ -418,7 +418,7 @@ def test_one_running_stat_is_refused_as_batch_norm(device, given):
     calls = [lambda: fastext.nn.bn_relu(x, *stats, training=True),
              lambda: fastext.ops.bn_relu_forward(x, None, None, *stats, True),
              lambda: fastext.nn.inplace_abn(x.clone(), *stats, training=True),
-             # the raw op, below the Python checks (and in inference mode, below autograd)
+             # the raw op (and below, in inference mode, without autograd)
              lambda: torch.ops.fastext.bn_relu_forward(x, None, None, *stats, None, True,
                                                        0.1, 1e-5)]
     for call in calls:

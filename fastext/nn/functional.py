@@ -44,7 +44,6 @@ def bn_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | No
         # F.batch_norm's empty output still depends on weight and bias: their gradients are
         # zeros, not None (DDP's unused-parameter check relies on that).
         return torch.relu(F.batch_norm(input, None, None, weight, bias, True, 0.0, eps))
-    ops._check_running_pair(running_mean, running_var)
     return ops._bn_relu_forward_op(input, weight)(input, weight, bias, running_mean,
                                                   running_var, num_batches_tracked, training,
                                                   momentum, eps)[0]
