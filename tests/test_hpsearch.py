@@ -247,6 +247,15 @@ def test_resume_from_a_log_continues_the_same_search(tmp_path):
     # a finished log is not rerun
     search(counted, SPACE, n_trials=10, n_init=4, seed=7, log=log, progress=False)
     assert len(calls) == 10
+    # the log opened beforehand (as the CLI does, to refuse a bad one before the objective
+    # loads its data) is the same resume
+    book = TrialLog.open(log, SPACE, "rf", 7)
+    resumed = search(counted, SPACE, n_trials=11, n_init=4, seed=7, log=book, progress=False)
+    assert len(calls) == 11
+    assert [t.params for t in resumed.trials[:10]] == [t.params for t in whole.trials]
+    assert len(json.loads(log.read_text())["trials"]) == 11
+    with pytest.raises(ValueError, match="another space, method or seed"):
+        search(counted, SPACE, n_trials=12, n_init=4, seed=8, log=book, progress=False)
 
 
 def test_a_log_from_another_search_is_refused(tmp_path):

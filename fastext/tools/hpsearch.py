@@ -169,12 +169,12 @@ def _cli_objective(args: argparse.Namespace) -> Any:
         raise UsageError(f"--n-train {n_train} + --n-valid {n_valid}: {e}") from None
 
 
-def _check_log_resumable(log: Path, space: Space, args: argparse.Namespace) -> None:
-    """An existing log of another search (or not a log) is refused before the objective
-    runs; :meth:`TrialLog.open` documents ``ValueError`` for that, and only that call is
-    guarded."""
+def _open_log(log: Path, space: Space, args: argparse.Namespace) -> TrialLog:
+    """The log, read once: an existing log of another search (or not a log) is refused
+    before the objective runs; :meth:`TrialLog.open` documents ``ValueError`` for that, and
+    only that call is guarded."""
     try:
-        TrialLog.open(log, space, args.method, args.seed)
+        return TrialLog.open(log, space, args.method, args.seed)
     except ValueError as e:
         raise UsageError(f"--log {log}: {e}") from None
 
@@ -202,11 +202,11 @@ def cli_main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         space = objective.space
-    _check_log_resumable(log, space, args)
+    book = _open_log(log, space, args)
     print(f"hpsearch: {args.method}, {args.trials} trials ({args.init} random first), "
           f"seed {args.seed}, log {log}\n  space {space}", flush=True)
     result = search(objective, space, n_trials=args.trials, n_init=args.init,
-                    method=args.method, seed=args.seed, log=log, n_candidates=args.candidates)
+                    method=args.method, seed=args.seed, log=book, n_candidates=args.candidates)
     if not result.finished:
         print("hpsearch: no trial finished (all failed or diverged); see the log")
         return 1

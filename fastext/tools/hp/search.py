@@ -126,7 +126,8 @@ class SearchResult:
 
 
 def search(objective: Objective, space: Space, n_trials: int = 24, n_init: int = 6,
-           method: str = "rf", seed: int = 0, log: str | os.PathLike[str] | None = None,
+           method: str = "rf", seed: int = 0,
+           log: str | os.PathLike[str] | TrialLog | None = None,
            n_candidates: int = 5000, local_fraction: float = 0.0, xi: float = 0.0,
            progress: bool = True) -> SearchResult:
     """Minimise ``objective(params) -> float`` over ``space`` in ``n_trials`` trials.
@@ -134,7 +135,8 @@ def search(objective: Objective, space: Space, n_trials: int = 24, n_init: int =
     ``method="rf"``: ``n_init`` random trials, then each next one the candidate of highest
     expected improvement under a random forest fitted to all trials so far (see
     :func:`fastext.tools.hp.surrogate.propose`). ``method="random"``: random trials only.
-    ``log``: a JSON file to resume from and write after every trial.
+    ``log``: a JSON file to resume from and write after every trial, or that file already
+    opened with :meth:`TrialLog.open` for this space, method and seed.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -145,9 +147,15 @@ def search(objective: Objective, space: Space, n_trials: int = 24, n_init: int =
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)  # a numpy integer would not go into the JSON log
-    book = TrialLog.open(log, space, method, seed)
+    if isinstance(log, TrialLog):
+        if (log.space, log.method, log.seed) != (space, method, seed):
+            raise ValueError("log was opened for another space, method or seed")
+        book = log
+    else:
+        book = TrialLog.open(log, space, method, seed)
     if book.trials and progress:
-        print(f"hpsearch: resuming from {log} ({len(book.trials)} trials done)", flush=True)
+        print(f"hpsearch: resuming from {book.path} ({len(book.trials)} trials done)",
+              flush=True)
     while len(book.trials) < n_trials:
         i = len(book.trials)
         rng = np.random.default_rng([seed, i])
