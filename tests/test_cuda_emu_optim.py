@@ -177,10 +177,12 @@ def test_adamw_flat_buffer_counters(lib):
 
 
 @pytest.mark.parametrize(("numel", "sms", "blocks"), [(1_000_000, 132, 62), (1_000_000, 4, 16),
-                                                      (10_000_000, 132, 306)])
+                                                      (10_000_000, 132, 153),
+                                                      (5_000_000, 132, 153)])
 def test_adamw_one_launch_with_chunks_sized_to_the_gpu(lib, numel, sms, blocks):
-    """One launch per step, its chunk halved (down to 16K elements) while the step would give
-    fewer than two blocks per SM: 10M elements on 132 SMs are 306 blocks of 32K, not 153."""
+    """One launch per step, its chunk halved (down to 16K elements) while the step would
+    leave SMs without a block: 1M elements on 132 SMs are 62 blocks of 16K, 5M 153 of 32K;
+    10M elements fill them as 153 blocks of 64K."""
     emu, grp = Emulator(lib, sms=sms), Group([numel], torch.float32)
     start, start_blocks = emu.launches(), emu.blocks()
     adamw_step(emu, grp, ADAMW)

@@ -15,7 +15,7 @@ constexpr int kThreads = 512;
 constexpr int kIlp = 4;               // elements per thread per iteration (one 128-bit fp32 load)
 constexpr int64_t kChunk = 65536;     // elements per block, at most
 constexpr int64_t kMinChunk = 16384;  // ... and at least
-constexpr int kMinBlocksPerSm = 2;    // fewer blocks than this per SM: smaller chunks
+constexpr int kMinBlocksPerSm = 1;    // fewer blocks than this per SM: smaller chunks
 constexpr int kMaxBlocks = 320;                 // blocks per launch in a 4 KiB argument block
 constexpr int kMaxKernelArgBytes = 32764;       // CUDA 12.1+, compute capability 7.0+
 
@@ -55,9 +55,10 @@ struct TensorChunks {
 };
 
 // Elements per block for one call: kChunk, halved (down to kMinChunk) while the call's
-// tensors would make fewer than kMinBlocksPerSm blocks per SM. One 10M-element tensor is 153
-// blocks of kChunk on an H200's 132 SMs: most SMs hold one block, 21 hold two, and the
-// kernel alone reached 87% of copy bandwidth there against 92% over ResNet-50's 391+ chunks.
+// tensors would leave SMs without a block (one 1M-element tensor: 62 blocks of 16K instead of
+// 16 of 64K on an H200's 132 SMs). Asking for two blocks per SM was slower on the H200: one
+// 10M-element tensor as 306 blocks of 32K took 82.7 us in AdamW's kernel (2026-11-28 04:37),
+// as 153 blocks of 64K 76.7 us (2026-11-27 11:17; torch's fused kernel 76.4 us).
 template <typename Slot>
 int64_t chunk_elems(const Slot* slots, int n) {
   int64_t total = 0;
