@@ -246,6 +246,7 @@ def test_cpu_lr_tensor_refused_under_graph_capture(emu):
     """A captured graph would keep the lr read at capture (optim_cuda.cpp)."""
     ls = optimizer_lists([5], torch.float32, torch.float32, 3)
     lib = build()
+    versions = [p._version for p in ls[0]]
     lib.fx_emu_set_capturing(1)
     try:
         with pytest.raises(RuntimeError, match="cannot be captured"):
@@ -253,6 +254,7 @@ def test_cpu_lr_tensor_refused_under_graph_capture(emu):
                        torch.tensor(1e-3))
     finally:
         lib.fx_emu_set_capturing(0)
+    assert [p._version for p in ls[0]] == versions  # refused before they moved
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64],

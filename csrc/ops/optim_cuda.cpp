@@ -64,10 +64,12 @@ void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_
   TORCH_CHECK(!exp_avg_sqs.empty(), op, ": exp_avg_sqs is required");
   TORCH_CHECK(!amsgrad || !max_exp_avg_sqs.empty(), op, ": amsgrad needs max_exp_avg_sqs");
   const c10::cuda::CUDAGuard guard(params[0].device());
+  // The scalars first: a refusal there (a CPU lr under capture) must find the params'
+  // version counters unmoved (prepare_slots moves them).
+  const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   auto ps = prepare_slots(op, params, grads,
                           {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()},
                           kAdamWStates, steps, model_params);
-  const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   const kern::AdamWHyper h{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   const auto arrivals = arrival_counter(params[0].device());
   TORCH_CHECK(kern::adamw_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype, h,
@@ -91,11 +93,13 @@ void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList sq
   TORCH_CHECK(!centered || !grad_avgs.empty(), op, ": centered needs grad_avgs");
   TORCH_CHECK(momentum <= 0 || !momentum_buffers.empty(), op, ": momentum needs momentum_buffers");
   const c10::cuda::CUDAGuard guard(params[0].device());
+  // The scalars first: a refusal there (a CPU lr under capture) must find the params'
+  // version counters unmoved (prepare_slots moves them).
+  const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
                           kRMSpropStates, steps, model_params);
-  const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   const kern::RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
   TORCH_CHECK(kern::rmsprop_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype,
                                  h, sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),
