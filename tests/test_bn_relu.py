@@ -174,6 +174,30 @@ def test_bad_input():
                                           None, None, True, 0.1, 1e-5)
 
 
+@pytest.mark.parametrize("op", ["bn_relu", "inplace_abn"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", ["weight", "bias", "running_mean"])
+def test_integer_channel_tensor_refused_as_batch_norm(device, op, training, name):
+    """An integer weight, bias or running statistic is refused by name, in training and in
+    evaluation, as F.batch_norm refuses it, before anything is written. Evaluation used to
+    fail inside a dtype dispatch on the CPU and to convert the tensor on CUDA."""
+    x = torch.randn(4, 3, 2, 2, device=device)
+    a = {"weight": torch.ones(3, device=device), "bias": torch.zeros(3, device=device),
+         "running_mean": torch.zeros(3, device=device), "running_var": torch.ones(3, device=device)}
+    a[name] = a[name].long()
+    if name == "running_mean":
+        a["running_var"] = a["running_var"].long()
+    args = (a["running_mean"], a["running_var"], a["weight"], a["bias"], training)
+    with pytest.raises(RuntimeError):
+        F.batch_norm(x, *args)
+    before = [t.clone() for t in (x, *a.values())]
+    call = fastext.nn.functional.bn_relu if op == "bn_relu" else fastext.nn.inplace_abn
+    with pytest.raises(RuntimeError, match=f"{name} must be floating point, got Long"):
+        call(x, *args)
+    for t, b in zip((x, *a.values()), before, strict=True):
+        assert torch.equal(t, b)
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_fused_resnet18_equals_original(device, train):
     # TF32 convolutions round to 10 mantissa bits: the fp32 BN outputs' last-bit

@@ -137,6 +137,12 @@ def test_bn_ops_empty_and_channelless(emu, op):
     (lambda x: (x.int(), None, None, None, None, None, True, 0.1, 1e-5), "floating point"),
     (lambda x: (x, None, None, None, None, None, False, 0.1, 1e-5), "running_mean"),
     (lambda x: (x[:0], None, None, None, None, None, True, 0.1, 1e-5), "empty batch"),
+    (lambda x: (x, None, None, torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.long),
+                None, False, 0.1, 1e-5), "running_mean must be floating point"),
+    (lambda x: (x, torch.ones(3, dtype=torch.int32), None, None, None, None, True, 0.1, 1e-5),
+     "weight must be floating point"),
+    (lambda x: (x, None, None, torch.zeros(3, dtype=torch.half), torch.ones(3, dtype=torch.half),
+                None, False, 0.1, 1e-5), None),
 ])
 def test_bn_errors_match_cpu(emu, args, message):
     x = torch.randn(4, 3, 2, 2)
@@ -151,32 +157,53 @@ def test_bn_errors_match_cpu(emu, args, message):
 
 
 @pytest.mark.parametrize("op", ["relu", "leaky"])
-@pytest.mark.parametrize("where", ["running_mean", "num_batches_tracked"])
-def test_bn_statistics_on_another_device_refused_before_writing(emu, op, where):
-    """Running statistics or a batch count on another device than the input's are refused
-    up front, as F.batch_norm refuses them: the glue used to count the batch in the kernel
-    and only then fail in its torch-ops fallback for the running statistics. The emulated
-    glue serves CPU tensors; ``meta`` stands in for the other device, and the call goes to
-    that glue directly (the dispatcher would hand it to the meta kernel)."""
+@pytest.mark.parametrize(("where", "training"), [
+    ("running_mean", True), ("running_mean", False), ("num_batches_tracked", True),
+    ("weight", True), ("bias", False)])
+def test_bn_tensors_on_another_device_refused_before_writing(emu, op, where, training):
+    """Running statistics, a batch count, a weight or a bias on another device than the
+    input's are refused up front, as F.batch_norm refuses them, in training and in
+    evaluation: the glue used to count the batch in the kernel and only then fail in its
+    torch-ops fallback for the running statistics, and to copy the per-channel tensors of an
+    evaluation to the input's device. The emulated glue serves CPU tensors; ``meta`` stands
+    in for the other device, and the call goes to that glue directly (the dispatcher would
+    hand it to the meta kernel)."""
     x = torch.randn(4, 3, 2, 2)
-    rm = torch.zeros(3, device="meta" if where == "running_mean" else "cpu")
-    rv = torch.ones(3)
-    nbt = torch.zeros((), dtype=torch.long,
-                      device="meta" if where == "num_batches_tracked" else "cpu")
+    on = lambda name: "meta" if where == name else "cpu"  # noqa: E731
+    rm, rv = torch.zeros(3, device=on("running_mean")), torch.ones(3)
+    w, b = torch.ones(3, device=on("weight")), torch.zeros(3, device=on("bias"))
+    nbt = torch.zeros((), dtype=torch.long, device=on("num_batches_tracked"))
     before = [t.clone() for t in (x, rm, rv, nbt)]
     keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-    match = {"running_mean": "running_mean and running_var must be on the input's device",
-             "num_batches_tracked": "num_batches_tracked must be a one-element int64 tensor on "
-                                    "the input's device"}[where]
+    match = (f"{where} must be on the input's device" if where != "num_batches_tracked" else
+             "num_batches_tracked must be a one-element int64 tensor on the input's device")
     with pytest.raises(RuntimeError, match=match):
         if op == "relu":
-            emu.bn_relu_forward.default.redispatch(keys, x, None, None, rm, rv, nbt, True, 0.1,
+            emu.bn_relu_forward.default.redispatch(keys, x, w, b, rm, rv, nbt, training, 0.1,
                                                    1e-5)
         else:
-            emu.bn_leaky_relu_.default.redispatch(keys, x, None, None, rm, rv, nbt, True, 0.1,
+            emu.bn_leaky_relu_.default.redispatch(keys, x, w, b, rm, rv, nbt, training, 0.1,
                                                   1e-5, 0.1)
     for t, b in zip((x, rm, rv, nbt), before, strict=True):
         assert t.is_meta or torch.equal(t, b)
+
+
+@pytest.mark.parametrize("op", ["relu", "leaky"])
+@pytest.mark.parametrize("where", ["weight", "save_mean"])
+def test_bn_backward_tensors_on_another_device_refused(emu, op, where):
+    """The backward's weight and saved statistics on another device are refused, not copied
+    to the input's device (``meta`` stands in for it, as above)."""
+    x, dy = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    on = lambda name: "meta" if where == name else "cpu"  # noqa: E731
+    w, b = torch.ones(3, device=on("weight")), torch.zeros(3)
+    mean, invstd = torch.zeros(3, device=on("save_mean")), torch.ones(3)
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    with pytest.raises(RuntimeError, match=f"{where} must be on the input's device"):
+        if op == "relu":
+            emu.bn_relu_backward.default.redispatch(keys, dy, x, w, b, mean, invstd, True)
+        else:
+            emu.bn_leaky_relu_backward.default.redispatch(keys, dy, x, w, b, mean, invstd, True,
+                                                          1e-5, 0.1)
 
 
 def optimizer_lists(sizes, dtype, grad_dtype, nstates, counters=1, seed=0, squares=(1, 2)):

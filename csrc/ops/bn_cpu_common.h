@@ -41,10 +41,9 @@ inline Walk walk_of(const BnInput& in) {
 // A per-channel tensor (weight, bias, running or saved statistics) read into doubles, or
 // `fill` everywhere when absent.
 inline Vec channel_vec(const char* op, const std::optional<at::Tensor>& p, int64_t C, double fill,
-                const char* name = "weight and bias") {
+                       const char* name) {
   if (!given(p)) return Vec(size_t(C), fill);
-  check_channel(op, *p, C, name);
-  TORCH_CHECK(p->device().is_cpu(), op, ": ", name, " must be on the CPU");
+  check_channel(op, *p, C, at::kCPU, name);
   Vec v(static_cast<size_t>(C));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p->scalar_type(), "channel_vec", [&] {
     const auto* d = p->data_ptr<scalar_t>();

@@ -42,9 +42,9 @@ inline Scratch scratch(const BnInput& in, int64_t coef_elems, const at::TensorOp
 
 // An optional per-channel tensor in the math dtype, or an undefined tensor when absent.
 inline at::Tensor optional_channel(const char* op, const std::optional<at::Tensor>& p, int64_t C,
-                            const at::TensorOptions& opts) {
+                                   const at::TensorOptions& opts, const char* name) {
   if (!p.has_value() || !p->defined()) return {};
-  return channel_param(op, p, C, 0.0, opts).contiguous();
+  return channel_param(op, p, C, 0.0, opts, name).contiguous();
 }
 
 inline void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
@@ -75,7 +75,8 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
                    abn);
   const int64_t C = in.shape.C;
   const auto opts = in.x.options().dtype(save_dtype(in));
-  const auto w = optional_channel(op, weight, C, opts), b = optional_channel(op, bias, C, opts);
+  const auto w = optional_channel(op, weight, C, opts, "weight");
+  const auto b = optional_channel(op, bias, C, opts, "bias");
   auto mean = at::empty({C}, opts), invstd = at::empty({C}, opts), var = at::empty({C}, opts);
   const auto sc = scratch(in, 2 * C, opts, use_batch_stats && in.shape.N * in.shape.S > 0);
   if (use_batch_stats) {
@@ -132,14 +133,14 @@ inline BackwardCall backward_call(const char* op, const BnInput& in, const at::T
                                   const at::Tensor& save_mean, const at::Tensor& save_invstd) {
   const int64_t C = in.shape.C;
   const auto opts = in.x.options().dtype(save_dtype(in));
-  TORCH_CHECK(save_mean.numel() == C && save_invstd.numel() == C, op,
-              ": save_mean and save_invstd must have C = ", C, " elements");
+  check_channel(op, save_mean, C, in.x.device(), "save_mean");
+  check_channel(op, save_invstd, C, in.x.device(), "save_invstd");
   BackwardCall call;
   call.dy = grad_out_like(op, grad_out, in);
   call.mean = as_opts(save_mean, opts).contiguous();
   call.invstd = as_opts(save_invstd, opts).contiguous();
-  call.w = optional_channel(op, weight, C, opts);
-  call.b = optional_channel(op, bias, C, opts);
+  call.w = optional_channel(op, weight, C, opts, "weight");
+  call.b = optional_channel(op, bias, C, opts, "bias");
   if (call.w.defined()) call.dweight = at::empty({C}, opts);
   if (call.b.defined()) call.dbias = at::empty({C}, opts);
   call.sc = scratch(in, 5 * C, opts, in.shape.N * in.shape.S > 0);

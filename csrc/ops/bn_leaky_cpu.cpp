@@ -40,8 +40,8 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_cpu(
                    /*abn=*/true);
   const auto& s = in.shape;
   const int64_t C = s.C;
-  const Vec w = abn_weights(channel_vec(op, weight, C, 1.0), given(weight), eps);
-  const Vec b = channel_vec(op, bias, C, 0.0);
+  const Vec w = abn_weights(channel_vec(op, weight, C, 1.0, "weight"), given(weight), eps);
+  const Vec b = channel_vec(op, bias, C, 0.0, "bias");
   const auto [units, per] = units_of(in);
   Vec mean, var;
   if (use_batch_stats) {
@@ -84,7 +84,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_leaky_relu_backward_cpu(
   const auto& s = in.shape;
   const int64_t C = s.C;
   const auto dy = grad_out_like(op, grad_out, in);
-  const Vec w_raw = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const Vec w_raw = channel_vec(op, weight, C, 1.0, "weight");
+  const Vec b = channel_vec(op, bias, C, 0.0, "bias");
   const Vec w = abn_weights(w_raw, given(weight), eps);
   const Vec mean = channel_vec(op, save_mean, C, 0.0, "save_mean");
   const Vec invstd = channel_vec(op, save_invstd, C, 1.0, "save_invstd");

@@ -35,21 +35,17 @@ inline BnInput bn_input(const char* op, const at::Tensor& input) {
 // An optional tensor that is present and defined.
 inline bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
-// A per-channel tensor (weight, bias, running stats) must have C elements.
-inline void check_channel(const char* op, const at::Tensor& p, int64_t C, const char* name) {
+// A per-channel tensor (weight, bias, running or saved statistics): C floating-point elements
+// on the input's device, as F.batch_norm requires. Anything else is refused, not converted: an
+// integer one would fail deep in a dtype dispatch, one on another device be copied every call.
+inline void check_channel(const char* op, const at::Tensor& p, int64_t C,
+                          const c10::Device& device, const char* name) {
   TORCH_CHECK(p.dim() == 1 && p.size(0) == C, op, ": ", name, " must have C = ", C,
               " elements, got shape ", p.sizes());
-}
-
-// The running statistics live on the input's device, as F.batch_norm requires, and are
-// floating point.
-inline void check_running_stats(const char* op, const at::Tensor& running_mean,
-                                const at::Tensor& running_var, const c10::Device& device) {
-  TORCH_CHECK(running_mean.device() == device && running_var.device() == device, op,
-              ": running_mean and running_var must be on the input's device (", device, ")");
-  TORCH_CHECK(running_mean.is_floating_point() && running_var.is_floating_point(), op,
-              ": running_mean and running_var must be floating point, got ",
-              running_mean.scalar_type(), " and ", running_var.scalar_type());
+  TORCH_CHECK(p.is_floating_point(), op, ": ", name, " must be floating point, got ",
+              p.scalar_type());
+  TORCH_CHECK(p.device() == device, op, ": ", name, " must be on the input's device (", device,
+              "), got ", p.device());
 }
 
 // num_batches_tracked: one int64 element on the input's device.
@@ -70,10 +66,9 @@ inline at::Tensor as_opts(const at::Tensor& t, const at::TensorOptions& opts) {
 
 // A per-channel tensor as `opts`, or a constant when absent.
 inline at::Tensor channel_param(const char* op, const std::optional<at::Tensor>& p, int64_t C,
-                                double fill, const at::TensorOptions& opts,
-                                const char* name = "weight and bias") {
+                                double fill, const at::TensorOptions& opts, const char* name) {
   if (!given(p)) return at::full({C}, fill, opts);
-  check_channel(op, *p, C, name);
+  check_channel(op, *p, C, opts.device(), name);
   return as_opts(*p, opts);
 }
 
@@ -94,8 +89,8 @@ inline at::Tensor grad_out_like(const char* op, const at::Tensor& grad_out, cons
 // 2.14's rule, ValueError as there): eps <= 0 while training, eps < 0 in evaluation, a
 // training batch of one value per channel (its unbiased variance is 0 / 0), one running
 // statistic without the other. InPlace-ABN (`abn`) inverts |weight| + eps in its backward:
-// eps > 0 always. And what a training call updates: running statistics of C elements, a
-// batch count (check_running_stats, check_batch_count).
+// eps > 0 always. Running statistics as check_channel wants them, read in evaluation and
+// updated in training; and a training call's batch count (check_batch_count).
 inline void check_bn_forward(const char* op, const BnInput& in,
                              const std::optional<at::Tensor>& running_mean,
                              const std::optional<at::Tensor>& running_var,
@@ -106,15 +101,14 @@ inline void check_bn_forward(const char* op, const BnInput& in,
                     " or 0 in evaluation", ", got ", eps);
   TORCH_CHECK_VALUE(given(running_mean) == given(running_var),
                     "running_mean and running_var must either both be None or neither be None");
+  if (given(running_mean)) {  // read in evaluation, updated in training
+    check_channel(op, *running_mean, in.shape.C, in.x.device(), "running_mean");
+    check_channel(op, *running_var, in.shape.C, in.x.device(), "running_var");
+  }
   if (!use_batch_stats) return;
   TORCH_CHECK_VALUE(in.shape.N * in.shape.S != 1,
                     "Expected more than 1 value per channel when training, got input size ",
                     in.x.sizes());
-  if (given(running_mean)) {
-    check_channel(op, *running_mean, in.shape.C, "running_mean");
-    check_channel(op, *running_var, in.shape.C, "running_var");
-    check_running_stats(op, *running_mean, *running_var, in.x.device());
-  }
   if (given(num_batches_tracked)) check_batch_count(op, *num_batches_tracked, in.x.device());
 }
 

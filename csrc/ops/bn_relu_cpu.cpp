@@ -22,7 +22,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_forward_cpu(
                    /*abn=*/false);
   const auto& s = in.shape;
   const int64_t C = s.C;
-  const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const Vec w = channel_vec(op, weight, C, 1.0, "weight");
+  const Vec b = channel_vec(op, bias, C, 0.0, "bias");
   const size_t nc = static_cast<size_t>(C);
   Vec mean(nc), var(nc);
   auto out = at::empty_like(in.x);
@@ -77,7 +78,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward_cpu(
   const auto& s = in.shape;
   const int64_t C = s.C;
   const auto dy = grad_out_like(op, grad_out, in);
-  const Vec w = channel_vec(op, weight, C, 1.0), b = channel_vec(op, bias, C, 0.0);
+  const Vec w = channel_vec(op, weight, C, 1.0, "weight");
+  const Vec b = channel_vec(op, bias, C, 0.0, "bias");
   const Vec mean = channel_vec(op, save_mean, C, 0.0, "save_mean");
   const Vec invstd = channel_vec(op, save_invstd, C, 1.0, "save_invstd");
   Vec sum_g(size_t(C), 0.0), sum_gx(size_t(C), 0.0);
