@@ -242,6 +242,30 @@ def test_found_inf_skips_and_grad_scale_divides(device):
     torch.testing.assert_close(m[0], mr[0])
 
 
+@pytest.mark.parametrize("op", ["adamw_", "rmsprop_"])
+def test_skipped_step_is_checked_as_a_taken_one(device, op):
+    """found_inf skips the update, not the checks: arguments a step would refuse are refused
+    when the step is skipped too, and the params' version counters move either way. The
+    CUDA op reads found_inf on the device, so it always did both; the CPU op used to return
+    before them."""
+    p, g = [torch.randn(50, device=device)], [torch.randn(50, device=device)]
+    st, skip = [torch.zeros(1, device=device)], torch.ones((), device=device)
+
+    def call(dtype):
+        states = [[torch.zeros(50, device=device, dtype=dtype)], [torch.zeros(50, device=device)]]
+        if op == "rmsprop_":
+            states[1] = []  # grad_avgs: not centered
+        getattr(fastext.ops, op)(p, g, *states, [], st, found_inf=skip)
+
+    before, version = p[0].clone(), p[0]._version
+    with pytest.raises(RuntimeError, match="optimizer state must match"):
+        call(torch.float64)
+    assert p[0]._version == version
+    call(torch.float32)
+    assert torch.equal(p[0], before) and st[0].item() == 0
+    assert p[0]._version == version + 1
+
+
 def test_compiled_training_step():
     """A torch.compile'd step (forward, backward, fused optimizer) matches eager."""
     torch.manual_seed(0)

@@ -62,10 +62,10 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   TORCH_CHECK(!amsgrad || !max_exp_avg_sqs.empty() || params.empty(), op,
               ": amsgrad needs max_exp_avg_sqs");
   const auto sc = read_scalars(op, lr, lr_tensor, grad_scale, found_inf);
-  if (sc.skip) return;
   auto ps = prepare_slots(op, params, grads,
                           {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()},
                           kAdamWStates, steps, model_params);
+  if (sc.skip) return;  // checked and versions moved as on CUDA, where the device decides
   bump_steps(ps);
   const kern::AdamWHyper h{sc.lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
@@ -87,11 +87,11 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
   TORCH_CHECK(momentum <= 0 || !momentum_buffers.empty() || params.empty(), op,
               ": momentum needs momentum_buffers");
   const auto sc = read_scalars(op, lr, lr_tensor, grad_scale, found_inf);
-  if (sc.skip) return;
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
                           kRMSpropStates, steps, model_params);
+  if (sc.skip) return;  // as adamw_cpu
   bump_steps(ps);
   const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
