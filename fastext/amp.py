@@ -27,6 +27,7 @@ with bf16, whose range needs no scaling.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
@@ -101,6 +102,8 @@ class LossScaler:
             return type(outputs)(scaled)
         if isinstance(outputs, dict):
             return {k: self.scale(v) for k, v in outputs.items()}
+        if isinstance(outputs, Iterable):  # a generator: scaled lazily, as GradScaler does
+            return map(self.scale, outputs)
         raise ValueError("outputs must be a Tensor or an iterable of Tensors")
 
     def _state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -392,3 +392,18 @@ def test_update_scale_refuses_a_growth_interval_beyond_int():
     with pytest.raises(RuntimeError, match="growth_interval must be in"):
         ops.update_scale_(scale, tracker, torch.zeros(()), 2.0, 0.5, 2**32 + 1)
     assert scale.item() == 1.0 and tracker.item() == 0
+
+
+def test_scale_takes_what_grad_scaler_takes(device):
+    """A tensor, a list, a tuple or a generator of tensors, scaled as GradScaler scales them
+    (a generator lazily); anything else is refused as there."""
+    ours = fastext.amp.LossScaler(device, init_scale=8.0)
+    ref = torch.amp.GradScaler(device, init_scale=8.0)
+    ts = [torch.ones(2, device=device), torch.full((3,), 2.0, device=device)]
+    for make in (list, tuple, lambda xs: (x for x in xs)):
+        got, want = ours.scale(make(ts)), ref.scale(make(ts))
+        assert type(got) is type(want)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="iterable of Tensors"):
+        ours.scale(3.0)

@@ -61,6 +61,7 @@ class FlatBuffers:
         # params' state ends that, until all restart from zero (see FusedOptimizer._plan).
         self.step_buf = torch.zeros(len(params), dtype=torch.float32, device=ref.device)
         self.steps_in_step = True
+        self.steps_seen()
         self._index = {p: i for i, p in enumerate(params)}
         self._grad_views: list[Tensor | None] = [None] * len(params)
         with torch.no_grad():
@@ -117,6 +118,8 @@ class FlatBuffers:
         for i, p in enumerate(self.params):
             if not p.requires_grad:  # frozen: no gradient, so never stepped (as torch)
                 p.grad = self._grad_views[i] = None
+            elif p.grad is not None and p.grad.is_sparse:
+                p.grad = None  # as torch: a dense view would take the next sparse grad in
             elif not self._is_grad_view(p):
                 self._set_grad_view(p)
 
@@ -159,6 +162,10 @@ class FlatBuffers:
         # The usual case, every grad still our view, checked in C: this runs at every step.
         if all(map(operator.is_, grads, self._grad_views)):
             return
+        if any(p.grad is not None and p.grad.is_sparse for p in self.params):
+            # Refused before any is copied in (densified, it would step every row).
+            raise RuntimeError("flat=True: sparse gradients are not supported "
+                               "(use torch.optim.SparseAdam)")
         for p in self.params:
             if p.grad is not None and not self._is_grad_view(p):
                 self._view(self.grad_buf, p).copy_(p.grad)
@@ -181,7 +188,29 @@ class FlatBuffers:
         if not any(state.get(p) for p in self.params):
             self.steps_in_step = True  # nothing loaded: all start from zero
         else:  # one host sync, at load time only
-            self.steps_in_step = all_stepped and bool((self.step_buf == self.step_buf[0]).all())
+            self.steps_in_step = all_stepped and self._steps_agree()
+        self.steps_seen()
+
+    def _steps_agree(self) -> bool:
+        return bool((self.step_buf == self.step_buf[0]).all())
+
+    def steps_seen(self) -> None:
+        """Records the step counters' version: the steps write them through raw pointers,
+        which leaves it alone, so only a write from outside moves it (see
+        :meth:`steps_edited`)."""
+        self._step_version = self.step_buf._version
+
+    def steps_edited(self) -> bool:
+        """Whether a step counter was written from outside since :meth:`steps_seen`: an
+        in-place edit of one param's ``state["step"]`` (a view of :attr:`step_buf`, which
+        shares its version counter), e.g. a reset of that param's state with ``.zero_()``.
+        The whole buffer then steps as one slot again only if every counter still agrees,
+        found with one host sync, only then."""
+        if self.step_buf._version == self._step_version:
+            return False
+        self.steps_in_step = self._steps_agree()
+        self.steps_seen()
+        return True
 
     def bind_state(self, p: Tensor, state: dict[str, Any], names: tuple[str, ...]) -> str:
         """Makes ``p``'s step counter and state buffers ``names`` in ``state`` views into the

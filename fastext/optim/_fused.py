@@ -64,10 +64,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     compatibility with ``torch.optim``, lives here.
 
     A step reuses what it gathered from ``state`` (the tensors each native call updates)
-    until the params, which of them have grads, or ``state``'s per-param dicts change. So
-    reset or replace a param's state as a whole (``opt.state.clear()``,
-    ``del opt.state[p]``, ``opt.state[p] = {...}``) or in place (``.zero_()``); a tensor
-    swapped inside a param's dict (``opt.state[p]["exp_avg"] = t``) is not seen.
+    until the params, which of them have grads, or ``state``'s per-param dicts (or how many
+    entries each holds) change. So reset or replace a param's state as a whole
+    (``opt.state.clear()``, ``del opt.state[p]``, ``opt.state[p] = {...}``,
+    ``opt.state[p].clear()``) or in place (``.zero_()``, ``.fill_()``); a tensor swapped
+    inside a param's dict (``opt.state[p]["exp_avg"] = t``) is not seen.
     """
 
     # torch.amp.GradScaler hands over `grad_scale` / `found_inf` as attributes and lets
@@ -82,7 +83,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise ValueError("flat=True and master_weights=True cannot be combined")
         self.flat = bool(flat)
         self.master_weights = bool(master_weights)
-        self._group_flat: list[list[FlatBuffers]] = []  # param group -> its flat buffers
+        # Each param group's flat buffers, with the group's params list (the object torch's
+        # load_state_dict carries over to the new group dicts) to find them by.
+        self._group_flat: list[tuple[list[Tensor], list[FlatBuffers]]] = []
         # param group -> (its params, which have a grad, state names, bucketing)
         self._plans: dict[int, tuple[tuple, tuple, tuple, list[_Bucket]]] = {}
         # `self.state` and its per-param dicts when the plans were last built (see `step`).
@@ -107,12 +110,29 @@ class FusedOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._plans.clear()
         if self.flat:
-            self._group_flat.append(FlatBuffers.flatten(self.param_groups[-1]["params"]))
+            params = self.param_groups[-1]["params"]
+            self._group_flat.append((params, FlatBuffers.flatten(params)))
 
     @property
     def _flat(self) -> list[FlatBuffers]:
         """Every flat buffer, of all param groups."""
-        return [fb for fbs in self._group_flat for fb in fbs]
+        return [fb for _, fbs in self._group_flat for fb in fbs]
+
+    def _group_buffers(self) -> list[list[FlatBuffers]]:
+        """Each param group's flat buffers, in the groups' order: found again by the groups'
+        params lists when groups were removed or reordered since (``param_groups.pop(i)``)."""
+        if len(self._group_flat) == len(self.param_groups) and all(
+                map(operator.is_, (ps for ps, _ in self._group_flat),
+                    (g["params"] for g in self.param_groups))):
+            return [fbs for _, fbs in self._group_flat]
+        by_list = {id(entry[0]): entry for entry in self._group_flat}
+        entries = [by_list.get(id(g["params"])) for g in self.param_groups]
+        if None in entries:
+            raise RuntimeError("flat=True: a param group was added to param_groups directly, or "
+                               "its params list replaced; add groups with add_param_group")
+        self._group_flat = entries
+        self._plans.clear()  # they are keyed by group position
+        return [fbs for _, fbs in entries]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As ``torch.optim.Optimizer.zero_grad``; with ``flat=True`` gradients stay
@@ -141,19 +161,24 @@ class FusedOptimizer(torch.optim.Optimizer):
         # (`state[p]["exp_avg"] = t`) is not seen: replace the dict (see the class doc).
         seen = self._state_seen
         fresh = (seen is not None and seen[0] is self.state and len(seen[1]) == len(self.state)
-                 and all(map(operator.is_, self.state.values(), seen[1])))
+                 and all(map(operator.is_, self.state.values(), seen[1]))
+                 and tuple(map(len, self.state.values())) == seen[2])  # `state[p].clear()`
         if not fresh:
             self._plans.clear()
         rebuilt = False
         # Every group's plan first, then the launches: a param refused while planning (a
         # dtype the kernels lack, a sparse grad) must not find other groups already stepped.
         launches = []
+        group_fbs = self._group_buffers() if self.flat else None
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
+            plan = self._plans.get(gi)
             if self.flat:
-                fbs = self._group_flat[gi]
+                fbs = group_fbs[gi]
                 for fb in fbs:  # params re-laid out since (their grads too): back into fb
                     fb.check_layout()
+                    if fb.steps_edited():  # one slot may no longer be right, or be again
+                        plan = None
             grads = [p.grad for p in params]
             if self.flat:
                 for fb in fbs:  # one buffer holds the group's params in order: reuse grads
@@ -173,15 +198,18 @@ class FusedOptimizer(torch.optim.Optimizer):
             # small params waits for.
             has_grad = tuple(map(operator.is_not, grads, _NONES))
             names = self._buffer_names(group)
-            plan = self._plans.get(gi)
             if (plan is None or plan[1] != has_grad or plan[2] != names
                     or len(plan[0]) != len(params) or not all(map(operator.is_, params, plan[0]))):
                 plan = (tuple(params), has_grad, names, self._plan(group, params, grads))
                 self._plans[gi] = plan
                 rebuilt = True
+                if self.flat:
+                    for fb in fbs:  # the counters as the plan left them
+                        fb.steps_seen()
             launches.append((group, grads, plan[3]))
         if rebuilt:  # building a plan creates state
-            self._state_seen = (self.state, tuple(self.state.values()))
+            self._state_seen = (self.state, tuple(self.state.values()),
+                                tuple(map(len, self.state.values())))
         for group, grads, buckets in launches:
             for b in buckets:
                 if b.flat is not None:
@@ -230,7 +258,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         for (dev, _, master), (idx, states) in by_key.items():
             ps = [params[i] for i in idx]
             fb = self._flat_of(ps[0]) if self.flat else None
-            if fb is not None and fb.params == ps and fb.steps_in_step:
+            if (fb is not None and fb.steps_in_step and len(ps) == len(fb.params)
+                    and all(map(fb.owns, ps))):
                 # Every param of the flat buffer steps, all at the same count: one slot.
                 cols = {n: [fb.state_bufs[n]] for n in names if n != "step"}
                 cols["step"] = [fb.step_buf]
@@ -274,7 +303,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
         if unpickled and self.flat:  # lay the (copied) params out afresh, state included
-            self._group_flat = [FlatBuffers.flatten(g["params"]) for g in self.param_groups]
+            self._group_flat = [(g["params"], FlatBuffers.flatten(g["params"]))
+                                for g in self.param_groups]
             for fb in self._flat:
                 fb.adopt_states(self.state)
 

@@ -54,7 +54,19 @@ class AdamW(FusedOptimizer):
                         differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
         super().__init__(params, defaults, flat=flat, master_weights=master_weights)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # As torch.optim.AdamW: state loaded into AdamW (from torch.optim.Adam too) decays
+        # decoupled.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
+
     def _buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        # Read for every group before any steps (FusedOptimizer.step): the place to refuse
+        # what torch.optim.AdamW would run as Adam's L2 decay, which the kernel lacks.
+        if group.get("decoupled_weight_decay") is False:
+            raise ValueError("fastext.optim.AdamW decays weights decoupled only: a param "
+                             "group's decoupled_weight_decay must stay True")
         if group["amsgrad"]:
             return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
         return ("exp_avg", "exp_avg_sq")
