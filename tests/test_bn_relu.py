@@ -174,6 +174,38 @@ def test_bad_input():
                                           None, None, True, 0.1, 1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("training", [True, False])
+def test_nan_passes_as_through_relu(device, training, channels_last):
+    """A NaN in the input comes out as NaN (a whole channel of them in training) and its
+    gradient passes, as through BatchNorm2d + ReLU: the fused ReLU used to turn it into 0,
+    hiding it from the loss while the running statistics took it in. In evaluation the input
+    gradient where x is NaN is finite, as torch's (its backward there never reads x). 16 MiB
+    of float32: the CPU's channels-last passes use streaming stores from that size."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 32, 128, 128, device=device)
+    x[0, 1, 2, 2] = float("nan")
+    x[3, 5, 0, 1] = float("nan")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref, ours = nn.BatchNorm2d(32).to(device), BatchNormReLU2d(32).to(device)
+    for m in (ref, ours):
+        m.running_var[5] = 0.0  # eval: 0 * inf where eps is 0 below
+        m.eps = 0.0 if not training else 1e-5
+        m.train(training)
+    xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yr, yo = torch.relu(ref(xr)), ours(xo)
+    assert yr.isnan().any()
+    torch.testing.assert_close(yo, yr, equal_nan=True, rtol=1e-4, atol=1e-4)
+    dy = torch.randn_like(yr)
+    yr.backward(dy)
+    yo.backward(dy)
+    torch.testing.assert_close(xo.grad, xr.grad, equal_nan=True, rtol=1e-3, atol=1e-3)
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, equal_nan=True, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean, equal_nan=True)
+
+
 @pytest.mark.parametrize("op", ["bn_relu", "inplace_abn"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("name", ["weight", "bias", "running_mean"])

@@ -40,7 +40,8 @@ FX_AVX512 void bn_fwd_rows_stream_f32(const float* x, float* y, const BnShape& s
       const __m512 v = _mm512_add_ps(
           _mm512_mul_ps(_mm512_load_ps(x + i), _mm512_loadu_ps(scale + c)),
           _mm512_loadu_ps(shift + c));
-      _mm512_stream_ps(y + i, _mm512_max_ps(v, zero));  // max(NaN, 0) = 0, as bn_relu_out
+      // 0 where v <= 0, so a NaN passes, as bn_relu_out (max_ps would turn it into 0)
+      _mm512_stream_ps(y + i, _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), zero));
     }
   _mm_sfence();  // streaming stores are weakly ordered: complete them before returning
 }
@@ -57,10 +58,12 @@ FX_AVX512 void bn_bwd_dx_rows_stream_f32(const float* dy, const float* x, float*
       const __m512 xi = _mm512_load_ps(x + i);
       const __m512 pre =
           _mm512_add_ps(_mm512_mul_ps(xi, _mm512_loadu_ps(scale + c)), _mm512_loadu_ps(shift + c));
-      const __m512 g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, zero, _CMP_GT_OQ),
+      const __m512 g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, zero, _CMP_NLE_UQ),
                                            _mm512_load_ps(dy + i));
-      const __m512 t = _mm512_mul_ps(_mm512_sub_ps(xi, _mm512_loadu_ps(mean + c)),
-                                     _mm512_loadu_ps(k2 + c));
+      const __m512 k2c = _mm512_loadu_ps(k2 + c);  // 0 (evaluation): no x term, as bn_relu_dx
+      const __m512 t = _mm512_maskz_mov_ps(
+          _mm512_cmp_ps_mask(k2c, zero, _CMP_NEQ_UQ),
+          _mm512_mul_ps(_mm512_sub_ps(xi, _mm512_loadu_ps(mean + c)), k2c));
       const __m512 d = _mm512_sub_ps(_mm512_sub_ps(g, _mm512_loadu_ps(k1 + c)), t);
       _mm512_stream_ps(dx + i, _mm512_mul_ps(_mm512_loadu_ps(a + c), d));
     }
