@@ -373,6 +373,57 @@ def test_fuse_leaves_resnet_blocks_without_batchnorm_relu_alone():
         torch.testing.assert_close(ours(x), ref(x))
 
 
+class ResNet(nn.Module):
+    """A user's model that happens to share torchvision's class name, its ReLU used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(x)) + x)
+
+
+class SkipBlock(nn.Sequential):
+    """A Sequential subclass with its own forward, which reads the BN's output twice."""
+
+    def __init__(self):
+        super().__init__(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1))
+
+    def forward(self, x):
+        z = self[0](x)
+        return self[2](self[1](z)) + z
+
+
+@pytest.mark.parametrize("make", [ResNet, SkipBlock])
+def test_fuse_leaves_lookalikes_alone(make):
+    """Only modules known to run BN -> ReLU pairs are changed: not a class merely named
+    ResNet (its stem ReLU used to become an Identity), nor a Sequential subclass with its
+    own forward."""
+    torch.manual_seed(0)
+    ref = make().eval()
+    x = torch.randn(2, 3 if make is ResNet else 4, 8, 8)
+    ours = fuse_bn_relu(copy.deepcopy(ref))
+    assert not any(isinstance(m, (BatchNormReLU2d, nn.Identity)) for m in ours.modules())
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fuse_keeps_the_train_eval_mode(train):
+    """Every module fusing puts in (fused BN, fused block, the Identity in a ReLU's place)
+    is in the model's mode: an eval model used to come back partly in training mode."""
+    torchvision = pytest.importorskip("torchvision")
+    model = nn.Sequential(torchvision.models.resnet18(num_classes=4),
+                          nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU()))
+    model.train(train)
+    fuse_bn_relu(model)
+    assert sum(isinstance(m, nn.Identity) for m in model.modules()) == 2
+    assert all(m.training is train for m in model.modules())
+
+
 def test_mnist_cnn_trains_as_well_fused():
     """A conv-BN-ReLU CNN trained on the shipped MNIST subset reaches the same accuracy with
     its BN+ReLU pairs fused."""

@@ -35,6 +35,11 @@ def _hooked(m: nn.Module) -> bool:
     return any(getattr(m, name, None) for name in _HOOK_DICTS)
 
 
+def _identity_for(m: nn.Module) -> nn.Identity:
+    """What takes a fused ReLU's place, in its train/eval mode."""
+    return nn.Identity().train(m.training)
+
+
 def _fusable(bn: nn.Module | None, relu: nn.Module | None) -> bool:
     return (type(bn) in _FUSED and type(relu) is nn.ReLU
             and not _hooked(bn) and not _hooked(relu))
@@ -52,6 +57,7 @@ class _FusedBasicBlock(nn.Module):
         self.conv1, self.bn1 = block.conv1, _fused_copy(block.bn1)
         self.conv2, self.bn2 = block.conv2, block.bn2
         self.relu, self.downsample, self.stride = block.relu, block.downsample, block.stride
+        self.train(block.training)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -73,6 +79,7 @@ class _FusedBottleneck(nn.Module):
         self.conv2, self.bn2 = block.conv2, _fused_copy(block.bn2)
         self.conv3, self.bn3 = block.conv3, block.bn3
         self.relu, self.downsample, self.stride = block.relu, block.downsample, block.stride
+        self.train(block.training)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -81,18 +88,29 @@ class _FusedBottleneck(nn.Module):
         return self.relu(out)
 
 
-def _torchvision_blocks() -> dict[type, type]:
+def _torchvision_resnet():
     try:
         from torchvision.models import resnet
     except ImportError:
-        return {}
-    return {resnet.BasicBlock: _FusedBasicBlock, resnet.Bottleneck: _FusedBottleneck}
+        return None
+    return resnet
+
+
+def _keeps_forward(model: nn.Module, cls: type, *names: str) -> bool:
+    """Whether ``model`` is a ``cls`` that runs ``cls``'s own forward (``names``): a
+    subclass with its own may use the modules otherwise (a BN's output twice, the ReLU
+    elsewhere), so its pairs are not known to be fusable."""
+    return isinstance(model, cls) and all(
+        getattr(type(model), n) is getattr(cls, n) for n in names)
 
 
 def fuse_bn_relu(model: nn.Module) -> nn.Module:
     """Replaces, in place, every ``BatchNorm1d/2d`` directly followed by a ``ReLU`` with the
     fused module: consecutive children of ``nn.Sequential``s, torchvision ResNet blocks
     (``bn -> relu`` inside; the ``add -> relu`` at the end is left alone) and the ResNet stem.
+    Only modules known to run those pairs are changed: ``nn.Sequential``s and torchvision's
+    ``ResNet`` that keep their class's ``forward`` (not subclasses with their own), and the
+    blocks by exact type.
     Parameters and buffers are shared, not copied, so an optimizer built before keeps
     working. Works in train and eval mode; returns ``model``. A block whose norm layer is not
     ``BatchNorm1d/2d`` (``FrozenBatchNorm2d``, ``GroupNorm``) or whose activation is not a
@@ -104,22 +122,24 @@ def fuse_bn_relu(model: nn.Module) -> nn.Module:
     >>> [type(c).__name__ for c in m]
     ['Conv2d', 'BatchNormReLU2d', 'Identity']
     """
-    blocks = _torchvision_blocks()
+    resnet = _torchvision_resnet()
+    blocks = {} if resnet is None else {resnet.BasicBlock: _FusedBasicBlock,
+                                        resnet.Bottleneck: _FusedBottleneck}
     for name, child in list(model.named_children()):
         fused_block = blocks.get(type(child))
         if fused_block is not None and not _hooked(child) and fused_block.fusable(child):
             setattr(model, name, fused_block(child))
         else:
             fuse_bn_relu(child)
-    if isinstance(model, nn.Sequential):
+    if _keeps_forward(model, nn.Sequential, "forward"):
         keys = list(model._modules)
         for a, b in zip(keys, keys[1:], strict=False):
             if _fusable(model._modules[a], model._modules[b]):
                 model._modules[a] = _fused_copy(model._modules[a])
-                model._modules[b] = nn.Identity()
+                model._modules[b] = _identity_for(model._modules[b])
     # torchvision ResNet stem: relu(bn1(conv1(x))); its `relu` is used nowhere else.
-    if type(model).__name__ == "ResNet" and _fusable(getattr(model, "bn1", None),
-                                                        getattr(model, "relu", None)):
-        model.bn1, model.relu = _fused_copy(model.bn1), nn.Identity()
+    if (resnet is not None and _keeps_forward(model, resnet.ResNet, "forward", "_forward_impl")
+            and _fusable(model.bn1, model.relu)):
+        model.bn1, model.relu = _fused_copy(model.bn1), _identity_for(model.relu)
     return model
 
