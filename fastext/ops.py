@@ -258,10 +258,19 @@ def bn_leaky_relu_(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     >>> y is x and torch.allclose(y, ref, atol=1e-6)
     True
     """
+    args = (weight, bias, running_mean, running_var, num_batches_tracked, bool(use_batch_stats),
+            float(momentum), float(eps), float(negative_slope))
+    if torch.compiler.is_compiling():
+        # Traced, the op's write (made below autograd) into a graph input, as `input` is after
+        # a graph break or under regional compilation, is taken for one made without grad:
+        # the input would keep its old history and its gradient pass through the layer
+        # unchanged. So the op writes a copy, which an op autograd sees writes back.
+        out = input.clone()
+        mean, invstd = torch.ops.fastext.bn_leaky_relu_.default(out, *args)
+        return input.copy_(out), mean, invstd
     op = (_C.bn_leaky_relu_ if _direct(input, weight)
           else torch.ops.fastext.bn_leaky_relu_.default)
-    mean, invstd = op(input, weight, bias, running_mean, running_var, num_batches_tracked,
-                      bool(use_batch_stats), float(momentum), float(eps), float(negative_slope))
+    mean, invstd = op(input, *args)
     return input, mean, invstd
 
 

@@ -299,6 +299,28 @@ def test_compiled_matches_eager(device):
                               nn.Conv2d(8, 4, 3)), device)
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("train", [True, False])
+def test_compiled_layer_alone_passes_the_input_gradient(train, momentum):
+    """The layer compiled on its own (regional compilation; momentum=None also breaks the
+    graph before the op): its input comes from outside the graph. Its gradient went
+    through the layer unchanged, the op's write having been taken for one without grad."""
+    torch.manual_seed(0)
+    eager = InPlaceABN2d(3, momentum=momentum).train(train)
+    compiled = copy.deepcopy(eager)
+    x = torch.randn(4, 3, 5, 5)
+    grads = []
+    for layer in (eager, torch.compile(compiled, backend="aot_eager")):
+        xl = x.clone().requires_grad_()
+        layer(xl * 2).square().sum().backward()
+        grads.append(xl.grad)
+    torch.testing.assert_close(grads[1], grads[0])
+    for a, b in zip(compiled.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    for a, b in zip(compiled.buffers(), eager.buffers(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("given", ["weight", "bias"])
 def test_weight_or_bias_alone(device, given):
     """F.batch_norm takes a weight without a bias and a bias without a weight; so do both

@@ -62,6 +62,8 @@ def inplace_abn(input: Tensor, running_mean: Tensor | None, running_var: Tensor 
     BatchNorm and LeakyReLU keep three (the fused :func:`bn_relu`, two).
     ``input`` must be contiguous (NCHW or channels-last) and may not be a leaf that
     requires grad, nor needed by another op's backward (autograd's version check says so).
+    Under ``torch.compile`` the op writes a copy of ``input``, then copies it back (so the
+    compiled graph sees the write): the memory saving is the eager mode's.
 
     >>> x = torch.randn(8, 3, 4, 4)
     >>> ref = torch.nn.functional.leaky_relu(
