@@ -621,3 +621,15 @@ def test_inference_tensors_refused_before_writing(device, module, made):
         m(x)
     for t, b in zip((x, *m.buffers()), before, strict=True):
         assert torch.equal(t, b)
+
+
+def test_positional_arguments_as_batch_norm():
+    """BatchNorm2d's positional arguments, device and dtype included, mean the same here;
+    negative_slope is keyword-only (it used to sit where BatchNorm2d takes device)."""
+    positional = [n for n, p in inspect.signature(nn.BatchNorm2d).parameters.items()
+                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    ours = inspect.signature(InPlaceABN2d).parameters
+    assert list(ours)[:len(positional)] == positional
+    assert ours["negative_slope"].kind is inspect.Parameter.KEYWORD_ONLY
+    m = InPlaceABN2d(4, 1e-5, 0.1, True, True, None, torch.float64)
+    assert m.weight.dtype == torch.float64

@@ -13,9 +13,8 @@ __all__ = ["InPlaceABN1d", "InPlaceABN2d"]
 
 class _InPlaceABN(nn.modules.batchnorm._BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True,
-                 negative_slope: float = 0.01, device=None, dtype=None, *,
-                 bias: bool = True) -> None:
+                 affine: bool = True, track_running_stats: bool = True, device=None,
+                 dtype=None, *, negative_slope: float = 0.01, bias: bool = True) -> None:
         if not negative_slope > 0:
             raise ValueError(f"negative_slope must be positive (the backward inverts the "
                              f"activation), got {negative_slope}")
