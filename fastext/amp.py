@@ -3,8 +3,9 @@ master weights.
 
 :class:`LossScaler` speaks ``torch.amp.GradScaler``'s API. With a fastext optimizer (or any
 optimizer that sets ``_step_supports_amp_scaling``) it checks the gradients in one read-only
-pass and hands ``grad_scale``/``found_inf`` to the step, which unscales inside its own pass and
-skips itself on overflow, all on the device. With any other optimizer it makes one fused
+pass and hands ``grad_scale``/``found_inf`` to the step, which unscales inside its own pass
+(writing the unscaled grads back, as torch's fused optimizers do) and skips itself on overflow,
+all on the device. With any other optimizer it makes one fused
 unscale-and-check pass, then reads ``found_inf`` to decide whether to step (the one host sync
 such an optimizer needs).
 

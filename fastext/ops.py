@@ -94,8 +94,10 @@ def adamw_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence
     ``steps`` are one-element float32 tensors on the params' device, advanced by one.
     Each param's grad, states, step counter and model copy must be tensors of their own:
     buffers of one param that share memory are refused before anything is written.
-    ``grad_scale`` divides every gradient; a non-zero ``found_inf`` skips the whole step
-    (step counters included). Both may live on the device: nothing here syncs with it.
+    ``grad_scale`` divides every gradient, in place, as torch's fused optimizers do (so the
+    grads hold the unscaled values after the step); a non-zero ``found_inf`` skips the whole
+    step (step counters included, the grads left as they were). Both may live on the
+    device: nothing here syncs with it.
     With ``model_params`` (fp16/bf16, one per param), ``params`` are fp32 master weights,
     ``grads`` have the model's dtype, and the step also writes the updated masters, rounded,
     into ``model_params``.

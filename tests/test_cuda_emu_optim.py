@@ -68,7 +68,7 @@ class Group:
 
     def check(self, exact=False):
         tol = dict(rtol=0, atol=0) if exact else {}
-        for key in ("params", "models", "steps"):
+        for key in ("params", "grads", "models", "steps"):  # grads: unscaled by a grad_scale
             for mine, ref in zip(self.emu[key], self.ref[key], strict=True):
                 torch.testing.assert_close(mine, ref, **tol, msg=key)
         for ms, rs in zip(self.emu["states"], self.ref["states"], strict=True):

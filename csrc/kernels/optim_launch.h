@@ -8,12 +8,14 @@ namespace fastext::kern {
 // One parameter with its gradient and up to three state buffers, all in one dense memory
 // layout, so element i of each lies at offset i. The param and states share a dtype; the
 // gradient shares it too, except with fp32 master weights, where grad and `model` (the
-// low-precision copy of the param that the step also writes) are fp16 or bf16.
+// low-precision copy of the param that the step also writes) are fp16 or bf16. A step with a
+// grad_scale writes the unscaled gradient back, as torch's fused optimizers do (a step
+// skipped on found_inf leaves it scaled, as there).
 // AdamW: s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (amsgrad).
 // RMSprop: s0 = square_avg, s1 = grad_avg (centered), s2 = momentum_buffer.
 struct OptimSlot {
   void* param;
-  const void* grad;
+  void* grad;
   void* s0;
   void* s1;
   void* s2;
@@ -27,7 +29,8 @@ struct OptimSlot {
 };
 
 // CPU: elements [begin, end) of one slot. The caller splits work and runs ranges in parallel.
-// Return false for an unsupported (dt, grad_dt) pair.
+// Return false for an unsupported (dt, grad_dt) pair. inv_scale != 1: grads are unscaled in
+// place (see OptimSlot).
 bool adamw_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, DType grad_dt,
                const AdamWHyper& h, double lr, double inv_scale);
 bool rmsprop_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, DType grad_dt,

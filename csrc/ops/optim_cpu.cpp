@@ -44,6 +44,11 @@ void run_ranges(const PreparedSlots& ps, Kernel kernel) {
   });
 }
 
+// A grad_scale: the kernels write the unscaled grads back.
+bool scales_grads(const std::optional<at::Tensor>& grad_scale) {
+  return grad_scale.has_value() && grad_scale->defined();
+}
+
 void bump_steps(const PreparedSlots& ps) {
   for (const auto& s : ps.slots)
     for (int64_t k = 0; k < s.nsteps; ++k) s.step[k] += 1.f;
@@ -64,7 +69,7 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   const auto sc = read_scalars(op, lr, lr_tensor, grad_scale, found_inf);
   auto ps = prepare_slots(op, params, grads,
                           {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()},
-                          kAdamWStates, steps, model_params);
+                          kAdamWStates, steps, model_params, scales_grads(grad_scale));
   if (sc.skip) return;  // checked and versions moved as on CUDA, where the device decides
   bump_steps(ps);
   const kern::AdamWHyper h{sc.lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
@@ -90,7 +95,7 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
-                          kRMSpropStates, steps, model_params);
+                          kRMSpropStates, steps, model_params, scales_grads(grad_scale));
   if (sc.skip) return;  // as adamw_cpu
   bump_steps(ps);
   const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize};

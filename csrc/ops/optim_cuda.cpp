@@ -69,7 +69,7 @@ void adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_
   const auto sc = device_scalars(op, params[0].device(), lr, lr_tensor, grad_scale, found_inf);
   auto ps = prepare_slots(op, params, grads,
                           {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()},
-                          kAdamWStates, steps, model_params);
+                          kAdamWStates, steps, model_params, sc.grad_scale.has_value());
   const kern::AdamWHyper h{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   const auto arrivals = arrival_counter(params[0].device());
   TORCH_CHECK(kern::adamw_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype, h,
@@ -99,7 +99,7 @@ void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList sq
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
-                          kRMSpropStates, steps, model_params);
+                          kRMSpropStates, steps, model_params, sc.grad_scale.has_value());
   const kern::RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
   TORCH_CHECK(kern::rmsprop_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype,
                                  h, sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),

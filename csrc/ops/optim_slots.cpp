@@ -80,7 +80,7 @@ void check_slot_disjoint(const char* op, size_t param, const std::array<const at
 PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
                             std::array<at::TensorList, 3> states,
                             const std::array<const char*, 3>& state_names, at::TensorList steps,
-                            at::TensorList models) {
+                            at::TensorList models, bool grads_written) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && steps.size() == n, op,
               ": params, grads and steps must have the same length");
@@ -152,11 +152,13 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
       // A written tensor whose elements share memory (an expand) cannot take the result
       // back: refused here, before any step or counter moves (the write-back would fail
       // only after the kernel).
-      TORCH_CHECK(k == 1 || at::has_internal_overlap(*bufs[k]) != at::MemOverlap::Yes, op,
-                  ": a parameter, state or model copy whose elements share memory (e.g. an "
-                  "expand) cannot be written; pass a tensor of its own (.clone())");
+      const bool written = k != 1 || grads_written;
+      TORCH_CHECK(!written || at::has_internal_overlap(*bufs[k]) != at::MemOverlap::Yes, op,
+                  ": a parameter, ", k == 1 ? "gradient (unscaled in place with a grad_scale)" :
+                  "state or model copy", " whose elements share memory (e.g. an expand) cannot "
+                  "be written; pass a tensor of its own (.clone())");
       auto tmp = bufs[k]->contiguous();
-      if (k != 1 && !tmp.is_same(*bufs[k])) out.writebacks.emplace_back(*bufs[k], tmp);
+      if (written && !tmp.is_same(*bufs[k])) out.writebacks.emplace_back(*bufs[k], tmp);
       ptrs[k] = tmp.data_ptr();
       out.keep_alive.push_back(std::move(tmp));
     }
@@ -171,6 +173,7 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
   for (size_t i = 0; i < n; ++i) {
     torch::autograd::impl::bump_version(params[i]);
     if (!models.empty()) torch::autograd::impl::bump_version(models[i]);
+    if (grads_written) torch::autograd::impl::bump_version(grads[i]);
   }
   return out;
 }

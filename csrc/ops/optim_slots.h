@@ -28,11 +28,12 @@ struct PreparedSlots {
 // `states` are the optional state lists (each empty or one tensor per parameter). `models`
 // is empty, or (fp32 master weights) the fp16/bf16 model params matching the grads' dtype,
 // which the step overwrites with the updated masters.
-// `state_names` name the three state lists in messages.
+// `state_names` name the three state lists in messages. `grads_written`: the step unscales
+// the grads in place (a grad_scale is given), so they are checked and laid out as written.
 PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorList grads,
                             std::array<at::TensorList, 3> states,
                             const std::array<const char*, 3>& state_names, at::TensorList steps,
-                            at::TensorList models);
+                            at::TensorList models, bool grads_written);
 
 inline constexpr std::array<const char*, 3> kAdamWStates = {"exp_avg", "exp_avg_sq",
                                                             "max_exp_avg_sq"};

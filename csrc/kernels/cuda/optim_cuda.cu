@@ -66,13 +66,15 @@ __device__ __forceinline__ void bump_own_steps(const OptimSlot& t, int64_t begin
 }
 
 // Runs op(p, g, states) on elements [begin, end): p and the NS states are of type T, the
-// gradient (and the model copy written when COPY) of type G; math in DIo<T>::M.
-template <typename T, typename G, int NS, bool COPY, typename Op>
+// gradient (and the model copy written when COPY) of type G; math in DIo<T>::M. UNSCALE:
+// g * inv_scale is written back (the op unscales its own copy; see OptimSlot).
+template <typename T, typename G, int NS, bool COPY, bool UNSCALE, typename Op>
 __device__ __forceinline__ void apply_range(const OptimSlot& t, void* const* states,
-                                            int64_t begin, int64_t end, Op op) {
+                                            int64_t begin, int64_t end,
+                                            typename DIo<T>::M inv_scale, Op op) {
   using M = typename DIo<T>::M;
   T* p = static_cast<T*>(t.param);
-  const G* g = static_cast<const G*>(t.grad);
+  G* g = static_cast<G*>(t.grad);
   G* model = static_cast<G*>(t.model);
   bool aligned = pack_aligned<T>(p) && pack_aligned<G>(g) && (!COPY || pack_aligned<G>(model));
   for (int k = 0; k < NS; ++k) aligned = aligned && pack_aligned<T>(states[k]);
@@ -116,6 +118,12 @@ __device__ __forceinline__ void apply_range(const OptimSlot& t, void* const* sta
         for (int j = 0; j < kIlp; ++j) mo.v[j] = DIo<G>::st(rp[j]);
         *reinterpret_cast<Pack<G>*>(model + i) = mo;
       }
+      if (UNSCALE) {
+        Pack<G> go;
+#pragma unroll
+        for (int j = 0; j < kIlp; ++j) go.v[j] = DIo<G>::st(rg[j] * inv_scale);
+        *reinterpret_cast<Pack<G>*>(g + i) = go;
+      }
     }
   }
   // The tail of an aligned range, or all of an unaligned one, element by element.
@@ -125,7 +133,9 @@ __device__ __forceinline__ void apply_range(const OptimSlot& t, void* const* sta
       M s[NS];
 #pragma unroll
       for (int k = 0; k < NS; ++k) s[k] = DIo<T>::ld(static_cast<T*>(states[k])[e]);
-      op(rp, M(DIo<G>::ld(g[e])), s);
+      const M ge = M(DIo<G>::ld(g[e]));
+      op(rp, ge, s);
+      if (UNSCALE) g[e] = DIo<G>::st(ge * inv_scale);
       p[e] = DIo<T>::st(rp);
 #pragma unroll
       for (int k = 0; k < NS; ++k) static_cast<T*>(states[k])[e] = DIo<T>::st(s[k]);
@@ -149,7 +159,7 @@ __device__ void bump_launch_steps(const Meta& meta) {
 // 2026-11-27; on an H200 the step's time on a 10M-element tensor was 83% of copy bandwidth,
 // the kernel's alone 87%.) Every block arrives, skipped steps included. ptxas (sm_90):
 // fp32 40 registers as before (20 bytes spilled), so three 512-thread blocks per SM.
-template <typename T, typename G, bool COPY, bool AMSGRAD, bool MAXIMIZE>
+template <typename T, typename G, bool COPY, bool UNSCALE, bool AMSGRAD, bool MAXIMIZE>
 __global__ void __launch_bounds__(kThreads)
     adamw_kernel(Meta meta, AdamWHyper h, DeviceScalars s, unsigned* arrivals) {
   using M = typename DIo<T>::M;
@@ -163,7 +173,7 @@ __global__ void __launch_bounds__(kThreads)
   const auto c = adamw_coeffs<M>(h, lr_of(s, h.lr), double(step), inv_scale_of(s));
   void* states[3] = {t.s0, t.s1, t.s2};
   constexpr int NS = AMSGRAD ? 3 : 2;
-  apply_range<T, G, NS, COPY>(t, states, begin, end, [&](M& p, M g, M* v) {
+  apply_range<T, G, NS, COPY, UNSCALE>(t, states, begin, end, c.inv_scale, [&](M& p, M g, M* v) {
     M unused = 0;
     adamw_update<M, AMSGRAD, MAXIMIZE>(p, g, v[0], v[1], AMSGRAD ? v[NS - 1] : unused, c);
   });
@@ -171,7 +181,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // RMSprop states in order: square_avg, then grad_avg (centered), then momentum_buffer.
-template <typename T, typename G, bool COPY, bool CENTERED, bool MOMENTUM, bool MAXIMIZE>
+template <typename T, typename G, bool COPY, bool UNSCALE, bool CENTERED, bool MOMENTUM,
+          bool MAXIMIZE>
 __global__ void __launch_bounds__(kThreads)
     rmsprop_kernel(Meta meta, RMSpropHyper h, DeviceScalars s) {
   using M = typename DIo<T>::M;
@@ -181,7 +192,8 @@ __global__ void __launch_bounds__(kThreads)
   const auto c = rmsprop_coeffs<M>(h, lr_of(s, h.lr), inv_scale_of(s));
   constexpr int NS = 1 + int(CENTERED) + int(MOMENTUM);
   void* states[3] = {t.s0, CENTERED ? t.s1 : t.s2, t.s2};
-  apply_range<T, G, NS, COPY>(t, states, begin, end, [&](M& p, M g, M* v) {
+  apply_range<T, G, NS, COPY, UNSCALE>(t, states, begin, end, c.inv_scale,
+                                       [&](M& p, M g, M* v) {
     M unused_a = 0, unused_b = 0;
     rmsprop_update<M, CENTERED, MOMENTUM, MAXIMIZE>(p, g, v[0], CENTERED ? v[1] : unused_a,
                                                     MOMENTUM ? v[NS - 1] : unused_b, c);
@@ -207,42 +219,57 @@ void launch_bump_empty(const OptimSlot* slots, int n, const DeviceScalars& s,
   flush();
 }
 
+template <typename T, typename G, bool COPY, bool UNSCALE>
+void adamw_launch(const Meta& m, int nb, const AdamWHyper& h, const DeviceScalars& s,
+                  unsigned* arrivals, cudaStream_t st) {
+  if (h.amsgrad) {
+    if (h.maximize) adamw_kernel<T, G, COPY, UNSCALE, true, true><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
+    else adamw_kernel<T, G, COPY, UNSCALE, true, false><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
+  } else {
+    if (h.maximize) adamw_kernel<T, G, COPY, UNSCALE, false, true><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
+    else adamw_kernel<T, G, COPY, UNSCALE, false, false><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
+  }
+}
+
 template <typename T, typename G, bool COPY>
 void adamw_typed(const OptimSlot* slots, int n, const AdamWHyper& h, const DeviceScalars& s,
                  unsigned* arrivals, cudaStream_t st) {
   launch_bump_empty(slots, n, s, st);
   multi_tensor_apply<kMaxSlots, kMaxChunks>(slots, n, [&](const Meta& m, int nb) {
     // Launches on one stream run one after another: they share the counter.
-    if (h.amsgrad) {
-      if (h.maximize) adamw_kernel<T, G, COPY, true, true><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
-      else adamw_kernel<T, G, COPY, true, false><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
-    } else {
-      if (h.maximize) adamw_kernel<T, G, COPY, false, true><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
-      else adamw_kernel<T, G, COPY, false, false><<<nb, kThreads, 0, st>>>(m, h, s, arrivals);
-    }
+    s.grad_scale ? adamw_launch<T, G, COPY, true>(m, nb, h, s, arrivals, st)
+                 : adamw_launch<T, G, COPY, false>(m, nb, h, s, arrivals, st);
   });
 }
 
-template <typename T, typename G, bool COPY, bool CENTERED, bool MOMENTUM>
+template <typename T, typename G, bool COPY, bool UNSCALE, bool CENTERED, bool MOMENTUM>
 void rmsprop_launch(const Meta& m, int nb, const RMSpropHyper& h, const DeviceScalars& s,
                     cudaStream_t st) {
-  if (h.maximize) rmsprop_kernel<T, G, COPY, CENTERED, MOMENTUM, true><<<nb, kThreads, 0, st>>>(m, h, s);
-  else rmsprop_kernel<T, G, COPY, CENTERED, MOMENTUM, false><<<nb, kThreads, 0, st>>>(m, h, s);
+  if (h.maximize) rmsprop_kernel<T, G, COPY, UNSCALE, CENTERED, MOMENTUM, true><<<nb, kThreads, 0, st>>>(m, h, s);
+  else rmsprop_kernel<T, G, COPY, UNSCALE, CENTERED, MOMENTUM, false><<<nb, kThreads, 0, st>>>(m, h, s);
+}
+
+template <typename T, typename G, bool COPY, bool UNSCALE>
+void rmsprop_options(const Meta& m, int nb, const RMSpropHyper& h, const DeviceScalars& s,
+                     cudaStream_t st) {
+  const bool momentum = h.momentum > 0;
+  if (h.centered) {
+    momentum ? rmsprop_launch<T, G, COPY, UNSCALE, true, true>(m, nb, h, s, st)
+             : rmsprop_launch<T, G, COPY, UNSCALE, true, false>(m, nb, h, s, st);
+  } else {
+    momentum ? rmsprop_launch<T, G, COPY, UNSCALE, false, true>(m, nb, h, s, st)
+             : rmsprop_launch<T, G, COPY, UNSCALE, false, false>(m, nb, h, s, st);
+  }
 }
 
 template <typename T, typename G, bool COPY>
 void rmsprop_typed(const OptimSlot* slots, int n, const RMSpropHyper& h, const DeviceScalars& s,
                    cudaStream_t st) {
   launch_bump_empty(slots, n, s, st);
-  const bool momentum = h.momentum > 0;
   multi_tensor_apply<kMaxSlots, kMaxChunks>(slots, n, [&](const Meta& m, int nb) {
-    if (h.centered) {
-      momentum ? rmsprop_launch<T, G, COPY, true, true>(m, nb, h, s, st)
-               : rmsprop_launch<T, G, COPY, true, false>(m, nb, h, s, st);
-    } else {
-      momentum ? rmsprop_launch<T, G, COPY, false, true>(m, nb, h, s, st)
-               : rmsprop_launch<T, G, COPY, false, false>(m, nb, h, s, st);
-    }
+    // A grad_scale (on the device: its value unknown here) means grads are written back.
+    s.grad_scale ? rmsprop_options<T, G, COPY, true>(m, nb, h, s, st)
+                 : rmsprop_options<T, G, COPY, false>(m, nb, h, s, st);
   });
 }
 
