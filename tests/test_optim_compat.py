@@ -263,7 +263,7 @@ def test_found_inf_skips_and_grad_scale_divides(device):
     before = p[0].clone()
     fastext.ops.adamw_(p, g, m, v, [], st, lr=0.1, found_inf=torch.ones((), device=device))
     assert torch.equal(p[0], before) and st[0].item() == 0 and not m[0].any()
-    ref, unscaled = [before.clone()], [g[0] / 8]
+    ref, unscaled, version = [before.clone()], [g[0] / 8], g[0]._version
     mr, vr, sr = zeros(50), zeros(50), zeros()
     fastext.ops.adamw_(p, g, m, v, [], st, lr=0.1, grad_scale=torch.tensor(8.0, device=device),
                        found_inf=torch.zeros((), device=device))
@@ -271,6 +271,7 @@ def test_found_inf_skips_and_grad_scale_divides(device):
     torch.testing.assert_close(p[0], ref[0])
     torch.testing.assert_close(m[0], mr[0])
     torch.testing.assert_close(g[0], unscaled[0])  # written back unscaled, as torch's fused
+    assert g[0]._version == version + 1
 
 
 @pytest.mark.parametrize("op", ["adamw_", "rmsprop_"])

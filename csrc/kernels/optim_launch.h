@@ -29,12 +29,12 @@ struct OptimSlot {
 };
 
 // CPU: elements [begin, end) of one slot. The caller splits work and runs ranges in parallel.
-// Return false for an unsupported (dt, grad_dt) pair. inv_scale != 1: grads are unscaled in
-// place (see OptimSlot).
+// Return false for an unsupported (dt, grad_dt) pair. `unscale` (a grad_scale was given):
+// grads times inv_scale are written back (see OptimSlot).
 bool adamw_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, DType grad_dt,
-               const AdamWHyper& h, double lr, double inv_scale);
+               const AdamWHyper& h, double lr, double inv_scale, bool unscale);
 bool rmsprop_cpu(const OptimSlot& t, int64_t begin, int64_t end, DType dt, DType grad_dt,
-                 const RMSpropHyper& h, double lr, double inv_scale);
+                 const RMSpropHyper& h, double lr, double inv_scale, bool unscale);
 
 // The instruction set the CPU kernels dispatched to on this machine ("avx512", "avx2", "baseline").
 const char* cpu_isa();

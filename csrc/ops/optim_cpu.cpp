@@ -74,7 +74,8 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   bump_steps(ps);
   const kern::AdamWHyper h{sc.lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
-    kern::adamw_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale);
+    kern::adamw_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale,
+                    scales_grads(grad_scale));
   });
   ps.write_back();
 }
@@ -100,7 +101,8 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
   bump_steps(ps);
   const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
-    kern::rmsprop_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale);
+    kern::rmsprop_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale,
+                      scales_grads(grad_scale));
   });
   ps.write_back();
 }

@@ -22,10 +22,12 @@ some kernels far slower and the comparison unfair. Every scaler is therefore bui
 growth never triggers), the gradients keep their values, and every implementation still
 runs all of its passes (inf/NaN check, unscale, step, scale update).
 
-``gbs`` counts 32 bytes per parameter: AdamW's 28 (read p, g, m, v; write p, m, v) plus
-one read of the gradient for the inf/NaN check. On CUDA each row also has ``host_syncs``:
-the number of synchronizing CUDA calls (``torch.cuda.set_sync_debug_mode("warn")``) in one
-``scaler.step(opt); scaler.update()`` after warm-up.
+``gbs`` counts 36 bytes per parameter: AdamW's 28 (read p, g, m, v; write p, m, v), one
+read of the gradient for the inf/NaN check and one write of the unscaled gradient (which
+every implementation leaves in ``.grad``; the fused ones write it in their step). On CUDA
+each row also has ``host_syncs``: the number of synchronizing CUDA calls
+(``torch.cuda.set_sync_debug_mode("warn")``) in one ``scaler.step(opt); scaler.update()``
+after warm-up.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ NAME = "amp"
 CASE = "AdamW+scaler/resnet50"
 
 #: Bytes per parameter: AdamW's 28 plus one read of the gradient for the inf/NaN check.
-BYTES_PER_PARAM = 32
+BYTES_PER_PARAM = 36
 
 #: Scaler arguments shared by every implementation: keep the scale at exactly 1.0 so that the
 #: in-place unscale does not shrink the (set-once) gradients to denormals over repetitions.

@@ -75,10 +75,10 @@ FX_HD void adamw_options(const OptimSlot& t, int64_t b, int64_t e, const AdamWHy
 
 template <typename T, typename G, bool COPY>
 FX_HD void adamw_typed(const OptimSlot& t, int64_t b, int64_t e, const AdamWHyper& h, double lr,
-                       double inv_scale) {
+                       double inv_scale, bool unscale) {
   const auto c = adamw_coeffs<typename Io<T>::M>(h, lr, double(*t.step), inv_scale);
-  inv_scale != 1.0 ? adamw_options<T, G, COPY, true>(t, b, e, h, c)
-                   : adamw_options<T, G, COPY, false>(t, b, e, h, c);
+  unscale ? adamw_options<T, G, COPY, true>(t, b, e, h, c)
+          : adamw_options<T, G, COPY, false>(t, b, e, h, c);
 }
 
 template <typename T, typename G, bool COPY, bool UNSCALE, bool CENTERED>
@@ -103,25 +103,25 @@ FX_HD void rmsprop_options(const OptimSlot& t, int64_t b, int64_t e, const RMSpr
 
 template <typename T, typename G, bool COPY>
 FX_HD void rmsprop_typed(const OptimSlot& t, int64_t b, int64_t e, const RMSpropHyper& h,
-                         double lr, double inv_scale) {
+                         double lr, double inv_scale, bool unscale) {
   const auto c = rmsprop_coeffs<typename Io<T>::M>(h, lr, inv_scale);
-  inv_scale != 1.0 ? rmsprop_options<T, G, COPY, true>(t, b, e, h, c)
-                   : rmsprop_options<T, G, COPY, false>(t, b, e, h, c);
+  unscale ? rmsprop_options<T, G, COPY, true>(t, b, e, h, c)
+          : rmsprop_options<T, G, COPY, false>(t, b, e, h, c);
 }
 
 }  // namespace
 
 FX_CLONES bool adamw_cpu(const OptimSlot& t, int64_t b, int64_t e, DType dt, DType grad_dt,
-                         const AdamWHyper& h, double lr, double inv_scale) {
+                         const AdamWHyper& h, double lr, double inv_scale, bool unscale) {
   bool ok;
-  FX_DISPATCH_DTYPES(ok, dt, grad_dt, adamw_typed, t, b, e, h, lr, inv_scale);
+  FX_DISPATCH_DTYPES(ok, dt, grad_dt, adamw_typed, t, b, e, h, lr, inv_scale, unscale);
   return ok;
 }
 
 FX_CLONES bool rmsprop_cpu(const OptimSlot& t, int64_t b, int64_t e, DType dt, DType grad_dt,
-                           const RMSpropHyper& h, double lr, double inv_scale) {
+                           const RMSpropHyper& h, double lr, double inv_scale, bool unscale) {
   bool ok;
-  FX_DISPATCH_DTYPES(ok, dt, grad_dt, rmsprop_typed, t, b, e, h, lr, inv_scale);
+  FX_DISPATCH_DTYPES(ok, dt, grad_dt, rmsprop_typed, t, b, e, h, lr, inv_scale, unscale);
   return ok;
 }
 
