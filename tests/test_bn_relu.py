@@ -424,6 +424,23 @@ def test_fuse_keeps_the_train_eval_mode(train):
     assert all(m.training is train for m in model.modules())
 
 
+def test_fuse_keeps_each_modules_own_mode():
+    """A model in training with its BatchNorms frozen in eval (fine-tuning's usual way):
+    every module keeps its own mode; fusing used to set every module inside a ResNet block
+    to the block's mode, unfreezing the BatchNorms it did not fuse."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=4).train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    modes = {name: m.training for name, m in model.named_modules()}
+    frozen = model.layer1[0].bn2.running_mean.clone()
+    fuse_bn_relu(model)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(model.layer1[0].bn2.running_mean, frozen)
+
+
 def test_mnist_cnn_trains_as_well_fused():
     """A conv-BN-ReLU CNN trained on the shipped MNIST subset reaches the same accuracy with
     its BN+ReLU pairs fused."""

@@ -253,6 +253,31 @@ def test_grads_left_unscaled_after_a_scaled_step(device, kind):
         torch.testing.assert_close(ours, ref, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("op", ["adamw_", "rmsprop_"])
+def test_grads_shared_by_two_params_refused_with_a_grad_scale(device, op):
+    """With a grad_scale each grad is unscaled in place: one shared by two params would be
+    unscaled twice (the second param stepping with grad / scale^2), so it is refused before
+    anything moves; without one it is read only, and taken."""
+    g = torch.full((6,), 8.0, device=device)
+    ps = [torch.randn(6, device=device) for _ in range(2)]
+    states = [[torch.zeros(6, device=device) for _ in ps] for _ in range(2)]
+    if op == "rmsprop_":
+        states[1] = []
+    steps = [torch.zeros((), device=device) for _ in ps]
+    call = getattr(fastext.ops, op)
+    before = [p.clone() for p in ps]
+    with pytest.raises(RuntimeError, match="grads share memory"):
+        call(ps, [g, g], *states, [], steps, grad_scale=torch.tensor(2.0, device=device))
+    assert all(torch.equal(p, b) for p, b in zip(ps, before, strict=True))
+    assert torch.equal(g, torch.full((6,), 8.0, device=device))
+    buf = torch.full((9,), 8.0, device=device)
+    with pytest.raises(RuntimeError, match="grads share memory"):  # overlapping views too
+        call(ps, [buf[:6], buf[3:]], *states, [], steps,
+             grad_scale=torch.tensor(2.0, device=device))
+    call(ps, [g, g], *states, [], steps)
+    assert all(s.item() == 1 for s in steps)
+
+
 def test_found_inf_skips_and_grad_scale_divides(device):
     p = [torch.randn(50, device=device)]
     g = [torch.randn(50, device=device) * 8]

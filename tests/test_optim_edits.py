@@ -5,6 +5,8 @@ what it gathered from the state and the groups, so each edit must be seen."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -69,6 +71,34 @@ def test_one_params_state_reset_in_place(device, flat, edit):
         for p in params:
             opt.state[p]["step"].fill_(7)
     _steps(ps, qs, ours, ref, 2)
+    _assert_same(ps, qs, ours, ref)
+
+
+def test_step_edit_seen_after_a_refused_step(device):
+    """An edited step counter is still seen when the step after the edit is refused: the
+    refusal used to use the edit up and leave the one-slot plan in place."""
+    ps, qs, ours, ref = _pair(device, flat=True)
+    _steps(ps, qs, ours, ref, 3)
+    ours.state[ps[0]]["step"].fill_(1)
+    ref.state[qs[0]]["step"].fill_(1)
+    keep, ps[1].grad = ps[1].grad, torch.zeros_like(ps[1]).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        ours.step()
+    ps[1].grad = keep
+    _steps(ps, qs, ours, ref, 2)
+    _assert_same(ps, qs, ours, ref)
+
+
+def test_step_edit_seen_by_each_shallow_copy(device):
+    """copy.copy shares the flat buffers: each optimizer sees an edit of their counters."""
+    ps, qs, ours, ref = _pair(device, flat=True)
+    _steps(ps, qs, ours, ref, 2)
+    ours2, ref2 = copy.copy(ours), copy.copy(ref)
+    _steps(ps, qs, ours2, ref2, 1)
+    ours.state[ps[0]]["step"].fill_(1)
+    ref.state[qs[0]]["step"].fill_(1)
+    _steps(ps, qs, ours, ref, 1)
+    _steps(ps, qs, ours2, ref2, 1)
     _assert_same(ps, qs, ours, ref)
 
 

@@ -49,6 +49,29 @@ std::pair<const char*, const char*> byte_span(const at::Tensor& t) {
   return {first, first + (last + 1) * int64_t(t.itemsize())};
 }
 
+// With a grad_scale every grad is unscaled in place: one shared by two params (`a.grad =
+// b.grad`) would be unscaled twice, the second param stepping with grad / scale^2 (in ranges
+// run in parallel, a race). Grads are compared by the bytes they span (live allocations never
+// overlap, so addresses of different storages compare safely); in the usual layouts they
+// come in address order, either way, and no sort is needed.
+void check_grads_disjoint(const char* op, at::TensorList grads) {
+  std::vector<std::pair<const char*, const char*>> spans;
+  spans.reserve(grads.size());
+  for (const auto& g : grads)
+    if (g.numel() > 0) spans.push_back(byte_span(g));
+  auto disjoint = [&] {
+    for (size_t i = 1; i < spans.size(); ++i)
+      if (spans[i - 1].second > spans[i].first) return false;
+    return true;
+  };
+  if (disjoint()) return;
+  std::reverse(spans.begin(), spans.end());
+  if (disjoint()) return;
+  std::sort(spans.begin(), spans.end());
+  TORCH_CHECK(disjoint(), op, ": two params' grads share memory; with a grad_scale each is "
+              "unscaled in place, so each param needs a grad of its own (.clone())");
+}
+
 // One param's buffers are read and written element by element in one pass: a state, grad or
 // model copy sharing memory with another of them (the same tensor passed twice) would read
 // what the pass has just written. Only buffers of one storage are compared, by the bytes they
@@ -166,6 +189,7 @@ PreparedSlots prepare_slots(const char* op, at::TensorList params, at::TensorLis
                          st.data_ptr<float>(), st.numel()});
   }
   check_steps_disjoint(op, out.slots);
+  if (grads_written) check_grads_disjoint(op, grads);
   // The params (and model copies) are written through raw pointers: their version counters
   // move here, as a stock in-place op's would, so that a graph that saved one and is
   // differentiated after the step fails instead of using the new values. Before any write:

@@ -3,16 +3,17 @@
 #include <torch/library.h>
 
 // model_params: empty, or the fp16/bf16 model copies of fp32 master params (written by the step).
+// grads are written (unscaled) when a grad_scale is given, as by torch's _fused_adamw_.
 TORCH_LIBRARY(fastext, m) {
   m.def(
-      "adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "adamw_(Tensor(a!)[] params, Tensor(g!)[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, "
       "Tensor(f!)[] model_params, "
       "float lr, float beta1, float beta2, float eps, float weight_decay, bool amsgrad, "
       "bool maximize, Tensor? lr_tensor=None, Tensor? grad_scale=None, "
       "Tensor? found_inf=None) -> ()");
   m.def(
-      "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, "
+      "rmsprop_(Tensor(a!)[] params, Tensor(g!)[] grads, Tensor(b!)[] square_avgs, "
       "Tensor(c!)[] grad_avgs, Tensor(d!)[] momentum_buffers, Tensor(e!)[] steps, "
       "Tensor(f!)[] model_params, "
       "float lr, float alpha, float eps, float weight_decay, float momentum, bool centered, "

@@ -48,7 +48,8 @@ NAME = "amp"
 #: The single case of this suite (the workload is ResNet-50's parameter shapes).
 CASE = "AdamW+scaler/resnet50"
 
-#: Bytes per parameter: AdamW's 28 plus one read of the gradient for the inf/NaN check.
+#: Bytes per parameter: AdamW's 28, one read of the gradient for the inf/NaN check and one
+#: write of the unscaled gradient.
 BYTES_PER_PARAM = 36
 
 #: Scaler arguments shared by every implementation: keep the scale at exactly 1.0 so that the

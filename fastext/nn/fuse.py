@@ -57,7 +57,7 @@ class _FusedBasicBlock(nn.Module):
         self.conv1, self.bn1 = block.conv1, _fused_copy(block.bn1)
         self.conv2, self.bn2 = block.conv2, block.bn2
         self.relu, self.downsample, self.stride = block.relu, block.downsample, block.stride
-        self.train(block.training)
+        self.training = block.training  # its own flag: the children keep theirs
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -79,7 +79,7 @@ class _FusedBottleneck(nn.Module):
         self.conv2, self.bn2 = block.conv2, _fused_copy(block.bn2)
         self.conv3, self.bn3 = block.conv3, block.bn3
         self.relu, self.downsample, self.stride = block.relu, block.downsample, block.stride
-        self.train(block.training)
+        self.training = block.training  # its own flag: the children keep theirs
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

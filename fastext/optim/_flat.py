@@ -61,7 +61,6 @@ class FlatBuffers:
         # params' state ends that, until all restart from zero (see FusedOptimizer._plan).
         self.step_buf = torch.zeros(len(params), dtype=torch.float32, device=ref.device)
         self.steps_in_step = True
-        self.steps_seen()
         self._index = {p: i for i, p in enumerate(params)}
         self._grad_views: list[Tensor | None] = [None] * len(params)
         with torch.no_grad():
@@ -189,28 +188,16 @@ class FlatBuffers:
             self.steps_in_step = True  # nothing loaded: all start from zero
         else:  # one host sync, at load time only
             self.steps_in_step = all_stepped and self._steps_agree()
-        self.steps_seen()
 
     def _steps_agree(self) -> bool:
         return bool((self.step_buf == self.step_buf[0]).all())
 
-    def steps_seen(self) -> None:
-        """Records the step counters' version: the steps write them through raw pointers,
-        which leaves it alone, so only a write from outside moves it (see
-        :meth:`steps_edited`)."""
-        self._step_version = self.step_buf._version
-
-    def steps_edited(self) -> bool:
-        """Whether a step counter was written from outside since :meth:`steps_seen`: an
-        in-place edit of one param's ``state["step"]`` (a view of :attr:`step_buf`, which
-        shares its version counter), e.g. a reset of that param's state with ``.zero_()``.
-        The whole buffer then steps as one slot again only if every counter still agrees,
-        found with one host sync, only then."""
-        if self.step_buf._version == self._step_version:
-            return False
+    def recheck_steps(self) -> None:
+        """After a step counter was written from outside (an in-place edit of one param's
+        ``state["step"]``, a view of :attr:`step_buf`, whose version counter it shares; the
+        steps write it through raw pointers, which leave that alone): the whole buffer steps
+        as one slot again only if every counter agrees. One host sync, only then."""
         self.steps_in_step = self._steps_agree()
-        self.steps_seen()
-        return True
 
     def bind_state(self, p: Tensor, state: dict[str, Any], names: tuple[str, ...]) -> str:
         """Makes ``p``'s step counter and state buffers ``names`` in ``state`` views into the

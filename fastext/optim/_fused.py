@@ -90,6 +90,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._plans: dict[int, tuple[tuple, tuple, tuple, list[_Bucket]]] = {}
         # `self.state` and its per-param dicts when the plans were last built (see `step`).
         self._state_seen: tuple | None = None
+        # Each flat buffer's step-counter version when this optimizer last planned with it: a
+        # change is an edit from outside (see FlatBuffers.recheck_steps). Kept here, not on the
+        # buffer, which a shallow copy of this optimizer shares.
+        self._step_versions: dict[FlatBuffers, int] = {}
         super().__init__(params, defaults)
 
     # -- subclass hooks -------------------------------------------------------------
@@ -178,7 +182,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                 fbs = group_fbs[gi]
                 for fb in fbs:  # params re-laid out since (their grads too): back into fb
                     fb.check_layout()
-                    if fb.steps_edited():  # one slot may no longer be right, or be again
+                    if fb.step_buf._version != self._step_versions.get(fb):
+                        # Counters edited: one slot may no longer be right, or be again. The
+                        # plan goes now, so a step refused below leaves none that is stale.
+                        fb.recheck_steps()
+                        self._plans.pop(gi, None)
                         plan = None
             grads = [p.grad for p in params]
             if self.flat:
@@ -206,7 +214,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 rebuilt = True
                 if self.flat:
                     for fb in fbs:  # the counters as the plan left them
-                        fb.steps_seen()
+                        self._step_versions[fb] = fb.step_buf._version
             launches.append((group, grads, plan[3]))
         if rebuilt:  # building a plan creates state
             self._state_seen = (self.state, tuple(self.state.values()),
@@ -299,6 +307,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("master_weights", False)
         self.__dict__.setdefault("_plans", {})
         self.__dict__.setdefault("_state_seen", None)
+        self.__dict__.setdefault("_step_versions", {})
         self.__dict__.setdefault("_group_flat", [])
         for group in self.param_groups:  # groups saved by older torch lack newer keys
             for k, v in self.defaults.items():
@@ -356,7 +365,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 fb.step_buf.zero_()
                 for buf in fb.state_bufs.values():
                     buf.zero_()
-                fb.adopt_states(self.state)
+                fb.adopt_states(self.state)  # decides whether the loaded counters agree
+                self._step_versions[fb] = fb.step_buf._version
 
     # -- state ----------------------------------------------------------------------
     def _uses_master(self, p: Tensor) -> bool:

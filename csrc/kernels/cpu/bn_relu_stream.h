@@ -14,10 +14,12 @@ namespace fastext::kern::cpu {
 // least 16 MiB, and a CPU with AVX-512F.
 bool bn_streamable(DType dt, const BnShape& s, int64_t run, const void* const* bufs, int nbufs);
 
-// Rows [r0, r1): y = max(0, x * scale + shift), per-channel float coefficients.
+// Rows [r0, r1): y = bn_relu_out(x, scale, shift) (0 where x * scale + shift <= 0, a NaN
+// passed), per-channel float coefficients.
 void bn_fwd_rows_stream_f32(const float* x, float* y, const BnShape& s, int64_t r0, int64_t r1,
                             const float* scale, const float* shift);
-// Rows [r0, r1): dx = a * (g - k1 - (x - mean) * k2), g = dy where x * scale + shift > 0.
+// Rows [r0, r1): dx = bn_relu_dx: a * (g - k1 - (x - mean) * k2), no x term where k2 is 0;
+// g = dy unless x * scale + shift <= 0.
 // (A plane of S elements is S / 16 rows of 16 channels with equal coefficients.)
 void bn_bwd_dx_rows_stream_f32(const float* dy, const float* x, float* dx, const BnShape& s,
                                int64_t r0, int64_t r1, const float* scale, const float* shift,
