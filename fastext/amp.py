@@ -155,7 +155,9 @@ class LossScaler:
         they are still scaled, and returns that unscaled norm (a device tensor). Unlike
         ``unscale_`` + ``clip_grad_norm_`` this keeps fp16 gradients scaled (dividing them in
         fp16 would flush small values to zero) and leaves the unscale to the fused step; an
-        overflow still skips the step. Norms are computed in fp32.
+        overflow still skips the step. Norms are computed in fp64 (fp32 on MPS, which lacks
+        it): the scaled gradients' squares overflow fp32 once the scaled norm passes ~1.8e19,
+        which an fp32 model's unscaled norm times a scale of 65536 can reach.
 
         After ``unscale_(optimizer)`` the gradients are no longer scaled: it then clips them
         as they are, as ``torch.nn.utils.clip_grad_norm_`` would."""
@@ -167,12 +169,14 @@ class LossScaler:
                       if p.grad is not None]
             return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
         dev = self._scale.device
-        norms = torch.stack([torch.linalg.vector_norm(g, norm_type, dtype=torch.float32).to(dev)
+        acc = torch.float32 if dev.type == "mps" else torch.float64
+        norms = torch.stack([torch.linalg.vector_norm(g, norm_type, dtype=acc).to(dev)
                              for g in grads])
         norm = torch.linalg.vector_norm(norms, norm_type)
         state = self._per_optimizer.get(id(optimizer))
         if state is None or state["stage"] is not _Stage.UNSCALED:  # still scaled
             norm = norm / self._scale
+        norm = norm.float()  # as before: the norm and the coefficient in fp32
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(coef.to(g.device))

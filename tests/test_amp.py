@@ -407,3 +407,24 @@ def test_scale_takes_what_grad_scaler_takes(device):
             torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="iterable of Tensors"):
         ours.scale(3.0)
+
+
+def test_clip_of_scaled_fp32_grads_with_a_large_norm(device):
+    """Scaled fp32 gradients whose squares overflow fp32 (a norm of 1e15 times the scale):
+    clipped as torch's unscale_ + clip_grad_norm_ clips them, not zeroed by an inf norm."""
+    ws = [torch.nn.Parameter(torch.zeros(4, device=device)) for _ in range(2)]
+    k = torch.full((4,), 5e14, device=device)
+    opts = [fastext.optim.AdamW([ws[0]], lr=0.1, weight_decay=0),
+            torch.optim.AdamW([ws[1]], lr=0.1, weight_decay=0, foreach=False)]
+    ours, ref = LossScaler(device), torch.amp.GradScaler(device)
+    ours.scale((ws[0] * k).sum()).backward()
+    n = ours.clip_grad_norm_(opts[0], 1.0)
+    ref.scale((ws[1] * k).sum()).backward()
+    ref.unscale_(opts[1])
+    nr = torch.nn.utils.clip_grad_norm_([ws[1]], 1.0)
+    torch.testing.assert_close(n, nr)
+    for s, o in zip((ours, ref), opts, strict=True):
+        s.step(o)
+        s.update()
+    torch.testing.assert_close(ws[0], ws[1])
+    assert ours.get_scale() == ref.get_scale()
