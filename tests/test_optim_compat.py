@@ -201,6 +201,22 @@ def test_step_and_cosine_schedulers(device):
         assert_close(p, r)
 
 
+def _scaled_steps(models, opts, scalers, steps, inf_at=2):
+    """GradScaler steps of each (model, optimizer, scaler) on the same batches, an inf in a
+    grad at step ``inf_at``; yields each step's index once all have taken it."""
+    device = next(models[0].parameters()).device
+    for step in range(steps):
+        x = torch.randn(16, 8, device=device)
+        for m, o, s in zip(models, opts, scalers, strict=True):
+            o.zero_grad()
+            s.scale(m(x).pow(2).mean()).backward()
+            if step == inf_at:
+                m[0].weight.grad[0, 0] = float("inf")
+            s.step(o)
+            s.update()
+        yield step
+
+
 def test_grad_scaler_protocol(device):
     """torch.amp.GradScaler hands grad_scale/found_inf to the step (no separate unscale
     pass); the trajectory equals GradScaler + torch AdamW, including a skipped step."""
@@ -209,15 +225,8 @@ def test_grad_scaler_protocol(device):
     opts = [fastext.optim.AdamW(models[0].parameters(), lr=1e-2),
             torch.optim.AdamW(models[1].parameters(), lr=1e-2, foreach=False)]
     scalers = [torch.amp.GradScaler(device, init_scale=2.0**10, growth_interval=3) for _ in opts]
-    for step in range(8):
-        x = torch.randn(16, 8, device=device)
-        for m, o, s in zip(models, opts, scalers, strict=True):
-            o.zero_grad()
-            s.scale(m(x).pow(2).mean()).backward()
-            if step == 2:
-                m[0].weight.grad[0, 0] = float("inf")
-            s.step(o)
-            s.update()
+    for _ in _scaled_steps(models, opts, scalers, 8):
+        pass
     assert scalers[0].get_scale() == scalers[1].get_scale()
     assert_close(list(models[0].parameters()), list(models[1].parameters()))
     assert opts[0].state[models[0][0].weight]["step"].item() == 7
@@ -237,15 +246,7 @@ def test_grads_left_unscaled_after_a_scaled_step(device, kind):
         opts = [fastext.optim.RMSprop(models[0].parameters(), lr=1e-2),
                 torch.optim.RMSprop(models[1].parameters(), lr=1e-2, foreach=False)]
     scalers = [torch.amp.GradScaler(device, init_scale=2.0**10) for _ in opts]
-    for step in range(4):
-        x = torch.randn(16, 8, device=device)
-        for m, o, s in zip(models, opts, scalers, strict=True):
-            o.zero_grad()
-            s.scale(m(x).pow(2).mean()).backward()
-            if step == 2:
-                m[0].weight.grad[0, 0] = float("inf")
-            s.step(o)
-            s.update()
+    for step in _scaled_steps(models, opts, scalers, 4):
         ours, ref = ([p.grad for p in m.parameters()] for m in models)
         if step == 2 and kind == "rmsprop":
             ours = [g / (scalers[0].get_scale() * 2) for g in ours]  # the skipped step's scale
