@@ -43,8 +43,9 @@ inline Scratch scratch(const BnInput& in, int64_t coef_elems, const at::TensorOp
 // An optional per-channel tensor in the math dtype, or an undefined tensor when absent.
 inline at::Tensor optional_channel(const char* op, const std::optional<at::Tensor>& p, int64_t C,
                                    const at::TensorOptions& opts, const char* name) {
-  if (!p.has_value() || !p->defined()) return {};
-  return channel_param(op, p, C, 0.0, opts, name).contiguous();
+  if (!given(p)) return {};
+  check_channel(op, *p, C, opts.device(), name);
+  return as_opts(*p, opts).contiguous();
 }
 
 inline void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
@@ -99,8 +100,9 @@ inline ForwardStats forward_stats(const char* op, const BnInput& in,
   } else {
     TORCH_CHECK(given(running_mean) && given(running_var), op,
                 ": evaluation without batch statistics needs running_mean and running_var");
-    const auto rm = channel_param(op, running_mean, C, 0.0, opts, "running_mean").contiguous();
-    const auto rv = channel_param(op, running_var, C, 1.0, opts, "running_var").contiguous();
+    // checked by check_bn_forward
+    const auto rm = as_opts(*running_mean, opts).contiguous();
+    const auto rv = as_opts(*running_var, opts).contiguous();
     kern::bn_eval_coef_cuda(in.dtype, C, rm.data_ptr(), rv.data_ptr(), ptr_or_null(w),
                             ptr_or_null(b), eps, abn, mean.data_ptr(), invstd.data_ptr(),
                             var.data_ptr(), sc.coef, stream());

@@ -64,14 +64,6 @@ inline at::Tensor as_opts(const at::Tensor& t, const at::TensorOptions& opts) {
   return t.to(opts);
 }
 
-// A per-channel tensor as `opts`, or a constant when absent.
-inline at::Tensor channel_param(const char* op, const std::optional<at::Tensor>& p, int64_t C,
-                                double fill, const at::TensorOptions& opts, const char* name) {
-  if (!given(p)) return at::full({C}, fill, opts);
-  check_channel(op, *p, C, opts.device(), name);
-  return as_opts(*p, opts);
-}
-
 // grad_out checked against the activation, in its layout (on another device its data pointer
 // would be read as this one's: a crash, or a fault on the GPU).
 inline at::Tensor grad_out_like(const char* op, const at::Tensor& grad_out, const BnInput& in) {

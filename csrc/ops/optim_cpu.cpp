@@ -19,6 +19,7 @@ struct Range {
 // Device scalars read on the host: on the CPU that costs nothing.
 struct HostScalars {
   double lr, inv_scale;
+  bool unscale;  // a grad_scale: the kernels write the unscaled grads back
   bool skip;
 };
 
@@ -26,9 +27,12 @@ HostScalars read_scalars(const char* op, double lr, const std::optional<at::Tens
                          const std::optional<at::Tensor>& grad_scale,
                          const std::optional<at::Tensor>& found_inf) {
   const at::Device cpu(at::kCPU);
-  HostScalars s{lr, 1.0, false};
+  HostScalars s{lr, 1.0, false, false};
   if (auto t = scalar_arg(op, "lr_tensor", lr_t, cpu)) s.lr = t->item<float>();
-  if (auto t = scalar_arg(op, "grad_scale", grad_scale, cpu)) s.inv_scale = 1.0 / t->item<float>();
+  if (auto t = scalar_arg(op, "grad_scale", grad_scale, cpu)) {
+    s.inv_scale = 1.0 / t->item<float>();
+    s.unscale = true;
+  }
   if (auto t = scalar_arg(op, "found_inf", found_inf, cpu)) s.skip = t->item<float>() != 0.f;
   return s;
 }
@@ -42,11 +46,6 @@ void run_ranges(const PreparedSlots& ps, Kernel kernel) {
   at::parallel_for(0, int64_t(ranges.size()), 1, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) kernel(ps.slots[ranges[r].slot], ranges[r].begin, ranges[r].end);
   });
-}
-
-// A grad_scale: the kernels write the unscaled grads back.
-bool scales_grads(const std::optional<at::Tensor>& grad_scale) {
-  return grad_scale.has_value() && grad_scale->defined();
 }
 
 void bump_steps(const PreparedSlots& ps) {
@@ -69,13 +68,12 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   const auto sc = read_scalars(op, lr, lr_tensor, grad_scale, found_inf);
   auto ps = prepare_slots(op, params, grads,
                           {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()},
-                          kAdamWStates, steps, model_params, scales_grads(grad_scale));
+                          kAdamWStates, steps, model_params, sc.unscale);
   if (sc.skip) return;  // checked and versions moved as on CUDA, where the device decides
   bump_steps(ps);
   const kern::AdamWHyper h{sc.lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
-    kern::adamw_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale,
-                    scales_grads(grad_scale));
+    kern::adamw_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale, sc.unscale);
   });
   ps.write_back();
 }
@@ -96,13 +94,12 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
   auto ps = prepare_slots(op, params, grads,
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
-                          kRMSpropStates, steps, model_params, scales_grads(grad_scale));
+                          kRMSpropStates, steps, model_params, sc.unscale);
   if (sc.skip) return;  // as adamw_cpu
   bump_steps(ps);
   const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
-    kern::rmsprop_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale,
-                      scales_grads(grad_scale));
+    kern::rmsprop_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale, sc.unscale);
   });
   ps.write_back();
 }

@@ -19,25 +19,35 @@ kern::DType to_kern(at::ScalarType t, const char* op) {
 
 namespace {
 
+using Spans = std::vector<std::pair<const char*, const char*>>;  // byte ranges [first, end)
+
+// Whether no two spans overlap (live allocations never do, so addresses of different
+// storages compare safely). The optimizers' buffers come in address order, one way or the
+// other (views of one buffer, allocations in turn): a linear scan proves that, and only other
+// orders pay for a sort.
+bool spans_disjoint(Spans& spans) {
+  auto scan = [&] {
+    for (size_t i = 1; i < spans.size(); ++i)
+      if (spans[i - 1].second > spans[i].first) return false;
+    return true;
+  };
+  if (scan()) return true;
+  std::reverse(spans.begin(), spans.end());
+  if (scan()) return true;
+  std::sort(spans.begin(), spans.end());
+  return scan();
+}
+
 // Two params sharing a step counter would advance it twice in one step, and read it
 // differently per device (the CUDA kernels compute with the stored count + 1 and advance it
 // once every block has read it; the CPU loop advances it before the next param reads it).
-// The optimizers give each param its own counter, in address order when they are views of
-// one buffer: a linear scan proves that, and only other orders pay for a sort.
 void check_steps_disjoint(const char* op, const std::vector<kern::OptimSlot>& slots) {
-  auto ordered = [](const kern::OptimSlot& a, const kern::OptimSlot& b) {
-    return a.step + a.nsteps <= b.step;
-  };
-  bool sorted = true;
-  for (size_t i = 1; i < slots.size() && sorted; ++i) sorted = ordered(slots[i - 1], slots[i]);
-  if (sorted) return;
-  std::vector<std::pair<const float*, int64_t>> spans;
+  Spans spans;
   spans.reserve(slots.size());
-  for (const auto& t : slots) spans.emplace_back(t.step, t.nsteps);
-  std::sort(spans.begin(), spans.end());
-  for (size_t i = 1; i < spans.size(); ++i)
-    TORCH_CHECK(spans[i - 1].first + spans[i - 1].second <= spans[i].first, op,
-                ": two params share a step counter; each needs its own");
+  for (const auto& t : slots)
+    spans.emplace_back(reinterpret_cast<const char*>(t.step),
+                       reinterpret_cast<const char*>(t.step + t.nsteps));
+  TORCH_CHECK(spans_disjoint(spans), op, ": two params share a step counter; each needs its own");
 }
 
 // The bytes a strided tensor can touch, [first, end): exact for a dense tensor, a bound for
@@ -51,25 +61,14 @@ std::pair<const char*, const char*> byte_span(const at::Tensor& t) {
 
 // With a grad_scale every grad is unscaled in place: one shared by two params (`a.grad =
 // b.grad`) would be unscaled twice, the second param stepping with grad / scale^2 (in ranges
-// run in parallel, a race). Grads are compared by the bytes they span (live allocations never
-// overlap, so addresses of different storages compare safely); in the usual layouts they
-// come in address order, either way, and no sort is needed.
+// run in parallel, a race).
 void check_grads_disjoint(const char* op, at::TensorList grads) {
-  std::vector<std::pair<const char*, const char*>> spans;
+  Spans spans;
   spans.reserve(grads.size());
   for (const auto& g : grads)
     if (g.numel() > 0) spans.push_back(byte_span(g));
-  auto disjoint = [&] {
-    for (size_t i = 1; i < spans.size(); ++i)
-      if (spans[i - 1].second > spans[i].first) return false;
-    return true;
-  };
-  if (disjoint()) return;
-  std::reverse(spans.begin(), spans.end());
-  if (disjoint()) return;
-  std::sort(spans.begin(), spans.end());
-  TORCH_CHECK(disjoint(), op, ": two params' grads share memory; with a grad_scale each is "
-              "unscaled in place, so each param needs a grad of its own (.clone())");
+  TORCH_CHECK(spans_disjoint(spans), op, ": two params' grads share memory; with a grad_scale "
+              "each is unscaled in place, so each param needs a grad of its own (.clone())");
 }
 
 // One param's buffers are read and written element by element in one pass: a state, grad or
