@@ -69,8 +69,10 @@ _PLAIN = (Tensor, torch.nn.Parameter)
 def _direct(*tensors: object) -> bool:
     """Whether fastext._C's direct binding may replace torch.ops.fastext.* for a call on
     ``tensors`` (``None`` allowed): not while torch.compile traces (it knows the op and its
-    fake kernel, not the binding), and only for plain tensors."""
+    fake kernel, not the binding), not under a TorchFunctionMode (which sees torch.ops calls
+    only), and only for plain tensors."""
     return (not torch.compiler.is_compiling()
+            and not torch._C._is_torch_function_mode_enabled()
             and all(t is None or type(t) in _PLAIN for t in tensors))
 
 

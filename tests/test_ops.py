@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from logged_tensor import LoggingMode
 
 import fastext
 
@@ -83,3 +84,33 @@ def test_module_uses_the_shared_cxx_runtime():
     with pytest.raises(RuntimeError, match="running_var must have C = 3 elements, got shape"):
         torch.ops.fastext.bn_relu_forward(torch.randn(2, 3), None, None, torch.zeros(3),
                                           torch.ones(2), None, True, 0.1, 1e-5)
+
+
+def _bn_layer_call():
+    fastext.nn.BatchNormReLU2d(3)(torch.randn(2, 3, 4, 4))
+
+
+def _abn_layer_call():
+    fastext.nn.InPlaceABN2d(3)(torch.randn(2, 3, 4, 4))
+
+
+def _optimizer_step(cls):
+    def call():
+        p = torch.nn.Parameter(torch.randn(5))
+        p.grad = torch.randn(5)
+        cls([p]).step()
+    return call
+
+
+@pytest.mark.parametrize("call, op", [
+    (_bn_layer_call, torch.ops.fastext.bn_relu_forward.default),
+    (_abn_layer_call, torch.ops.fastext.bn_leaky_relu_.default),
+    (_optimizer_step(fastext.optim.AdamW), torch.ops.fastext.adamw_.default),
+    (_optimizer_step(fastext.optim.RMSprop), torch.ops.fastext.rmsprop_.default),
+], ids=["bn_relu", "inplace_abn", "adamw", "rmsprop"])
+def test_torch_function_mode_sees_the_op(call, op):
+    """The direct bindings that layers and optimizers call outside a TorchFunctionMode
+    would hide the op from one: under a mode they call torch.ops.fastext.*, which it sees."""
+    with LoggingMode() as mode:
+        call()
+    assert op in mode.seen
