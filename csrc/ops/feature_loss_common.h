@@ -9,6 +9,7 @@
 // Targets are constants (no gradient). Gram matrices are float32 (float64 for float64 pairs).
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <map>
 #include <tuple>
@@ -20,6 +21,11 @@
 namespace fastext::ops::feature_loss {
 
 using SegsByType = std::map<kern::DType, std::vector<kern::L1Seg>>;
+
+// The op has no autocast kernel, so under torch.autocast the ATen calls below would be cast
+// again (the Gram GEMMs run in bfloat16/half, and the backward's in-place accumulation
+// then meets mismatched dtypes): the op fixes its own precisions, so autocast is off inside.
+using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
 
 inline void check_args(const char* op, at::TensorList inputs, at::TensorList targets,
                        at::ArrayRef<double> weights, at::ArrayRef<double> gram_weights) {
@@ -91,6 +97,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> forward(const char* op, at::Tens
                                                         at::ArrayRef<double> weights,
                                                         at::ArrayRef<double> gram_weights) {
   check_args(op, inputs, targets, weights, gram_weights);
+  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
   const int64_t L = int64_t(inputs.size());
   const auto ldt = any_double(inputs) ? at::kDouble : at::kFloat;
   auto losses = at::zeros({2 * L}, inputs[0].options().dtype(ldt));
@@ -124,6 +131,7 @@ std::vector<at::Tensor> backward(const char* op, const at::Tensor& grad_losses,
                                  at::TensorList gram_diffs, at::ArrayRef<double> weights,
                                  at::ArrayRef<double> gram_weights) {
   check_args(op, inputs, targets, weights, gram_weights);
+  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
   const int64_t L = int64_t(inputs.size());
   TORCH_CHECK(gram_diffs.size() == size_t(L), op, ": one gram_diffs entry per pair expected");
   TORCH_CHECK(grad_losses.numel() == 2 * L, op, ": grad_losses must have ", 2 * L,
