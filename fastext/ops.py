@@ -320,6 +320,15 @@ def _feature_loss_setup(ctx, inputs, output) -> None:
 def _feature_loss_backward(ctx, grad_losses, unused_diff_grads):
     saved, n = ctx.saved_tensors, ctx.n
     xs, ts, diffs = saved[:n], saved[n:2 * n], saved[2 * n:]
+    # feature_loss_backward has no autograd of its own: a graph built through it would drop
+    # its dependence on grad_losses and the inputs, and give wrong second derivatives with
+    # only a warning. Refuse to build one (grad mode is on here only under create_graph).
+    if torch.is_grad_enabled() and (grad_losses.requires_grad
+                                    or any(x.requires_grad for x in xs)):
+        raise RuntimeError(
+            "fastext::feature_loss is differentiable once: its backward cannot build a graph "
+            "(create_graph=True, double backward). Use the stock-PyTorch formula instead "
+            "(FeatureLoss(..., fused=False)).")
     grads = torch.ops.fastext.feature_loss_backward(grad_losses, xs, ts, diffs, ctx.weights,
                                                     ctx.gram_weights)
     return list(grads), [None] * n, None, None
@@ -337,7 +346,8 @@ def feature_loss(inputs: Sequence[Tensor], targets: Sequence[Tensor], weights: S
     position ``l`` and ``g_l * mean|G(x_l) - G(t_l)|`` at ``L + l``, where ``G(x) = x x^T /
     (C * S)`` is the per-sample Gram matrix of an (N, C, spatial...) tensor (``g_l = 0``
     skips it; an (N, C) pair is (N, C, 1)). The loss is ``feature_loss(...).sum()``; the
-    vector's entries are the terms to log. Targets are constants: they get no gradient.
+    vector's entries are the terms to log. Targets are constants: they get no gradient. It
+    is differentiable once: a backward with ``create_graph=True`` raises.
     float16/bfloat16 pairs are read as they are and reduced (and their Gram matrices built)
     in float32; the result is float32, float64 when a pair is float64.
 

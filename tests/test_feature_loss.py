@@ -273,3 +273,39 @@ def test_calibrated_weights_equalise_the_terms():
     torch.testing.assert_close(ref(x, t), cal(x, t), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError):
         FeatureLoss(net, [2, 6], [1.0, 1.0], gram_wgts=[1.0])
+
+
+def test_double_backward_is_refused_first_order_still_right(device):
+    """The op's backward builds no graph: create_graph=True raises instead of returning
+    second derivatives that ignore grad_outputs (a warning only, before); first-order
+    gradients are unchanged, and the plain path gives second derivatives."""
+    xs, ts = make_pairs([(2, 3, 4, 5)], device, torch.float64)
+    terms = ops.feature_loss(xs, ts, [1.0], [2.0])
+    v = torch.ones_like(terms, requires_grad=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(terms, xs, grad_outputs=v, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):  # grad_outputs constant
+        torch.autograd.grad(ops.feature_loss(xs, ts, [1.0], [2.0]).sum(), xs, create_graph=True)
+    assert torch.autograd.gradcheck(lambda a: ops.feature_loss([a], ts, [1.0], [2.0]), xs[0])
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh()).double().to(device)
+    x = torch.rand(2, 3, 6, 6, device=device, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(2, 3, 6, 6, device=device, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(FeatureLoss(net, [1], [2.0])(x, t), x, create_graph=True)
+    plain = FeatureLoss(net, [1], [2.0], fused=False)
+    assert torch.autograd.gradgradcheck(lambda a: plain(a, t), x)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_target_is_a_constant_on_both_paths(fused):
+    """A target that requires grad gets none, on either path, and the input's gradient is
+    the one a detached target gives."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    loss_fn = FeatureLoss(net, [1], [2.0], fused=fused)
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    t = torch.rand(2, 3, 8, 8, requires_grad=True)
+    loss_fn(x, t).backward()
+    assert t.grad is None
+    x_ref = x.detach().clone().requires_grad_()
+    FeatureLoss(net, [1], [2.0], fused=False)(x_ref, t.detach()).backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)

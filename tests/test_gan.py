@@ -235,3 +235,58 @@ def test_critic_accuracy_counts_reals_and_fakes_alike():
     assert critic_accuracy(_ScoreByMean(-1.0), dark, dls) == 0.5  # all called real
     assert critic_accuracy(_ScoreByMean(2.0), dark, dls) == 0.5  # all called fake
     assert critic_accuracy(_ScoreByMean(0.1), dark, dls) == 1.0  # random targets: mean ~0.5
+
+
+def _plain_critic(weight_scale=1.0):
+    critic = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 1),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(0))
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.mul_(weight_scale)
+    return critic
+
+
+def test_generator_step_gives_back_each_critic_flag():
+    """The critic is frozen while the generator trains, then every parameter gets its own
+    flag back: a layer the user froze stays frozen (and untrained), also when the step
+    raises; the critic step leaves the generator's flags alone."""
+    dls, gen, _ = tiny_setup()
+    critic = _plain_critic()
+    critic[0].requires_grad_(False)
+    gen[0].bias.requires_grad_(False)
+    frozen = critic[0].weight.detach().clone()
+    flags = {n: p.requires_grad for n, p in critic.named_parameters()}
+    gen_flags = {n: p.requires_grad for n, p in gen.named_parameters()}
+    in_gen_step = []
+    critic.register_forward_pre_hook(
+        lambda m, a: in_gen_step.append([p.requires_grad for p in m.parameters()]))
+    gan = GANLearner(dls, gen, critic, nn.L1Loss(), switcher=FixedGANSwitcher(1, 1),
+                     gen_first=True, lr=1e-2)
+    gan.fit(1, quiet=True)
+    assert not any(in_gen_step[0])  # the generator step's critic call: all frozen
+    assert {n: p.requires_grad for n, p in critic.named_parameters()} == flags
+    assert {n: p.requires_grad for n, p in gen.named_parameters()} == gen_flags
+    assert torch.equal(critic[0].weight, frozen)
+
+    def boom(out, target):
+        raise ValueError("boom")
+
+    gan = GANLearner(dls, gen, critic, boom, gen_first=True)
+    with pytest.raises(ValueError, match="boom"):
+        gan.fit(1, quiet=True)
+    assert {n: p.requires_grad for n, p in critic.named_parameters()} == flags
+
+
+@pytest.mark.parametrize("critic_only", [False, True])
+def test_wgan_every_critic_forward_sees_clipped_weights(critic_only):
+    """fastai clamps the critic's weights before every training batch: the first critic
+    batch and a generator batch before any critic step see clipped weights too."""
+    dls, gen, _ = tiny_setup()
+    critic = _plain_critic(weight_scale=5.0)  # far outside the clip range
+    seen = []
+    critic.register_forward_pre_hook(
+        lambda m, a: seen.append(max(p.abs().max().item() for p in m.parameters())))
+    gan = GANLearner(dls, gen, critic, nn.L1Loss(), clip=0.01,
+                     switcher=FixedGANSwitcher(1, 1), gen_first=True)
+    gan.fit(1, quiet=True, critic_only=critic_only)
+    assert len(seen) >= 3 and max(seen) <= 0.01

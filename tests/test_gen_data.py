@@ -185,3 +185,92 @@ def test_restoration_unet_starts_as_the_identity_with_or_without_blur(blur):
     assert bool(pools) == blur
     x = torch.rand(2, 3, 32, 48)
     torch.testing.assert_close(net(x), x)
+
+
+HIGH_BIT = {"I;16": ("<u2", 60000), "I;16B": (">u2", 60000), "I": ("=i4", 1_000_000),
+            "F": ("=f4", 3.5)}
+
+
+def _high_bit_photo(mode, seed=0):
+    dtype, top = HIGH_BIT[mode]
+    arr = np.asarray(photo(seed=seed).convert("L"), dtype=np.float64) / 255 * top + top / 20
+    arr = np.minimum(arr, top)
+    if mode != "F":
+        arr = np.rint(arr)
+    return Image.frombytes(mode, (arr.shape[1], arr.shape[0]), arr.astype(dtype).tobytes()), arr
+
+
+@pytest.mark.parametrize("mode", list(HIGH_BIT))
+def test_crappify_high_bit_depth_keeps_the_value_range(mode):
+    """A 16-bit or 32-bit image is degraded through 8 bits and mapped back: same mode and
+    range, values near the input's (as a JPEG of the image scaled to 8 bits gives them),
+    not clipped to 0..255 as before; a constant image stays constant."""
+    img, arr = _high_bit_photo(mode)
+    out = crappify(img, 5)
+    assert out.mode == mode and out.size == img.size
+    got = np.asarray(out, dtype=np.float64)
+    lo, hi = arr.min(), arr.max()
+    assert lo <= got.min() and got.max() <= hi
+    # The reference: the same degradation of the 8-bit image, scaled to the range.
+    step = (hi - lo) / 255
+    l8 = Image.fromarray(np.rint((arr - lo) / step).astype(np.uint8))
+    ref = np.asarray(crappify(l8, 5), dtype=np.float64) * step + lo
+    np.testing.assert_allclose(got, ref if mode == "F" else np.rint(ref), rtol=1e-6)
+    assert abs(got.mean() - arr.mean()) < 0.05 * (hi - lo)
+    flat = Image.frombytes(mode, (8, 6), np.full((6, 8), 7, HIGH_BIT[mode][0]).tobytes())
+    assert crappify(flat, 1, stamp=False).tobytes() == flat.tobytes()
+
+
+def test_crappify_16_bit_png_round_trip(tmp_path):
+    img, arr = _high_bit_photo("I;16")
+    img.save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as png:
+        out = crappify(png, 3)
+    assert out.mode == png.mode
+    assert np.asarray(out).max() > 255 and abs(np.asarray(out, float).mean() - arr.mean()) < 3000
+
+
+def test_crappify_refuses_non_finite_float_images():
+    arr = np.ones((6, 8), np.float32)
+    arr[2, 3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        crappify(Image.frombytes("F", (8, 6), arr.tobytes()), 0)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_crappify_keeps_alpha(mode):
+    """The colour is degraded as without alpha; the alpha channel is kept, shrunk and grown
+    back as the image is (no stamp, no JPEG), not replaced by opaque."""
+    colour = photo(mode=mode[:-1])
+    alpha = np.zeros((48, 64), np.uint8)
+    alpha[:24] = 255
+    img = colour.copy()
+    img.putalpha(Image.fromarray(alpha))
+    out = crappify(img, 4)
+    assert out.mode == mode and out.size == img.size
+    assert out.convert(mode[:-1]).tobytes() == crappify(colour, 4).tobytes()
+    a = Image.fromarray(alpha)
+    want = a.resize((32, 24), Image.Resampling.BILINEAR, reducing_gap=None).resize(
+        (64, 48), Image.Resampling.BILINEAR)
+    assert out.getchannel("A").tobytes() == want.tobytes()
+    got = np.asarray(out.getchannel("A"))
+    assert (got[:20] == 255).all() and (got[28:] == 0).all()
+
+
+def test_detail_ratio_of_flat_images_is_finite():
+    """A flat target (a black or grey frame): two flat images give 1, not 0/0; detail added
+    to it is measured against the floor (8-bit quantisation noise), not 0, so the batch
+    mean stays finite; ordinary images get the plain ratio."""
+    x = torch.rand(3, 3, 16, 16)
+    x[1] = 0.5
+    pred = x.clone()
+    pred[1] += 0.01 * torch.randn(3, 16, 16)
+    r = detail_ratio(pred, x)
+    assert torch.isfinite(r).all() and r[0] == 1 and r[2] == 1
+    floor = 20 / 12 / 255 ** 2
+    assert math.isclose(float(r[1]), _detail_reference(pred[1].double().numpy()) / floor,
+                        rel_tol=1e-6)
+    assert detail_ratio(x[1:2], x[1:2]).item() == 1.0
+    assert detail_ratio(torch.zeros(2, 1, 5, 5), torch.zeros(2, 1, 5, 5)).tolist() == [1.0, 1.0]
+    big = detail_ratio(x[1:2] * 255, x[1:2] * 255, data_range=255.0)
+    assert big.item() == 1.0

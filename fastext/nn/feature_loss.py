@@ -98,6 +98,11 @@ class FeatureLoss(nn.Module):
         stats: ``(mean, std)`` per channel to normalise images with before the backbone
             (e.g. ImageNet's for torchvision weights); the pixel term uses the raw images.
         fused: one native call for all terms (L1 only); ``False`` for plain PyTorch.
+
+    The target is a constant: it gets no gradient on either path, even when it requires one
+    (the fused op cannot give it one, so the plain path does not either). With
+    ``fused=True`` the loss is differentiable once (``create_graph=True`` raises); use
+    ``fused=False`` for second derivatives.
     """
 
     def __init__(self, backbone: nn.Sequential, layer_ids: Sequence[int],
@@ -174,7 +179,7 @@ class FeatureLoss(nn.Module):
         if input.shape != target.shape:
             raise ValueError(f"input {tuple(input.shape)} and target {tuple(target.shape)} "
                              "must have the same shape")
-        target = target.to(input.dtype)
+        target = target.detach().to(input.dtype)  # a constant on both paths (see the class doc)
         feats = self._features if self.fused else self._hooked_features
         f_in = feats(self._prep(input))
         with torch.no_grad():

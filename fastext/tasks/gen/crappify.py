@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import random
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = ["crappify", "crappify_params"]
@@ -31,11 +32,25 @@ def crappify_params(seed: int, size: tuple[int, int], quality: tuple[int, int] =
     return q, (rng.randint(0, max(0, w // 2)), rng.randint(0, max(0, h // 2)))
 
 
+#: Modes of more than 8 bits per sample, with the numpy dtype of their raw layout.
+_HIGH_BIT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4",
+             "F": "=f4"}
+
+
 def crappify(img: Image.Image, seed: int, *, scale: float = 0.5,
              quality: tuple[int, int] = (10, 70), stamp: bool = True) -> Image.Image:
     """A degraded copy of ``img``, same size and mode: shrunk by ``scale`` (bilinear, with
     antialiasing), a number stamped on it, JPEG at a quality drawn from ``quality``, back to
-    the original size (bilinear). Deterministic given ``(img, seed)``."""
+    the original size (bilinear). Deterministic given ``(img, seed)``.
+
+    A JPEG holds 8 bits per sample, so images of more (``I;16*``, ``I``, ``F``) have their
+    value range ``[min, max]`` mapped linearly onto 0..255, are degraded as ``L``, and are
+    mapped back: the result keeps the mode and the range, quantised to 256 levels (a
+    constant image, with no range to map the stamp onto, comes back unchanged; ``F`` with
+    NaN or inf is refused). An alpha channel (``RGBA``, ``LA``, ``PA``, ...) is kept: it is
+    shrunk and grown back like the colour, with no stamp or JPEG (those degrade the colour
+    only).
+    """
     if not isinstance(img, Image.Image):
         raise TypeError(f"crappify takes a PIL image, got {type(img).__name__}")
     if not 0 < scale <= 1:
@@ -43,10 +58,30 @@ def crappify(img: Image.Image, seed: int, *, scale: float = 0.5,
     lo, hi = quality
     if not 1 <= lo <= hi <= 95:
         raise ValueError(f"quality must be a range within 1..95, got {quality}")
-    mode, (w, h) = img.mode, img.size
-    work = img if mode in ("RGB", "L") else img.convert("RGB")
-    small = work.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                        Image.Resampling.BILINEAR, reducing_gap=None)
+    mode = img.mode
+    if mode in _HIGH_BIT:
+        return _crappify_high_bit(img, seed, scale, quality, stamp)
+    if "A" in img.getbands():
+        base = img if mode in ("RGBA", "LA") else img.convert("RGBA")
+        colour = _degrade(base.convert(base.mode[:-1]), seed, scale, quality, stamp)
+        alpha = _shrink(base.getchannel("A"), scale).resize(img.size, Image.Resampling.BILINEAR)
+        out = Image.merge(base.mode, (*colour.split(), alpha))
+    else:
+        out = _degrade(img if mode in ("RGB", "L") else img.convert("RGB"), seed, scale,
+                       quality, stamp)
+    return out if out.mode == mode else out.convert(mode)
+
+
+def _shrink(img: Image.Image, scale: float) -> Image.Image:
+    w, h = img.size
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                      Image.Resampling.BILINEAR, reducing_gap=None)
+
+
+def _degrade(work: Image.Image, seed: int, scale: float, quality: tuple[int, int],
+             stamp: bool) -> Image.Image:
+    """The degradation of an ``RGB`` or ``L`` image, in its mode."""
+    small = _shrink(work, scale)
     q, corner = crappify_params(seed, small.size, quality)
     if stamp:
         ImageDraw.Draw(small).text(corner, str(q), fill=255 if small.mode == "L" else (255,) * 3)
@@ -54,5 +89,21 @@ def crappify(img: Image.Image, seed: int, *, scale: float = 0.5,
     small.save(buf, format="JPEG", quality=q)
     buf.seek(0)
     with Image.open(buf) as jpeg:
-        out = jpeg.convert(small.mode).resize((w, h), Image.Resampling.BILINEAR)
-    return out if out.mode == mode else out.convert(mode)
+        return jpeg.convert(small.mode).resize(work.size, Image.Resampling.BILINEAR)
+
+
+def _crappify_high_bit(img: Image.Image, seed: int, scale: float, quality: tuple[int, int],
+                       stamp: bool) -> Image.Image:
+    """``_degrade`` of an ``I;16*``, ``I`` or ``F`` image through 8 bits (see ``crappify``)."""
+    arr = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("crappify needs finite pixel values (an F image has NaN or inf)")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        return img.copy()
+    step = (hi - lo) / 255
+    l8 = Image.fromarray(np.rint((arr - lo) / step).astype(np.uint8))
+    out = np.asarray(_degrade(l8, seed, scale, quality, stamp), dtype=np.float64) * step + lo
+    if img.mode != "F":
+        out = np.rint(out)
+    return Image.frombytes(img.mode, img.size, out.astype(_HIGH_BIT[img.mode]).tobytes())

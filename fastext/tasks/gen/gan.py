@@ -3,14 +3,16 @@ alternates between them, with Adam at momentum 0 ("GANs hate momentum").
 
 The critic scores images (a logit: real or generated). In a critic phase it learns, with
 BCE-with-logits, to tell the targets (1) from the generator's outputs (0), or with a WGAN loss
-(``clip`` set: mean score of fakes minus reals, weights clipped to ``[-clip, clip]``). In a
-generator phase the generator minimises ``content_loss(output, target) + adv_weight *
-adversarial`` where the adversarial term asks the critic to call its outputs real. A
-switcher decides after each batch which phase comes next:
+(``clip`` set: mean score of fakes minus reals, weights clipped to ``[-clip, clip]`` before
+every batch and after each critic step). In a generator phase the generator minimises
+``content_loss(output, target) + adv_weight * adversarial`` where the adversarial term asks
+the critic to call its outputs real. A switcher decides after each batch which phase comes
+next:
 
 * :class:`FixedGANSwitcher` — ``n_crit`` critic batches, then ``n_gen`` generator batches;
-* :class:`AdaptiveGANSwitcher` — leave a phase once its loss is below its threshold (fastai's
-  ``critic_thresh=0.65``: train the critic until it is good enough, then the generator).
+* :class:`AdaptiveGANSwitcher` — leave a phase once its loss is below its threshold (the
+  course notebook's ``critic_thresh=0.65``: train the critic until it is good enough, then
+  the generator; fastai's own default is a :class:`FixedGANSwitcher`).
 
 >>> sw = FixedGANSwitcher(n_crit=2, n_gen=1)
 >>> [sw.step(gen_mode, 0.0) for gen_mode in (False, False, True)]
@@ -112,10 +114,14 @@ class GANLearner:
             ``gen_loss_func`` alone, the critic on generated vs real images).
         gen_loss_func: the content loss ``f(output, target)`` (e.g. a FeatureLoss).
         adv_weight: weight of the adversarial term in the generator's loss.
-        switcher: default ``AdaptiveGANSwitcher(critic_thresh=0.65)`` (fastai's).
+        switcher: default ``AdaptiveGANSwitcher(critic_thresh=0.65)``, the course's
+            super-resolution GAN notebook's choice (fastai's ``GANLearner`` defaults to a
+            ``FixedGANSwitcher`` instead).
         gen_first: start with a generator batch.
         clip: WGAN mode: critic loss ``mean(fake) - mean(real)``, generator term
-            ``-mean(fake)``, critic weights clipped to ``[-clip, clip]`` after each step.
+            ``-mean(fake)``, critic weights (all of them, frozen or not) clipped to
+            ``[-clip, clip]`` at the start of every batch of either phase, as fastai does, so
+            every critic forward sees clipped weights, and again after each critic step.
         lr, opt_betas, wd: both optimizers are fastext AdamW with these (momentum 0).
         crit_loss_func: ``f(real_scores, fake_scores)``, the critic's loss in place of the
             default (BCE-with-logits, or the WGAN loss when ``clip`` is set).
@@ -165,22 +171,33 @@ class GANLearner:
         if self.critic.training != modes[1]:
             self.critic.train(modes[1])
 
+    def _clip_critic(self) -> None:
+        """WGAN: clamp the critic's weights to ``[-clip, clip]`` (nothing without ``clip``)."""
+        if self.clip is not None:
+            with torch.no_grad():
+                for p in self.critic.parameters():
+                    p.clamp_(-self.clip, self.clip)
+
     def _critic_step(self, xb: Tensor, yb: Tensor) -> Tensor:
         self._set_modes(False)
+        self._clip_critic()  # the first batch too: a critic loaded or built unclipped
+        # The generator runs under no_grad: no graph, no grads, and its requires_grad flags
+        # are left as they are (nothing to restore).
         with torch.no_grad():
             fake = self.generator(xb)
         loss = self.critic_loss(yb, fake)
         self.crit_opt.zero_grad()
         loss.backward()
         self.crit_opt.step()
-        if self.clip is not None:
-            with torch.no_grad():
-                for p in self.critic.parameters():
-                    p.clamp_(-self.clip, self.clip)
+        self._clip_critic()  # the critic a fit leaves behind is clipped as well
         return loss.detach()
 
     def _generator_step(self, xb: Tensor, yb: Tensor) -> Tensor:
         self._set_modes(True)
+        self._clip_critic()
+        # Freeze the critic for this step, then give each parameter back its own flag: a
+        # blanket requires_grad_(True) would unfreeze the layers the user froze.
+        flags = [(p, p.requires_grad) for p in self.critic.parameters()]
         self.critic.requires_grad_(False)
         try:
             loss = self.generator_loss(self.generator(xb), yb)
@@ -188,7 +205,8 @@ class GANLearner:
             loss.backward()
             self.gen_opt.step()
         finally:
-            self.critic.requires_grad_(True)
+            for p, flag in flags:
+                p.requires_grad_(flag)
         return loss.detach()
 
     def fit(self, n_epoch: int, sample_dir: str | os.PathLike[str] | None = None,

@@ -74,22 +74,35 @@ def _detail_energy(x: Tensor) -> Tensor:
     return F.conv2d(x.double(), k, groups=c).pow(2).flatten(1).mean(1)
 
 
-def detail_ratio(pred: Tensor, target: Tensor) -> Tensor:
+def detail_ratio(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     """Per image, the mean squared Laplacian response of ``pred`` over that of ``target``
     ('valid' positions, all channels): 1 when the prediction carries as much fine detail as
     the target, below 1 when it is blurrier (the mean that a pixel loss rewards), above 1
     when it adds edges or noise. PSNR and SSIM cannot tell these apart; it is no measure of
     fidelity on its own (noise raises it).
 
+    Both energies are floored at that of 8-bit quantisation noise (``20/12 * (data_range /
+    255)**2``), the least detail an 8-bit image can be told to have, so the ratio is finite:
+    two flat images (a black frame and its prediction) give 1, not 0/0, and detail added to
+    a flat target counts against that floor, not 0. Images with more detail than the floor
+    (any natural image) get the plain ratio.
+
     >>> x = torch.rand(1, 3, 16, 16)
     >>> blurred = F.avg_pool2d(x, 3, 1, 1)
     >>> detail_ratio(x, x).item(), detail_ratio(blurred, x).item() < 0.5
     (1.0, True)
+    >>> flat = torch.full((1, 3, 16, 16), 0.5)
+    >>> detail_ratio(flat, flat).item()
+    1.0
     """
     _check(pred, target)
     if min(pred.shape[-2:]) < 3:
         raise ValueError("images must be at least 3 pixels on each side")
-    return (_detail_energy(pred) / _detail_energy(target)).float()
+    # The Laplacian of white noise of variance v has variance 20 v (1 + 1 + 1 + 1 + 4**2);
+    # rounding to 8 bits is uniform noise of variance step**2 / 12.
+    floor = 20 / 12 * (data_range / 255) ** 2
+    return (_detail_energy(pred).clamp(min=floor)
+            / _detail_energy(target).clamp(min=floor)).float()
 
 
 class _ImageMetric(Metric):
