@@ -430,7 +430,7 @@ def test_unet_learner_groups_freeze_and_pretrained_file(tmp_path):
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     y = torch.randint(0, 3, (4, 32, 32))
     dls = SegmentationDataLoaders.from_tensors(x[:2], y[:2], x[2:], y[2:], ["a", "b", "c"],
-                                               bs=2, device="cpu")
+                                               bs=2, stats="imagenet", device="cpu")
     learn = unet_learner(dls, "resnet18", pretrained=tmp_path / "r18.pth", quiet=True)
     enc, dec = learn.layer_groups()
     assert len(enc) == len(list(learn.model.encoder.parameters())) and len(dec) > 0

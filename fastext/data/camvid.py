@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,18 +87,73 @@ def load_codes(path: str | os.PathLike[str]) -> list[str]:
     return codes
 
 
+#: PIL modes wider than 8 bits: ``convert("L")`` / ``convert("RGB")`` clips them at 255
+#: (a 16-bit image comes out almost all white) instead of scaling them.
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_8bit(im: Any) -> Any:
+    """PIL image ``im`` with a 16/32-bit mode rescaled to an 8-bit ``"L"`` image (others as
+    they are): integer modes are read as 16-bit (0..65535, as PIL holds 16-bit PNG and TIFF
+    files), so divided by 257; ``"F"`` as floats in [0, 1], so times 255. Values beyond
+    the range clip. Shared with :func:`fastext.tasks.vision.data.load_images`.
+
+    >>> from PIL import Image
+    >>> im = to_8bit(Image.fromarray(np.array([[0, 257, 65535]], np.uint16)))
+    >>> im.mode, np.asarray(im).tolist()
+    ('L', [[0, 1, 255]])
+    """
+    from PIL import Image
+
+    if im.mode not in _WIDE_MODES:
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    a = a * 255 if im.mode == "F" else a / 257
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
 def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One PNG as an array in ``mode`` ("RGB" or "L"), resized to ``size`` = (H, W) when
-    given: bilinear for images, nearest for masks (a class index must stay a class index)."""
+    """One image file as an RGB array (``mode="RGB"``, 16-bit files rescaled to 8 bits),
+    resized bilinearly to ``size`` = (H, W) when given."""
     from PIL import Image
 
     # PIL decodes lazily: a truncated file fails in convert(), not in open()
     with reading(path, "not a readable image"), Image.open(path) as im:
-        im = im.convert(mode)
+        im = to_8bit(im).convert(mode)
         if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]),
-                           Image.BILINEAR if mode == "RGB" else Image.NEAREST)
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
         return np.asarray(im)
+
+
+#: Mask modes whose pixel values are the class indices themselves: grey, palette (the
+#: index, not its colour), 1-bit and 16/32-bit integer.
+_INDEX_MODES = ("L", "P", "1", "I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _read_mask(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """A mask file's class indices as int64 (H, W), resized to ``size`` = (H, W) by nearest
+    neighbour (a class index must stay a class index). Palette masks give their indices;
+    16-bit masks keep their values (class ids are never rescaled like image brightness).
+
+    Raises:
+        DataError: a colour (or float with fractions) mask: its values are not class ids.
+    """
+    from PIL import Image
+
+    with reading(path, "not a readable image"), Image.open(path) as im:
+        mode = im.mode
+        if mode in _INDEX_MODES or mode == "F":
+            idx = np.asarray(im)
+        else:
+            raise DataError(f"{path}: a {mode} mask holds colours, not class indices (save "
+                            "masks as L, P or 16-bit grey images of class ids)")
+    if mode == "F" and not np.array_equal(idx, np.rint(idx)):
+        raise DataError(f"{path}: float mask with non-integer values, not class indices")
+    idx = idx.astype(np.int64)
+    if size is not None and idx.shape != tuple(size):
+        im32 = Image.fromarray(idx.astype(np.int32), "I")  # mode I resizes any class id
+        idx = np.asarray(im32.resize((size[1], size[0]), Image.NEAREST)).astype(np.int64)
+    return idx
 
 
 def load_camvid(root: str | os.PathLike[str] | None = None,
@@ -123,12 +179,13 @@ def load_camvid(root: str | os.PathLike[str] | None = None,
         mask_file = path / "labels" / f"{f.stem}_P.png"
         if not mask_file.is_file():
             raise FileNotFoundError(f"image {f.name} has no mask {mask_file}")
-        img, mask = _read(f, "RGB", size), _read(mask_file, "L", size)
+        img, mask = _read(f, "RGB", size), _read_mask(mask_file, size)
         if img.shape[:2] != mask.shape:
             raise DataError(f"{f}: {img.shape[:2]} pixels but its mask is {mask.shape}")
-        if mask.max() >= len(codes):
-            raise DataError(f"{mask_file}: holds class {int(mask.max())} but codes.txt names "
-                            f"only {len(codes)} classes")
+        if mask.min() < 0 or mask.max() >= len(codes):
+            bad = int(mask.min()) if mask.min() < 0 else int(mask.max())
+            raise DataError(f"{mask_file}: holds class {bad} but codes.txt names classes "
+                            f"0..{len(codes) - 1} only")
         images.append(img)
         masks.append(mask)
     shapes = {m.shape for m in masks}
@@ -136,7 +193,7 @@ def load_camvid(root: str | os.PathLike[str] | None = None,
         raise DataError(f"{path / 'images'}: images of different sizes {sorted(shapes)}: pass "
                         "size=(H, W)")
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(np.stack(masks).astype(np.int64))
+    y = torch.from_numpy(np.stack(masks))
     void = codes.index("Void") if "Void" in codes else None
     return CamVid(x, y, codes, [f.stem for f in files], void)
 

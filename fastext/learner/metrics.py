@@ -286,7 +286,10 @@ class FBeta(Metric):
     targets or the predictions. Multi-label (``thresh`` given): a label is predicted where
     ``sigmoid(pred) > thresh`` (``sigmoid=False`` for probabilities) and the targets are
     multi-hot; ``macro`` averages over all labels. ``micro`` pools the counts;
-    ``weighted`` weights each class by its support. An undefined score counts as 0.
+    ``weighted`` weights each class by its support; ``samples`` (multi-label only: the
+    planet lesson's F2) averages each sample's own F-beta over the samples. An undefined
+    score counts as 0 (sklearn's default ``zero_division``), also for a sample with no true
+    and no predicted label.
 
     >>> import torch
     >>> from types import SimpleNamespace
@@ -294,25 +297,41 @@ class FBeta(Metric):
     >>> m.accumulate(SimpleNamespace(pred=torch.eye(3)[[0, 1, 1]], yb=(torch.tensor([0, 1, 2]),)))
     >>> round(m.value, 4), m.name
     (0.5556, 'f1_score')
+    >>> m = FBeta(average="samples", thresh=0.5, sigmoid=False); m.reset()
+    >>> m.accumulate(SimpleNamespace(pred=torch.tensor([[1.0, 1.0], [0.0, 0.0]]),
+    ...                              yb=(torch.tensor([[1.0, 0.0], [0.0, 0.0]]),)))
+    >>> round(m.value, 4)  # (F1 of sample 0 = 2/3, sample 1 undefined = 0) / 2
+    0.3333
     """
 
     def __init__(self, beta: float = 1.0,
-                 average: Literal["macro", "micro", "weighted"] = "macro",
+                 average: Literal["macro", "micro", "weighted", "samples"] = "macro",
                  thresh: float | None = None, sigmoid: bool = True,
                  name: str | None = None) -> None:
-        if average not in ("macro", "micro", "weighted"):
-            raise ValueError(f"average must be 'macro', 'micro' or 'weighted', not {average!r}")
+        if average not in ("macro", "micro", "weighted", "samples"):
+            raise ValueError("average must be 'macro', 'micro', 'weighted' or 'samples', not "
+                             f"{average!r}")
+        if average == "samples" and thresh is None:  # as sklearn: one label per sample
+            raise ValueError("average='samples' is for multi-label data: give thresh")
         self.beta, self.average, self.thresh, self.sigmoid = beta, average, thresh, sigmoid
         b = f"{beta:g}".replace(".", "_")
         self._name = name if name is not None else f"f{b}_score"
         self.reset()
 
+    @property
+    def dist_state(self) -> tuple[str, ...]:
+        """The accumulators the distributed trainer sums over the ranks (this average's)."""
+        return ("sample_sum", "n_samples") if self.average == "samples" else ("tp", "fp", "fn")
+
     def reset(self) -> None:
         self.tp: Tensor | None = None
         self.fp: Tensor | None = None
         self.fn: Tensor | None = None
+        self.sample_sum: Tensor | None = None  # sum of per-sample scores ("samples")
+        self.n_samples = 0
 
-    def _counts(self, pred: Tensor, targ: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _masks(self, pred: Tensor, targ: Tensor) -> tuple[Tensor, Tensor]:
+        """Predicted and true labels as bool (samples, classes)."""
         n_class = pred.shape[-1]
         pred = pred.detach().reshape(-1, n_class)
         if self.thresh is None:  # multi-class
@@ -321,10 +340,22 @@ class FBeta(Metric):
         else:  # multi-label
             p = (pred.float().sigmoid() if self.sigmoid else pred) > self.thresh
             t = targ.reshape(-1, n_class).bool()
-        return (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
+        return p, t
+
+    def _fbeta(self, tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
+        b2 = self.beta**2
+        den = (1 + b2) * tp + b2 * fn + fp
+        return (1 + b2) * tp / den.where(den > 0, torch.ones_like(den))  # tp = 0 where den = 0
 
     def accumulate(self, learn: Any) -> None:
-        tp, fp, fn = self._counts(learn.pred, learn.yb[0])
+        p, t = self._masks(learn.pred, learn.yb[0])
+        if self.average == "samples":  # one score per row, over its labels
+            f = self._fbeta(*((x.sum(1).double()) for x in (p & t, p & ~t, ~p & t)))
+            total = f.sum()
+            self.sample_sum = total if self.sample_sum is None else self.sample_sum + total
+            self.n_samples += len(f)
+            return
+        tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
         if self.tp is None:
             self.tp, self.fp, self.fn = tp, fp, fn
         else:
@@ -332,14 +363,16 @@ class FBeta(Metric):
 
     @property
     def value(self) -> float:
+        if self.average == "samples":
+            if self.sample_sum is None or self.n_samples == 0:
+                return math.nan
+            return self.sample_sum.item() / self.n_samples
         if self.tp is None:
             return math.nan
         tp, fp, fn = (x.double() for x in (self.tp, self.fp, self.fn))
-        b2 = self.beta**2
         if self.average == "micro":
             tp, fp, fn = tp.sum(), fp.sum(), fn.sum()
-        den = (1 + b2) * tp + b2 * fn + fp
-        f = (1 + b2) * tp / den.where(den > 0, torch.ones_like(den))  # tp = 0 where den = 0
+        f = self._fbeta(tp, fp, fn)
         if self.average == "micro":
             return f.item()
         if self.average == "weighted":

@@ -14,14 +14,40 @@ torch.Size([2, 512, 2, 2])
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ...data.files import load_torch_file
 
-__all__ = ["ARCHS", "conv_body", "create_body", "load_pretrained", "num_features"]
+__all__ = ["ARCHS", "conv_body", "create_body", "eval_mode", "load_body_weights",
+           "load_pretrained", "num_features"]
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode for the block, then every submodule's own train/eval flag
+    restored: ``module.train(was)`` alone would flip a deliberately frozen part (a body kept
+    in eval mode for its BatchNorm statistics) back to training.
+
+    >>> net = nn.Sequential(nn.BatchNorm1d(2), nn.BatchNorm1d(2)).train()
+    >>> _ = net[0].eval()
+    >>> with eval_mode(net):
+    ...     [m.training for m in net.modules()]
+    [False, False, False]
+    >>> [m.training for m in net.modules()]
+    [True, False, True]
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _torchvision(name: str) -> Callable[[], nn.Module]:
@@ -51,8 +77,43 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights not found: {path} (fastext never downloads "
                                 "weights; copy a torchvision .pth file here)")
-    model.load_state_dict(load_torch_file(path))
+    state = load_torch_file(path)
+    if type(model).__name__ == "DenseNet" and isinstance(state, dict):
+        state = _rename_densenet_keys(state)
+    model.load_state_dict(state)
     return model
+
+
+#: torchvision's published DenseNet checkpoints name ``denselayerN.norm.1.weight`` what the
+#: model now calls ``denselayerN.norm1.weight`` (dots are no longer allowed in module names).
+_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                               r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _rename_densenet_keys(state: dict) -> dict:
+    """``state`` with old-style DenseNet keys renamed as torchvision does when it loads them.
+
+    >>> list(_rename_densenet_keys({"features.denseblock1.denselayer1.norm.1.weight": 0}))
+    ['features.denseblock1.denselayer1.norm1.weight']
+    """
+    out = {}
+    for key, value in state.items():
+        m = _OLD_DENSENET_KEY.match(key)
+        out[m.group(1) + m.group(2) if m else key] = value
+    return out
+
+
+def load_body_weights(body: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """:func:`load_pretrained` into a body given as it is (``cut=False`` in the learners):
+    the file must hold that module's own state dict (e.g. ``torch.save(body.state_dict(),
+    path)``); a full torchvision model's file does not fit it, and the error says so."""
+    try:
+        return load_pretrained(body, path)
+    except RuntimeError as e:
+        raise RuntimeError(f"{path} does not fit the body given with cut=False: with "
+                           "cut=False the file must hold that module's own state dict; a "
+                           "torchvision model's file goes with its name or the uncut model "
+                           f"(cut=True). {str(e).splitlines()[0]}") from e
 
 
 def _cut(model: nn.Module) -> nn.Module:
@@ -142,14 +203,9 @@ def num_features(body: nn.Module, in_channels: int | None = None, size: int = 64
     """Channels of ``body``'s output, found by running it once on a small dummy batch."""
     if in_channels is None:
         in_channels = _first_conv(body)[2].in_channels
-    was_training = body.training
-    body.eval()
-    try:
-        with torch.no_grad():
-            p = next(body.parameters())
-            out = body(torch.zeros(1, in_channels, size, size, device=p.device, dtype=p.dtype))
-    finally:
-        body.train(was_training)
+    with eval_mode(body), torch.no_grad():
+        p = next(body.parameters())
+        out = body(torch.zeros(1, in_channels, size, size, device=p.device, dtype=p.dtype))
     return out.shape[1]
 
 

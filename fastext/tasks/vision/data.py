@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...data.camvid import split_indices
+from ...data.camvid import split_indices, to_8bit
 from ...learner.data import DataLoaders, TensorLoader, drops_last_batch
 
 __all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
            "ImageLoader", "SeededAugment", "get_image_files", "load_images", "multi_hot",
-           "parent_label"]
+           "parent_label", "warn_unless_imagenet_stats"]
 
 #: (mean, std) per RGB channel of ImageNet: the stats of every torchvision backbone.
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -67,12 +67,13 @@ _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def _decode(path: Path, size: int, channels: int) -> Tensor:
-    """One image as uint8 (channels, size, size): shorter side resized to ``size`` (bilinear,
+    """One image as uint8 (channels, size, size): 16-bit files rescaled to 8 bits
+    (:func:`~fastext.data.camvid.to_8bit`), shorter side resized to ``size`` (bilinear,
     antialiased by PIL), then centre-cropped."""
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert(_MODES[channels])
+        im = to_8bit(im).convert(_MODES[channels])
         w, h = im.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -86,8 +87,11 @@ def _decode(path: Path, size: int, channels: int) -> Tensor:
 def load_images(paths: Sequence[Path], size: int, channels: int = 3,
                 ) -> tuple[Tensor, list[int]]:
     """Decodes ``paths`` into one uint8 tensor (N, channels, size, size). Files PIL cannot
-    read are left out with one warning naming them; returns the tensor and the indices of
-    the files kept. ``channels`` is 1 (grey), 3 (RGB) or 4 (RGB + alpha)."""
+    read are left out with one warning naming them (as are images past PIL's
+    decompression-bomb limit); returns the tensor and the indices of the files kept.
+    ``channels`` is 1 (grey), 3 (RGB) or 4 (RGB + alpha)."""
+    from PIL import Image
+
     if channels not in _MODES:  # checked here: _decode's errors count as unreadable files
         raise ValueError(f"channels must be one of {sorted(_MODES)}, got {channels!r}")
     images, kept, bad = [], [], []
@@ -95,7 +99,8 @@ def load_images(paths: Sequence[Path], size: int, channels: int = 3,
         try:
             images.append(_decode(Path(p), size, channels))
             kept.append(i)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for broken files
+        # PIL's errors for broken files; a decompression bomb is no OSError
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             bad.append(f"{p} ({type(e).__name__}: {e})")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:5])
@@ -171,18 +176,42 @@ class BatchAugment(SeededAugment):
     def __init__(self, stats: tuple[Sequence[float], Sequence[float]] | None = None,
                  flip: float = 0.5, scale: tuple[float, float] = (0.35, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0) -> None:
+        if not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi, got {scale}")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
         super().__init__(seed)
-        self.stats, self.flip, self.scale, self.ratio = stats, flip, scale, ratio
+        self.flip = flip
+        self.stats, self.scale, self.ratio = stats, tuple(scale), tuple(ratio)
 
-    def _affine(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    #: Draws per image before the central-crop fallback (torchvision's RandomResizedCrop).
+    tries = 10
+
+    def _affine(self, n: int, generator: torch.Generator | None = None,
+                aspect: float = 1.0) -> Tensor:
+        """(n, 2, 3) ``affine_grid`` thetas for images of width / height ``aspect``: as
+        torchvision's ``RandomResizedCrop``, a crop's area fraction is drawn in ``scale``
+        and its aspect ratio (pixels, width / height) log-uniformly in ``ratio``, up to
+        :attr:`tries` times until it fits the image; else a central crop, the whole image
+        when its own ratio is within ``ratio``, so ``scale=(1, 1)`` keeps it whole."""
         g = self.generator(generator)
-        area = torch.empty(n).uniform_(*self.scale, generator=g)
-        log_r = torch.empty(n).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]),
-                                        generator=g)
-        r = log_r.exp()
-        sw, sh = (area * r).sqrt().clamp(max=1.0), (area / r).sqrt().clamp(max=1.0)
-        tx = (torch.rand(n, generator=g) * 2 - 1) * (1 - sw)
-        ty = (torch.rand(n, generator=g) * 2 - 1) * (1 - sh)
+        area = torch.empty(n, self.tries).uniform_(*self.scale, generator=g)
+        log_r = torch.empty(n, self.tries).uniform_(
+            math.log(self.ratio[0]), math.log(self.ratio[1]), generator=g)
+        r = log_r.exp() / aspect  # crop ratio in units of the image's width and height
+        sw, sh = (area * r).sqrt(), (area / r).sqrt()  # sides as fractions of the image's
+        fits = (sw <= 1) & (sh <= 1)
+        first = fits.to(torch.uint8).argmax(1, keepdim=True)  # first draw that fits
+        sw, sh = sw.gather(1, first)[:, 0], sh.gather(1, first)[:, 0]
+        # the fallback: the largest central crop whose ratio is clamped into `ratio`
+        lo, hi = self.ratio
+        fw, fh = ((1.0, aspect / lo) if aspect < lo else (hi / aspect, 1.0) if aspect > hi
+                  else (1.0, 1.0))
+        fallback = ~fits.any(1)
+        sw = torch.where(fallback, torch.tensor(fw), sw)
+        sh = torch.where(fallback, torch.tensor(fh), sh)
+        tx = (torch.rand(n, generator=g) * 2 - 1) * (1 - sw) * ~fallback
+        ty = (torch.rand(n, generator=g) * 2 - 1) * (1 - sh) * ~fallback
         flip = torch.where(torch.rand(n, generator=g) < self.flip, -1.0, 1.0)
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0], theta[:, 0, 2] = sw * flip, tx
@@ -193,7 +222,7 @@ class BatchAugment(SeededAugment):
                  generator: torch.Generator | None = None) -> Tensor:
         x = x.float().div_(255)
         if train and (self.flip > 0 or self.scale != (1.0, 1.0)):
-            theta = self._affine(len(x), generator).to(x.device)
+            theta = self._affine(len(x), generator, x.shape[-1] / x.shape[-2]).to(x.device)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
                               align_corners=False)
@@ -441,3 +470,26 @@ def _resolve_stats(stats: str | tuple, x_train: Tensor,
                              f"{c}-channel images: need {c} of each")
         return mean, std
     raise ValueError(f"stats must be 'data', 'imagenet' or (mean, std), got {stats!r}")
+
+
+def warn_unless_imagenet_stats(dls: object, in_channels: int, stacklevel: int = 3) -> None:
+    """Warns (``UserWarning``) when loaders of 3-channel images are normalised by other
+    stats than ImageNet's: torchvision weights were trained on ImageNet-normalised inputs,
+    so a pretrained body sees shifted inputs (the course normalises with the pretrained
+    model's stats). Called by the learners when they load ``pretrained`` weights. Silent
+    for loaders without ``stats`` and for other channel counts (no ImageNet stats exist
+    for them)."""
+    stats = getattr(dls, "stats", None)
+    if stats is None or in_channels != 3:
+        return
+    try:
+        same = all(len(a) == len(b) and all(math.isclose(float(u), v, abs_tol=1e-6)
+                                            for u, v in zip(a, b, strict=True))
+                   for a, b in zip(stats, IMAGENET_STATS, strict=True))
+    except (TypeError, ValueError):  # not a (mean, std) pair: nothing to compare
+        return
+    if not same:
+        mean, std = ([round(float(v), 3) for v in part] for part in stats)
+        warnings.warn(f"pretrained weights expect ImageNet-normalised inputs, but the loaders "
+                      f"use mean {mean} std {std}: build them with stats='imagenet'",
+                      UserWarning, stacklevel=stacklevel)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...learner.figures import save_figure as _save
+from .body import eval_mode
 
 __all__ = ["ClassificationInterpretation", "bounding_boxes", "grad_cam", "mass_in_box",
            "save_cam_overlays"]
@@ -33,14 +34,23 @@ __all__ = ["ClassificationInterpretation", "bounding_boxes", "grad_cam", "mass_i
 
 def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
              target: Tensor | int | Sequence[int] | None = None) -> Tensor:
-    """Grad-CAM maps (N, H, W) of ``x`` (N, C, H, W) at ``layer`` for class ``target``
-    (one class for every image, or one per image; default: the predicted class), each
-    upsampled to the input size and scaled to [0, 1]
-    (all-zero where the class has no positive evidence). The model runs in eval mode and is
-    restored afterwards; its parameter gradients and ``requires_grad`` flags are left
-    untouched. The model may be frozen (``requires_grad_(False)``, a frozen pretrained body):
-    the gradient flows from a detached copy of ``x`` that requires grad, so the activation
-    at ``layer`` is always part of the graph."""
+    """Grad-CAM maps (N, H, W), float32, of ``x`` (N, C, H, W) at ``layer`` for class
+    ``target`` (one class for every image, or one per image; default: the predicted class),
+    each upsampled to the input size and scaled to [0, 1]
+    (all-zero where the class has no positive evidence). The model runs in eval mode and
+    every submodule's train/eval flag is restored afterwards; its parameter gradients and
+    ``requires_grad`` flags are left untouched. The model may be frozen
+    (``requires_grad_(False)``, a frozen pretrained body): the gradient flows from a detached
+    copy of ``x`` that requires grad, so the activation at ``layer`` is always part of the
+    graph. That copy takes the dtype and device of the model's floating parameters (an fp16
+    model takes a float32 batch), and is an ordinary tensor even when ``x`` was made under
+    ``torch.inference_mode()``.
+
+    Raises:
+        ValueError: ``target`` has neither one nor ``len(x)`` classes or names a class the
+            model does not output, ``layer`` is not called by ``model``'s forward, or its
+            output is not a (N, C, H, W) map.
+    """
     if target is not None:
         target = torch.as_tensor(target, dtype=torch.long).reshape(-1)
         if target.numel() not in (1, len(x)):
@@ -51,21 +61,37 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor,
     def keep(_m: nn.Module, _i: Any, out: Tensor) -> None:
         acts.append(out)
 
-    was_training = model.training
-    model.eval()
+    p = next((q for q in model.parameters() if q.is_floating_point()), None)
+    if x.is_floating_point():
+        # a fresh copy: not an inference tensor, and in the model's dtype (fp16 models)
+        x_in = x.detach().to(device=p.device if p is not None else x.device,
+                             dtype=p.dtype if p is not None else x.dtype, copy=True)
+        x_in.requires_grad_()
+    else:
+        x_in = x
     handle = layer.register_forward_hook(keep)
     try:
-        with torch.enable_grad():
-            logits = model(x.detach().requires_grad_() if x.is_floating_point() else x)
+        with eval_mode(model), torch.enable_grad():
+            logits = model(x_in)
+            if not acts:
+                raise ValueError(f"layer {type(layer).__name__} was never called by the "
+                                 "model's forward: pass a module of this model (not of a "
+                                 "copy of it)")
+            if not isinstance(acts[-1], Tensor) or acts[-1].dim() != 4:
+                shape = tuple(acts[-1].shape) if isinstance(acts[-1], Tensor) else None
+                raise ValueError(f"layer {type(layer).__name__} gives {shape}, not a "
+                                 "(N, C, H, W) map: Grad-CAM needs a conv layer's output")
+            if target is not None and not bool(((target >= 0) & (target < logits.shape[1])).all()):
+                raise ValueError(f"target classes must be in 0..{logits.shape[1] - 1}, got "
+                                 f"{target.tolist()}")
             cls = (logits.argmax(1) if target is None
                    else target.to(logits.device).expand(len(logits)))
             score = logits.gather(1, cls.view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(score, acts[-1])
     finally:
         handle.remove()
-        model.train(was_training)
-    a = acts[-1].detach()
-    weights = grad.mean((2, 3), keepdim=True)
+    a = acts[-1].detach().float()
+    weights = grad.float().mean((2, 3), keepdim=True)
     cam = F.relu((weights * a).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
@@ -140,6 +166,10 @@ def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str]
     return _save(fig, path)
 
 
+_SINGLE_LABEL_ONLY = ("ClassificationInterpretation is for single-label classifiers (class-index "
+                      "targets); multi-label data has no confusion matrix or softmax loss")
+
+
 class ClassificationInterpretation:
     """Predictions, targets and losses of a single-label classifier on its validation set.
 
@@ -154,23 +184,26 @@ class ClassificationInterpretation:
 
     @classmethod
     def from_learner(cls, learn: Any, dl: Any = None) -> ClassificationInterpretation:
-        """Runs ``learn.model`` (eval mode, restored afterwards) over ``dl`` (default: the
-        validation loader), feeding it batches as the learner does (``Learner.model_output``:
-        its precision and layout). ``inputs`` keep the loader's own batches; ``preds`` are
-        float32."""
+        """Runs ``learn.model`` (eval mode, every submodule's flag restored afterwards) over
+        ``dl`` (default: the validation loader), feeding it batches as the learner does
+        (``Learner.model_output``: its precision and layout). ``inputs`` keep the loader's
+        own batches; ``preds`` are float32.
+
+        Raises:
+            ValueError: multi-label loaders (``dls.multi_label``, or float / 2-D targets).
+        """
+        if getattr(learn.dls, "multi_label", False):
+            raise ValueError(_SINGLE_LABEL_ONLY)
         dl = dl if dl is not None else learn.dls.valid
         xs, ps, ys = [], [], []
-        model = learn.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for xb, yb in dl:
-                    xs.append(xb.cpu())
-                    ps.append(learn.model_output((xb, yb)).float().cpu())
-                    ys.append(yb.cpu())
-        finally:
-            model.train(was_training)
+        with eval_mode(learn.model), torch.no_grad():
+            for xb, yb in dl:
+                if yb.is_floating_point() or yb.dim() != 1:  # multi-hot rows, not class ids
+                    raise ValueError(_SINGLE_LABEL_ONLY + f" (got targets {yb.dtype} "
+                                     f"{tuple(yb.shape)})")
+                xs.append(xb.cpu())
+                ps.append(learn.model_output((xb, yb)).float().cpu())
+                ys.append(yb.cpu())
         preds, targets = torch.cat(ps), torch.cat(ys)
         losses = F.cross_entropy(preds, targets, reduction="none")
         vocab = getattr(learn.dls, "vocab", [str(i) for i in range(preds.shape[1])])

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from ...learner import Learner
 from ...learner.metrics import FBeta, accuracy, accuracy_multi
 from ...nn import fuse_bn_relu
-from .body import create_body, num_features
+from .body import create_body, load_body_weights, num_features
+from .data import warn_unless_imagenet_stats
 
 __all__ = ["AdaptiveConcatPool2d", "VisionModel", "create_head", "vision_learner"]
 
@@ -87,8 +88,10 @@ def vision_learner(dls: Any, arch: str | nn.Module, n_out: int | None = None,
             ``n_out``, ``multi_label`` and the channel count).
         arch: a name in :data:`~fastext.tasks.vision.body.ARCHS` or a module: a
             torchvision-style model (cut before its pooling) or, with ``cut=False``, a body.
-        pretrained: path to a torchvision-format weights file; then the body starts frozen
-            (call ``unfreeze()`` after the head has trained). Nothing is downloaded.
+        pretrained: path to a torchvision-format weights file (with ``cut=False``: the
+            body's own state dict); then the body starts frozen (call ``unfreeze()`` after
+            the head has trained). Nothing is downloaded. Warns when 3-channel loaders are
+            not normalised with ``stats="imagenet"``.
         fuse: replace BatchNorm -> ReLU pairs of the body by the fused kernel.
         loss_func / metrics: default cross-entropy and accuracy, or for multi-label data
             ``BCEWithLogits`` with ``accuracy_multi(thresh)`` and macro F1 at ``thresh``.
@@ -101,7 +104,12 @@ def vision_learner(dls: Any, arch: str | nn.Module, n_out: int | None = None,
     if in_channels is None:
         ds = getattr(dls.train, "dataset", None)
         in_channels = ds[0].shape[1] if isinstance(ds, tuple) and ds[0].dim() == 4 else 3
-    body = create_body(arch, pretrained, in_channels) if cut or isinstance(arch, str) else arch
+    if cut or isinstance(arch, str):
+        body = create_body(arch, pretrained, in_channels)
+    else:  # the module is the body: the weights go into it as it is
+        body = arch if pretrained is None else load_body_weights(arch, pretrained)
+    if pretrained is not None:
+        warn_unless_imagenet_stats(dls, in_channels)
     if fuse:
         body = fuse_bn_relu(body)
     head = create_head(num_features(body, in_channels), n_out, lin_ftrs, ps, concat_pool)

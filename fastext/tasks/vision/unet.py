@@ -35,8 +35,8 @@ from ...learner import DataLoaders, Learner
 from ...learner.data import drops_last_batch
 from ...learner.metrics import Metric
 from ...nn import fuse_bn_relu
-from .body import _first_conv, create_body
-from .data import ImageLoader, SeededAugment, _resolve_stats
+from .body import _first_conv, create_body, eval_mode, load_body_weights
+from .data import ImageLoader, SeededAugment, _resolve_stats, warn_unless_imagenet_stats
 
 __all__ = [
     "DynamicUnet", "PixelAccuracy", "PixelShuffleUpsample", "ResBlock", "SegmentAugment",
@@ -160,17 +160,12 @@ def _stage_shapes(encoder: nn.Sequential, in_channels: int,
                   img_size: tuple[int, int]) -> list[torch.Size]:
     """Output shape (C, H, W) of every child of ``encoder`` on one dummy image."""
     shapes: list[torch.Size] = []
-    was_training = encoder.training
-    encoder.eval()
-    try:
+    with eval_mode(encoder), torch.no_grad():
         p = next(encoder.parameters())
         x = torch.zeros(1, in_channels, *img_size, device=p.device, dtype=p.dtype)
-        with torch.no_grad():
-            for layer in encoder:
-                x = layer(x)
-                shapes.append(x.shape[1:])
-    finally:
-        encoder.train(was_training)
+        for layer in encoder:
+            x = layer(x)
+            shapes.append(x.shape[1:])
     return shapes
 
 
@@ -461,6 +456,9 @@ class SegmentationDataLoaders(DataLoaders):
         self.codes, self.void_code, self.stats = list(codes), void_code, stats
         self.n_out = len(self.codes)
 
+    #: ``set_size`` takes (H, W) pairs (read by ``ProgressiveResize``).
+    takes_hw_size = True
+
     def set_size(self, size: int | tuple[int, int] | None) -> None:
         """Batch size (H, W) from now on, masks resized with their images (an int is a
         square); ``None``: as stored. Used by progressive resizing."""
@@ -531,8 +529,10 @@ def unet_learner(dls: Any, arch: str | nn.Module = "resnet34", n_out: int | None
         arch: a ResNet name of :data:`~fastext.tasks.vision.body.ARCHS`, a torchvision-style
             model (cut before its pooling) or, with ``cut=False``, an ``nn.Sequential`` body.
         n_out: output channels (default ``dls.n_out``); 3 for an RGB image output.
-        pretrained: a local torchvision-format weights file; the encoder then starts frozen
-            (``unfreeze()`` after the decoder has trained). Nothing is downloaded.
+        pretrained: a local torchvision-format weights file (with ``cut=False``: the
+            body's own state dict); the encoder then starts frozen (``unfreeze()`` after the
+            decoder has trained). Nothing is downloaded. Warns when 3-channel loaders are
+            not normalised with ``stats="imagenet"``.
         img_size: (H, W) used to size the decoder (default: the training images' size).
         fuse: replace BatchNorm -> ReLU pairs by the fused kernel (:func:`fuse_bn_relu`).
         loss_func: default :func:`pixel_cross_entropy`; pass :func:`pixel_mse` (and usually
@@ -561,10 +561,12 @@ def unet_learner(dls: Any, arch: str | nn.Module = "resnet34", n_out: int | None
         in_channels = images.shape[1] if images is not None else 3
     if img_size is None:
         img_size = tuple(images.shape[-2:]) if images is not None else (64, 64)
-    if isinstance(arch, nn.Module) and not cut:
-        encoder = arch
+    if isinstance(arch, nn.Module) and not cut:  # the module is the body, weights and all
+        encoder = arch if pretrained is None else load_body_weights(arch, pretrained)
     else:
         encoder = create_body(arch, pretrained, in_channels)
+    if pretrained is not None:
+        warn_unless_imagenet_stats(dls, in_channels)
     model = DynamicUnet(encoder, n_out, img_size, blur, last_cross, y_range, in_channels)
     if fuse:
         fuse_bn_relu(model)
