@@ -91,7 +91,7 @@ def test_max_len_truncates_and_bad_input():
                             bs=2, max_len=4, keep="last")
     x, lengths, _ = next(iter(tail))
     assert x.tolist() == [[8, 9, 10, 11], [3, 4, 1, 1]] and lengths.tolist() == [4, 2]
-    v = Vocab(["xxunk", "xxpad", "a"])
+    v = Vocab(["xxunk", "xxpad", *"abcdefg"])  # ids up to 8
     dls = classifier_dataloaders([torch.arange(2, 9)], torch.tensor([0]), [torch.arange(2, 9)],
                                  torch.tensor([0]), v, ["a", "b"], max_len=3, keep="last")
     assert [next(iter(dl))[0].tolist() for dl in (dls.train, dls.valid)] == [[[6, 7, 8]]] * 2

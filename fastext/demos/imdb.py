@@ -75,9 +75,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 
+from ..data.files import DataError
 from ..data.text import find_imdb_sample, load_imdb_sample
 from ..tasks.text.clas_data import classifier_dataloaders
 from ..tasks.text.learners import (
@@ -89,7 +91,7 @@ from ..tasks.text.lm_data import lm_dataloaders
 from ..tasks.text.tokenize import Vocab, tokenize_texts
 from ._common import epochs_or, torch_threads, write_json
 
-__all__ = ["CAVEAT", "NOTE", "choose_lr", "holdout_split", "run"]
+__all__ = ["CAVEAT", "NOTE", "choose_lr", "holdout_split", "run", "split_classes"]
 
 NOTE = ("No pretrained WikiText-103 weights exist here: the language model was pretrained "
         "from scratch on the text of the IMDB-sample reviews (all of them, labels unused), "
@@ -162,16 +164,44 @@ def run(data: str | os.PathLike[str] | None = None, epochs: int | None = None,
         return _run(data, epochs, quick, json_path, progress, seed, Path(out_dir))
 
 
+def split_classes(df: pd.DataFrame, source: Any = "the data") -> list[str]:
+    """The classes of the training rows of ``df`` (columns ``label`` and ``is_valid``),
+    sorted, after checking that both splits have rows and that every validation label is a
+    training one (a class never trained on could only be scored wrong). ``source`` names the
+    data in the errors. Called before anything is trained, so bad data fails at once.
+
+    >>> df = pd.DataFrame({"label": ["pos", "neg", "pos"], "is_valid": [False, False, True]})
+    >>> split_classes(df)
+    ['neg', 'pos']
+
+    Raises:
+        DataError (a ValueError starting with ``source``): an empty training or validation
+            split, or labels found only in the validation rows (named).
+    """
+    valid = df["is_valid"].to_numpy(dtype=bool)
+    for name, rows in (("training", ~valid), ("validation", valid)):
+        if not rows.any():
+            raise DataError(f"{source}: no {name} rows (is_valid is "
+                            f"{name == 'training'} on every row); the demo needs both splits")
+    classes = sorted(df["label"][~valid].unique())
+    unseen = sorted(set(df["label"][valid]) - set(classes))
+    if unseen:
+        raise DataError(f"{source}: label(s) {unseen} found only in the validation rows "
+                        f"(training labels: {classes})")
+    return classes
+
+
 def _run(data: Any, lm_epochs: int, quick: bool, json_path: Any, progress: bool, seed: int,
          out: Path) -> dict[str, Any]:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     df = load_imdb_sample(data)
     if quick:
         df = df.groupby("is_valid", group_keys=False).head(QUICK_ROWS // 2)
+    # check the splits and labels now, not after the language model's training
+    classes = split_classes(df, find_imdb_sample(data) / "texts.csv")
     toks = tokenize_texts(df["text"])
     vocab = Vocab.build(toks, min_freq=MIN_FREQ)
     docs = [vocab.numericalize(t) for t in toks]
-    classes = sorted(df["label"].unique())
     labels = torch.tensor([classes.index(lab) for lab in df["label"]])
     is_valid = torch.tensor(df["is_valid"].to_numpy())
     train_idx, valid_idx = (~is_valid).nonzero().flatten(), is_valid.nonzero().flatten()

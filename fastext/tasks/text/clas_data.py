@@ -154,14 +154,23 @@ def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
     ...                              torch.tensor([1, 0]), v, ["neg", "pos"], bs=2, device="cpu")
     >>> len(dls.train), dls.classes
     (2, ['neg', 'pos'])
+
+    Raises:
+        ValueError: a document holds ids outside ``vocab``
+            (:meth:`~fastext.tasks.text.tokenize.Vocab.check_ids`), labels outside
+            ``[0, len(classes))``, or what :class:`SortedTextLoader` rejects (labels that are
+            not a 1-D integer tensor, empty or mismatched documents and labels).
     """
-    for name, labels in (("train", train_labels), ("valid", valid_labels)):
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
-            raise ValueError(f"{name} labels must be class indices in [0, {len(classes)})")
+    vocab.check_ids(train_docs, "train")
+    vocab.check_ids(valid_docs, "valid")
+    # the loaders check the labels' type first (a list has no .min()), then their range
     train = SortedTextLoader(train_docs, train_labels, bs, shuffle=True, pad_idx=vocab.pad,
                              seed=seed, max_len=max_len, keep=keep, drop_last=True)
     valid = SortedTextLoader(valid_docs, valid_labels, 2 * bs, shuffle=False,
                              pad_idx=vocab.pad, max_len=max_len, keep=keep)
+    for name, labels in (("train", train.labels), ("valid", valid.labels)):
+        if int(labels.min()) < 0 or int(labels.max()) >= len(classes):
+            raise ValueError(f"{name} labels must be class indices in [0, {len(classes)})")
     dls = DataLoaders(train, valid, device)
     dls.vocab, dls.classes = vocab, list(classes)
     dls.max_len, dls.keep = max_len, keep

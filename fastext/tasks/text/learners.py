@@ -31,6 +31,7 @@ True
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -300,7 +301,11 @@ class TextClassifierLearner(Learner):
         path = self.model_file(file)
         if not path.exists():
             raise FileNotFoundError(f"no encoder at {path}")
-        state = torch.load(path, map_location=self.dls.device, weights_only=True)
+        try:  # an empty, truncated or foreign file fails inside torch.load, in its own words
+            state = torch.load(path, map_location=self.dls.device, weights_only=True)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:
+            raise ValueError(f"{path} is not an encoder saved by LMLearner.save_encoder "
+                             f"(it cannot be read: {type(e).__name__})") from e
         if not isinstance(state, dict) or state.get("format") != ENCODER_FORMAT:
             raise ValueError(f"{path} is not an encoder saved by LMLearner.save_encoder")
         if list(state["itos"]) != list(self.dls.vocab.itos):

@@ -142,11 +142,8 @@ def lm_dataloaders(train_docs: Sequence[Tensor], valid_docs: Sequence[Tensor], v
     >>> len(dls.train), len(dls.vocab)
     (6, 4)
     """
-    for name, docs in (("train", train_docs), ("valid", valid_docs)):
-        for i, d in enumerate(docs):
-            if len(d) and (int(d.min()) < 0 or int(d.max()) >= len(vocab)):
-                raise ValueError(f"{name} document {i} holds ids outside the vocabulary "
-                                 f"(size {len(vocab)})")
+    vocab.check_ids(train_docs, "train")
+    vocab.check_ids(valid_docs, "valid")
     train = LMLoader(train_docs, bs, seq_len, shuffle=True, seed=seed)
     valid = LMLoader(valid_docs, valid_bs or bs, seq_len, shuffle=False)
     dls = DataLoaders(train, valid, device)

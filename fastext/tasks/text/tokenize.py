@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -52,7 +53,16 @@ SPECIAL_TOKENS: tuple[str, ...] = (UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ)
 
 # -- clean-up -----------------------------------------------------------------------------
 _BR = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
-_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
+# Only real HTML tags go: "x<y and y>z" or "<3" is text. A known tag name, then attributes
+# (``name``, ``name=value``, ``name="value"``), an optional "/" (self-closing), ">".
+_TAG_NAMES = (
+    "a|abbr|b|big|blockquote|br|center|cite|code|dd|del|div|dl|dt|em|font|h[1-6]|hr|i|img|"
+    "ins|kbd|li|ol|p|pre|q|s|small|span|strike|strong|sub|sup|table|tbody|td|th|thead|tr|tt|"
+    "u|ul")
+_TAG = re.compile(
+    rf"</?(?:{_TAG_NAMES})(?![\w-])"  # no space after "<": "a < b > c" is text
+    r"""(?:\s+[\w:-]+(?:\s*=\s*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'<>=`]+))?)*\s*/?\s*>""",
+    re.IGNORECASE)
 # IMDB's raw files hold entities that lost their "&" (``#39;``, ``quot;``). A bare named one
 # counts only where it stands alone, not as the tail of a word ("result;" keeps its "lt;"); a
 # bare numeric one only where it stands for a symbol or a non-ASCII letter (see
@@ -75,13 +85,16 @@ def _restore_entity(m: re.Match[str]) -> str:
 
 
 def fix_html(text: str) -> str:
-    """HTML clean-up: ``<br />`` becomes a newline, other tags go, entities (also IMDB's
-    bare ``#39;``/``quot;``, but not the end of a word as in ``"result;"``) are unescaped,
-    curly apostrophes become ``'``, ``\\r\\n`` becomes ``\\n``, runs of other whitespace
-    become one space.
+    """HTML clean-up: ``<br />`` becomes a newline, other HTML tags go (a ``<`` that opens
+    no known tag, as in ``"x<y"`` or ``"<3"``, is text), entities (also IMDB's bare
+    ``#39;``/``quot;``, but not the end of a word as in ``"result;"``) are unescaped, the text
+    is put in Unicode NFC form, curly apostrophes become ``'``, ``\\r\\n`` becomes ``\\n``,
+    runs of other whitespace become one space.
 
     >>> fix_html("Great<br /><br />movie &amp; #39;fun#39; <i>really</i>")
     "Great\\n\\nmovie & 'fun' really"
+    >>> fix_html("if x<y and y>z, <3")
+    'if x<y and y>z, <3'
     """
     if not isinstance(text, str):
         raise TypeError(f"expected a str, got {type(text).__name__}")
@@ -89,24 +102,49 @@ def fix_html(text: str) -> str:
     text = _BR.sub("\n", text)
     text = _TAG.sub("", text)
     text = _BARE_ENTITY.sub(_restore_entity, text)
-    text = html.unescape(text).replace("\u2019", "'").replace("\u2018", "'")
+    # NFC: an accent typed as a combining mark ("e" + U+0301) and the precomposed letter
+    # ("\u00e9") give the same tokens
+    text = unicodedata.normalize("NFC", html.unescape(text))
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
     text = text.replace("\u00a0", " ")
     return _NL_SPACES.sub("\n", _SPACES.sub(" ", text)).strip(" ")
 
 
 # -- splitting ------------------------------------------------------------------------------
-# A word: letters/digits, joined by inner apostrophes or hyphens ("o'er", "well-made"), or by
-# a "." "," ":" "/" between digits ("3.5", "1,000", "7/10"). Anything else that is not a space
-# is a run of one repeated symbol ("!!!", "..."). Each newline is a token of its own.
-_WORD = r"[^\W_]+(?:(?:['-]|[.,:/](?=\d))[^\W_]+)*"
-_TOKEN = re.compile(rf"\n|{_WORD}|(?P<sym>[^\w\s]|_)(?P=sym)*")
+def _mark_class() -> str:
+    """A regex class of the characters that continue the one before them: combining marks
+    (categories Mn, Mc, Me: Devanagari vowel signs, accents, variation selectors) and the
+    emoji skin-tone modifiers. Python's ``\\w`` holds no mark, so without them "हिन्दी"
+    would split after each letter. Marks lie in planes 0, 1 and 14 only."""
+    marks = [c for r in (range(0x300, 0x20000), range(0xE0000, 0xE1000)) for c in r
+             if unicodedata.category(chr(c))[0] == "M"]
+    marks += range(0x1F3FB, 0x1F400)  # skin tones are Sk, but modify the emoji before them
+    ranges: list[list[int]] = []
+    for c in marks:
+        if ranges and c == ranges[-1][1] + 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges) + "]"
+
+
+_MARK = _mark_class()
+_TRAILING_MARKS = re.compile(f"{_MARK}+$")
+# A word: letters/digits (each with its marks), joined by inner apostrophes or hyphens
+# ("o'er", "well-made"), or by a "." "," ":" "/" between digits ("3.5", "1,000", "7/10").
+# Anything else that is not a space is a run of one repeated symbol with its marks ("!!!",
+# "...", a skin-toned emoji). Each newline is a token of its own.
+_ALNUMS = rf"[^\W_](?:[^\W_]|{_MARK})*"
+_WORD = rf"{_ALNUMS}(?:(?:['-]|[.,:/](?=\d)){_ALNUMS})*"
+_TOKEN = re.compile(rf"\n|{_WORD}|(?P<sym>(?:[^\w\s]|_){_MARK}*)(?P=sym)*")
 _SUFFIXES = ("'s", "'re", "'ve", "'ll", "'d", "'m")
 _NT = "n't"
 
 
 def _split_contraction(word: str) -> list[str]:
     low = word.lower()
-    if low.endswith(_NT) and len(word) > 3 and word[-4] != "'":
+    # no split after "'" or "-": "is-n't" would leave a token "is-" that reads back as text
+    if low.endswith(_NT) and len(word) > 3 and word[-4] not in "'-":
         return [word[:-3], word[-3:]]
     for suf in _SUFFIXES:
         if low.endswith(suf) and len(word) > len(suf) and word[-len(suf) - 1] not in "'-":
@@ -201,7 +239,15 @@ def tokenize(text: str, bos: bool = True) -> list[str]:
 
 
 def tokenize_texts(texts: Iterable[str], bos: bool = True) -> list[list[str]]:
-    """:func:`tokenize` over many texts (a missing text raises, naming its position)."""
+    """:func:`tokenize` over many texts (a missing text raises, naming its position).
+
+    Raises:
+        TypeError: ``texts`` is one string (it would be read as texts of one character),
+            or a text is not a string.
+    """
+    if isinstance(texts, str):
+        raise TypeError("tokenize_texts takes an iterable of texts, not a string: "
+                        "use tokenize for one text")
     out = []
     for i, t in enumerate(texts):
         if not isinstance(t, str):
@@ -228,10 +274,14 @@ def _unit(tokens: Sequence[str], i: int) -> tuple[str, int]:
     if tok in (MAJ, UP) and i + 1 < len(tokens) and tokens[i + 1] not in SPECIAL_TOKENS:
         s, j = _unit(tokens, i + 1)
         return (_cap(s) if tok == MAJ else s.upper()), j
+    # "zzz zzz zzz" is "xxwrep 3 xxrep 3 z": a character run may be repeated as a word, but
+    # never a rule inside the same rule
     if (tok in (REP, WREP) and i + 2 < len(tokens) and tokens[i + 1].isdigit()
-            and tokens[i + 2] not in (BOS, PAD, EOS, FLD, UNK, REP, WREP)):
+            and tokens[i + 2] not in (BOS, PAD, EOS, FLD, UNK, WREP, tok)):
         n = int(tokens[i + 1])
         s, j = _unit(tokens, i + 2)
+        if not s:  # the operand is a marker without its own operand: no text
+            return "", i + 1
         return (s * n if tok == REP else " ".join([s] * n)), j
     if tok in (MAJ, UP, REP, WREP):
         return "", i + 1
@@ -242,6 +292,7 @@ def _glue(prev: str, cur: str, quote_open: bool) -> bool:
     """Whether ``cur`` follows ``prev`` without a space."""
     if prev == "\n" or cur == "\n" or prev.endswith("\n"):
         return True
+    prev = _TRAILING_MARKS.sub("", prev) or prev  # "हिन्दी" ends a word, its last mark aside
     if cur.lower() in (*_SUFFIXES, _NT):
         return prev[-1:].isalnum()
     if cur == '"':  # a closing quote sticks to what it closes, an opening one to what follows
@@ -333,9 +384,37 @@ class Vocab:
         return tok in self.stoi
 
     def numericalize(self, tokens: Sequence[str]) -> Tensor:
-        """int64 ids of ``tokens`` (unknown ones -> ``xxunk``)."""
+        """int64 ids of ``tokens`` (unknown ones -> ``xxunk``).
+
+        Raises:
+            TypeError: ``tokens`` is a string (its characters would be read as tokens).
+        """
+        if isinstance(tokens, str):
+            raise TypeError("numericalize takes a list of tokens, not a string: tokenize first")
         get, unk = self.stoi.get, self.unk
         return torch.tensor([get(t, unk) for t in tokens], dtype=torch.long)
+
+    def check_ids(self, docs: Sequence[Tensor], name: str) -> None:
+        """Checks that every id of ``docs`` (1-D integer tensors) is in this vocabulary; the
+        language-model and classifier loaders both call it, since an id beyond the embedding
+        fails only later, deep inside training. Anything that is not a 1-D integer tensor is
+        left to the loaders, which reject it with their own message.
+
+        >>> Vocab(["xxunk", "xxpad", "a"]).check_ids([torch.tensor([2, 3])], "train")
+        Traceback (most recent call last):
+        ...
+        ValueError: train document 0 holds ids outside the vocabulary (size 3)
+
+        Raises:
+            ValueError: a document holds an id below 0 or at least ``len(self)``, naming
+                ``name`` (``"train"``, ``"valid"``) and the document's position.
+        """
+        n = len(self)
+        for i, d in enumerate(docs):
+            if (isinstance(d, Tensor) and d.dim() == 1 and len(d) and not d.is_floating_point()
+                    and d.dtype != torch.bool and (int(d.min()) < 0 or int(d.max()) >= n)):
+                raise ValueError(f"{name} document {i} holds ids outside the vocabulary "
+                                 f"(size {n})")
 
     def tokens(self, ids: Tensor | Sequence[int]) -> list[str]:
         """Tokens of ``ids`` (a 1-D tensor or sequence of ints)."""
