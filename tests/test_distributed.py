@@ -205,6 +205,45 @@ def test_dataloader_shards():
         shard_loader([1, 2, 3], 0, 2)
 
 
+def test_dataloader_with_another_sampler_is_refused():
+    """Sharding replaces the sampler: it used to drop a SubsetRandomSampler, a list of
+    indices, a WeightedRandomSampler... and draw from the whole dataset instead."""
+    from torch.utils.data import (
+        BatchSampler,
+        RandomSampler,
+        SequentialSampler,
+        SubsetRandomSampler,
+        WeightedRandomSampler,
+    )
+
+    ds = TensorDataset(torch.arange(10))
+    refused = {
+        "SubsetRandomSampler": DataLoader(ds, batch_size=2,
+                                          sampler=SubsetRandomSampler(list(range(6)))),
+        "list": DataLoader(ds, batch_size=2, sampler=[6, 7, 8, 9]),
+        "WeightedRandomSampler": DataLoader(ds, batch_size=2, sampler=WeightedRandomSampler(
+            [1.0, 1.0] + [0.0] * 8, num_samples=10)),
+        r"RandomSampler\(replacement=True": DataLoader(ds, batch_size=2, sampler=RandomSampler(
+            ds, replacement=True)),
+        r"RandomSampler\(replacement=False, num_samples=4": DataLoader(
+            ds, batch_size=2, sampler=RandomSampler(ds, num_samples=4)),
+        "SequentialSampler": DataLoader(ds, batch_size=2, sampler=SequentialSampler(range(4))),
+        "batch_sampler": DataLoader(ds, batch_sampler=BatchSampler(SequentialSampler(ds), 2,
+                                                                   False)),
+    }
+    for name, dl in refused.items():
+        for even in (True, False):
+            with pytest.raises(TypeError, match=name):
+                shard_loader(dl, 0, 2, even=even, seed=0)
+    # the default samplers are taken, a shuffling one with its generator's seed as before
+    gen = torch.Generator().manual_seed(4)
+    for dl in (DataLoader(ds, batch_size=2), DataLoader(ds, batch_size=2, shuffle=True,
+                                                        generator=gen)):
+        shards = [shard_loader(dl, r, 2) for r in range(2)]
+        assert sorted(torch.cat([b[0] for s in shards for b in s]).tolist()) == list(range(10))
+    assert shards[0].sampler.shuffle and shards[0].sampler.seed == 4
+
+
 def test_metric_states_are_what_reset_sets():
     from fastext.learner.metrics import AvgMetric
 

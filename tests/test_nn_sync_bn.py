@@ -90,3 +90,24 @@ def test_process_group_is_passed_on():
     group = object()  # never used in evaluation
     s = convert_sync_batchnorm(nn.Sequential(BatchNormReLU2d(3), nn.BatchNorm2d(3)), group)
     assert s[0].process_group is group and s[1].process_group is group
+
+
+def test_converting_twice_keeps_the_relu():
+    """A model converted already (or a SyncBatchNormReLU itself) stays as converted: torch's
+    converter, which sees a SyncBatchNorm, made a plain one of it and dropped the ReLU."""
+    m = model().eval()
+    once = convert_sync_batchnorm(copy.deepcopy(m))
+    tensors = dict(once.state_dict(keep_vars=True))
+    group = object()  # never used in evaluation
+    twice = convert_sync_batchnorm(once, group)
+    assert [type(c) for c in twice] == [nn.Conv2d, SyncBatchNormReLU, nn.Conv2d,
+                                        nn.SyncBatchNorm, nn.Sequential]
+    assert type(twice[4][2]) is SyncBatchNormReLU
+    assert all(t is tensors[n] for n, t in twice.state_dict(keep_vars=True).items())
+    assert twice[1].process_group is group and twice[4][2].process_group is group
+    x = torch.randn(5, 3, 5, 5)
+    torch.testing.assert_close(twice(x), m(x))
+    assert (twice(x) >= 0).all()
+    layer = convert_sync_batchnorm(convert_sync_batchnorm(BatchNormReLU2d(4).eval()))
+    assert type(layer) is SyncBatchNormReLU
+    assert (layer(torch.randn(2, 4, 3, 3)) >= 0).all()

@@ -11,6 +11,12 @@ ends the fit after the epoch's row has been recorded, written and printed), :cla
 Nothing here reads a tensor on the host during a training step except :class:`TerminateOnNaN`
 (opt-in): the Recorder keeps its per-batch numbers on the device and reads them once per epoch.
 
+Under data-parallel training (:func:`~fastext.learner.distributed.data_parallel_size` > 1)
+every rank must end a fit at the same batch, or the others wait forever in DDP's all-reduce:
+the Recorder's epoch ``train_loss`` is the mean over all ranks' samples, and
+:class:`TerminateOnNaN` and :class:`EarlyStopping` stop when any rank says so. A single
+process runs no collective.
+
 The trackers (:class:`EarlyStopping`, :class:`SaveModel`) and :class:`GradientAccumulation`
 carry state from epoch to epoch: it goes into :meth:`Learner.save` (their ``state_dict``) and
 back into them in a fit resumed from that checkpoint (``start_epoch``).
@@ -43,7 +49,14 @@ import torch
 from torch import Tensor
 
 from .callback import Callback, CancelFitException, CancelStepException
-from .distributed import barrier, rank_zero
+from .distributed import (
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    data_parallel_size,
+    get_rank,
+    rank_zero,
+)
 from .figures import save_figure as _save
 
 __all__ = ["CSVLogger", "EarlyStopping", "GradientAccumulation", "GradientClip",
@@ -105,6 +118,9 @@ class Recorder(Callback):
     Per epoch: ``[epoch, train_loss, valid_loss, *metrics, seconds]`` in :attr:`values`,
     named by :attr:`metric_names`; ``train_loss`` is the batch-size weighted mean of the
     epoch's losses, and ``learn.final_record`` is ``[train_loss, valid_loss, *metrics]``.
+    In data-parallel training ``train_loss`` is that mean over the samples of all ranks
+    (one all-reduce per epoch), so that trackers on it decide alike on every rank; the
+    per-batch series stay this rank's.
     Everything is reset at the start of each fit. A :meth:`Learner.validate` outside a fit's
     epoch leaves the table and ``final_record`` alone.
 
@@ -179,6 +195,7 @@ class Recorder(Callback):
         self._start = time.perf_counter()
         self._epoch_sum: Tensor | float = 0.0
         self._epoch_n = 0
+        self._epoch_loss: float | None = None  # the epoch's train loss, once computed
         self._valid: list[float] | None = None
 
     def after_loss(self) -> None:
@@ -214,9 +231,14 @@ class Recorder(Callback):
         self.learn.final_record = [self._train_loss(), *self._valid]
 
     def _train_loss(self) -> float:
-        if self._epoch_n == 0:
-            return math.nan
-        return _to_float(self._epoch_sum) / self._epoch_n
+        # computed once an epoch: after_validate and after_epoch fire on every rank alike,
+        # so the first of them is where all ranks meet for the reduction
+        if self._epoch_loss is None:
+            total, n = self._epoch_sum, float(self._epoch_n)
+            if data_parallel_size(self.learn) > 1:
+                total, n = all_reduce_sum([total, n]).tolist()
+            self._epoch_loss = _to_float(total) / n if n else math.nan
+        return self._epoch_loss
 
     def after_epoch(self) -> None:
         valid = self._valid or [math.nan] * (1 + len(self.learn.metrics))
@@ -494,9 +516,12 @@ class EarlyStopping(TrackerCallback):
 
     def after_epoch(self) -> None:
         super().after_epoch()
-        if self.wait >= self.patience:
+        stop = self.wait >= self.patience
+        if data_parallel_size(self.learn) > 1:  # a rank left alone in the fit would hang
+            stop = any_rank(stop)
+        if stop:
             self.stopped_epoch = self.learn.epoch
-            if rank_zero():  # every rank stops (validation is reduced); one of them says so
+            if rank_zero():  # every rank stops; one of them says so
                 print(f"No improvement since epoch {self.learn.epoch - self.wait}: "
                       f"early stopping at epoch {self.learn.epoch}.", flush=True)
             raise CancelFitException()
@@ -635,6 +660,10 @@ class TerminateOnNaN(Callback):
     """Ends the fit when a loss is infinite or NaN, printing where, and sets
     ``learn.nan_stopped``. It reads the loss on the host after every batch (opt-in).
 
+    In data-parallel training every rank stops when any rank sees such a loss: at that
+    training batch (one all-reduce per batch), or for validation (whose shards may differ
+    in length by a batch) at the end of it; the ranks that saw it print where.
+
     >>> import torch
     >>> from fastext.learner import DataLoaders, Learner
     >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
@@ -647,17 +676,41 @@ class TerminateOnNaN(Callback):
 
     order = 0
 
+    def __init__(self) -> None:
+        self._seen: str | None = None  # where this rank saw the first non-finite loss
+
     def before_fit(self) -> None:
         self.learn.nan_stopped = False
+        self._seen = None
+
+    def before_validate(self) -> None:
+        self._seen = None
 
     def after_loss(self) -> None:
         loss = self.learn.loss.detach()
-        if bool(torch.isfinite(loss).all()):
-            return
-        value = loss.float().sum().item() if loss.numel() else math.nan
-        phase = "training" if self.learn.training else "validation"
-        print(f"TerminateOnNaN: the {phase} loss is {value} at epoch {self.learn.epoch}, "
-              f"batch {self.learn.iter}; stopping the fit.", flush=True)
+        bad = not bool(torch.isfinite(loss).all())
+        if bad and self._seen is None:
+            value = loss.float().sum().item() if loss.numel() else math.nan
+            phase = "training" if self.learn.training else "validation"
+            self._seen = (f"the {phase} loss is {value} at epoch {self.learn.epoch}, "
+                          f"batch {self.learn.iter}")
+        world = data_parallel_size(self.learn)
+        if world == 1:
+            if bad:
+                self._stop()
+        elif self.learn.training and any_rank(bad):  # the ranks step in lockstep
+            self._stop(world)
+
+    def after_validate(self) -> None:
+        # validation shards may differ in length: the ranks agree once it is over
+        world = data_parallel_size(self.learn)
+        if world > 1 and any_rank(self._seen is not None):
+            self._stop(world)
+
+    def _stop(self, world: int = 1) -> None:
+        if self._seen is not None:
+            where = f" (rank {get_rank()})" if world > 1 else ""
+            print(f"TerminateOnNaN{where}: {self._seen}; stopping the fit.", flush=True)
         self.learn.nan_stopped = True
         raise CancelFitException()
 
@@ -695,7 +748,11 @@ class GradientAccumulation(Callback):
     """Steps the optimizer only once ``n_acc`` samples have gone through, accumulating the
     gradients of the batches in between: with a mean loss the update equals that of one
     batch of ``n_acc`` samples (the loss each batch back-propagates is scaled by
-    ``bs / n_acc``; ``learn.loss`` itself is unchanged). Samples are counted across epoch
+    ``bs / n_acc``; ``learn.loss`` itself is unchanged). In data-parallel training the
+    samples are those of all ranks, ``bs * world_size`` a batch, so that the steps are those
+    of a single process at the global batch size: exact when the ranks' batches are equal,
+    as :class:`~fastext.learner.distributed.DistributedTrainer`'s padded shards are (the last
+    global batch then counts its padding too). Samples are counted across epoch
     boundaries; a partial accumulation left when the fit ends is dropped (gradients zeroed).
     Runs before :class:`GradientClip`, so clipping and unscaling happen on real steps only.
     A checkpoint holds the count and, mid-accumulation, the gradients accumulated so far
@@ -750,12 +807,17 @@ class GradientAccumulation(Callback):
                 else:
                     p.grad = grad.to(device=p.device, dtype=p.dtype, copy=True)
 
+    def _global_bs(self) -> int:
+        # DDP averages the ranks' gradients: a rank's share of a global batch of
+        # bs * world samples is scaled by bs * world / n_acc (equal bs: no count exchanged)
+        return _batch_size(self.learn) * data_parallel_size(self.learn)
+
     def after_loss(self) -> None:
         if self.learn.training:
-            self.learn.loss_grad = self.learn.loss_grad * (_batch_size(self.learn) / self.n_acc)
+            self.learn.loss_grad = self.learn.loss_grad * (self._global_bs() / self.n_acc)
 
     def before_step(self) -> None:
-        self.count += _batch_size(self.learn)
+        self.count += self._global_bs()
         if self.count < self.n_acc:
             raise CancelStepException()  # the learner skips step and zero_grad
         self.count = 0

@@ -33,14 +33,23 @@ whether the callback came from :func:`distrib_ctx`, from the learner's callbacks
 ``fit(cbs=...)``.
 
 Checkpoints and log files are rank 0's job: callbacks that write files call
-:func:`rank_zero`. The training loss the Recorder shows is rank 0's shard.
+:func:`rank_zero`. Decisions that end a fit are every rank's, taken alike, or the ranks left
+in the fit would wait forever in DDP's all-reduce: the Recorder's epoch ``train_loss`` is
+the sample-weighted mean over the ranks (so ``EarlyStopping`` / ``SaveModel`` on it agree;
+its per-batch losses stay this rank's), ``lr_find`` records the loss averaged over the
+ranks, and ``TerminateOnNaN`` and ``EarlyStopping`` stop when any rank says so
+(:func:`any_rank`). These collectives run only while :func:`data_parallel_size` > 1: a
+single process pays nothing for them.
+
+Only one :class:`DistributedTrainer` per learner: :func:`distrib_ctx` adds none when the
+learner already has one, and a second one in a fit is refused.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +57,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from .callback import Callback
 from .data import TensorLoader
@@ -57,9 +72,9 @@ if TYPE_CHECKING:
     from .learner import Learner
     from .metrics import Metric
 
-__all__ = ["DistributedTrainer", "ShardedTensorLoader", "barrier", "distrib_ctx",
-           "get_rank", "get_world_size", "rank_zero", "setup_distributed", "shard_loader",
-           "unwrap_model"]
+__all__ = ["DistributedTrainer", "ShardedTensorLoader", "all_reduce_sum", "any_rank", "barrier",
+           "data_parallel_size", "distrib_ctx", "get_rank", "get_world_size", "rank_zero",
+           "setup_distributed", "shard_loader", "unwrap_model"]
 
 
 # -- process group ---------------------------------------------------------------------------
@@ -88,8 +103,67 @@ def rank_zero() -> bool:
 
 def barrier() -> None:
     """Waits for all ranks (nothing outside a multi-process group)."""
-    if _initialized() and dist.get_world_size() > 1:
+    if _multi_rank():
         dist.barrier()
+
+
+def _multi_rank() -> bool:
+    return _initialized() and dist.get_world_size() > 1
+
+
+def data_parallel_size(learn: Learner) -> int:
+    """The number of ranks ``learn`` trains over together: the world size while its model is
+    wrapped in ``DistributedDataParallel`` or one of its :class:`DistributedTrainer` s is
+    active (a fit under :func:`distrib_ctx`), else 1. Ranks that share a process group but
+    train on their own get 1: their callbacks must not wait for each other.
+
+    >>> from fastext.learner import DataLoaders, Learner
+    >>> x = torch.zeros(4, 1); dls = DataLoaders.from_tensors(x, x, x, x, bs=2, device="cpu")
+    >>> data_parallel_size(Learner(dls, nn.Linear(1, 1), quiet=True))
+    1
+    """
+    if not _multi_rank():
+        return 1
+    coupled = isinstance(learn.model, DistributedDataParallel) or any(
+        isinstance(cb, DistributedTrainer) and cb.active for cb in learn.cbs)
+    return dist.get_world_size() if coupled else 1
+
+
+def _reduce_device() -> torch.device:
+    # NCCL reduces CUDA tensors only; gloo (and a "cpu:gloo,cuda:nccl" group) host tensors
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: Sequence[float | Tensor]) -> Tensor:
+    """``values`` (scalars) summed element-wise over the ranks, as a float64 host tensor:
+    one all-reduce in a multi-process group, which every rank must reach at the same point;
+    the values themselves in a single process.
+
+    >>> all_reduce_sum([1.5, torch.tensor(2)]).tolist()
+    [1.5, 2.0]
+    """
+    device = _reduce_device() if _multi_rank() else torch.device("cpu")
+    t = torch.stack([torch.as_tensor(v).to(device, torch.float64).reshape(()) for v in values])
+    if _multi_rank():
+        dist.all_reduce(t)
+    return t.cpu()
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on at least one rank, so that every rank takes the same
+    decision (to stop a fit, say): one all-reduce (MAX) in a multi-process group, which
+    every rank must reach at the same point; ``flag`` itself in a single process.
+
+    >>> any_rank(False), any_rank(True)
+    (False, True)
+    """
+    if not _multi_rank():
+        return bool(flag)
+    t = torch.tensor(float(bool(flag)), device=_reduce_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def setup_distributed(backend: str | None = None) -> tuple[int, int]:
@@ -216,13 +290,31 @@ class ShardedTensorLoader:
             yield tuple(t[sel] for t in self.loader.tensors)
 
 
+def _check_sampler(dl: DataLoader) -> None:
+    """Sharding replaces the loader's sampler: only the two whose order it reproduces (all
+    of the dataset, in order or shuffled once each) are taken; any other would be dropped."""
+    s = dl.sampler
+    if type(s) is RandomSampler and (s.replacement or s._num_samples is not None):
+        what = f"RandomSampler(replacement={s.replacement}, num_samples={s._num_samples})"
+    elif type(s) in (SequentialSampler, RandomSampler) and s.data_source is dl.dataset:
+        return
+    else:
+        what = type(s).__name__
+    raise TypeError(f"cannot shard a DataLoader with sampler {what}: sharding replaces the "
+                    "sampler, so it takes only SequentialSampler (shuffle=False) and a plain "
+                    "RandomSampler (shuffle=True) over the loader's dataset; shard this one "
+                    "by rank yourself (e.g. a Subset per rank)")
+
+
 def _shard_dataloader(dl: DataLoader, rank: int, world_size: int, even: bool,
                       seed: int | None) -> DataLoader:
     if isinstance(dl.dataset, IterableDataset):
         raise TypeError("cannot shard a DataLoader over an IterableDataset; shard the stream "
                         "itself by rank")
     if dl.batch_size is None:
-        raise TypeError("cannot shard a DataLoader with a custom batch_sampler")
+        raise TypeError(f"cannot shard a DataLoader with a custom batch_sampler "
+                        f"({type(dl.batch_sampler).__name__})")
+    _check_sampler(dl)
     sampler: Any
     if even:
         if seed is None:
@@ -249,7 +341,10 @@ def shard_loader(loader: Any, rank: int, world_size: int, even: bool = True,
     :class:`~fastext.learner.data.TensorLoader`; for a ``torch.utils.data.DataLoader`` a new
     one with a :class:`~torch.utils.data.DistributedSampler` (``even``; shuffling as the
     original, ``seed`` default the loader's generator seed or 0) or a contiguous block of the
-    dataset (``even=False``). Other settings (batch size, workers, collate) are kept."""
+    dataset (``even=False``). Other settings (batch size, workers, collate) are kept. The
+    sampler is replaced, so a DataLoader must have the default one (``SequentialSampler``
+    or a plain ``RandomSampler``): any other sampler or a ``batch_sampler`` is a
+    ``TypeError``."""
     if isinstance(loader, TensorLoader):
         return ShardedTensorLoader(loader, rank, world_size, even)
     if isinstance(loader, DataLoader):
@@ -320,7 +415,8 @@ class DistributedTrainer(Callback):
     ``seed`` seeds the shuffling of ``torch.utils.data.DataLoader`` shards.
 
     Order 40: before the Recorder (50) reads the reduced validation results and before the
-    ProgressCallback (60) prints.
+    ProgressCallback (60) prints. One per learner: a fit with a second one (say the
+    learner's own and one in ``fit(cbs=...)``) is refused in ``before_fit``.
     """
 
     order = 40
@@ -338,9 +434,13 @@ class DistributedTrainer(Callback):
 
     # -- fit -------------------------------------------------------------------------------
     def before_fit(self) -> None:
-        if not _initialized() or dist.get_world_size() < 2 or self.active:
+        if not _multi_rank() or self.active:
             return
         learn = self.learn
+        twins = [cb for cb in learn.cbs if isinstance(cb, DistributedTrainer) and cb is not self]
+        if twins:  # the second would shard the shards and wrap DDP in DDP
+            raise RuntimeError(f"DistributedTrainer: this fit has {1 + len(twins)} of them "
+                               "(the learner's cbs, distrib_ctx, fit(cbs=...)); keep one")
         rank, world = dist.get_rank(), dist.get_world_size()
         self._states = [_state_names(m) for m in learn.metrics]
         train, valid = learn.dls.train, learn.dls.valid
@@ -441,26 +541,33 @@ def _unwrapping(splitter: Callable[[nn.Module], Any]) -> Callable[[nn.Module], A
 def distrib_ctx(learn: Learner, backend: str | None = None, seed: int | None = None,
                 **ddp_kwargs: Any) -> Iterator[Learner]:
     """Within the block the learner trains data-parallel over the torchrun ranks: joins
-    the process group (:func:`setup_distributed`), adds a :class:`DistributedTrainer`, and
-    on exit removes it and leaves the group if this call joined it. In a single process it
-    only yields the learner.
+    the process group (:func:`setup_distributed`), adds a :class:`DistributedTrainer`
+    (unless the learner has one already: then ``seed`` and ``ddp_kwargs`` must be left out,
+    they are that one's), and on exit removes the one it added and leaves the group if this
+    call joined it. In a single process it only yields the learner.
 
     Leaving is collective: after the block every rank waits for the others (a barrier), so
     that none tears the group down while a peer still talks to it (in CI a gloo rank once
     died with SIGABRT at that moment). After an exception the group is left as it is: a peer
     may be blocked in a collective that will never complete, and destroying the group could
     then hang this rank too; the process exits with the error and torchrun stops the rest."""
+    own = next((cb for cb in learn.cbs if isinstance(cb, DistributedTrainer)), None)
+    if own is not None and (seed is not None or ddp_kwargs):
+        raise ValueError("distrib_ctx: the learner has a DistributedTrainer already; give "
+                         "seed and DDP arguments to it, not to distrib_ctx")
     joined = not _initialized()
     _, world = setup_distributed(backend)
-    cb = learn.add_cb(DistributedTrainer(seed=seed, **ddp_kwargs)) if world > 1 else None
+    added = None
+    if world > 1 and own is None:  # a second trainer would shard the shards
+        added = learn.add_cb(DistributedTrainer(seed=seed, **ddp_kwargs))
     completed = False
     try:
         yield learn
         completed = True
     finally:
-        if cb is not None:
-            cb.restore()
-            learn.remove_cb(cb)
+        if added is not None:
+            added.restore()
+            learn.remove_cb(added)
         if joined and completed and _initialized():
             dist.barrier()
             dist.destroy_process_group()

@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from .callback import Callback, CancelFitException, CancelValidException
-from .callbacks import CSVLogger, TrackerCallback
+from .callbacks import CSVLogger, TrackerCallback, _batch_size
+from .distributed import all_reduce_sum, data_parallel_size
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -148,8 +149,15 @@ class LRFinder(Callback):
     each batch it records that lr in ``lrs``, the batch loss in ``raw_losses`` and the
     debiased exponential moving average of the loss (``beta`` 0.98) in ``losses``. It ends
     the fit after ``num_it`` batches, or, with ``stop_div``, as soon as the smoothed loss is
-    not finite or exceeds 4x the best so far. Validation is skipped. It does not restore
-    anything: :func:`lr_find` does.
+    not finite or exceeds 4x the best so far; the fit gets as many epochs as ``num_it``
+    batches take (``learn.n_epoch``, set in ``before_fit`` from the loader the fit runs
+    over, sharded or not). Validation is skipped. It does not restore anything:
+    :func:`lr_find` does.
+
+    In data-parallel training the loss recorded is that of the global batch (the ranks'
+    losses averaged, weighted by their batch sizes: one all-reduce per batch), so every rank
+    records the curve of a single process at the global batch size and stops at the same
+    batch.
 
     >>> finder = LRFinder(1e-4, 1.0, num_it=5)
     >>> [f"{finder.sweep_lr(i):.0e}" for i in range(5)]
@@ -189,6 +197,8 @@ class LRFinder(Callback):
 
     def before_fit(self) -> None:
         self._reset()
+        # after a DistributedTrainer (order 40) has sharded the loader: n_iter is per rank
+        self.learn.n_epoch = max(1, math.ceil(self.num_it / max(1, self.learn.n_iter)))
         lrs = [float(g["lr"]) for g in self.learn.opt.param_groups]
         top = max(lrs, default=0.0)
         self._ratios = [lr / top if top > 0 else 1.0 for lr in lrs]
@@ -208,8 +218,14 @@ class LRFinder(Callback):
 
     def after_batch(self) -> None:
         self.n_batch += 1
-        if self._have_loss:  # not a batch cancelled before its loss, nor one without targets
-            loss = float(self.learn.loss.detach())  # the one host read per batch
+        # not a batch cancelled before its loss, nor one without targets
+        have = self._have_loss
+        loss = float(self.learn.loss.detach()) if have else math.nan  # the one host read
+        if data_parallel_size(self.learn) > 1:  # the global batch's loss, on every rank
+            bs = _batch_size(self.learn) if have else 0
+            total, n = all_reduce_sum([loss * bs if have else 0.0, bs]).tolist()
+            have, loss = n > 0, total / n if n else math.nan
+        if have:
             self._count += 1
             self._avg = self.beta * self._avg + (1 - self.beta) * loss
             smooth = self._avg / (1 - self.beta**self._count)
@@ -392,7 +408,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     (('valley', 'steep'), True, True, True)
     """
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
-    n_epoch = max(1, math.ceil(num_it / max(1, len(learn.dls.train))))
+    n_epoch = 1  # the finder sets it once the fit's loader (sharded or not) is known
     quiet, cbs = learn.quiet, learn.cbs
     learn.quiet = True  # the sweep's epochs are not training epochs: print no table
     learn.cbs = [cb for cb in cbs if not isinstance(cb, _EPOCH_LEVEL)]

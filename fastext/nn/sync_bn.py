@@ -15,7 +15,13 @@ __all__ = ["SyncBatchNormReLU", "convert_sync_batchnorm"]
 
 class SyncBatchNormReLU(nn.SyncBatchNorm):
     """``nn.SyncBatchNorm`` then ReLU: what :func:`convert_sync_batchnorm` makes of
-    ``BatchNormReLU1d/2d``, with their parameters, buffers and state_dict keys."""
+    ``BatchNormReLU1d/2d``, with their parameters, buffers and state_dict keys.
+
+    Synchronised training needs a GPU, as torch's ``SyncBatchNorm`` does: in training mode
+    under an initialised process group it refuses CPU input (a ``ValueError``). Evaluation,
+    and training without a process group (plain BatchNorm then ReLU, nothing synchronised),
+    run on the CPU too.
+    """
 
     def forward(self, input: Tensor) -> Tensor:
         return F.relu(super().forward(input))
@@ -27,7 +33,9 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     plain ``SyncBatchNorm``, silently dropping the activation; here stock BatchNorms are
     converted by torch's converter and ``BatchNormReLU1d/2d`` become
     :class:`SyncBatchNormReLU` (SyncBatchNorm, then ReLU), sharing their parameters and
-    buffers, as torch's converter shares them, and with the same state_dict keys.
+    buffers, as torch's converter shares them, and with the same state_dict keys. A
+    :class:`SyncBatchNormReLU` stays one (converting twice keeps the ReLU), with the new
+    ``process_group``, as torch's converter treats a ``SyncBatchNorm``.
 
     InPlace-ABN is refused (a ``TypeError``, before anything is converted): it scales by
     ``|weight| + eps``, which SyncBatchNorm cannot express. Returns the converted
@@ -48,7 +56,8 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
 
 
 def _convert(module: nn.Module, process_group) -> nn.Module:
-    if isinstance(module, _BatchNormReLU):
+    # SyncBatchNormReLU first: as a SyncBatchNorm, torch's converter would drop its ReLU
+    if isinstance(module, (_BatchNormReLU, SyncBatchNormReLU)):
         out = _fused_copy(module, SyncBatchNormReLU, process_group=process_group)
         if hasattr(module, "qconfig"):
             out.qconfig = module.qconfig
