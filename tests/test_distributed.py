@@ -8,7 +8,6 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from ddp_launch import free_port, rank_env
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -305,25 +305,14 @@ def test_fit_fires_finally_fit_however_it_ends():
 
 
 # -- two processes under torchrun --------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
     out = tmp_path_factory.mktemp("ddp")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
-    if Path("/sys/class/net/lo").exists():  # gloo on loopback, whatever the hostname says
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    env = rank_env()
     for _attempt in range(2):  # a second try only if another process took the free port
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                "--nproc_per_node", str(WORLD), "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), "--monitor_interval", "0.1",
+               "--master_port", str(free_port()), "--monitor_interval", "0.1",
                str(Path(__file__).resolve()), str(out)]
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -17,7 +17,6 @@ import io
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from ddp_launch import free_port, rank_env
 from torch import nn
 
 from fastext.learner import DataLoaders, Learner
@@ -175,23 +175,12 @@ def worker(name: str, out: Path) -> None:
 
 
 # -- the launcher -------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(name: str, out: Path) -> list[dict[str, Any]]:
     """Runs scenario ``name`` on WORLD processes; fails the test (never hangs) when a rank
     fails or the run takes more than RUN_S seconds."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    base.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
-                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")])))
-    if Path("/sys/class/net/lo").exists():  # gloo on loopback, whatever the hostname says
-        base.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    base = rank_env()
     for _attempt in range(2):  # a second try only if another process took the free port
-        port, procs, logs = str(_free_port()), [], []
+        port, procs, logs = str(free_port()), [], []
         for rank in range(WORLD):
             env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
