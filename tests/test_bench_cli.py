@@ -298,6 +298,20 @@ def test_json_folder_is_created_up_front(fake_suite, tmp_path):
     assert e.value.code == 2 and len(fake_suite.calls) == 1
 
 
+def test_plot_folder_is_created_and_a_folder_path_refused_up_front(fake_suite, tmp_path):
+    """--plot into a folder not there yet crashed after every suite ran, and --plot at a
+    folder wrote the chart beside it (DIR.png); now the first works as --json does and the
+    second is refused before any suite runs."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "new" / "folder" / "speedup.png"
+    assert main(["fake", "--quick", "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit) as e:
+        main(["fake", "--quick", "--plot", str(tmp_path)])
+    assert e.value.code == 2 and len(fake_suite.calls) == 1
+    assert not (tmp_path.parent / f"{tmp_path.name}.png").exists()
+
+
 # -- what is recorded -----------------------------------------------------------------------
 @pytest.mark.parametrize("argv, reps, warmup, quick", [
     (["--quick"], 3, 1, True),

@@ -176,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
             import matplotlib  # noqa: F401
         except ImportError as e:
             parser.error(f"--plot needs matplotlib ({e})")
-    if args.json:
-        try:
-            check_output_file(args.json, "--json")
-        except UsageError as e:
-            parser.error(str(e))
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            try:
+                check_output_file(path, option)
+            except UsageError as e:
+                parser.error(str(e))
 
     names = list(args.suites)
     if args.data is not None and names and not any(reads_data(n) for n in names):

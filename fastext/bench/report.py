@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..learner.figures import save_figure
+
 BASELINE = "fastext"  # the implementation every other one is compared with
 
 
@@ -162,5 +164,4 @@ def write_plot(results: Sequence[dict], path: str) -> None:
                      f"({m.get('gpu') or m.get('cpu', '?')}), torch {result['torch']}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)  # PNG whatever the suffix, its folder created
