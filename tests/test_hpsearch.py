@@ -186,7 +186,21 @@ def test_fit_forest_and_fill_failures_refuse_bad_input():
         fit_forest(np.zeros((1, 1)), np.zeros(1))
     with pytest.raises(ValueError, match="no finished"):
         fill_failures(np.array([np.nan, np.inf]))
-    assert fill_failures(np.array([1.0, np.inf, 3.0])).tolist() == [1.0, 3.0, 3.0]
+    # failures are worse than the worst finished trial: by the spread, or by |worst| (>= 1)
+    assert fill_failures(np.array([1.0, np.inf, 3.0])).tolist() == [1.0, 5.0, 3.0]
+    assert fill_failures(np.array([-4.0, np.nan, -4.0])).tolist() == [-4.0, 0.0, -4.0]
+    assert fill_failures(np.array([0.0, np.nan])).tolist() == [0.0, 1.0]
+
+
+def test_failures_tied_with_the_finished_trials_still_teach_the_forest():
+    """An objective that finishes at one value where it does not fail: failures filled at
+    that same value gave a flat forest: importances all 0, the parameter that decides
+    failure unseen."""
+    space = Space(a=Uniform(0.0, 1.0), b=Uniform(0.0, 1.0))
+    r = search(lambda p: 1.0 if p["a"] < 0.5 else math.nan, space, n_trials=10, n_init=6,
+               seed=0, progress=False)
+    imp = r.importances()
+    assert imp["a"] > 0.9 and math.isclose(sum(imp.values()), 1.0)
 
 
 def test_propose_picks_the_argmax_of_ei_among_valid_candidates():
@@ -274,6 +288,38 @@ def test_a_log_from_another_search_is_refused(tmp_path):
     (tmp_path / "other.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a fastext"):
         TrialLog.open(tmp_path / "other.json", SPACE, "rf", 0)
+
+
+@pytest.mark.parametrize("trials, why", [
+    (None, "KeyError: trials"),
+    ([{"number": 0}], "TypeError: .*params"),
+    ([{"number": 0, "params": {"lr": 5.0, "drop": 0.1, "epochs": 2, "bs": 32, "act": "relu"},
+       "value": 1.0, "status": "ok"}], "ValueError: .*outside"),
+])
+def test_a_damaged_log_is_refused_before_any_trial(tmp_path, trials, why):
+    """A log with the right format marker but a key missing, a trial cut short or a value
+    outside the space: a ValueError at open (the CLI's one-line error), not a KeyError or
+    TypeError, nor a ValueError from the surrogate mid-search."""
+    log = tmp_path / "log.json"
+    search(quadratic, SPACE, n_trials=2, n_init=2, seed=0, log=log, progress=False)
+    doc = json.loads(log.read_text())
+    if trials is None:
+        del doc["trials"]
+    else:
+        doc["trials"] = trials
+    log.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=f"damaged hpsearch log.*{why}"):
+        TrialLog.open(log, SPACE, "rf", 0)
+
+
+def test_resuming_a_longer_log_gives_the_trials_asked_for(tmp_path):
+    log = tmp_path / "log.json"
+    search(quadratic, SPACE, n_trials=6, n_init=4, seed=3, log=log, progress=False)
+    fresh = search(quadratic, SPACE, n_trials=3, n_init=4, seed=3, progress=False)
+    resumed = search(quadratic, SPACE, n_trials=3, n_init=4, seed=3, log=log, progress=False)
+    assert [t.params for t in resumed.trials] == [t.params for t in fresh.trials]
+    assert resumed.summary()["n_trials"] == 3
+    assert len(json.loads(log.read_text())["trials"]) == 6  # the log keeps them all
 
 
 def test_failing_and_diverging_trials_are_recorded_not_fatal(tmp_path):

@@ -217,6 +217,7 @@ def test_landscape_bad_arguments_are_one_line_before_any_work(
     cases = [
         ([*out, "--model", "resnet"], "--model must be one of"),
         ([*out, "--model", "no_such_module_xyz:net"], "no module named"),
+        ([*out, "--model", "torch.nn:Linear"], "must be callable without arguments"),
         ([*out, "--weights", str(tmp_path / "missing.pth")], "no weights file"),
         ([*out, "--weights", str(garbage)], f"{garbage}: not a file torch.load reads"),
         ([*out, "--weights-b", str(small)], f"--weights-b {small} does not fit the model"),

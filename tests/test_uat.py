@@ -118,6 +118,26 @@ def test_cli(tmp_path, capsys):
             cli.main(["uat", "--widths", bad])
 
 
+def test_cli_names_the_activation_it_fitted(tmp_path, capsys, monkeypatch):
+    """The printed line and the plot's legend said ReLU (and drew ReLU's 1/width² bound)
+    whatever --activation was."""
+    legends: list[list[str]] = []
+    save = uat._save
+
+    def spy(fig, path):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return save(fig, path)
+
+    monkeypatch.setattr(uat, "_save", spy)
+    for act, bound in (("tanh", False), ("relu", True)):
+        assert cli.main(["uat", "--widths", "1,3", "--epochs", "1", "--target", "sin",
+                         "--activation", act, "--out", str(tmp_path)]) == 0
+        assert ("capacity bound for ReLU" in capsys.readouterr().out) == bound
+    errors_legends = [lg for lg in legends if lg and lg[0].startswith("one hidden layer")]
+    assert errors_legends == [["one hidden layer (tanh)"],
+                              ["one hidden layer (ReLU)", "~ 1 / width²"]]
+
+
 def test_demo_quick(tmp_path):
     from fastext.demos import uat as demo
 

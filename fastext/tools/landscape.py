@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -402,7 +403,14 @@ def _build_model(name: str) -> nn.Module:
     if ":" not in name:
         raise UsageError(f"--model must be one of {sorted(BUILTIN_MODELS)} or "
                          f"'package.module:factory', got {name!r}")
-    model = import_object(name, "--model")()
+    factory = import_object(name, "--model")
+    try:  # checked apart from the call: a TypeError inside the factory is its own bug
+        inspect.signature(factory).bind()
+    except TypeError as e:
+        raise UsageError(f"--model {name} must be callable without arguments ({e})") from None
+    except ValueError:  # no signature to read (some builtins): let the call decide
+        pass
+    model = factory()
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {name}() returned {type(model).__name__}, not an nn.Module")
     return model

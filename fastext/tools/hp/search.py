@@ -108,8 +108,9 @@ class SearchResult:
                           seed=_sklearn_seed(self.seed) if seed is None else seed)
 
     def importances(self) -> dict[str, float]:
-        """The forest's impurity-based feature importances, by parameter (sum 1): which
-        hyper-parameters move the objective. Sorted, largest first."""
+        """The forest's impurity-based feature importances, by parameter (sum 1; all 0
+        when every trial gave the same value): which hyper-parameters move the objective.
+        Sorted, largest first."""
         imp = self.forest().feature_importances_
         pairs = sorted(zip(self.space.names, imp, strict=True), key=lambda p: -p[1])
         return {name: float(v) for name, v in pairs}
@@ -173,7 +174,9 @@ def search(objective: Objective, space: Space, n_trials: int = 24, n_init: int =
         book.append(trial)
         if progress:
             _print_trial(trial, result.best_so_far()[-1] if i else math.nan, note)
-    return SearchResult(space, book.trials, method, seed)
+    # A log may hold more trials than asked for: the first n_trials are this search's (the
+    # same trials a fresh search of n_trials would run).
+    return SearchResult(space, book.trials[:n_trials], method, seed)
 
 
 def _sklearn_seed(n: int) -> int:

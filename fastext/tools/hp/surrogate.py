@@ -80,17 +80,24 @@ def expected_improvement(mu: np.ndarray, sigma: np.ndarray, best: float,
 
 
 def fill_failures(y: np.ndarray) -> np.ndarray:
-    """Failed or diverged trials (NaN/inf) get the worst finished value: the forest learns
-    to avoid their region without its scale being wrecked by an infinity.
+    """Failed or diverged trials (NaN/inf) get a value worse than every finished one, by
+    the finished values' spread (by ``max(|worst|, 1)`` when they are all equal): the
+    forest learns to avoid their region without its scale being wrecked by an infinity.
+    Tied with the worst (as it was), a failure the finished trials equal taught nothing:
+    an objective finishing at one value where it does not fail gave a flat forest, zero
+    importances, and proposals back into the failing region.
 
     >>> fill_failures(np.array([0.5, np.nan, 2.0])).tolist()
-    [0.5, 2.0, 2.0]
+    [0.5, 3.5, 2.0]
+    >>> fill_failures(np.array([1.0, np.inf])).tolist()
+    [1.0, 2.0]
     """
     y = np.asarray(y, dtype=np.float64).copy()
     ok = np.isfinite(y)
     if not ok.any():
         raise ValueError("no finished trial to learn from")
-    y[~ok] = y[ok].max()
+    worst, spread = y[ok].max(), np.ptp(y[ok])
+    y[~ok] = worst + (spread if spread > 0 else max(abs(worst), 1.0))
     return y
 
 

@@ -79,6 +79,11 @@ def _check_loggable(space: Space, path: str | os.PathLike[str]) -> None:
                         "use options JSON can hold, or log=None") from None
 
 
+def _why(e: Exception) -> str:
+    """``e`` in a few words: its type and first argument (a KeyError's key unquoted)."""
+    return f"{type(e).__name__}: {e.args[0] if e.args else e}"
+
+
 class TrialLog:
     """The trials of one search, kept in a JSON file (``path`` None: in memory only)."""
 
@@ -95,7 +100,8 @@ class TrialLog:
         empty one.
 
         Raises:
-            ValueError: the file is not a search log, or was written for another space,
+            ValueError: the file is not a search log or a damaged one (a key missing, a
+                trial incomplete or outside the space), or was written for another space,
                 method or seed (resuming it would mix two searches).
         """
         if path is None or not Path(path).exists():
@@ -108,15 +114,27 @@ class TrialLog:
             raise ValueError(f"{path}: not a JSON search log ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise ValueError(f"{path}: not a fastext hpsearch log (no format {_FORMAT!r})")
-        stored = Space.from_dict(doc["space"])
-        clashes = [what for what, a, b in (("space", stored, space), ("method", doc["method"],
-                                           method), ("seed", doc["seed"], seed)) if a != b]
+        # A log with the right marker may still be damaged (a key missing, a trial cut
+        # short or edited out of the space): refused here, before any trial runs, not as a
+        # KeyError now or a ValueError from the surrogate mid-search.
+        try:
+            stored, stored_method, stored_seed = (Space.from_dict(doc["space"]), doc["method"],
+                                                  doc["seed"])
+            trials = [Trial.from_dict(t) for t in doc["trials"]]
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{path}: a damaged hpsearch log ({_why(e)})") from e
+        clashes = [what for what, a, b in (("space", stored, space),
+                                           ("method", stored_method, method),
+                                           ("seed", stored_seed, seed)) if a != b]
         if clashes:
             raise ValueError(f"{path} was written by a search with a different "
                              f"{', '.join(clashes)}; give a new log path to start afresh")
-        trials = [Trial.from_dict(t) for t in doc["trials"]]
-        for t in trials:  # JSON gave lists for tuple options: back to the space's options
-            t.params = space.restore(t.params)
+        try:
+            for t in trials:  # JSON gave lists for tuple options: back to the space's options
+                t.params = space.restore(t.params)
+            space.encode([t.params for t in trials])  # every value inside the space
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: a damaged hpsearch log ({_why(e)})") from e
         if [t.number for t in trials] != list(range(len(trials))):
             raise ValueError(f"{path}: trial numbers are not 0..{len(trials) - 1}")
         return cls(path, space, method, seed, trials)
