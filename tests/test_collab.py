@@ -83,7 +83,8 @@ def test_loaders_split_vocab_and_encode():
     assert torch.equal(y_valid, torch.tensor(valid_rows["rating"].to_numpy(), dtype=torch.float32))
     # Vocabularies come from the training rows only, '#na#' first.
     train_rows = df.iloc[order[len(x_valid):]]
-    assert dls.classes["user"] == [NA, *sorted(str(u) for u in train_rows["user"].unique())]
+    # integer ids in numeric order, as fastai's CategoryMap (names stay strings)
+    assert dls.classes["user"] == [NA, *(str(u) for u in sorted(train_rows["user"].unique()))]
     assert dls.classes["item"] == [NA, *sorted(train_rows["item"].unique())]
     codes = dls.encode(train_rows["user"].tolist(), train_rows["item"].tolist())
     assert torch.equal(codes, x_train) and (codes > 0).all()  # training rows, in order
@@ -140,6 +141,28 @@ def test_dot_bias_beats_global_mean_and_weight_decay_shrinks_factors():
              for wd, learn in learners.items()}
     assert norms[0.1] < norms[0.0]
     assert learners[0.1].model.y_range == (0.0, 5.5)  # auto: 0 .. 1.1 x the top rating
+
+
+@pytest.mark.parametrize(("low", "high", "want"), [
+    (0.5, 5.0, (0.0, 5.5)),    # the course's MovieLens range
+    (1.0, 5.0, (0.0, 5.5)),
+    (0.0, 5.0, (-0.5, 5.55)),  # 0 rated: widened below as above (0 was the asymptote)
+    (-1.0, 5.0, (-1.6, 5.66)),
+    (0.0, 0.0, (-0.1, 0.01)),  # one rating value: still strictly inside
+])
+def test_auto_y_range_keeps_every_rating_strictly_inside(low, high, want):
+    rng = np.random.default_rng(0)
+    n = 200
+    r = rng.uniform(low, high, n).round(1)
+    r[:50], r[50:100] = low, high  # both extremes among the training rows
+    df = pd.DataFrame({"u": rng.integers(0, 20, n), "i": rng.integers(0, 30, n), "rating": r})
+    dls = CollabDataLoaders.from_df(df, bs=32, device="cpu")
+    assert dls.rating_range == (low, high)
+    dot, mlp = collab_learner(dls, quiet=True), collab_learner(dls, use_nn=True, quiet=True)
+    for lo, hi in (dot.model.y_range, mlp.model.tab.y_range):
+        assert (lo, hi) == pytest.approx(want)
+        # a sigmoid reaches neither end: both extreme ratings need a finite logit
+        assert lo < low and high < hi or (low > 0 and lo == 0.0 and high < hi)
 
 
 def test_embedding_nn_learner_trains():

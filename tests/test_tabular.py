@@ -72,7 +72,7 @@ def test_categorify_matches_sklearn_ordinal_encoder():
     assert cat.classes["color"] == [NA, "blue", "green", "red"]
     assert got.loc[0, "color"] == 0  # unseen "purple" -> #na#
     assert (got["color"][test["color"].isna()] == 0).all()  # missing -> #na#
-    # Integer categories: sorted as strings, unseen 7 -> #na#, same class for 2, 2.0, "2".
+    # Integer categories: sorted by value, unseen 7 -> #na#, same class for 2, 2.0, "2".
     assert cat.classes["level"] == [NA, "1", "2", "3"]
     assert got.loc[1, "level"] == 0
     again = cat.transform(pd.DataFrame({"color": ["red"] * 3,
@@ -135,8 +135,9 @@ def test_regression_target_auto_and_decode():
     proc = TabularProcessor(["color"], ["size"], "weight").fit(train)
     assert proc.y_kind == "regression" and proc.n_out == 1
     y = proc.transform(train).y
-    assert y.dtype == torch.float32 and torch.allclose(y, torch.tensor(train["weight"].values,
-                                                                       dtype=torch.float32))
+    assert y.dtype == torch.float32 and y.shape == (len(train), 1)  # the model's output shape
+    torch.testing.assert_close(y, torch.tensor(train["weight"].values[:, None],
+                                               dtype=torch.float32))
     cls = TabularProcessor(["color"], ["size"], "label").fit(train)
     assert cls.decode_y(np.array([1, 0])).tolist() == ["small", "big"]
 

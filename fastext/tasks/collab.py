@@ -310,6 +310,18 @@ def _plot_pca(df: pd.DataFrame, path: Path, n_labels: int) -> None:
     plt.close(fig)
 
 
+def _auto_range(r_min: float, r_max: float) -> tuple[float, float]:
+    """``collab_learner``'s ``y_range="auto"``: ratings ``[r_min, r_max]`` strictly inside.
+
+    >>> _auto_range(0.5, 5.0), _auto_range(0.0, 5.0), _auto_range(-1.0, 5.0)
+    ((0.0, 5.5), (-0.5, 5.55), (-1.6, 5.66))
+    """
+    # a rating of 0 would sit on the sigmoid's lower asymptote, as r_max would on the upper
+    span = (r_max - r_min) or max(abs(r_max), 1.0)  # one rating value: still a margin
+    lo = 0.0 if r_min > 0 else r_min - 0.1 * span
+    return lo, r_max + 0.1 * (r_max - lo)
+
+
 def _mse(pred: Tensor, targ: Tensor) -> Tensor:
     return F.mse_loss(pred.reshape(-1), targ.reshape(-1).to(pred.dtype))
 
@@ -326,18 +338,18 @@ def collab_learner(dls: CollabDataLoaders, n_factors: int = 50, use_nn: bool = F
 
     ``use_nn=False``: :class:`EmbeddingDotBias` with ``n_factors``; ``True``:
     :class:`EmbeddingNN` with embedding widths by the tabular rule (``emb_szs`` overrides
-    them by column name) and hidden ``layers``. ``y_range="auto"`` is
-    ``(0, hi + 10% of hi)`` for training ratings in ``[lo >= 0, hi]`` (the course's
-    ``(0, 5.5)`` for 5-star ratings: a sigmoid never reaches its ends, so the top rating must
-    lie inside; negative ratings widen the bottom alike); ``None`` leaves the
-    output unsquashed. Other keyword arguments go to :class:`fastext.learner.Learner`.
+    them by column name) and hidden ``layers``. ``y_range="auto"`` is ``(lo, hi)`` for
+    training ratings in ``[r_min, r_max]``: a sigmoid never reaches its ends, so every rating
+    must lie strictly inside. ``lo`` is 0 when ``r_min > 0``, else ``r_min`` less 10% of
+    the ratings' span; ``hi`` is ``r_max`` plus 10% of ``r_max - lo``. So the course's
+    ``(0, 5.5)`` for ratings 0.5 or 1 to 5, ``(-0.5, 5.55)`` for 0 to 5, ``(-1.6, 5.66)``
+    for -1 to 5. ``None`` leaves the output unsquashed. Other keyword arguments go to
+    :class:`fastext.learner.Learner`.
     """
     if isinstance(y_range, str):
         if y_range != "auto":
             raise ValueError(f"y_range must be (lo, hi), None or 'auto', got {y_range!r}")
-        lo, hi = dls.rating_range
-        lo = 0.0 if lo >= 0 else lo - 0.1 * (hi - lo)
-        y_range = (lo, hi + 0.1 * (hi - lo) + (hi == lo))
+        y_range = _auto_range(*dls.rating_range)
     n_users = len(dls.classes[dls.user_name])
     n_items = len(dls.classes[dls.item_name])
     if use_nn:

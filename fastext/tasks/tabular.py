@@ -22,6 +22,8 @@ on the training frame only and applied unchanged to validation, test and inferen
 from __future__ import annotations
 
 import datetime
+import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -120,18 +122,87 @@ def _key(v: Any) -> str | None:
         return pd.Timedelta(v).isoformat()
     if isinstance(v, (int, np.integer)):
         return str(int(v))
+    if isinstance(v, (np.float16, np.float32)):
+        # float(np.float32(0.1)) is 0.10000000149011612: take the shortest decimal that is
+        # this value in its own precision, so that it meets the float64 0.1 of a re-read CSV
+        v = float(np.format_float_scientific(v, unique=True))
     if isinstance(v, (float, np.floating)):
         f = float(v)
         return str(int(f)) if f.is_integer() else repr(f)
     return str(v)
 
 
+def _bools(s: pd.Series) -> np.ndarray | None:
+    """Where an object column holds booleans beside other values, the mask of the booleans;
+    else ``None``. ``True == 1`` and both hash alike, so ``pd.unique`` or a dict would fold
+    them into one class named after whichever row came first: they are keyed apart."""
+    if s.dtype != object or pd.api.types.infer_dtype(s, skipna=True) not in ("mixed",
+                                                                            "mixed-integer"):
+        return None  # text, numbers only, booleans only...: nothing to fold
+    mask = np.fromiter((isinstance(v, (bool, np.bool_)) for v in s.to_numpy()), bool, len(s))
+    return mask if mask.any() else None
+
+
+def _unique(s: pd.Series) -> list[tuple[Any, str]]:
+    """``(value, class name)`` for each distinct non-missing value, in order of appearance."""
+    mask = _bools(s)
+    if mask is not None:
+        return _unique(s[~mask]) + _unique(s[mask].map(bool).astype(bool))
+    return [(u, k) for u in pd.unique(s) if (k := _key(u)) is not None]
+
+
 def _keys(s: pd.Series) -> np.ndarray:
     """Object array of class names (``None`` = missing), converting each distinct value once."""
-    table = {u: _key(u) for u in pd.unique(s) if _key(u) is not None}
+    mask = _bools(s)
+    if mask is not None:
+        out = np.empty(len(s), dtype=object)
+        out[mask] = _keys(s[mask].map(bool).astype(bool))
+        out[~mask] = _keys(s[~mask])
+        return out
+    if s.dtype == np.float16:  # pandas has no float16 index to map through: one by one
+        return np.array([_key(v) for v in s.to_numpy()], dtype=object)
+    table = dict(_unique(s))
     out = s.map(table).astype(object).to_numpy(copy=True)
     out[pd.isna(out)] = None
     return out
+
+
+def _order(v: Any) -> tuple[str, Any] | None:
+    """What a class sorts on: its value within its kind (numbers, durations, dates)."""
+    if isinstance(v, (np.timedelta64, datetime.timedelta)):  # an np.integer: test it first
+        return "duration", pd.Timedelta(v)
+    if isinstance(v, (np.datetime64, datetime.date)):
+        return "date", pd.Timestamp(v)
+    if isinstance(v, (bool, np.bool_)):  # a kind of its own: 0 and False don't interleave
+        return "bool", bool(v)
+    if isinstance(v, numbers.Real):
+        return "number", v
+    return None
+
+
+def _classes(s: pd.Series) -> list[str]:
+    """The distinct class names of ``s`` in fastai's ``CategoryMap`` order: a category dtype's
+    categories (all of them) in their order; numbers, durations or dates by value (integer
+    ``10`` after ``2``: class index follows label); anything else (text, mixed kinds) sorted as
+    text. Names stay strings.
+
+    >>> _classes(pd.Series([10, 2, 1])), _classes(pd.Series(["b", 10, 2]))
+    (['1', '2', '10'], ['10', '2', 'b'])
+    >>> _classes(pd.Series(pd.Categorical(["hi", "lo"], categories=["lo", "mid", "hi"])))
+    ['lo', 'mid', 'hi']
+    """
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return list(dict.fromkeys(k for _, k in _unique(pd.Series(s.cat.categories))))
+    first: dict[str, Any] = {}
+    for v, k in _unique(s):
+        first.setdefault(k, v)
+    orders = [_order(v) for v in first.values()]
+    if orders and all(o is not None for o in orders) and len({o[0] for o in orders}) == 1:
+        try:  # ties (2 and 2.0 in an object column) broken by name: the rows' order is moot
+            return [k for _, k in sorted(zip((o[1] for o in orders), first, strict=True))]
+        except TypeError:  # e.g. dates with and without a time zone
+            pass
+    return sorted(first)
 
 
 def _codes(s: pd.Series, classes: Sequence[str]) -> np.ndarray:
@@ -202,7 +273,9 @@ class FillMissing:
 
 class Categorify:
     """Maps each categorical column to integer codes: 0 is ``#na#`` (missing, or a value
-    never seen in training), then the training classes in sorted order.
+    never seen in training), then the training classes in order: a category dtype's own
+    order, numbers (dates, durations) by value, else sorted as text (as fastai's
+    ``CategoryMap``). Values are classes by type and value: ``True`` is not ``1``.
 
     >>> df = pd.DataFrame({"c": ["b", "a", None, "b"]})
     >>> cat = Categorify().fit(df, ["c"])
@@ -217,8 +290,7 @@ class Categorify:
         _require(df, cat_names, "categorical")
         self.classes = {}
         for name in cat_names:
-            seen = {k for k in _keys(df[name]) if k is not None and k != NA}
-            self.classes[name] = [NA, *sorted(seen)]
+            self.classes[name] = [NA, *(k for k in _classes(df[name]) if k != NA)]
         return self
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -236,9 +308,23 @@ class Categorify:
         return self
 
 
+def _is_constant(n: int, mean: float, var: float) -> bool:
+    """Whether ``n`` values of this mean and variance are constant up to rounding: 0.1
+    repeated gets a variance of about 1e-34, not 0, and dividing by its std would blow 0.2
+    up to 7e15. The bound is sklearn's ``StandardScaler`` one (the rounding error of a
+    two-pass variance).
+
+    >>> _is_constant(3, 0.1, float(pd.Series([0.1] * 3).var(ddof=0))), _is_constant(2, 1.0, 1.0)
+    (True, False)
+    """
+    eps = float(np.finfo(np.float64).eps)
+    return var <= n * eps * var + (n * mean * eps) ** 2
+
+
 class Normalize:
     """Standardises continuous columns with the training mean and (population) standard
-    deviation; a constant column keeps its scale (std taken as 1).
+    deviation; a constant column keeps its scale (std taken as 1, as sklearn's
+    ``StandardScaler`` does, a column equal up to rounding included).
 
     >>> df = pd.DataFrame({"x": [1.0, 3.0]})
     >>> Normalize().fit(df, ["x"]).transform(pd.DataFrame({"x": [2.0, 5.0]}))["x"].tolist()
@@ -257,9 +343,11 @@ class Normalize:
             if v.isna().any():
                 raise ValueError(f"continuous column {name!r} has missing values: fill them "
                                  "first (FillMissing)")
-            std = float(v.std(ddof=0))
-            self.means[name] = float(v.mean())
-            self.stds[name] = std if std > 0 else 1.0
+            lo, hi = float(v.min()), float(v.max())
+            # all equal: the value itself (a computed mean of 0.1 x 3 is off by an ulp)
+            mean, var = (lo, 0.0) if lo == hi else (float(v.mean()), float(v.var(ddof=0)))
+            self.means[name] = mean
+            self.stds[name] = 1.0 if _is_constant(len(v), mean, var) else math.sqrt(var)
         return self
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -279,8 +367,10 @@ class Normalize:
 
 class TabularTensors(NamedTuple):
     """A processed frame: codes ``cat`` int64 ``(N, n_cat)``, ``cont`` float32
-    ``(N, n_cont)``, and the target ``y`` (int64 class indices or float32 values, ``(N,)``),
-    or ``None`` when the frame has no target column."""
+    ``(N, n_cont)``, and the target ``y``: int64 class indices ``(N,)`` (cross-entropy's
+    shape) or float32 values ``(N, 1)`` (the model's output shape, as fastai's regression
+    targets: a loss or metric written for the model's output then sees matching shapes), or
+    ``None`` when the frame has no target column."""
 
     cat: Tensor
     cont: Tensor
@@ -294,7 +384,8 @@ class TabularProcessor:
     Args:
         cat_names: categorical columns (any dtype; values become class names).
         cont_names: continuous columns (numbers or booleans).
-        y_name: the target column, or ``None`` (inference only).
+        y_name: the target column (or a one-element list of it, as fastai's ``y_names``),
+            or ``None`` (inference only).
         y_kind: ``"category"`` (classes, cross-entropy), ``"regression"`` (float values) or
             ``"auto"``: regression when the training target is a float column.
         fill_missing: run :class:`FillMissing` (else missing continuous values are an error).
@@ -305,14 +396,19 @@ class TabularProcessor:
     """
 
     def __init__(self, cat_names: Sequence[str], cont_names: Sequence[str],
-                 y_name: str | None = None, y_kind: str = "auto", fill_missing: bool = True,
-                 normalize: bool = True) -> None:
+                 y_name: str | Sequence[str] | None = None, y_kind: str = "auto",
+                 fill_missing: bool = True, normalize: bool = True) -> None:
         for names, role in ((cat_names, "cat_names"), (cont_names, "cont_names")):
             if isinstance(names, str) or not all(isinstance(n, str) for n in names):
                 raise TypeError(f"{role} must be a list of column names, got {names!r}")
         # plain str: names go into the export, and torch.load(weights_only=True) refuses
         # str subclasses such as numpy.str_ (from list(np.array([...])) or df.columns.values)
         cat_names, cont_names = [str(n) for n in cat_names], [str(n) for n in cont_names]
+        if isinstance(y_name, (list, tuple, np.ndarray, pd.Index)):  # fastai's y_names=[...]
+            if len(y_name) != 1:
+                raise ValueError(f"one target column is supported, got {list(y_name)!r} (a "
+                                 "multi-target model needs its own loss and model head)")
+            y_name = y_name[0]
         y_name = plain(y_name)
         both = sorted(set(cat_names) & set(cont_names))
         if both:
@@ -371,7 +467,7 @@ class TabularProcessor:
             if self.y_kind == "auto":
                 self.y_kind = "regression" if pd.api.types.is_float_dtype(y) else "category"
             if self.y_kind == "category":
-                self.y_classes = sorted({k for k in _keys(y)})
+                self.y_classes = _classes(y)
             else:
                 _numeric(y, self.y_name)
         if self.fill is not None:
@@ -416,8 +512,8 @@ class TabularProcessor:
         y = df[self.y_name]
         if y.isna().any():
             raise ValueError(f"target column {self.y_name!r} has missing values")
-        if self.y_kind == "regression":
-            return torch.from_numpy(_numeric(y, self.y_name).to_numpy(np.float32))
+        if self.y_kind == "regression":  # (N, 1) as the model's output: no (N, N) broadcast
+            return torch.from_numpy(_numeric(y, self.y_name).to_numpy(np.float32).reshape(-1, 1))
         codes = pd.Index(self.y_classes, dtype=object).get_indexer(_keys(y))
         if (codes < 0).any():
             unseen = sorted({k for k, c in zip(_keys(y), codes, strict=True) if c < 0})
@@ -638,8 +734,8 @@ class TabularDataLoaders(DataLoaders):
 
     @classmethod
     def from_df(cls, df: pd.DataFrame, cat_names: Sequence[str], cont_names: Sequence[str],
-                y_name: str, valid_df: pd.DataFrame | None = None, valid_pct: float = 0.2,
-                seed: int = 0, bs: int = 64, valid_bs: int | None = None,
+                y_name: str | Sequence[str], valid_df: pd.DataFrame | None = None,
+                valid_pct: float = 0.2, seed: int = 0, bs: int = 64, valid_bs: int | None = None,
                 y_kind: str = "auto", fill_missing: bool = True, normalize: bool = True,
                 drop_last: bool = True,
                 device: str | torch.device | None = None) -> TabularDataLoaders:
@@ -695,7 +791,8 @@ class TabularPredictor:
         Classification: ``(labels, probs)``, the predicted class names (strings, as the
         target's values were written: an object array, or one name for a row) and the
         class probabilities ``(N, n_classes)`` (or ``(n_classes,)``). Regression:
-        ``(values, values)`` as a numpy array and a tensor (scalars for a row).
+        ``(values, values)``, the model's ``(N, 1)`` outputs flattened to ``(N,)``, as a
+        numpy array and a tensor (a float and a 0-d tensor for a row).
         """
         single = isinstance(rows, pd.Series)
         df = rows.to_frame().T if single else rows
@@ -777,7 +874,9 @@ def tabular_learner(dls: TabularDataLoaders, layers: Sequence[int] = (200, 100),
                     **kwargs: Any) -> TabularLearner:
     """A :class:`TabularLearner` with a :class:`TabularModel` sized from ``dls.proc``:
     embedding widths by :func:`emb_sz_rule` (``emb_szs`` overrides some by column name),
-    cross-entropy and accuracy for a categorical target, MSE for regression. Other keyword
+    cross-entropy and accuracy for a categorical target, MSE for regression (the model's
+    output and the target are then both ``(batch, 1)``, so ``loss_func``/``metrics`` written
+    for fastai, ``F.l1_loss`` or the course's ``exp_rmspe``, see matching shapes). Other keyword
     arguments go to :class:`fastext.learner.Learner` (``lr``, ``wd``, ``cbs``, ``path``...).
 
     >>> df = pd.DataFrame({"a": list("xyzx") * 16, "b": np.arange(64.0),
