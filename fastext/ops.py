@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.overrides import _get_current_function_mode_stack
+from torch.utils._device import DeviceContext
 
 from . import _C  # loading it registers torch.ops.fastext.*
 
@@ -72,8 +74,16 @@ def _direct(*tensors: object) -> bool:
     fake kernel, not the binding), not under a TorchFunctionMode (which sees torch.ops calls
     only), and only for plain tensors."""
     return (not torch.compiler.is_compiling()
-            and not torch._C._is_torch_function_mode_enabled()
+            and not _function_modes_watch()
             and all(t is None or type(t) in _PLAIN for t in tensors))
+
+
+def _function_modes_watch() -> bool:
+    """Whether a TorchFunctionMode that may want to see the op is active: any but the
+    DeviceContext that ``torch.set_default_device`` / ``with torch.device(...)`` installs,
+    which rewrites factory calls only (our ops create nothing it would place)."""
+    return torch._C._is_torch_function_mode_enabled() and not all(
+        isinstance(m, DeviceContext) for m in _get_current_function_mode_stack())
 
 
 def _step_op(name: str, params: Sequence[Tensor]):

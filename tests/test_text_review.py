@@ -4,6 +4,7 @@ of the classifier's loaders, unreadable encoder files, and the IMDB demo's split
 
 from __future__ import annotations
 
+import importlib
 import unicodedata
 
 import pandas as pd
@@ -76,6 +77,20 @@ def test_fix_html_keeps_angle_brackets_that_open_no_tag():
     assert fix_html('<I>a</I> <a href="x.html">b</a> <P ALIGN=center>c <hr/> <span '
                     "class='q'>d</span> <img src=x.png /> e") == "a b c d e"
     assert fix_html("A<br />B<BR>C<br/>D") == "A\nB\nC\nD"
+    # page-structure tags, which the first list of names kept
+    assert fix_html("<html><body><section>a <nobr>b</nobr><wbr></section></body></html>") \
+        == "a b"
+
+
+def test_ascii_fast_path_splits_as_the_full_pattern():
+    """ASCII text takes a pattern without the mark class: it must split as the full one."""
+    tok = importlib.import_module("fastext.tasks.text.tokenize")  # the module, not the function
+
+    texts = ["Don't stop -- it's 3.5 stars...\nOK?!", "a__b ~~ x<y 1,000 7/10 o'er well-made",
+             "!!!??? ::: --- ''' \t tabs  and   spaces", ""]
+    for text in texts:
+        full = [m.group(0) for m in tok._TOKEN.finditer(text)]
+        assert [m.group(0) for m in tok._TOKEN_ASCII.finditer(text)] == full
 
 
 # -- 10. contractions after a hyphen -----------------------------------------------------------

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from fastext.data import DataError
 from fastext.data.camvid import load_camvid
 from fastext.learner import Learner
 from fastext.learner.callback import Callback
@@ -143,6 +144,22 @@ def test_camvid_palette_and_16bit_masks_keep_their_class_ids(tmp_path):
     assert bool((cv.images == 100).all())
     resized = load_camvid(tmp_path / "camvid_tiny", size=(12, 16))  # nearest: ids stay ids
     assert torch.equal(resized.masks, cv.masks.repeat_interleave(2, 1).repeat_interleave(2, 2))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA"])
+def test_camvid_grey_masks_saved_in_colour_modes_keep_their_class_ids(tmp_path, mode):
+    """Grey masks exported as 24-bit (R = G = B) or with alpha loaded before the palette
+    fix (as convert("L")); a real colour mask is refused."""
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 4, (6, 8)).astype(np.uint8)
+    grey = Image.fromarray(ids, "L").convert(mode)
+    img = Image.fromarray(np.zeros((6, 8, 3), np.uint8))
+    cv = load_camvid(_camvid_dir(tmp_path, img, [grey]))
+    assert torch.equal(cv.masks[0], torch.from_numpy(ids).long())
+    coloured = np.stack([ids, ids, (ids + 1) % 4], -1).astype(np.uint8)
+    Image.fromarray(coloured, "RGB").save(tmp_path / "camvid_tiny" / "labels" / "f0_P.png")
+    with pytest.raises(DataError, match="mode RGB holds colours"):
+        load_camvid(tmp_path / "camvid_tiny")
 
 
 def test_decompression_bomb_is_skipped_with_the_usual_warning(tmp_path, monkeypatch):
@@ -367,6 +384,11 @@ def test_progressive_sizes_validate():
     cb = ProgressiveResize({0: (48, 64), 2: [96, 96], 3: 100})
     assert cb.sizes == {0: (48, 64), 2: 96, 3: 100}
     assert cb.size_at(1) == (48, 64) and cb.size_at(2) == 96
+    # numpy integers, as np.linspace(...).astype(int) gives, are ints (plain ones kept)
+    sizes = np.linspace(16, 48, 3).astype(int)
+    cb = ProgressiveResize({np.int64(e): s for e, s in zip(range(3), sizes, strict=True)})
+    assert cb.sizes == {0: 16, 1: 32, 2: 48}
+    assert all(type(k) is int and type(v) is int for k, v in cb.sizes.items())
     for bad in ({0: (0, 4)}, {0: (4, 4, 4)}, {0: 1.5}, {0: True}, {-1: 8}, {}, {0: (4, "a")}):
         with pytest.raises(ValueError):
             ProgressiveResize(bad)

@@ -133,7 +133,8 @@ _INDEX_MODES = ("L", "P", "1", "I;16", "I;16L", "I;16B", "I;16N", "I")
 def _read_mask(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     """A mask file's class indices as int64 (H, W), resized to ``size`` = (H, W) by nearest
     neighbour (a class index must stay a class index). Palette masks give their indices;
-    16-bit masks keep their values (class ids are never rescaled like image brightness).
+    16-bit masks keep their values (class ids are never rescaled like image brightness);
+    grey saved as RGB, RGBA or LA (equal colour channels) gives that grey.
 
     Raises:
         DataError: a colour (or float with fractions) mask: its values are not class ids.
@@ -144,9 +145,15 @@ def _read_mask(path: Path, size: tuple[int, int] | None) -> np.ndarray:
         mode = im.mode
         if mode in _INDEX_MODES or mode == "F":
             idx = np.asarray(im)
-        else:
-            raise DataError(f"{path}: a {mode} mask holds colours, not class indices (save "
-                            "masks as L, P or 16-bit grey images of class ids)")
+        else:  # grey saved as RGB(A) / LA (R = G = B) is still class ids; colours are not
+            a = np.asarray(im)
+            bands = im.getbands()
+            colour = a[..., [i for i, b in enumerate(bands) if b != "A"]] if a.ndim == 3 else a
+            if colour.ndim != 3 or not (colour == colour[..., :1]).all():
+                raise DataError(f"{path}: a mask in mode {mode} holds colours, not class "
+                                "indices (save masks as L, P or 16-bit grey images of class "
+                                "ids)")
+            idx = colour[..., 0]
     if mode == "F" and not np.array_equal(idx, np.rint(idx)):
         raise DataError(f"{path}: float mask with non-integer values, not class indices")
     idx = idx.astype(np.int64)

@@ -3,6 +3,8 @@ and the optimizer (the course's trick for faster training and a regularising eff
 
 from __future__ import annotations
 
+import numbers
+
 from .callback import Callback
 
 __all__ = ["ProgressiveResize"]
@@ -10,16 +12,21 @@ __all__ = ["ProgressiveResize"]
 Size = int | tuple[int, int]
 
 
+def _integer(v: object) -> bool:
+    """An int, numpy's included (``np.linspace(...).astype(int)``), but not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _check_size(size: object) -> Size:
     """``size`` as a positive int or an (H, W) tuple of positive ints; a square (H, H)
     becomes the int H, which every loader's ``set_size`` takes."""
     def positive(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        return _integer(v) and v >= 1  # type: ignore[operator]
 
     if positive(size):
-        return size  # type: ignore[return-value]
+        return int(size)  # type: ignore[call-overload]
     if isinstance(size, (tuple, list)) and len(size) == 2 and all(map(positive, size)):
-        h, w = size
+        h, w = map(int, size)
         return h if h == w else (h, w)
     raise ValueError(f"a size must be a positive int or an (H, W) pair of them, got {size!r}")
 
@@ -46,10 +53,9 @@ class ProgressiveResize(Callback):
     order = 5  # before any callback that looks at the batch
 
     def __init__(self, sizes: dict[int, Size]) -> None:
-        if not sizes or any(not isinstance(e, int) or isinstance(e, bool) or e < 0
-                            for e in sizes):
+        if not sizes or any(not _integer(e) or e < 0 for e in sizes):
             raise ValueError("sizes must map epochs (ints >= 0) to positive sizes")
-        self.sizes = {e: _check_size(s) for e, s in sorted(sizes.items())}
+        self.sizes = {int(e): _check_size(s) for e, s in sorted(sizes.items())}
 
     def size_at(self, epoch: int) -> Size | None:
         current = None
