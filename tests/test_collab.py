@@ -210,8 +210,12 @@ def test_predict_and_interpretation(tmp_path):
              if str(u) in dls.classes["user"] and i in dls.classes["item"]]
     us, its = zip(*known, strict=True)
     learn.model.train()
+    next(learn.model.children()).eval()  # a part kept in eval mode stays so
+    modes = [m.training for m in learn.model.modules()]
     preds = learn.predict(list(us), list(its))
-    assert learn.model.training  # predict evaluates in eval mode and restores the mode
+    # predict evaluates in eval mode and gives every submodule its own mode back
+    assert [m.training for m in learn.model.modules()] == modes
+    learn.model.train()
     want = learn.model.eval()(dls.encode(list(us), list(its)))
     torch.testing.assert_close(preds, want)
     one = learn.predict(us[0], its[0])

@@ -396,7 +396,11 @@ def test_regression_learner_beats_mean_baseline():
     baseline = float((valid_y - dls.train.dataset[2].mean()).square().mean())
     mse = learn.validate()[0]
     assert mse < 0.1 * baseline, (mse, baseline)
+    learn.model.train()
+    next(learn.model.children()).eval()  # a part kept in eval mode stays so
+    modes = [m.training for m in learn.model.modules()]
     values, tensor = learn.predict(df.iloc[:5])
+    assert [m.training for m in learn.model.modules()] == modes
     assert values.shape == (5,) and torch.allclose(torch.from_numpy(values), tensor)
     assert isinstance(learn.predict(df.iloc[0])[0], float)
 

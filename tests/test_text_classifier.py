@@ -294,7 +294,11 @@ def test_gradual_unfreezing_trains_the_right_groups_at_the_right_rates(tmp_path)
         for trainable, before, now in zip(s["trainable"], s["before"], after, strict=True):
             moved = any(not torch.equal(a, b) for a, b in zip(before, now, strict=True))
             assert moved == trainable
+    learn.model.train()
+    next(learn.model.children()).eval()  # a part kept in eval mode stays so
+    modes = [m.training for m in learn.model.modules()]
     label, probs = learn.predict("I loved this great film")
+    assert [m.training for m in learn.model.modules()] == modes
     assert label in ("neg", "pos") and math.isclose(float(probs.sum()), 1.0, rel_tol=1e-5)
     with pytest.raises(ValueError, match="one value per stage"):
         learn.fit_ulmfit(lr, epochs=(1, 1))

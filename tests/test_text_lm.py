@@ -351,7 +351,11 @@ def test_short_training_beats_unigram_baseline(tmp_path):
     ppl = learn.validate()[-1]
     assert ppl < 0.8 * uni, (ppl, uni)
     # sampling: reproducible with a seed, starts with the prompt, never xxunk
+    learn.model.train()
+    next(learn.model.children()).eval()  # a part kept in eval mode stays so
+    modes = [m.training for m in learn.model.modules()]
     a = learn.predict("First Citizen:", n_words=25, temperature=0.8, seed=1)
+    assert [m.training for m in learn.model.modules()] == modes
     assert a == learn.predict("First Citizen:", n_words=25, temperature=0.8, seed=1)
     assert a.startswith("First Citizen:") and "xxunk" not in a
     # temperature 0 is greedy: the reference picks each argmax by hand

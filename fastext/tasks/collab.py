@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..data.camvid import split_indices
 from ..learner import RMSE, DataLoaders, Learner, TensorLoader
 from ..learner.data import drops_last_batch
+from ..nn.modes import eval_mode
 from .tabular import Categorify, SlicedTensorLoader, TabularModel, _codes, _key, emb_sz_rule
 
 __all__ = ["CollabDataLoaders", "CollabLearner", "EmbeddingDotBias", "EmbeddingNN",
@@ -226,12 +227,8 @@ class CollabLearner(Learner):
     def predict(self, users: Any, items: Any) -> Tensor:
         """Predicted ratings for raw ids (a 0-d tensor for one pair)."""
         x = self.dls.encode(users, items).to(self.dls.device)
-        training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             out = self.model(x).float().cpu()
-        finally:
-            self.model.train(training)
         return out[0] if np.ndim(users) == 0 and np.ndim(items) == 0 else out
 
     def _items(self, most_rated: int | None) -> np.ndarray:

@@ -38,6 +38,7 @@ from .._values import plain
 from ..data.camvid import split_indices
 from ..learner import DataLoaders, DeviceLoader, Learner, TensorLoader, accuracy
 from ..learner.data import drops_last_batch
+from ..nn.modes import eval_mode
 
 __all__ = [
     "NA", "Categorify", "ColumnEmbeddings", "FillMissing", "Normalize", "SlicedTensorLoader",
@@ -798,13 +799,9 @@ class TabularPredictor:
         df = rows.to_frame().T if single else rows
         t = self.proc.transform(df, with_y=False)
         device, dtype = next(self.model.parameters()).device, self.model.input_dtype
-        training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             outs = [self.model(c.to(device), x.to(device, dtype)).float().cpu()
                     for c, x in zip(t.cat.split(bs), t.cont.split(bs), strict=True)]
-        finally:
-            self.model.train(training)
         out = torch.cat(outs) if outs else torch.zeros(0, self.proc.n_out)
         if self.proc.y_kind == "category":
             probs = out.softmax(-1)

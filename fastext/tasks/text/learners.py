@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ...learner import ULMFIT_DIV, Learner, Metric, accuracy
 from ...learner.distributed import unwrap_model
+from ...nn.modes import eval_mode
 from .awd_lstm import (
     AWDLSTM,
     AWDLSTMLanguageModel,
@@ -157,27 +158,25 @@ class LMLearner(Learner):
         gen = None if seed is None else torch.Generator().manual_seed(seed)
         toks = tokenize(text)
         ids = vocab.numericalize(toks).to(self.dls.device)
-        was_training = model.training
-        model.eval()
-        model.reset()
         banned = [vocab.stoi[t] for t in (UNK, PAD) if no_unk and t in vocab.stoi]
         out: list[int] = []
-        try:
-            with torch.no_grad():
-                logits = model(ids[None])[0, -1]
-                for _ in range(n_words):
-                    logits = logits.float().cpu()
-                    logits[banned] = -math.inf
-                    if temperature == 0:
-                        idx = int(logits.argmax())
-                    else:
-                        probs = torch.softmax(logits / temperature, -1)
-                        idx = int(torch.multinomial(probs, 1, generator=gen))
-                    out.append(idx)
-                    logits = model(torch.tensor([[idx]], device=self.dls.device))[0, -1]
-        finally:
+        with eval_mode(model):
             model.reset()
-            model.train(was_training)
+            try:
+                with torch.no_grad():
+                    logits = model(ids[None])[0, -1]
+                    for _ in range(n_words):
+                        logits = logits.float().cpu()
+                        logits[banned] = -math.inf
+                        if temperature == 0:
+                            idx = int(logits.argmax())
+                        else:
+                            probs = torch.softmax(logits / temperature, -1)
+                            idx = int(torch.multinomial(probs, 1, generator=gen))
+                        out.append(idx)
+                        logits = model(torch.tensor([[idx]], device=self.dls.device))[0, -1]
+            finally:
+                model.reset()
         return decode(toks + vocab.tokens(out))
 
     def save_encoder(self, name: str) -> Path:
@@ -362,13 +361,8 @@ class TextClassifierLearner(Learner):
         cut = truncation(getattr(self.dls, "max_len", None), getattr(self.dls, "keep", "first"))
         ids = self.dls.vocab.numericalize(tokenize(text))[cut].to(self.dls.device)
         model = unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                probs = torch.softmax(model(ids[None], torch.tensor([len(ids)])).float(), -1)[0]
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            probs = torch.softmax(model(ids[None], torch.tensor([len(ids)])).float(), -1)[0]
         return self.dls.classes[int(probs.argmax())], probs.cpu()
 
 

@@ -15,39 +15,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ...data.files import load_torch_file
+from ...nn.modes import eval_mode
 
-__all__ = ["ARCHS", "conv_body", "create_body", "eval_mode", "load_body_weights",
+__all__ = ["ARCHS", "conv_body", "create_body", "load_body_weights",
            "load_pretrained", "num_features"]
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` in eval mode for the block, then every submodule's own train/eval flag
-    restored: ``module.train(was)`` alone would flip a deliberately frozen part (a body kept
-    in eval mode for its BatchNorm statistics) back to training.
-
-    >>> net = nn.Sequential(nn.BatchNorm1d(2), nn.BatchNorm1d(2)).train()
-    >>> _ = net[0].eval()
-    >>> with eval_mode(net):
-    ...     [m.training for m in net.modules()]
-    [False, False, False]
-    >>> [m.training for m in net.modules()]
-    [True, False, True]
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _torchvision(name: str) -> Callable[[], nn.Module]:

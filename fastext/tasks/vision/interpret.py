@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...learner.figures import save_figure as _save
-from .body import eval_mode
+from ...nn.modes import eval_mode
 
 __all__ = ["ClassificationInterpretation", "bounding_boxes", "grad_cam", "mass_in_box",
            "save_cam_overlays"]

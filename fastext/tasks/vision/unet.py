@@ -35,7 +35,8 @@ from ...learner import DataLoaders, Learner
 from ...learner.data import drops_last_batch
 from ...learner.metrics import Metric
 from ...nn import fuse_bn_relu
-from .body import _first_conv, create_body, eval_mode, load_body_weights
+from ...nn.modes import eval_mode
+from .body import _first_conv, create_body, load_body_weights
 from .data import ImageLoader, SeededAugment, _resolve_stats, warn_unless_imagenet_stats
 
 __all__ = [
