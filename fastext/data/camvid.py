@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .files import DataError, find_data_dir, reading
+from .images import WIDE_MODES, to_8bit
 
 __all__ = ["CAMVID_NAME", "CamVid", "find_camvid", "load_camvid", "load_codes",
            "split_indices"]
@@ -87,31 +87,6 @@ def load_codes(path: str | os.PathLike[str]) -> list[str]:
     return codes
 
 
-#: PIL modes wider than 8 bits: ``convert("L")`` / ``convert("RGB")`` clips them at 255
-#: (a 16-bit image comes out almost all white) instead of scaling them.
-_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-
-
-def to_8bit(im: Any) -> Any:
-    """PIL image ``im`` with a 16/32-bit mode rescaled to an 8-bit ``"L"`` image (others as
-    they are): integer modes are read as 16-bit (0..65535, as PIL holds 16-bit PNG and TIFF
-    files), so divided by 257; ``"F"`` as floats in [0, 1], so times 255. Values beyond
-    the range clip. Shared with :func:`fastext.tasks.vision.data.load_images`.
-
-    >>> from PIL import Image
-    >>> im = to_8bit(Image.fromarray(np.array([[0, 257, 65535]], np.uint16)))
-    >>> im.mode, np.asarray(im).tolist()
-    ('L', [[0, 1, 255]])
-    """
-    from PIL import Image
-
-    if im.mode not in _WIDE_MODES:
-        return im
-    a = np.asarray(im, dtype=np.float64)
-    a = a * 255 if im.mode == "F" else a / 257
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-
-
 def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     """One image file as an RGB array (``mode="RGB"``, 16-bit files rescaled to 8 bits),
     resized bilinearly to ``size`` = (H, W) when given."""
@@ -127,7 +102,7 @@ def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
 
 #: Mask modes whose pixel values are the class indices themselves: grey, palette (the
 #: index, not its colour), 1-bit and 16/32-bit integer.
-_INDEX_MODES = ("L", "P", "1", "I;16", "I;16L", "I;16B", "I;16N", "I")
+_INDEX_MODES = ("L", "P", "1", *(m for m in WIDE_MODES if m != "F"))
 
 
 def _read_mask(path: Path, size: tuple[int, int] | None) -> np.ndarray:

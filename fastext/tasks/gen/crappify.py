@@ -19,6 +19,8 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ...data.images import WIDE_MODES
+
 __all__ = ["crappify", "crappify_params"]
 
 
@@ -30,11 +32,6 @@ def crappify_params(seed: int, size: tuple[int, int], quality: tuple[int, int] =
     q = rng.randint(*quality)
     w, h = size
     return q, (rng.randint(0, max(0, w // 2)), rng.randint(0, max(0, h // 2)))
-
-
-#: Modes of more than 8 bits per sample, with the numpy dtype of their raw layout.
-_HIGH_BIT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4",
-             "F": "=f4"}
 
 
 def crappify(img: Image.Image, seed: int, *, scale: float = 0.5,
@@ -59,7 +56,7 @@ def crappify(img: Image.Image, seed: int, *, scale: float = 0.5,
     if not 1 <= lo <= hi <= 95:
         raise ValueError(f"quality must be a range within 1..95, got {quality}")
     mode = img.mode
-    if mode in _HIGH_BIT:
+    if mode in WIDE_MODES:
         return _crappify_high_bit(img, seed, scale, quality, stamp)
     if "A" in img.getbands():
         base = img if mode in ("RGBA", "LA") else img.convert("RGBA")
@@ -106,4 +103,4 @@ def _crappify_high_bit(img: Image.Image, seed: int, scale: float, quality: tuple
     out = np.asarray(_degrade(l8, seed, scale, quality, stamp), dtype=np.float64) * step + lo
     if img.mode != "F":
         out = np.rint(out)
-    return Image.frombytes(img.mode, img.size, out.astype(_HIGH_BIT[img.mode]).tobytes())
+    return Image.frombytes(img.mode, img.size, out.astype(WIDE_MODES[img.mode]).tobytes())

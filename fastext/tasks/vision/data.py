@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...data.camvid import split_indices, to_8bit
+from ...data.camvid import split_indices
+from ...data.images import to_8bit
 from ...learner.data import DataLoaders, TensorLoader, drops_last_batch
 
 __all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
@@ -68,7 +69,7 @@ _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 def _decode(path: Path, size: int, channels: int) -> Tensor:
     """One image as uint8 (channels, size, size): 16-bit files rescaled to 8 bits
-    (:func:`~fastext.data.camvid.to_8bit`), shorter side resized to ``size`` (bilinear,
+    (:func:`~fastext.data.images.to_8bit`), shorter side resized to ``size`` (bilinear,
     antialiased by PIL), then centre-cropped."""
     from PIL import Image
 
