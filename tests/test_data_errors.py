@@ -5,6 +5,7 @@ decoder's message that names none."""
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from fastext.data import find_data_dir, find_mnist, load_mnist
 from fastext.data.adult import load_adult
 from fastext.data.camvid import load_camvid
+from fastext.data.files import load_torch_file, save_torch_file
 from fastext.data.mnist import MNIST_FILES
 from fastext.data.movielens import load_ratings
 from fastext.data.text import load_imdb_sample, load_shakespeare
@@ -150,3 +152,11 @@ def test_mnist_unreadable_file_is_a_data_error(tmp_path):
     labels = d / MNIST_FILES["test"][1]
     labels.write_bytes(labels.read_bytes()[:20])  # a truncated gzip stream
     _raises_naming(labels, lambda: load_mnist(d, "test"), ": not a readable gzip file")
+
+
+def test_save_torch_file_failing_leaves_the_previous_file(tmp_path):
+    file = save_torch_file({"step": 1}, tmp_path / "ckpt.pth")
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # a function is not saved
+        save_torch_file({"step": 2, "f": lambda: 0}, file)
+    assert load_torch_file(file) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temporary left behind

@@ -290,3 +290,63 @@ def test_wgan_every_critic_forward_sees_clipped_weights(critic_only):
                      switcher=FixedGANSwitcher(1, 1), gen_first=True)
     gan.fit(1, quiet=True, critic_only=critic_only)
     assert len(seen) >= 3 and max(seen) <= 0.01
+
+
+def _resumable_setup():
+    """tiny_setup's data, a generator with dropout drawing from the global RNG in every
+    batch (switch_eval=False keeps it training while it makes the critic's fakes), and a
+    switcher whose phases span epochs (3 critic, 2 generator batches; 2 batches an epoch)."""
+    dls, _, critic = tiny_setup()
+    gen = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.3),
+                        nn.Conv2d(8, 3, 3, padding=1), nn.Sigmoid())
+    return GANLearner(dls, gen, critic, nn.L1Loss(), switcher=FixedGANSwitcher(3, 2), lr=1e-2,
+                      switch_eval=False)
+
+
+@pytest.mark.parametrize("switcher", ["fixed", "adaptive"])
+def test_gan_save_load_resumes_as_the_uninterrupted_fit(tmp_path, switcher):
+    def make():
+        gan = _resumable_setup()
+        if switcher == "adaptive":
+            gan.switcher = AdaptiveGANSwitcher(gen_thresh=0.3, critic_thresh=0.69)
+        return gan
+
+    torch.manual_seed(1)
+    whole = make()
+    whole.fit(3, quiet=True)
+
+    torch.manual_seed(1)
+    first = make()
+    first.fit(2, quiet=True)  # ends inside a generator phase (fixed switcher)
+    file = first.save(tmp_path / "gan" / "ckpt.pth")
+    torch.manual_seed(123)  # the load brings the RNG back
+    resumed = make().load(file)
+    assert repr(resumed.history) == repr(first.history)  # repr: NaN losses compare equal
+    assert resumed.gen_mode == first.gen_mode
+    resumed.fit(1, quiet=True)
+
+    assert repr(resumed.history) == repr(whole.history)
+    assert sum(h["gen_batches"] for h in whole.history) > 0
+    for net in ("generator", "critic"):
+        for a, b in zip(getattr(resumed, net).state_dict().values(),
+                        getattr(whole, net).state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for opt in ("gen_opt", "crit_opt"):
+        for a, b in zip(getattr(resumed, opt).state.values(), getattr(whole, opt).state.values(),
+                        strict=True):
+            torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=0, atol=0)
+
+
+def test_gan_load_without_opt_keeps_fresh_optimizers_and_refuses_other_files(tmp_path):
+    gan = _resumable_setup()
+    gan.fit(1, quiet=True)
+    file = gan.save(tmp_path / "a.pth", with_opt=False)
+    other = _resumable_setup().load(file)
+    assert not other.gen_opt.state and not other.crit_opt.state
+    torch.testing.assert_close(other.critic.state_dict(), gan.critic.state_dict())
+    torch.save({"model": {}}, tmp_path / "learner.pth")
+    with pytest.raises(KeyError, match="not a GANLearner checkpoint"):
+        other.load(tmp_path / "learner.pth")
+    with pytest.raises(FileNotFoundError):
+        other.load(tmp_path / "missing.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth", "learner.pth"]

@@ -2,7 +2,8 @@
 they cannot read: :func:`find_data_dir` (a data set's folder: ``--data``,
 ``$FASTEXT_DATA``, the shipped ``data/``, ``../shared/data``), :func:`reading` /
 :class:`DataError` (the failed read re-raised naming the file) and :func:`load_torch_file`
-(weights and checkpoints, read the same way).
+(weights and checkpoints, read the same way), and :func:`save_torch_file`, its writing
+twin (never a half-written checkpoint).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DataError", "REPO_ROOT", "find_data_dir", "first_dir_holding", "load_torch_file",
-           "reading", "search_places"]
+           "reading", "save_torch_file", "search_places"]
 
 #: The parent of the ``fastext`` package directory (the git checkout for an editable install).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +80,30 @@ def load_torch_file(path: str | os.PathLike[str]) -> Any:
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
         raise DataError(f"{path}: not a file torch.load reads with weights_only=True "
                         f"({first_line(e)})") from e
+
+
+def save_torch_file(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj, path)`` through a temporary file beside it, renamed over ``path``
+    once written: a failed or interrupted save leaves the previous file as it was. Makes the
+    parent folder; returns ``path``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     file = save_torch_file({"step": 3}, Path(d) / "ckpt" / "a.pth")
+    ...     load_torch_file(file), sorted(p.name for p in file.parent.iterdir())
+    ({'step': 3}, ['a.pth'])
+    """
+    import torch
+
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return file
 
 
 def search_places(name: str, root: str | os.PathLike[str] | None) -> list[Path]:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._values import plain
 from ..amp import LossScaler, to_fp16
+from ..data.files import save_torch_file
 from ..optim import AdamW
 from .callback import (
     Callback,
@@ -519,8 +520,6 @@ class Learner:
         :meth:`model_file` (``path/model_dir/name.pth`` for a name), loadable with
         ``torch.load(weights_only=True)``. A checkpoint to resume from is written at the end
         of an epoch (``after_epoch``; the trackers have judged the epoch by then)."""
-        file = self.model_file(name)
-        file.parent.mkdir(parents=True, exist_ok=True)
         callbacks = {key: cb_state for key, cb in self._keyed_cbs()
                      if (cb_state := cb.state_dict()) is not None}
         state: dict[str, Any] = {"model": unwrap_model(self.model).state_dict(),
@@ -532,10 +531,7 @@ class Learner:
             state["scaler"] = self.scaler.state_dict()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        tmp = file.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(file)  # never leave a half-written checkpoint behind
-        return file
+        return save_torch_file(state, self.model_file(name))
 
     def load(self, name: str | Path, with_opt: bool = True, strict: bool = True,
              with_state: bool = True) -> Learner:

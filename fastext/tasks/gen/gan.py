@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ...data.files import load_torch_file, save_torch_file
 from ...learner.figures import save_figure
 from ...optim import AdamW
 
@@ -84,6 +85,14 @@ class FixedGANSwitcher:
             self.count = 0
             return not gen_mode
         return gen_mode
+
+
+    def state_dict(self) -> dict[str, int]:
+        """The batches counted in the current phase (saved by :meth:`GANLearner.save`)."""
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.count = int(state["count"])
 
 
 class AdaptiveGANSwitcher:
@@ -208,6 +217,59 @@ class GANLearner:
             for p, flag in flags:
                 p.requires_grad_(flag)
         return loss.detach()
+
+    def save(self, path: str | os.PathLike[str], with_opt: bool = True) -> Path:
+        """Writes both nets, both optimizers (``with_opt``), the phase and the switcher's
+        count, the history, the training loader's epoch and the RNG state to ``path`` (a
+        ``.pth`` file, written whole or not at all), loadable with
+        ``torch.load(weights_only=True)``. :meth:`load` into a GANLearner built as this one
+        was, then :meth:`fit`, goes on as an uninterrupted fit would."""
+        state: dict[str, Any] = {
+            "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
+            "gen_mode": self.gen_mode, "history": self.history,
+            "rng": torch.get_rng_state()}
+        if with_opt:
+            state["gen_opt"] = self.gen_opt.state_dict()
+            state["crit_opt"] = self.crit_opt.state_dict()
+        if hasattr(self.switcher, "state_dict"):
+            state["switcher"] = self.switcher.state_dict()
+        loader_epoch = getattr(getattr(self.dls.train, "loader", None), "epoch", None)
+        if isinstance(loader_epoch, int):
+            state["loader_epoch"] = loader_epoch
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return save_torch_file(state, path)
+
+    def load(self, path: str | os.PathLike[str], with_opt: bool = True,
+             strict: bool = True) -> GANLearner:
+        """Restores what :meth:`save` wrote to ``path``: the nets' weights (``strict`` as in
+        ``load_state_dict``), the optimizers' states when saved and ``with_opt``, and the
+        training position (phase, switcher, history, loader epoch, RNG).
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            DataError: a file ``torch.load(weights_only=True)`` cannot read.
+            KeyError: a file :meth:`save` did not write (its missing key named).
+        """
+        state = load_torch_file(path)
+        missing = [k for k in ("generator", "critic", "gen_mode", "history", "rng")
+                   if k not in state] if isinstance(state, dict) else ["generator"]
+        if missing:
+            raise KeyError(f"{path}: not a GANLearner checkpoint (no {missing[0]!r})")
+        self.generator.load_state_dict(state["generator"], strict=strict)
+        self.critic.load_state_dict(state["critic"], strict=strict)
+        if with_opt and "gen_opt" in state:
+            self.gen_opt.load_state_dict(state["gen_opt"])
+            self.crit_opt.load_state_dict(state["crit_opt"])
+        self.gen_mode, self.history = bool(state["gen_mode"]), list(state["history"])
+        if "switcher" in state and hasattr(self.switcher, "load_state_dict"):
+            self.switcher.load_state_dict(state["switcher"])
+        if "loader_epoch" in state and hasattr(self.dls.train, "set_epoch"):
+            self.dls.train.set_epoch(state["loader_epoch"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return self
 
     def fit(self, n_epoch: int, sample_dir: str | os.PathLike[str] | None = None,
             critic_only: bool = False, quiet: bool = False,
