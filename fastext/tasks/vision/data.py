@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -340,24 +342,136 @@ class ImageDataLoaders(DataLoaders):
         hashable value such as the ``bool`` of fastai's ``is_cat``), or a list, tuple or set
         of classes for multi-label data. A random ``valid_pct`` of them (fixed by ``seed``,
         at least one image on each side) validates. ``kwargs`` go to :meth:`from_tensors`."""
-        if not 0 < valid_pct < 1:
-            raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
         files = [Path(f) for f in files]
-        if len(files) < 2:
-            raise ValueError(f"need at least 2 images, got {len(files)}")
+        return cls.from_lists(files, [label_func(f) for f in files], valid_pct=valid_pct,
+                              seed=seed, size=size, channels=channels, **kwargs)
+
+    @classmethod
+    def from_name_re(cls, files: Sequence[str | os.PathLike[str]], pat: str,
+                     valid_pct: float = 0.2, seed: int = 0, size: int = 224,
+                     channels: int = 3, **kwargs: object) -> ImageDataLoaders:
+        """Images labelled by the first group of the regular expression ``pat`` searched in
+        each file's name (the pets lesson: ``r"^(.*)_\\d+\\.jpg$"``); a name it does not
+        match is a ``ValueError`` naming the file. Split and ``kwargs`` as in
+        :meth:`from_label_func`."""
+        regex = re.compile(pat)
+        if regex.groups < 1:
+            raise ValueError(f"pattern {pat!r} has no group to take the label from")
+
+        def label(f: Path) -> str:
+            m = regex.search(f.name)
+            if m is None or m.group(1) is None:
+                raise ValueError(f"pattern {pat!r} does not match the file name {f.name!r}")
+            return m.group(1)
+
+        return cls.from_label_func(files, label, valid_pct, seed, size, channels, **kwargs)
+
+    @classmethod
+    def from_df(cls, df: Any, path: str | os.PathLike[str] = ".", fn_col: int | str = 0,
+                label_col: int | str = 1, label_delim: str | None = None,
+                folder: str | None = None, suffix: str = "", valid_col: int | str | None = None,
+                valid_pct: float = 0.2, seed: int = 0, size: int = 224, channels: int = 3,
+                **kwargs: object) -> ImageDataLoaders:
+        """Images named in a pandas DataFrame: file ``path/folder/<fn_col><suffix>``, label
+        in ``label_col``; with ``label_delim`` each label is a string of tags (the planet
+        lesson's ``"clear primary road"``, ``label_delim=" "``) and the data is multi-label
+        (an empty string: no tag). Columns by position or name, as fastai's ``from_df``.
+        ``valid_col`` names a boolean column marking the validation rows; without it a
+        random ``valid_pct`` validates (fixed by ``seed``). Every named file must exist
+        (``FileNotFoundError`` naming the first missing ones); ``kwargs`` go to
+        :meth:`from_tensors`.
+
+        >>> import pandas as pd, tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for i in range(4):
+        ...     Image.new("RGB", (10, 12), (60 * i, 0, 0)).save(root / f"im{i}.png")
+        >>> df = pd.DataFrame({"image_name": [f"im{i}" for i in range(4)],
+        ...                    "tags": ["clear road", "haze", "clear", "haze road"]})
+        >>> dls = ImageDataLoaders.from_df(df, root, label_delim=" ", suffix=".png",
+        ...                                size=8, bs=2, device="cpu")
+        >>> dls.vocab, dls.multi_label
+        (['clear', 'haze', 'road'], True)
+        """
+        def column(col: int | str) -> list[Any]:
+            return (df.iloc[:, col] if isinstance(col, int) else df[col]).tolist()
+
+        root = Path(path) / folder if folder is not None else Path(path)
+        files = [root / f"{fn}{suffix}" for fn in column(fn_col)]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} of the {len(files)} files the table names do not exist, "
+                f"e.g. {', '.join(missing[:3])} (check path, folder and suffix)")
+        labels: list[Any] = column(label_col)
+        if label_delim is not None:
+            if not all(isinstance(lab, str) for lab in labels):
+                raise TypeError(f"label_delim {label_delim!r} splits strings: column "
+                                f"{label_col!r} holds other values")
+            labels = [[t for t in lab.split(label_delim) if t] for lab in labels]
+        valid = None if valid_col is None else [bool(v) for v in column(valid_col)]
+        return cls.from_lists(files, labels, valid=valid, valid_pct=valid_pct, seed=seed,
+                              size=size, channels=channels, **kwargs)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str], csv_fname: str = "labels.csv",
+                 **kwargs: Any) -> ImageDataLoaders:
+        """:meth:`from_df` on ``path/csv_fname`` read by pandas (header row expected); the
+        planet lesson: ``from_csv(path, "train_v2.csv", folder="train-jpg", suffix=".jpg",
+        label_delim=" ")``."""
+        import pandas as pd
+
+        from ...data.files import reading
+
+        file = Path(path) / csv_fname
+        if not file.is_file():
+            raise FileNotFoundError(f"no labels file {file}")
+        with reading(file):
+            df = pd.read_csv(file, dtype=str, keep_default_na=False)
+        return cls.from_df(df, path, **kwargs)
+
+    @classmethod
+    def from_lists(cls, files: Sequence[str | os.PathLike[str]],
+                   labels: Sequence[Hashable | Sequence[Hashable]],
+                   valid: Sequence[bool] | None = None, valid_pct: float = 0.2, seed: int = 0,
+                   size: int = 224, channels: int = 3,
+                   **kwargs: object) -> ImageDataLoaders:
+        """Images ``files`` with their ``labels`` (one class each, or a list, tuple or set of
+        classes for multi-label data), the validation rows marked by ``valid`` or, without
+        it, a random ``valid_pct`` (fixed by ``seed``, at least one image on each side).
+        Unreadable files are left out with a warning; the vocabulary comes from the images
+        kept, and with ``valid`` a class met only in validation is a ``ValueError``."""
+        files = [Path(f) for f in files]
+        if len(labels) != len(files) or (valid is not None and len(valid) != len(files)):
+            raise ValueError(f"{len(files)} files need as many labels (got {len(labels)})"
+                             + ("" if valid is None else f" and valid flags ({len(valid)})"))
+        if valid is None:
+            if not 0 < valid_pct < 1:
+                raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+            if len(files) < 2:
+                raise ValueError(f"need at least 2 images, got {len(files)}")
         images, kept = load_images(files, size, channels)
-        files = [files[i] for i in kept]
-        labels = [label_func(f) for f in files]
+        files, labels = [files[i] for i in kept], [labels[i] for i in kept]
         multi = any(isinstance(lab, _MULTI) for lab in labels)
+        lists = [list(lab) if isinstance(lab, _MULTI) else [lab] for lab in labels]
+        if valid is None:
+            ti, vi = split_indices(len(files), valid_pct, seed)
+        else:
+            flags = torch.tensor([bool(valid[i]) for i in kept], dtype=torch.bool)
+            ti, vi = (~flags).nonzero().squeeze(1), flags.nonzero().squeeze(1)
+            if len(ti) == 0 or len(vi) == 0:
+                raise ValueError(f"the valid flags leave {len(ti)} training and {len(vi)} "
+                                 "validation images: both sides need one")
+            unseen = _sorted_classes(list({lab for i in vi.tolist() for lab in lists[i]}
+                                          - {lab for i in ti.tolist() for lab in lists[i]}))
+            if unseen:
+                raise ValueError(f"validation classes missing from training: {unseen}")
+        vocab = _sorted_classes([lab for labs in lists for lab in labs])
         if multi:
-            lists = [list(lab) if isinstance(lab, _MULTI) else [lab] for lab in labels]
-            vocab = _sorted_classes([lab for labs in lists for lab in labs])
             targets = multi_hot(lists, vocab)
         else:
-            vocab = _sorted_classes(labels)
             index = {v: i for i, v in enumerate(vocab)}
             targets = torch.tensor([index[lab] for lab in labels])
-        ti, vi = split_indices(len(files), valid_pct, seed)
         dls = cls.from_tensors(images[ti], targets[ti], images[vi], targets[vi], vocab,
                                seed=seed, **kwargs)
         dls.train_items = [files[i] for i in ti.tolist()]
