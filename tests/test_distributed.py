@@ -110,7 +110,7 @@ def worker(out: Path) -> None:
         # torch DataLoaders (DistributedSampler / contiguous valid blocks) in the same group
         xt, yt, xv, yv = make_data()
         dls = DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, yv), bs=BS,
-                                     device="cpu")
+                                     device="cpu", drop_last=False)
         probe_dl = Probe()
         learn_dl = Learner(dls, make_learner(BS).model, F.cross_entropy, quiet=True,
                            metrics=[accuracy, FBeta(average="macro")], cbs=(probe_dl,))

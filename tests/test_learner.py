@@ -390,7 +390,7 @@ def test_save_and_load_resolve_a_name_alike(tmp_path):
 
 def test_save_model_at_end_reloads_a_name_with_a_dot(tmp_path):
     learn = toy_learner(path=tmp_path)
-    learn.fit(2, 1e-2, cbs=[fastext.learner.SaveModel(fname="best_lr0.01", at_end=True)])
+    learn.fit(2, 1e-2, cbs=[fastext.learner.SaveModel(fname="best_lr0.01")])
     assert (tmp_path / "models" / "best_lr0.01.pth").exists()
 
 

@@ -34,7 +34,7 @@ def regression_dls(n: int = 96, bs: int = 16, scale: float = 1.0, shuffle: bool 
     x = torch.randn(n + n_valid, 4, generator=g)
     y = (x @ W_TRUE + 0.1 * torch.randn(n + n_valid, generator=g))[:, None] * scale
     return DataLoaders.from_tensors(x[:n], y[:n], x[n:], y[n:], bs=bs, valid_bs=16,
-                                   shuffle=shuffle, device="cpu")
+                                   shuffle=shuffle, device="cpu", drop_last=False)
 
 
 def linear_learner(dls: DataLoaders | None = None, **kw) -> Learner:
@@ -241,7 +241,7 @@ class Snapshot(Callback):
 def test_save_model_saves_on_improvement_and_loads_the_best(tmp_path):
     metric = Scripted([0.5, 0.9, 0.7, 0.8])  # best at epoch 1
     learn = linear_learner(metrics=[metric], path=tmp_path)
-    save, snap = SaveModel(monitor="scripted", fname="best", at_end=True), Snapshot()
+    save, snap = SaveModel(monitor="scripted", fname="best"), Snapshot()
     learn.fit(4, lr=0.05, cbs=[save, snap])
     assert save.best_epoch == 1 and len(save.saved) == 2
     assert (tmp_path / "models" / "best.pth").exists()
@@ -252,14 +252,18 @@ def test_save_model_saves_on_improvement_and_loads_the_best(tmp_path):
     assert "opt" in ckpt and ckpt["epoch"] == 1
 
 
-def test_save_model_without_at_end_keeps_the_last_weights(tmp_path):
-    learn = linear_learner(metrics=[Scripted([0.9, 0.1])], path=tmp_path)
+def test_save_model_at_end_saves_and_keeps_the_last_weights(tmp_path):
+    """fastai's at_end: the weights the fit ends with are saved as fname and stay loaded,
+    even when an earlier epoch was better."""
+    learn = linear_learner(metrics=[Scripted([0.9, 0.1])], path=tmp_path)  # best: epoch 0
     snap = Snapshot()
-    learn.fit(2, lr=0.05, cbs=[SaveModel(monitor="scripted", with_opt=False), snap])
+    save = SaveModel(monitor="scripted", with_opt=False, at_end=True)
+    learn.fit(2, lr=0.05, cbs=[save, snap])
+    assert save.best_epoch == 0
     torch.testing.assert_close(learn.model.weight, snap.states[1]["weight"])
     ckpt = torch.load(tmp_path / "models" / "model.pth", weights_only=True)
     assert "opt" not in ckpt
-    torch.testing.assert_close(ckpt["model"]["weight"], snap.states[0]["weight"])
+    torch.testing.assert_close(ckpt["model"]["weight"], snap.states[1]["weight"])
 
 
 def test_save_model_every_epoch(tmp_path):

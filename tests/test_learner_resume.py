@@ -71,13 +71,13 @@ class Interrupt(Callback):
 
 def test_numpy_hyper_parameters_give_weights_only_checkpoints(tmp_path):
     """lr and wd from numpy (a sweep over ``np.linspace``) go into the param groups as Python
-    floats: the checkpoint loads with ``weights_only=True`` and SaveModel(at_end) can reload
+    floats: the checkpoint loads with ``weights_only=True`` and SaveModel can reload
     what it wrote."""
     wd, lr = np.linspace(0.0, 0.1, 2)[1], np.float32(1e-2)
     learn = toy_learner(tmp_path, wd=wd, lr=np.float64(1e-3))
     learn.create_opt()
     assert all(type(g["lr"]) is float for g in learn.opt.param_groups)
-    learn.fit(2, lr, wd=np.float64(0.05), cbs=[SaveModel(fname="best", at_end=True)])
+    learn.fit(2, lr, wd=np.float64(0.05), cbs=[SaveModel(fname="best")])
     for g in learn.opt.param_groups:
         assert type(g["lr"]) is float and type(g["weight_decay"]) is float
     torch.load(learn.save("m"), weights_only=True)
@@ -112,16 +112,16 @@ class EpochLr(Callback):
 
 def test_resumed_save_model_keeps_the_best_of_the_epochs_before(tmp_path):
     """Interrupted after epoch 1 (the best) and resumed: the worse epochs 2 and 3 neither
-    overwrite the best checkpoint nor end up loaded by ``at_end``."""
+    overwrite the best checkpoint nor end up loaded at the end."""
     full = toy_learner(tmp_path / "full")
-    ref = SaveModel(fname="best", at_end=True)
+    ref = SaveModel(fname="best")
     full.fit(4, 1e-2, cbs=[EpochLr(), ref])
     assert ref.best_epoch == 1
 
     part = toy_learner(tmp_path / "run")
     part.fit(4, 1e-2, cbs=[EpochLr(), SaveModel(fname="best"), Interrupt(1, save="ckpt")])
     resumed = toy_learner(tmp_path / "run", seed=9).load("ckpt")
-    save = SaveModel(fname="best", at_end=True)
+    save = SaveModel(fname="best")
     resumed.fit(4, 1e-2, cbs=[EpochLr(), save], start_epoch=2)
     assert (save.best, save.best_epoch) == (ref.best, ref.best_epoch)
     assert save.saved == []  # nothing beat the best of epochs 0 and 1
@@ -206,7 +206,7 @@ def test_save_model_without_reset_reloads_the_best_of_an_earlier_fit(tmp_path):
     """A second fit that never beats the best of the first still ends on the best weights:
     best_epoch is kept as long as best is."""
     learn = toy_learner(tmp_path)
-    save = learn.add_cb(SaveModel(fname="best", at_end=True, reset_on_fit=False))
+    save = learn.add_cb(SaveModel(fname="best", reset_on_fit=False))
     learn.fit(3, 1e-2)
     best, best_epoch = save.best, save.best_epoch
     weights = {k: v.clone() for k, v in learn.model.state_dict().items()}

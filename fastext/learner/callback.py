@@ -23,12 +23,26 @@ EVENTS = ("before_fit", "before_epoch", "before_train", "before_batch", "after_p
           "after_cancel_fit")
 
 
+def snake_case(name: str) -> str:
+    """``CamelCase`` to ``snake_case`` by fastai's ``camel2snake`` rule (an underscore before
+    a capitalised word and between a lower-case letter or digit and a capital), so that
+    callbacks get fastai's attribute names.
+
+    >>> snake_case("CSVLogger"), snake_case("PreciseBN"), snake_case("TerminateOnNaN")
+    ('csv_logger', 'precise_bn', 'terminate_on_na_n')
+    """
+    words = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", words).lower()
+
+
 class CancelBatchException(Exception):
-    """Skip the rest of this batch."""
+    """Skip the rest of this batch (raised in ``before_step``: the step and the zero_grad
+    after it, so gradients keep accumulating, as :class:`GradientAccumulation` does)."""
 
 
 class CancelStepException(Exception):
-    """Skip this optimizer step and the zero_grad after it (keeps gradients accumulating)."""
+    """Skip this optimizer step; the gradients are still zeroed after it, as in fastai (to
+    keep them accumulating, raise :class:`CancelBatchException` in ``before_step``)."""
 
 
 class CancelTrainException(Exception):
@@ -73,7 +87,7 @@ class Callback:
     def name(self) -> str:
         """snake_case of the class name without a "Callback" suffix (``learn.<name>``)."""
         base = re.sub(r"Callback$", "", type(self).__name__) or type(self).__name__
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+        return snake_case(base)
 
     @property
     def state_key(self) -> str:

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .callback import Callback, CancelFitException, CancelStepException
+from .callback import Callback, CancelBatchException, CancelFitException
 from .distributed import (
     all_reduce_sum,
     any_rank,
@@ -386,7 +386,7 @@ class ProgressCallback(Callback):
         cells = [str(int(row[0])), *(f"{v:.6f}" for v in row[1:-1]), _fmt_time(row[-1])]
         print(self._line(cells), flush=True)
 
-    def after_fit(self) -> None:
+    def finally_fit(self) -> None:  # also when an exception (Ctrl-C) ended the fit
         self._close()
 
 
@@ -528,11 +528,13 @@ class EarlyStopping(TrackerCallback):
 
 
 class SaveModel(TrackerCallback):
-    """Saves the learner (``learn.save(fname, with_opt)``) whenever ``monitor`` improves, or
-    after every epoch as ``{fname}_{epoch}`` with ``every_epoch``; with ``at_end`` loads the
-    best checkpoint back when the fit ends. :attr:`best_epoch` is the epoch of the best
-    checkpoint: with ``reset_on_fit=False`` the best value and its checkpoint are kept across
-    fits, so a fit that never beats it still ends on the best weights with ``at_end``. Its
+    """Saves the learner (``learn.save(fname, with_opt)``) whenever ``monitor`` improves and
+    loads that best checkpoint back when the fit ends (fastai's ``SaveModelCallback``); with
+    ``every_epoch`` saves after every epoch as ``{fname}_{epoch}`` instead, and loads
+    nothing; with ``at_end`` (fastai's meaning) the weights the fit ends with are saved as
+    ``fname`` and stay loaded. :attr:`best_epoch` is the epoch of the best checkpoint: with
+    ``reset_on_fit=False`` the best value and its checkpoint are kept across fits, so a fit
+    that never beats it still ends on the best weights. Its
     best value and epoch go into checkpoints (:meth:`state_dict`, under the class name and
     ``fname``), so that a resumed fit goes on comparing with the best of the epochs before
     the interruption rather than overwriting ``fname`` with a worse model.
@@ -542,7 +544,7 @@ class SaveModel(TrackerCallback):
     >>> x = torch.randn(40, 2); dls = DataLoaders.from_tensors(x, x, x, x, bs=8, device="cpu")
     >>> learn = Learner(dls, torch.nn.Linear(2, 2), torch.nn.functional.mse_loss, quiet=True,
     ...                 path=tempfile.mkdtemp())
-    >>> learn.fit(2, lr=0.1, cbs=[SaveModel(fname="best", at_end=True)])
+    >>> learn.fit(2, lr=0.1, cbs=[SaveModel(fname="best")])
     >>> (learn.path / "models" / "best.pth").exists()
     True
     """
@@ -599,7 +601,9 @@ class SaveModel(TrackerCallback):
             self._save(self.fname)
 
     def after_fit(self) -> None:
-        if self.at_end and not self.every_epoch and self.best_epoch is not None:
+        if self.at_end:
+            self._save(self.fname)
+        elif not self.every_epoch and self.best_epoch is not None:
             barrier()  # the other ranks wait for rank 0's checkpoint
             self.learn.load(self.fname, with_opt=self.with_opt, with_state=False)
 
@@ -778,7 +782,7 @@ class GradientAccumulation(Callback):
         if self.learn.opt is not None:
             self.learn.opt.zero_grad()
 
-    def after_fit(self) -> None:
+    def finally_fit(self) -> None:  # also when an exception (Ctrl-C) ended the fit
         if self.count and self.learn.opt is not None:
             self.learn.opt.zero_grad()
             self.count = 0
@@ -819,7 +823,7 @@ class GradientAccumulation(Callback):
     def before_step(self) -> None:
         self.count += self._global_bs()
         if self.count < self.n_acc:
-            raise CancelStepException()  # the learner skips step and zero_grad
+            raise CancelBatchException()  # skips the step and the zero_grad after it (fastai)
         self.count = 0
         self.n_steps += 1
 
@@ -868,7 +872,7 @@ class CSVLogger(Callback):
                                f"{row[-1]:.3f}"])
         self._file.flush()
 
-    def after_fit(self) -> None:
+    def finally_fit(self) -> None:  # also when an exception (Ctrl-C) ended the fit
         if self._file is not None:
             self._file.close()
             self._file = None

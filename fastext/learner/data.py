@@ -130,18 +130,25 @@ class DataLoaders:
     @classmethod
     def from_tensors(cls, x_train: Tensor, y_train: Tensor, x_valid: Tensor, y_valid: Tensor,
                      bs: int = 64, valid_bs: int | None = None, shuffle: bool = True,
-                     drop_last: bool = False, seed: int = 0,
+                     drop_last: bool = True, seed: int = 0,
                      device: str | torch.device | None = None) -> DataLoaders:
-        """Loaders over in-memory tensors (inputs first, targets last)."""
-        return cls(TensorLoader((x_train, y_train), bs, shuffle, drop_last, seed),
+        """Loaders over in-memory tensors (inputs first, targets last). With ``drop_last``
+        (fastai's default) a last partial training batch is left out when there are more
+        than ``bs`` samples (a batch of one breaks BatchNorm); validation keeps every one."""
+        drop = drops_last_batch(len(x_train), bs, drop_last)
+        return cls(TensorLoader((x_train, y_train), bs, shuffle, drop, seed),
                    TensorLoader((x_valid, y_valid), valid_bs or 2 * bs), device)
 
     @classmethod
     def from_dsets(cls, train_ds: Dataset, valid_ds: Dataset, bs: int = 64,
                    valid_bs: int | None = None, num_workers: int = 0,
-                   device: str | torch.device | None = None, **kwargs: Any) -> DataLoaders:
-        """Loaders over map-style datasets (``torch.utils.data.DataLoader`` underneath)."""
-        return cls(DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, **kwargs),
+                   device: str | torch.device | None = None, drop_last: bool = True,
+                   **kwargs: Any) -> DataLoaders:
+        """Loaders over map-style datasets (``torch.utils.data.DataLoader`` underneath);
+        ``drop_last`` as in :meth:`from_tensors`."""
+        drop = drops_last_batch(len(train_ds), bs, drop_last)  # type: ignore[arg-type]
+        return cls(DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers,
+                              drop_last=drop, **kwargs),
                    DataLoader(valid_ds, valid_bs or 2 * bs, num_workers=num_workers, **kwargs),
                    device)
 

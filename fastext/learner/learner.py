@@ -74,6 +74,21 @@ def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     return out
 
 
+def _three_moms(moms: Sequence[float]) -> tuple[float, float, float]:
+    """1cycle momenta as (start, middle, end): fastai v1's two-value ``(max, min)`` (the
+    course's ``moms=(0.8, 0.7)``) goes back up to its first value, as fastai v1's schedule.
+
+    >>> _three_moms((0.8, 0.7)), _three_moms((0.95, 0.85, 0.95))
+    ((0.8, 0.7, 0.8), (0.95, 0.85, 0.95))
+    """
+    moms = tuple(float(m) for m in moms)
+    if len(moms) == 2:
+        return (moms[0], moms[1], moms[0])
+    if len(moms) != 3:
+        raise ValueError(f"moms must be (start, middle, end) or (max, min), got {moms}")
+    return moms  # type: ignore[return-value]
+
+
 def _default_loss(pred: Tensor, *yb: Tensor) -> Tensor:
     raise ValueError("Learner needs a loss_func")
 
@@ -90,7 +105,8 @@ class Learner:
         lr: default learning rate. wd: weight decay (0.1, the course's default), decoupled
             for AdamW, and not applied to normalisation layers and biases unless
             ``wd_bn_bias``.
-        metrics: functions ``f(pred, *targets)`` or :class:`Metric` objects.
+        metrics: functions ``f(pred, *targets)`` or :class:`Metric` objects, a list of
+            them or one alone (the course's ``metrics=error_rate``).
         cbs: extra callbacks. splitter: ``model -> list of parameter lists`` (layer
             groups; default :func:`body_head_splitter`). train_bn: keep normalisation layers
             trainable in frozen groups.
@@ -119,18 +135,18 @@ class Learner:
     def __init__(self, dls: DataLoaders, model: nn.Module,
                  loss_func: Callable[..., Tensor] | None = None,
                  opt_func: Callable[..., torch.optim.Optimizer] = AdamW, lr: float = 1e-3,
-                 wd: float = 0.1, metrics: Sequence[Any] = (), cbs: Iterable[Callback] = (),
+                 wd: float = 0.1, metrics: Any = (), cbs: Iterable[Callback] = (),
                  splitter: Callable[[nn.Module], list[list[nn.Parameter]]] | None = None,
                  train_bn: bool = True, precision: str = "fp32", path: str | Path = ".",
                  model_dir: str = "models", wd_bn_bias: bool = False,
-                 moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+                 moms: tuple[float, ...] = (0.95, 0.85, 0.95),
                  quiet: bool | None = None, channels_last: bool | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        from .metrics import as_metric
+        from .metrics import Metric, as_metric
 
         self.dls, self.loss_func = dls, loss_func or _default_loss
-        self.opt_func, self.lr, self.wd, self.moms = opt_func, lr, wd, moms
+        self.opt_func, self.lr, self.wd, self.moms = opt_func, lr, wd, _three_moms(moms)
         self.splitter = splitter or body_head_splitter
         self.train_bn, self.wd_bn_bias, self.precision = train_bn, wd_bn_bias, precision
         self.path, self.model_dir, self.quiet = Path(path), model_dir, quiet
@@ -143,11 +159,14 @@ class Learner:
         if precision == "fp16":
             to_fp16(self.model)
         self.scaler = LossScaler(dls.device) if precision == "fp16" else None
+        if isinstance(metrics, Metric) or callable(metrics):  # one metric alone
+            metrics = [metrics]
         self.metrics = [as_metric(m) for m in metrics]
         self.opt: torch.optim.Optimizer | None = None
         self.training, self.epoch, self.n_epoch, self.iter, self.n_iter = False, 0, 1, 0, 0
         self.train_iter, self.pct_train, self.loss = 0, 0.0, torch.zeros(())
         self.batch_done = False  # set once a batch's loss is computed (and after_loss ran)
+        self._fitting = False  # inside fit() (its callbacks included)
         self.cbs: list[Callback] = []
         # callback states of the last checkpoint loaded, for the next resumed fit
         self._resume_states: dict[str, Any] = {}
@@ -229,6 +248,53 @@ class Learner:
         for g in self.opt.param_groups:
             g.update({k: plain(v) for k, v in g.items() if k != "params"})
         return self.opt
+
+    # -- precision ---------------------------------------------------------------------
+    def to_fp16(self) -> Learner:
+        """Mixed precision from now on, as ``Learner(precision="fp16")`` (the course's
+        ``learn.to_fp16()``): fp16 model with fp32 BatchNorm, fp32 master weights in the
+        optimizer, dynamic loss scaling. The optimizer's state is kept. Returns the learner.
+
+        >>> import torch
+        >>> from fastext.learner import DataLoaders, Learner
+        >>> x = torch.randn(64, 4); dls = DataLoaders.from_tensors(x, x, x, x, device="cpu")
+        >>> learn = Learner(dls, torch.nn.Linear(4, 4), torch.nn.functional.mse_loss).to_fp16()
+        >>> learn.precision, learn.model.weight.dtype
+        ('fp16', torch.float16)
+        """
+        return self._set_precision("fp16")
+
+    def to_bf16(self) -> Learner:
+        """bfloat16 autocast from now on, as ``Learner(precision="bf16")``; returns the
+        learner."""
+        return self._set_precision("bf16")
+
+    def to_fp32(self) -> Learner:
+        """Full precision from now on; after fp16 the model takes its fp32 master weights
+        back (not the fp16 rounding of them). Returns the learner."""
+        return self._set_precision("fp32")
+
+    def _set_precision(self, precision: str) -> Learner:
+        if self._fitting:
+            raise RuntimeError("the precision cannot change during a fit")
+        if precision == self.precision:
+            return self
+        model = unwrap_model(self.model)
+        state = self.opt.state_dict() if self.opt is not None else None
+        if self.precision == "fp16":
+            masters = [(p, st["master"]) for p, st in (self.opt.state.items() if self.opt else ())
+                       if isinstance(st, dict) and "master" in st]
+            model.float()
+            with torch.no_grad():
+                for p, master in masters:  # the fp16 params are roundings of these
+                    p.copy_(master)
+        if precision == "fp16":
+            to_fp16(model)
+        self.precision = precision
+        self.scaler = LossScaler(self.dls.device) if precision == "fp16" else None
+        if state is not None:  # same groups and hyper-parameters, the state carried over
+            self.create_opt().load_state_dict(state)
+        return self
 
     @property
     def n_groups(self) -> int:
@@ -320,9 +386,11 @@ class Learner:
         self.n_iter = len(self.dls.train)
         self.train_iter = start_epoch * self.n_iter
         self.pct_train = self.train_iter / max(1, n_epoch * self.n_iter)
+        self._fitting = True
         try:
             self._with_events(self._do_fit, "fit", CancelFitException)
         finally:
+            self._fitting = False
             try:
                 self("finally_fit")
             finally:
@@ -412,6 +480,9 @@ class Learner:
         self.loss_grad.backward()
         self("after_backward")
         self._with_events(self._do_step, "step", CancelStepException)
+        # also after a cancelled step (fastai's order): a skipped bad batch's gradients must
+        # not leak into the next one; accumulating callbacks cancel the batch instead
+        self.opt.zero_grad()
 
     def _do_step(self) -> None:
         if self.scaler is not None:
@@ -419,7 +490,6 @@ class Learner:
             self.scaler.update()
         else:
             self.opt.step()
-        self.opt.zero_grad()
 
     def _do_validate(self) -> None:
         self.training = False
@@ -460,13 +530,19 @@ class Learner:
     # -- schedules ----------------------------------------------------------------------
     def fit_one_cycle(self, n_epoch: int, lr_max: float | slice | None = None,
                       div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25,
-                      wd: float | None = None, moms: tuple[float, float, float] | None = None,
-                      cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
+                      wd: float | None = None, moms: tuple[float, ...] | None = None,
+                      cbs: Iterable[Callback] = (), start_epoch: int = 0, *,
+                      max_lr: float | slice | None = None) -> None:
         """1cycle: lr warms up (cosine) from ``lr_max/div`` to ``lr_max`` over ``pct_start``
         of the fit, then anneals to ``lr_max/div_final``; momentum goes the opposite way
-        through ``moms``."""
+        through ``moms`` (``(start, middle, end)``, or the course's ``(0.8, 0.7)`` read as
+        ``(0.8, 0.7, 0.8)``). ``max_lr`` is the course's (fastai v1) name for ``lr_max``."""
+        if max_lr is not None:
+            if lr_max is not None:
+                raise TypeError("give lr_max or max_lr (its fastai v1 name), not both")
+            lr_max = max_lr
         lr_max = self.lr_range(self.lr if lr_max is None else lr_max)
-        moms = moms or self.moms
+        moms = self.moms if moms is None else _three_moms(moms)
         scheds = {"lr": combined_cos(pct_start, lr_max / div, lr_max, lr_max / div_final),
                   "mom": combined_cos(pct_start, *moms)}
         self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds), *cbs], start_epoch=start_epoch)
@@ -542,11 +618,16 @@ class Learner:
         ``start_epoch=k + 1`` (``learn.epoch + 1`` after this load): each callback with
         state in the checkpoint (``SaveModel``'s and ``EarlyStopping``'s best value,
         ``GradientAccumulation``'s pending gradients) gets it back after its
-        ``before_fit``, so the resumed fit goes on as the uninterrupted one would have."""
+        ``before_fit``, so the resumed fit goes on as the uninterrupted one would have.
+        A file holding a model's bare ``state_dict`` loads the weights alone."""
         file = self.model_file(name)
         if not file.exists():
             raise FileNotFoundError(f"no checkpoint at {file}")
         state = torch.load(file, map_location=self.dls.device, weights_only=True)
+        if isinstance(state, dict) and "model" not in state and all(
+                isinstance(v, Tensor) for v in state.values()):
+            state = {"model": state}  # a bare state_dict, as fastai loads one
+            with_state = False
         unwrap_model(self.model).load_state_dict(state["model"], strict=strict)
         if with_opt and "opt" in state:
             if self.opt is None:

@@ -19,21 +19,19 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from .callback import snake_case
+
 __all__ = [
     "Metric", "AvgMetric", "as_metric", "accuracy", "error_rate", "top_k_accuracy", "TopK",
-    "accuracy_multi", "FBeta", "RMSE", "rmse", "mse", "mae", "LossTerm",
+    "accuracy_multi", "FBeta", "RMSE", "rmse", "ExpRMSPE", "exp_rmspe", "mse", "mae",
+    "LossTerm",
 ]
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 def _func_name(func: Callable) -> str:
@@ -84,7 +82,7 @@ class Metric:
     @property
     def name(self) -> str:
         """Column name in the Recorder's table."""
-        return self._name if self._name is not None else _snake(type(self).__name__)
+        return self._name if self._name is not None else snake_case(type(self).__name__)
 
     @name.setter
     def name(self, value: str) -> None:
@@ -263,8 +261,13 @@ class RMSE(Metric):
 
     def accumulate(self, learn: Any) -> None:
         p, t = _flat_pair(learn.pred.detach(), learn.yb[0])
-        self.sse = self.sse + (p.float() - t.float()).square().sum()
+        self.sse = self.sse + self.errors(p.float(), t.float()).square().sum()
         self.n += p.numel()
+
+    @staticmethod
+    def errors(pred: Tensor, targ: Tensor) -> Tensor:
+        """The per-element errors whose root mean square this metric is."""
+        return pred - targ
 
     @property
     def value(self) -> float:
@@ -276,6 +279,30 @@ class RMSE(Metric):
 
 rmse = RMSE()
 """A ready :class:`RMSE` (one shared instance; use ``RMSE()`` for learners validating at once)."""
+
+
+class ExpRMSPE(RMSE):
+    """Root mean squared percentage error of ``exp`` of predictions and targets over the whole
+    set (the Rossmann lesson's metric on log sales; fastai's ``exp_rmspe``, an accumulated
+    metric): ``sqrt(mean(((exp(t) - exp(p)) / exp(t))^2))``. Averaging per-batch values
+    instead (the course's function as a plain metric) gives a lower, biased figure.
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> m = ExpRMSPE(); m.reset()
+    >>> t = torch.tensor([1.0, 2.0]).log()
+    >>> m.accumulate(SimpleNamespace(pred=torch.tensor([1.1, 1.0]).log(), yb=(t,)))
+    >>> round(m.value, 6)  # sqrt((0.1 ** 2 + 0.5 ** 2) / 2)
+    0.360555
+    """
+
+    @staticmethod
+    def errors(pred: Tensor, targ: Tensor) -> Tensor:
+        return torch.expm1(pred - targ)  # -(exp(t) - exp(p)) / exp(t), without overflow
+
+
+exp_rmspe = ExpRMSPE()
+"""A ready :class:`ExpRMSPE` (one shared instance)."""
 
 
 class FBeta(Metric):

@@ -1,0 +1,106 @@
+"""The Learner as the course's notebooks call it: one metric alone (``metrics=error_rate``),
+``fit_one_cycle(max_lr=..., moms=(0.8, 0.7))`` and ``learn.to_fp16()`` after construction;
+each against the spelling fastext had before (a metric list, ``lr_max``, three momenta,
+``precision=`` at construction)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastext.learner import DataLoaders, Learner
+from fastext.learner.callbacks import Recorder
+from fastext.learner.metrics import FBeta, accuracy, error_rate
+
+
+def _dls() -> DataLoaders:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = (x.sum(1) > 0).long()
+    return DataLoaders.from_tensors(x[:192], y[:192], x[192:], y[192:], bs=32, device="cpu")
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def _fit(learn: Learner, **kw) -> list[float]:
+    torch.manual_seed(5)
+    learn.fit_one_cycle(2, **kw)
+    return learn.validate()
+
+
+@pytest.mark.parametrize("metric", [error_rate, FBeta(beta=1.0), FBeta])
+def test_one_metric_alone_is_a_list_of_one(metric):
+    dls = _dls()
+    one = Learner(dls, _model(), F.cross_entropy, metrics=metric, quiet=True)
+    listed = Learner(dls, _model(), F.cross_entropy, quiet=True,
+                     metrics=[metric() if isinstance(metric, type) else metric])
+    assert len(one.metrics) == 1
+    assert _fit(one, lr_max=1e-2) == _fit(listed, lr_max=1e-2)
+
+
+def test_max_lr_and_two_momenta_are_the_course_spelling():
+    dls = _dls()
+    course = Learner(dls, _model(), F.cross_entropy, metrics=accuracy, quiet=True)
+    spelled = Learner(dls, _model(), F.cross_entropy, metrics=accuracy, quiet=True)
+    assert _fit(course, max_lr=slice(1e-3, 1e-2), moms=(0.8, 0.7)) == _fit(
+        spelled, lr_max=slice(1e-3, 1e-2), moms=(0.8, 0.7, 0.8))
+    moms = [row[0] for row in course.recorder.group_moms]  # down to 0.7, back up to 0.8
+    assert moms[0] == pytest.approx(0.8) and min(moms) == pytest.approx(0.7, abs=1e-3)
+    assert moms[-1] == pytest.approx(0.8, abs=5e-3)  # the last batch is just before the end
+    with pytest.raises(TypeError, match="not both"):
+        course.fit_one_cycle(1, 1e-2, max_lr=1e-2)
+    with pytest.raises(ValueError, match="moms"):
+        course.fit_one_cycle(1, 1e-2, moms=(0.9,))
+    assert Learner(dls, _model(), moms=(0.9, 0.8)).moms == (0.9, 0.8, 0.9)
+
+
+def test_to_fp16_after_construction_trains_as_precision_fp16():
+    dls = _dls()
+    built = Learner(dls, _model(), F.cross_entropy, quiet=True, precision="fp16")
+    later = Learner(dls, _model(), F.cross_entropy, quiet=True).to_fp16()
+    assert later.precision == "fp16" and later.scaler is not None
+    assert _fit(built, lr_max=1e-2) == _fit(later, lr_max=1e-2)
+    for p, q in zip(built.model.parameters(), later.model.parameters(), strict=True):
+        assert p.dtype == q.dtype and torch.equal(p, q)
+
+
+def test_precision_changes_keep_the_optimizer_state_and_the_fp32_masters():
+    dls = _dls()
+    learn = Learner(dls, _model(), F.cross_entropy, quiet=True)
+    _fit(learn, lr_max=1e-2)
+    before = {id(p): {k: v.clone() for k, v in learn.opt.state[p].items()}
+              for p in learn.model.parameters()}
+    learn.to_fp16()
+    assert learn.model[0].weight.dtype == torch.float16
+    assert learn.model[1].weight.dtype == torch.float32  # BatchNorm stays fp32
+    for p in learn.model.parameters():  # Adam's moments carried over in fp32
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(learn.opt.state[p][k], before[id(p)][k], rtol=0, atol=0)
+    _fit(learn, lr_max=1e-3)
+    masters = {id(p): learn.opt.state[p]["master"].clone() for p in learn.model.parameters()
+               if "master" in learn.opt.state[p]}
+    assert len(masters) == 4  # the two Linear layers' weights and biases
+    learn.to_fp32()
+    assert learn.scaler is None and all(p.dtype == torch.float32 for p in learn.model.parameters())
+    for p in learn.model.parameters():
+        if id(p) in masters:  # the fp32 masters, not the fp16 rounding of them
+            assert torch.equal(p, masters[id(p)]) and "master" not in learn.opt.state[p]
+    assert any(not torch.equal(m, m.half().float()) for m in masters.values())
+    learn.to_bf16()
+    assert learn.precision == "bf16" and learn.model[0].weight.dtype == torch.float32
+    _fit(learn, lr_max=1e-3)
+
+
+def test_precision_cannot_change_during_a_fit():
+    class Switch(Recorder.__base__):  # a plain Callback
+        def before_epoch(self):
+            self.learn.to_fp16()
+
+    learn = Learner(_dls(), _model(), F.cross_entropy, quiet=True, cbs=[Switch()])
+    with pytest.raises(RuntimeError, match="during a fit"):
+        learn.fit(1)
