@@ -115,6 +115,20 @@ def test_fbeta_multiclass_matches_sklearn(average, beta):
     assert got == pytest.approx(ref, abs=1e-12)
 
 
+@pytest.mark.parametrize("pos_label", [0, 1])
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_fbeta_binary_matches_sklearn(pos_label, beta):
+    """fastai's and sklearn's default for two classes: the positive class's score alone."""
+    pred, targ = multiclass(c=2)
+    ref = skm.fbeta_score(targ.numpy(), pred.argmax(-1).numpy(), beta=beta, average="binary",
+                          pos_label=pos_label)
+    got = run_metric(FBeta(beta=beta, average="binary", pos_label=pos_label), pred, targ)
+    assert got == pytest.approx(ref, abs=1e-12)
+    assert got != pytest.approx(run_metric(FBeta(beta=beta), pred, targ), abs=1e-6)
+    with pytest.raises(ValueError, match="pos_label 2"):
+        run_metric(FBeta(average="binary", pos_label=2), pred, targ)
+
+
 def test_fbeta_multiclass_skips_unseen_classes_in_macro():
     """sklearn's macro average counts only classes seen in targets or predictions."""
     pred = torch.eye(10)[[0, 1, 1, 2]]

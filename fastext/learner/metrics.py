@@ -314,7 +314,9 @@ class FBeta(Metric):
     ``sigmoid(pred) > thresh`` (``sigmoid=False`` for probabilities) and the targets are
     multi-hot; ``macro`` averages over all labels. ``micro`` pools the counts;
     ``weighted`` weights each class by its support; ``samples`` (multi-label only: the
-    planet lesson's F2) averages each sample's own F-beta over the samples. An undefined
+    planet lesson's F2) averages each sample's own F-beta over the samples; ``binary``
+    scores the class (or label) ``pos_label`` alone, sklearn's and fastai's default for
+    two-class data (fastext's default is ``macro``, which any data takes). An undefined
     score counts as 0 (sklearn's default ``zero_division``), also for a sample with no true
     and no predicted label.
 
@@ -329,15 +331,20 @@ class FBeta(Metric):
     ...                              yb=(torch.tensor([[1.0, 0.0], [0.0, 0.0]]),)))
     >>> round(m.value, 4)  # (F1 of sample 0 = 2/3, sample 1 undefined = 0) / 2
     0.3333
+    >>> m = FBeta(average="binary"); m.reset()  # class 1: tp 1, fp 1, fn 0
+    >>> m.accumulate(SimpleNamespace(pred=torch.eye(2)[[1, 1, 0]], yb=(torch.tensor([1, 0, 0]),)))
+    >>> round(m.value, 4)
+    0.6667
     """
 
     def __init__(self, beta: float = 1.0,
-                 average: Literal["macro", "micro", "weighted", "samples"] = "macro",
+                 average: Literal["macro", "micro", "weighted", "samples", "binary"] = "macro",
                  thresh: float | None = None, sigmoid: bool = True,
-                 name: str | None = None) -> None:
-        if average not in ("macro", "micro", "weighted", "samples"):
-            raise ValueError("average must be 'macro', 'micro', 'weighted' or 'samples', not "
-                             f"{average!r}")
+                 name: str | None = None, pos_label: int = 1) -> None:
+        if average not in ("macro", "micro", "weighted", "samples", "binary"):
+            raise ValueError("average must be 'macro', 'micro', 'weighted', 'samples' or "
+                             f"'binary', not {average!r}")
+        self.pos_label = pos_label
         if average == "samples" and thresh is None:  # as sklearn: one label per sample
             raise ValueError("average='samples' is for multi-label data: give thresh")
         self.beta, self.average, self.thresh, self.sigmoid = beta, average, thresh, sigmoid
@@ -402,6 +409,11 @@ class FBeta(Metric):
         f = self._fbeta(tp, fp, fn)
         if self.average == "micro":
             return f.item()
+        if self.average == "binary":
+            if not 0 <= self.pos_label < len(f):
+                raise ValueError(f"pos_label {self.pos_label} is not one of the {len(f)} "
+                                 "classes")
+            return f[self.pos_label].item()
         if self.average == "weighted":
             support = tp + fn
             total = support.sum()
