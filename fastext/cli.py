@@ -2,8 +2,11 @@
 
 Installed as the ``fastext`` console script and runnable as ``python -m fastext``.
 
+>>> import tempfile
 >>> from fastext.cli import main
->>> main(["run", "mnist", "--quick", "--no-bench"])  # doctest: +SKIP
+>>> main(["run", "mnist", "--quick", "--no-bench", "--out", tempfile.mkdtemp()])
+... # doctest: +SKIP
+mnist: ...
 0
 """
 

@@ -33,6 +33,7 @@ from .callback import (
 )
 from .data import DataLoaders
 from .distributed import unwrap_model
+from .lr_find import SuggestedLRs
 from .schedule import ParamScheduler, combine_scheds, combined_cos, sched_cos, sched_no
 
 __all__ = ["ULMFIT_DIV", "Learner", "body_head_splitter", "ulmfit_slice"]
@@ -119,6 +120,12 @@ class Learner:
         channels_last: keep 4-D activations in channels-last memory (oneDNN's and cuDNN's
             faster convolution layout; about 1.7x faster per batch for the MNIST demo CNN on
             this CPU). Default: on when the model has a ``Conv2d``.
+        model_dir: the checkpoints' folder under ``path``. wd_bn_bias: also decay
+            normalisation layers and biases.
+        moms: 1cycle momenta ``(start, middle, end)`` (or ``(max, min)``, read as
+            ``(max, min, max)``), AdamW's ``beta1`` or RMSprop's ``momentum``.
+        quiet: no progress bar or epoch lines (``None``, the default, prints as ``False``
+            does; a distributed fit sets it on the ranks that do not print).
 
     >>> import torch
     >>> from fastext.learner import DataLoaders, Learner
@@ -186,6 +193,7 @@ class Learner:
         return cb
 
     def remove_cb(self, cb: Callback) -> None:
+        """Takes ``cb`` out of the learner's callbacks (nothing if it is not there)."""
         if cb in self.cbs:
             self.cbs.remove(cb)
             if getattr(self, cb.name, None) is cb:
@@ -216,6 +224,8 @@ class Learner:
 
     # -- optimizer and layer groups ---------------------------------------------------
     def layer_groups(self) -> list[list[nn.Parameter]]:
+        """The model's parameters by layer group (the ``splitter``'s split), in order:
+        discriminative learning rates and freezing go by these groups."""
         return self.splitter(unwrap_model(self.model))
 
     def _is_norm_or_bias(self) -> set[int]:
@@ -360,6 +370,7 @@ class Learner:
         self.freeze_to(-1)
 
     def unfreeze(self) -> None:
+        """Trains every layer group (``freeze_to(0)``)."""
         self.freeze_to(0)
 
     # -- the loop ---------------------------------------------------------------------
@@ -528,11 +539,12 @@ class Learner:
         return [self.valid_loss, *self.metric_values]
 
     # -- schedules ----------------------------------------------------------------------
-    def fit_one_cycle(self, n_epoch: int, lr_max: float | slice | None = None,
+    def fit_one_cycle(self, n_epoch: int,
+                      lr_max: float | slice | Sequence[float] | None = None,
                       div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25,
                       wd: float | None = None, moms: tuple[float, ...] | None = None,
                       cbs: Iterable[Callback] = (), start_epoch: int = 0, *,
-                      max_lr: float | slice | None = None) -> None:
+                      max_lr: float | slice | Sequence[float] | None = None) -> None:
         """1cycle: lr warms up (cosine) from ``lr_max/div`` to ``lr_max`` over ``pct_start``
         of the fit, then anneals to ``lr_max/div_final``; momentum goes the opposite way
         through ``moms`` (``(start, middle, end)``, or the course's ``(0.8, 0.7)`` read as
@@ -571,7 +583,7 @@ class Learner:
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
                 stop_div: bool = True, suggest_funcs: Sequence[Callable] | None = None,
-                plot: str | Path | None = None) -> Any:
+                plot: str | Path | None = None) -> SuggestedLRs:
         """The LR range test: an exponential sweep, model and optimizer restored afterwards;
         returns the suggestions (default ``valley``); see ``fastext.learner.lr_find``."""
         from .lr_find import lr_find, valley

@@ -3,7 +3,7 @@
 training; ``eval_mode``, a block in eval mode that gives every submodule its flag back."""
 
 from .batchnorm import BatchNormReLU1d, BatchNormReLU2d
-from .feature_loss import FeatureLoss, gram_matrix, relu_before_pools
+from .feature_loss import FeatureLoss, feature_terms, gram_matrix, relu_before_pools
 from .functional import bn_relu, inplace_abn
 from .fuse import fuse_bn_relu
 from .inplace_bn import InPlaceABN1d, InPlaceABN2d
@@ -12,4 +12,4 @@ from .sync_bn import SyncBatchNormReLU, convert_sync_batchnorm
 
 __all__ = ["BatchNormReLU1d", "BatchNormReLU2d", "FeatureLoss", "InPlaceABN1d", "InPlaceABN2d",
            "SyncBatchNormReLU", "bn_relu", "convert_sync_batchnorm", "eval_mode", "fuse_bn_relu",
-           "gram_matrix", "inplace_abn", "relu_before_pools"]
+           "feature_terms", "gram_matrix", "inplace_abn", "relu_before_pools"]

@@ -3,6 +3,7 @@ its input, with the state_dict keys of ``nn.BatchNorm1d/2d``."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .batchnorm import _batch_args, _bias_kwargs, _get
@@ -13,8 +14,9 @@ __all__ = ["InPlaceABN1d", "InPlaceABN2d"]
 
 class _InPlaceABN(nn.modules.batchnorm._BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None,
-                 dtype=None, *, negative_slope: float = 0.01, bias: bool = True) -> None:
+                 affine: bool = True, track_running_stats: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 *, negative_slope: float = 0.01, bias: bool = True) -> None:
         if not negative_slope > 0:
             raise ValueError(f"negative_slope must be positive (the backward inverts the "
                              f"activation), got {negative_slope}")

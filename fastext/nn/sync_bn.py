@@ -3,6 +3,8 @@ training, keeping the fused layers' ReLU (torch's converter drops it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -27,7 +29,7 @@ class SyncBatchNormReLU(nn.SyncBatchNorm):
         return F.relu(super().forward(input))
 
 
-def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
+def convert_sync_batchnorm(module: nn.Module, process_group: Any = None) -> nn.Module:
     """``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` for models holding fastext's fused
     layers. torch's converter turns ``BatchNormReLU1d/2d`` (and ``InPlaceABN1d/2d``) into a
     plain ``SyncBatchNorm``, silently dropping the activation; here stock BatchNorms are
