@@ -274,3 +274,35 @@ def test_detail_ratio_of_flat_images_is_finite():
     assert detail_ratio(torch.zeros(2, 1, 5, 5), torch.zeros(2, 1, 5, 5)).tolist() == [1.0, 1.0]
     big = detail_ratio(x[1:2] * 255, x[1:2] * 255, data_range=255.0)
     assert big.item() == 1.0
+
+
+def test_restoration_unet_pretrained_encoder_sees_imagenet_normalised_input(tmp_path):
+    import torchvision
+
+    from fastext.tasks.gen.restorer import restoration_unet
+    from fastext.tasks.vision.data import IMAGENET_STATS
+
+    def first_conv(net):
+        return next(m for m in net.body.modules() if isinstance(m, torch.nn.Conv2d))
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18()
+    torch.save(ref.state_dict(), tmp_path / "resnet18.pth")
+    net = restoration_unet("resnet18", (32, 32), fuse=False,
+                           pretrained=tmp_path / "resnet18.pth")
+    conv1 = first_conv(net)
+    torch.testing.assert_close(conv1.weight, ref.conv1.weight)  # the file's weights
+    seen = []
+    conv1.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(net(x), x)  # still the identity at step 0, in the image's range
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_STATS)
+    torch.testing.assert_close(seen[0], (x - mean) / std)
+    plain = restoration_unet("resnet18", (32, 32), fuse=False)
+    seen.clear()
+    first_conv(plain).register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    plain(x)
+    torch.testing.assert_close(seen[0], x)  # random init: the input as it is
+    with pytest.raises(ValueError, match="3 ImageNet"):
+        restoration_unet("resnet18", (32, 32), in_channels=1,
+                         pretrained=tmp_path / "resnet18.pth")

@@ -297,6 +297,28 @@ def test_from_folder(tmp_path):
         DataLoaders.from_folder(tmp_path / "nowhere")
 
 
+def test_from_folder_size_takes_images_of_different_sizes(tmp_path):
+    """Pets-style folders (every image its own size) batch once ``size`` is given, each
+    image resized and centre-cropped as torchvision's Resize + CenterCrop do."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    for split in ("train", "valid"):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(3):
+                im = Image.new("RGB", (10 + 3 * i, 7 + i), (i * 40, 20, 0))
+                im.save(tmp_path / split / label / f"{i}.png")
+    dls = DataLoaders.from_folder(tmp_path, bs=6, device="cpu", size=6, drop_last=False)
+    xb, _ = next(iter(dls.valid))
+    assert xb.shape == (6, 3, 6, 6)
+    first = Image.open(tmp_path / "valid" / "cat" / "0.png").convert("RGB")
+    ref = TF.to_tensor(TF.center_crop(TF.resize(first, 6), 6))
+    torch.testing.assert_close(xb[0], ref)
+    with pytest.raises(TypeError, match="not both"):
+        DataLoaders.from_folder(tmp_path, size=6, transform=TF.to_tensor)
+
+
 def test_channels_last_for_conv_models():
     x = torch.randn(32, 3, 8, 8)
     y = torch.randint(0, 2, (32,))

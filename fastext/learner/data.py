@@ -154,15 +154,24 @@ class DataLoaders:
 
     @classmethod
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",
-                    transform: Any = None, bs: int = 64, **kwargs: Any) -> DataLoaders:
+                    transform: Any = None, bs: int = 64, size: int | None = None,
+                    **kwargs: Any) -> DataLoaders:
         """Image folders ``path/train/<class>/*`` and ``path/valid/<class>/*``
-        (torchvision's ImageFolder; ``transform`` defaults to ``ToTensor``)."""
+        (torchvision's ImageFolder). ``transform`` defaults to ``ToTensor``, after a resize of
+        the shorter side to ``size`` and a central ``size`` x ``size`` crop when ``size`` is
+        given (needed when the images differ in size: a batch stacks them). The course's
+        pipeline (augmentation on the device, normalisation, labels from names or a CSV) is
+        :class:`fastext.tasks.vision.data.ImageDataLoaders`."""
         from torchvision import datasets, transforms
 
         path = Path(path)
         for sub in (train, valid):
             if not (path / sub).is_dir():
                 raise FileNotFoundError(f"no folder {path / sub}")
-        tfm = transform or transforms.ToTensor()
+        if transform is not None and size is not None:
+            raise TypeError("give transform or size, not both (put the resize in transform)")
+        tfm = transform or transforms.Compose(
+            ([transforms.Resize(size), transforms.CenterCrop(size)] if size else [])
+            + [transforms.ToTensor()])
         return cls.from_dsets(datasets.ImageFolder(path / train, tfm),
                               datasets.ImageFolder(path / valid, tfm), bs=bs, **kwargs)

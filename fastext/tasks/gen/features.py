@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from ..._messages import first_line
 from ...data.files import DataError, load_torch_file
 from ...nn.feature_loss import FeatureLoss, relu_before_pools
+from ..vision.data import IMAGENET_STATS
 
 __all__ = ["FeatureNet", "load_vgg16_bn", "train_feature_net", "vgg_body"]
 
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass
