@@ -1,4 +1,5 @@
-"""Text: course-style tokenisation, language-model loaders, AWD-LSTM, the ULMFiT learners."""
+"""Text: course-style tokenisation, loaders (from tensors or a table), AWD-LSTM, the ULMFiT
+learners (a pretrained language model carried over to a new vocabulary)."""
 
 from .awd_lstm import (
     AWDLSTM,
@@ -10,7 +11,7 @@ from .awd_lstm import (
     RNNRegularizer,
     WeightDropout,
 )
-from .clas_data import SortedTextLoader, classifier_dataloaders
+from .clas_data import SortedTextLoader, TextClasDataLoaders, classifier_dataloaders
 from .learners import (
     LMLearner,
     Perplexity,
@@ -19,13 +20,14 @@ from .learners import (
     text_classifier_learner,
     unigram_perplexity,
 )
-from .lm_data import LMLoader, lm_dataloaders
+from .lm_data import LMLoader, TextLMDataLoaders, lm_dataloaders
 from .tokenize import SPECIAL_TOKENS, Vocab, decode, tokenize, tokenize_texts
 
 __all__ = [
     "AWDLSTM", "AWDLSTMLanguageModel", "EmbeddingDropout", "LMLearner", "LMLoader",
     "LinearDecoder", "Perplexity", "RNNDropout", "RNNRegularizer", "ResetRNNState",
-    "SPECIAL_TOKENS", "SortedTextLoader", "TextClassifierLearner", "Vocab", "WeightDropout",
+    "SPECIAL_TOKENS", "SortedTextLoader", "TextClasDataLoaders", "TextClassifierLearner",
+    "TextLMDataLoaders", "Vocab", "WeightDropout",
     "classifier_dataloaders", "decode", "language_model_learner", "lm_dataloaders",
     "text_classifier_learner", "tokenize", "tokenize_texts", "unigram_perplexity",
 ]

@@ -17,16 +17,21 @@ padding changes nothing), ``y`` the labels.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from ...learner import DataLoaders
 from ...learner.data import drops_last_batch
-from .tokenize import Vocab
+from .table import Col, label_column, read_table, split_rows, text_column
+from .tokenize import Vocab, tokenize_texts
 
-__all__ = ["SortedTextLoader", "classifier_dataloaders", "pad_batch", "truncation"]
+__all__ = ["SortedTextLoader", "TextClasDataLoaders", "classifier_dataloaders", "pad_batch",
+           "truncation"]
 
 
 def truncation(max_len: int | None = None, keep: str = "first") -> slice:
@@ -138,13 +143,96 @@ class SortedTextLoader:
             yield x, lengths, self.labels[idx]
 
 
+def training_classes(labels: Sequence[Any], train_idx: Tensor, valid_idx: Tensor) -> list[Any]:
+    """The classes of the training rows' ``labels``, sorted, after checking that every
+    validation label is one (a class never trained on could only be scored wrong).
+
+    >>> training_classes(["pos", "neg", "pos"], torch.tensor([0, 1]), torch.tensor([2]))
+    ['neg', 'pos']
+
+    Raises:
+        ValueError: labels found only in the validation rows (named).
+    """
+    classes = sorted({labels[i] for i in train_idx.tolist()})
+    unseen = sorted({labels[i] for i in valid_idx.tolist()} - set(classes))
+    if unseen:
+        raise ValueError(f"label(s) {unseen} found only in the validation rows (training "
+                         f"labels: {classes})")
+    return classes
+
+
+class TextClasDataLoaders(DataLoaders):
+    """Classifier loaders (:func:`classifier_dataloaders` builds them) with ``dls.vocab``,
+    ``dls.classes``, ``dls.max_len`` and ``dls.keep``, and the course's
+    ``TextClasDataBunch.from_csv`` / ``from_df``: labelled texts from a table, tokenised,
+    numericalised with the language model's vocabulary (ULMFiT) or one built from the
+    training rows."""
+
+    vocab: Vocab
+    classes: list[Any]
+
+    @classmethod
+    def from_df(cls, df: pd.DataFrame, text_col: Col = "text", label_col: Col = "label",
+                valid_col: Col | None = None, valid_pct: float = 0.2, seed: int = 0,
+                vocab: Vocab | None = None, min_freq: int = 3, max_vocab: int = 60000,
+                bs: int = 64, max_len: int | None = None, keep: str = "first",
+                device: str | torch.device | None = None) -> TextClasDataLoaders:
+        """The texts of column ``text_col`` labelled by column ``label_col`` (names or
+        positions), split on the boolean column ``valid_col`` or, without it, a random
+        ``valid_pct`` of the rows drawn with ``seed``
+        (:func:`~fastext.tasks.text.table.split_rows`); the classes are the training
+        labels, sorted; the texts are tokenised and numericalised with ``vocab`` (pass the
+        language model's, ``lm_dls.vocab``, so that its encoder can be loaded) or, by
+        default, the vocabulary of the training rows (``min_freq``, ``max_vocab``); then
+        :func:`classifier_dataloaders` with ``bs``, ``seed``, ``max_len``, ``keep`` and
+        ``device``.
+
+        >>> df = pd.DataFrame({"label": ["neg", "pos"] * 5,
+        ...                    "text": ["Bad film.", "Good film!"] * 5})
+        >>> dls = TextClasDataLoaders.from_df(df, valid_pct=0.2, min_freq=1, bs=2,
+        ...                                   device="cpu")
+        >>> dls.classes, len(dls.train.loader.docs), len(dls.valid.loader.docs)
+        (['neg', 'pos'], 8, 2)
+
+        Raises:
+            KeyError: no such column. ValueError: a row without text or label, a bad split
+                (see :func:`~fastext.tasks.text.table.split_rows`), labels found only in
+                validation rows, or what :func:`classifier_dataloaders` rejects.
+        """
+        texts, labels = text_column(df, text_col), label_column(df, label_col)
+        train_idx, valid_idx = split_rows(df, valid_col, valid_pct, seed)
+        classes = training_classes(labels, train_idx, valid_idx)
+        toks = tokenize_texts(texts)
+        if vocab is None:
+            vocab = Vocab.build([toks[i] for i in train_idx.tolist()], min_freq, max_vocab)
+        docs = [vocab.numericalize(t) for t in toks]
+        ys = torch.tensor([classes.index(lab) for lab in labels])
+        return classifier_dataloaders(
+            [docs[i] for i in train_idx.tolist()], ys[train_idx],
+            [docs[i] for i in valid_idx.tolist()], ys[valid_idx], vocab, classes, bs, seed,
+            max_len, keep, device)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str], csv_fname: str = "texts.csv",
+                 **kwargs: Any) -> TextClasDataLoaders:
+        """:meth:`from_df` on ``path/csv_fname`` (a header row expected): the course's
+        ``TextClasDataBunch.from_csv(path, 'texts.csv', vocab=data_lm.vocab)``.
+
+        Raises:
+            FileNotFoundError: no such file. DataError: not readable CSV. And what
+                :meth:`from_df` raises.
+        """
+        return cls.from_df(read_table(path, csv_fname), **kwargs)
+
+
 def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
                            valid_docs: Sequence[Tensor], valid_labels: Tensor, vocab: Vocab,
                            classes: Sequence[str], bs: int = 64, seed: int = 0,
                            max_len: int | None = None, keep: str = "first",
-                           device: str | torch.device | None = None) -> DataLoaders:
+                           device: str | torch.device | None = None) -> TextClasDataLoaders:
     """Train (sortish, shuffled, its last partial batch dropped) and valid (sorted)
-    :class:`SortedTextLoader` s, with ``dls.vocab`` and ``dls.classes`` attached
+    :class:`SortedTextLoader` s in a :class:`TextClasDataLoaders`, with ``dls.vocab`` and
+    ``dls.classes`` attached
     (``max_len`` and ``keep`` as there, and kept as ``dls.max_len`` and ``dls.keep`` so that
     :meth:`~fastext.tasks.text.learners.TextClassifierLearner.predict` cuts texts alike).
 
@@ -171,7 +259,7 @@ def classifier_dataloaders(train_docs: Sequence[Tensor], train_labels: Tensor,
     for name, labels in (("train", train.labels), ("valid", valid.labels)):
         if int(labels.min()) < 0 or int(labels.max()) >= len(classes):
             raise ValueError(f"{name} labels must be class indices in [0, {len(classes)})")
-    dls = DataLoaders(train, valid, device)
+    dls = TextClasDataLoaders(train, valid, device)
     dls.vocab, dls.classes = vocab, list(classes)
     dls.max_len, dls.keep = max_len, keep
     return dls

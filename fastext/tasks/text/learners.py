@@ -4,7 +4,9 @@ The language model (:class:`LMLearner`) is an
 :class:`~fastext.tasks.text.awd_lstm.AWDLSTMLanguageModel` trained with AR/TAR and the hidden
 state reset each epoch; it reports token accuracy and :class:`Perplexity`, samples text with
 :meth:`LMLearner.predict`, and saves its encoder (embedding + LSTMs) with
-:meth:`LMLearner.save_encoder`.
+:meth:`LMLearner.save_encoder`. ULMFiT's first step, fine-tuning a language model pretrained
+elsewhere (a local file: nothing is downloaded), is ``language_model_learner(dls,
+pretrained=file, pretrained_itos=its_vocab)`` (:meth:`LMLearner.load_pretrained`).
 
 The classifier (:class:`TextClassifierLearner`) is the same encoder followed by
 :class:`PoolingClassifierHead`, which concatenates the last output, the max and the mean over
@@ -51,12 +53,14 @@ from .awd_lstm import (
     awd_lstm_lm_split,
 )
 from .clas_data import truncation
+from .pretrained import load_lm_state, match_embeds, read_itos, read_lm_state
 from .tokenize import PAD, UNK, Vocab, decode, tokenize
 
 __all__ = [
     "LMLearner", "Perplexity", "PoolingClassifierHead", "TextClassifier",
     "TextClassifierLearner", "TokenAccuracy", "awd_lstm_clas_split", "language_model_learner",
     "lm_loss", "masked_concat_pool", "text_classifier_learner", "unigram_perplexity",
+    "vocab_difference",
 ]
 
 #: The course's learning-rate multipliers of the four ULMFiT stages (2e-2, 1e-2, 5e-3, 1e-3).
@@ -189,17 +193,84 @@ class LMLearner(Learner):
                     "itos": list(self.vocab.itos)}, file)
         return file
 
+    def load_pretrained(self, file: str | Path,
+                        itos: Sequence[str] | Vocab | str | Path) -> LMLearner:
+        """Loads a language model pretrained on another vocabulary, ``itos`` (ULMFiT's first
+        step), then freezes all but the last layer group, as fastai's ``load_pretrained``
+        does: the embedding and decoder train first, the LSTMs stay as pretrained until
+        :meth:`unfreeze`. ``file``: a name under ``path/model_dir`` or a file, in fastext's
+        or fastai's format (:func:`~fastext.tasks.text.pretrained.read_lm_state`); ``itos``:
+        a list of tokens, a ``Vocab``, or a file
+        (:func:`~fastext.tasks.text.pretrained.read_itos`). The embedding and decoder rows
+        go over to this learner's vocabulary token by token, a token the old vocabulary
+        lacks getting the mean row and bias
+        (:func:`~fastext.tasks.text.pretrained.match_embeds`).
+
+        Raises:
+            FileNotFoundError: no such weights or vocabulary file. ValueError: unreadable
+                weights, a vocabulary that is not theirs (another size), or weights of
+                other sizes than this learner's model (naming theirs).
+        """
+        path = self.model_file(file)
+        if not path.exists():
+            raise FileNotFoundError(f"no pretrained language model at {path}")
+        state = match_embeds(read_lm_state(path), read_itos(itos), self.vocab.itos)
+        load_lm_state(unwrap_model(self.model), state)
+        if self.opt is not None and hasattr(self.opt, "refresh_master_weights"):
+            self.opt.refresh_master_weights()
+        self.freeze()
+        return self
+
 
 def language_model_learner(dls: Any, emb_sz: int = 400, n_hid: int = 1152, n_layers: int = 3,
                            drop_mult: float = 1.0, alpha: float = 2.0, beta: float = 1.0,
                            metrics: Sequence[Any] | None = None,
+                           pretrained: str | Path | None = None,
+                           pretrained_itos: Sequence[str] | Vocab | str | Path | None = None,
                            **kwargs: Any) -> LMLearner:
     """An :class:`LMLearner` with an AWD-LSTM language model over ``dls.vocab`` (from
     :func:`~fastext.tasks.text.lm_data.lm_dataloaders`): tied weights, dropouts scaled by
     ``drop_mult``, AR/TAR with ``alpha``/``beta``, hidden state reset each epoch, layer
     groups one per LSTM plus embedding/decoder, momentums (0.8, 0.7, 0.8) as the course
     uses for text. Metrics: token accuracy and perplexity. Other keyword arguments go to
-    :class:`fastext.learner.Learner` (``wd``, ``path``, ``cbs``...)."""
+    :class:`fastext.learner.Learner` (``wd``, ``path``, ``cbs``...).
+
+    ``pretrained`` (a local file: nothing is downloaded) with ``pretrained_itos`` (the
+    vocabulary it was trained on) starts from a pretrained language model carried over to
+    ``dls.vocab`` and frozen but for the embedding and decoder
+    (:meth:`LMLearner.load_pretrained`); the model's sizes must be the file's (fastai's
+    WikiText-103 model has the defaults, 400/1152/3).
+
+    >>> import pickle, tempfile
+    >>> from fastext.tasks.text.lm_data import lm_dataloaders
+    >>> old = Vocab(["xxunk", "xxpad", "a", "b"])
+    >>> lm = language_model_learner(lm_dataloaders([torch.tensor([2, 3] * 20)], [torch.tensor(
+    ...     [2, 3] * 5)], old, bs=2, seq_len=5, device="cpu"), emb_sz=4, n_hid=8,
+    ...     n_layers=2, quiet=True, path=tempfile.mkdtemp())
+    >>> file = lm.save("pretrained_lm")
+    >>> new = Vocab(["xxunk", "xxpad", "b", "c"])
+    >>> dls = lm_dataloaders([torch.tensor([2, 3] * 20)], [torch.tensor([2, 3] * 5)], new,
+    ...                      bs=2, seq_len=5, device="cpu")
+    >>> learn = language_model_learner(dls, emb_sz=4, n_hid=8, n_layers=2, quiet=True,
+    ...                                pretrained=file, pretrained_itos=old.itos)
+    >>> emb = learn.model.encoder.encoder.weight
+    >>> torch.equal(emb[2], lm.model.encoder.encoder.weight[3])   # "b" keeps its row
+    True
+    >>> [any(p.requires_grad for p in g) for g in learn.layer_groups()]   # fastai's freeze
+    [False, False, True]
+
+    Raises:
+        ValueError: ``pretrained=True`` (there is nothing to download), or one of
+            ``pretrained`` and ``pretrained_itos`` without the other; what
+            :meth:`LMLearner.load_pretrained` raises.
+    """
+    if pretrained is True:
+        raise ValueError("nothing is downloaded here: pretrained= takes a local file of "
+                         "weights (with pretrained_itos=, the vocabulary they were trained on)")
+    pretrained = None if pretrained is False else pretrained
+    if (pretrained is None) != (pretrained_itos is None):
+        raise ValueError("pretrained= (the weights) and pretrained_itos= (the vocabulary they "
+                         "were trained on) go together")
     vocab = _vocab(dls)
     model = AWDLSTMLanguageModel(len(vocab), emb_sz, n_hid, n_layers, pad_idx=vocab.pad,
                                  drop_mult=drop_mult)
@@ -207,7 +278,10 @@ def language_model_learner(dls: Any, emb_sz: int = 400, n_hid: int = 1152, n_lay
     kwargs.setdefault("splitter", awd_lstm_lm_split)
     kwargs.setdefault("moms", (0.8, 0.7, 0.8))
     metrics = [TokenAccuracy(), Perplexity()] if metrics is None else metrics
-    return LMLearner(dls, model, lm_loss, metrics=metrics, cbs=cbs, **kwargs)
+    learn = LMLearner(dls, model, lm_loss, metrics=metrics, cbs=cbs, **kwargs)
+    if pretrained is not None:
+        learn.load_pretrained(pretrained, pretrained_itos)  # type: ignore[arg-type]
+    return learn
 
 
 def _vocab(dls: Any) -> Vocab:
@@ -219,6 +293,22 @@ def _vocab(dls: Any) -> Vocab:
 
 
 # -- classifier -------------------------------------------------------------------------------
+def vocab_difference(old: Sequence[str], new: Sequence[str]) -> str:
+    """How vocabulary ``new`` (this learner's) differs from ``old`` (a file's): the sizes,
+    and the first id whose token differs.
+
+    >>> vocab_difference(["xxunk", "a", "b"], ["xxunk", "a", "c"])
+    "3 tokens each, but id 2 is 'b' there and 'c' here"
+    >>> vocab_difference(["xxunk", "a"], ["xxunk", "a", "c"])
+    '2 tokens, this learner has 3'
+    """
+    first = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), None)
+    sizes = (f"{len(old)} tokens each" if len(old) == len(new)
+             else f"{len(old)} tokens, this learner has {len(new)}")
+    return sizes if first is None else f"{sizes}, but id {first} is {old[first]!r} there " \
+        f"and {new[first]!r} here"
+
+
 def masked_concat_pool(out: Tensor, lengths: Tensor) -> Tensor:
     """``[last, max, mean]`` over the first ``lengths[i]`` time steps of each row of ``out``
     ``(batch, time, features)``; the padding beyond is ignored. Returns
@@ -309,9 +399,8 @@ class TextClassifierLearner(Learner):
             raise ValueError(f"{path} is not an encoder saved by LMLearner.save_encoder")
         if list(state["itos"]) != list(self.dls.vocab.itos):
             raise ValueError(f"{path} was trained on another vocabulary "
-                             f"({len(state['itos'])} tokens, this learner has "
-                             f"{len(self.dls.vocab)}): build the classifier's loaders with "
-                             "the language model's vocab")
+                             f"({vocab_difference(state['itos'], self.dls.vocab.itos)}): "
+                             "build the classifier's loaders with the language model's vocab")
         unwrap_model(self.model).encoder.load_state_dict(state["encoder"])
         if self.opt is not None and hasattr(self.opt, "refresh_master_weights"):
             self.opt.refresh_master_weights()
@@ -335,8 +424,15 @@ class TextClassifierLearner(Learner):
         stage's epochs; a stage of 0 epochs is skipped (``(1, 0, 0, n)``: the head, then
         everything).
 
-        >>> learn.fit_ulmfit(1e-2, epochs=(1, 0, 0, 6), div=1,
-        ...                  lr_mults=(1, 1, 1, 1))  # doctest: +SKIP
+        >>> from fastext.tasks.text.clas_data import classifier_dataloaders
+        >>> vocab = Vocab(["xxunk", "xxpad", "good", "bad"])
+        >>> docs, y = [torch.tensor([2] * 5), torch.tensor([3] * 5)] * 8, torch.tensor([0, 1] * 8)
+        >>> dls = classifier_dataloaders(docs, y, docs[:4], y[:4], vocab, ["pos", "neg"], bs=4,
+        ...                              device="cpu")
+        >>> learn = text_classifier_learner(dls, emb_sz=8, n_hid=16, n_layers=2, quiet=True)
+        >>> learn.fit_ulmfit(1e-2, epochs=(1, 0, 0, 2), div=1, lr_mults=(1, 1, 1, 1))
+        >>> [any(p.requires_grad for p in g) for g in learn.layer_groups()]  # all unfrozen
+        [True, True, True, True]
         """
         if len(epochs) != 4 or len(lr_mults) != 4:
             raise ValueError(f"epochs and lr_mults need one value per stage (4), got "

@@ -22,15 +22,19 @@ to know an epoch's length in advance. Validation reads fixed windows, in order.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from ...learner import DataLoaders
-from .tokenize import Vocab
+from .table import Col, read_table, split_rows, text_column
+from .tokenize import Vocab, tokenize_texts
 
-__all__ = ["LMLoader", "lm_dataloaders", "random_window_lengths"]
+__all__ = ["LMLoader", "TextLMDataLoaders", "lm_dataloaders", "random_window_lengths"]
 
 
 def random_window_lengths(total: int, seq_len: int, generator: torch.Generator,
@@ -130,11 +134,68 @@ class LMLoader:
             start += n
 
 
+class TextLMDataLoaders(DataLoaders):
+    """Language-model loaders (:func:`lm_dataloaders` builds them) with ``dls.vocab``, and
+    the course's ``TextLMDataBunch.from_csv`` / ``from_df``: texts from a table, tokenised,
+    the vocabulary built from the training rows."""
+
+    vocab: Vocab
+
+    @classmethod
+    def from_df(cls, df: pd.DataFrame, text_col: Col = "text", valid_col: Col | None = None,
+                valid_pct: float = 0.1, seed: int = 0, vocab: Vocab | None = None,
+                min_freq: int = 3, max_vocab: int = 60000, bs: int = 64, seq_len: int = 70,
+                valid_bs: int | None = None,
+                device: str | torch.device | None = None) -> TextLMDataLoaders:
+        """The texts of column ``text_col`` (name or position), tokenised
+        (:func:`~fastext.tasks.text.tokenize.tokenize_texts`), split on the boolean column
+        ``valid_col`` or, without it, a random ``valid_pct`` of the rows drawn with ``seed``
+        (the course's ``split_by_rand_pct(0.1)``;
+        :func:`~fastext.tasks.text.table.split_rows`), numericalised with ``vocab`` or, by
+        default, the vocabulary of the training rows (``min_freq``, ``max_vocab``: see
+        :meth:`~fastext.tasks.text.tokenize.Vocab.build`); then :func:`lm_dataloaders` with
+        ``bs``, ``seq_len``, ``seed``, ``valid_bs`` and ``device``.
+
+        >>> df = pd.DataFrame({"text": ["The cat sat.", "The dog sat."] * 10,
+        ...                    "is_valid": [False] * 16 + [True] * 4})
+        >>> dls = TextLMDataLoaders.from_df(df, valid_col="is_valid", min_freq=1, bs=4,
+        ...                                 seq_len=5, device="cpu")
+        >>> dls.vocab.itos[9:], len(dls.train.loader.docs), len(dls.valid.loader.docs)
+        (['.', 'sat', 'the', 'cat', 'dog'], 16, 4)
+
+        Raises:
+            KeyError: no such column. ValueError: a row without text, a bad split (see
+                :func:`~fastext.tasks.text.table.split_rows`), or what
+                :func:`lm_dataloaders` rejects.
+        """
+        texts = text_column(df, text_col)
+        train_idx, valid_idx = split_rows(df, valid_col, valid_pct, seed)
+        toks = tokenize_texts(texts)
+        if vocab is None:
+            vocab = Vocab.build([toks[i] for i in train_idx.tolist()], min_freq, max_vocab)
+        docs = [vocab.numericalize(t) for t in toks]
+        return lm_dataloaders([docs[i] for i in train_idx.tolist()],
+                              [docs[i] for i in valid_idx.tolist()], vocab, bs, seq_len, seed,
+                              valid_bs, device)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str], csv_fname: str = "texts.csv",
+                 **kwargs: Any) -> TextLMDataLoaders:
+        """:meth:`from_df` on ``path/csv_fname`` (a header row expected): the course's
+        ``TextLMDataBunch.from_csv(path, 'texts.csv')``.
+
+        Raises:
+            FileNotFoundError: no such file. DataError: not readable CSV. And what
+                :meth:`from_df` raises.
+        """
+        return cls.from_df(read_table(path, csv_fname), **kwargs)
+
+
 def lm_dataloaders(train_docs: Sequence[Tensor], valid_docs: Sequence[Tensor], vocab: Vocab,
                    bs: int = 64, seq_len: int = 70, seed: int = 0, valid_bs: int | None = None,
-                   device: str | torch.device | None = None) -> DataLoaders:
+                   device: str | torch.device | None = None) -> TextLMDataLoaders:
     """Train (shuffled, random windows) and valid (in order, fixed windows) :class:`LMLoader`
-    s in a :class:`fastext.learner.DataLoaders`, with ``vocab`` attached as ``dls.vocab``.
+    s in a :class:`TextLMDataLoaders`, with ``vocab`` attached as ``dls.vocab``.
 
     >>> v = Vocab(["xxunk", "xxpad", "a", "b"])
     >>> docs = [torch.tensor([2, 3, 2, 3] * 20)] * 4
@@ -146,6 +207,6 @@ def lm_dataloaders(train_docs: Sequence[Tensor], valid_docs: Sequence[Tensor], v
     vocab.check_ids(valid_docs, "valid")
     train = LMLoader(train_docs, bs, seq_len, shuffle=True, seed=seed)
     valid = LMLoader(valid_docs, valid_bs or bs, seq_len, shuffle=False)
-    dls = DataLoaders(train, valid, device)
+    dls = TextLMDataLoaders(train, valid, device)
     dls.vocab = vocab
     return dls
