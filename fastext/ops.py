@@ -39,7 +39,7 @@ def _adamw_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, mo
 @torch.library.register_fake("fastext::rmsprop_")
 def _rmsprop_fake(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, model_params, lr,
                   alpha, eps, weight_decay, momentum, centered, maximize, lr_tensor=None,
-                  grad_scale=None, found_inf=None) -> None:
+                  grad_scale=None, found_inf=None, decoupled_weight_decay=False) -> None:
     return None
 
 
@@ -127,18 +127,22 @@ def rmsprop_(params: Sequence[Tensor], grads: Sequence[Tensor], square_avgs: Seq
              steps: Sequence[Tensor], *, lr: float | Tensor = 1e-2, alpha: float = 0.99,
              eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
              centered: bool = False, maximize: bool = False, grad_scale: Tensor | None = None,
-             found_inf: Tensor | None = None, model_params: Sequence[Tensor] = ()) -> None:
+             found_inf: Tensor | None = None, model_params: Sequence[Tensor] = (),
+             decoupled_weight_decay: bool = False) -> None:
     """One fused RMSprop step over lists of same-device, same-dtype tensors, in place.
 
     ``grad_avgs`` is used when ``centered``, ``momentum_buffers`` when ``momentum > 0``
     (pass empty lists otherwise). Scalars and ``model_params`` as in :func:`adamw_`.
+    ``weight_decay`` is torch's (added to the gradient) or, with ``decoupled_weight_decay``,
+    AdamW's (the param scaled by ``1 - lr * weight_decay``).
     """
     lr_f, lr_t = _lr_args(lr)
     _step_op("rmsprop_", params)(list(params), list(grads), list(square_avgs), list(grad_avgs),
                                list(momentum_buffers), list(steps), list(model_params), lr_f,
                                float(alpha),
                                float(eps), float(weight_decay), float(momentum), bool(centered),
-                               bool(maximize), lr_t, grad_scale, found_inf)
+                               bool(maximize), lr_t, grad_scale, found_inf,
+                               bool(decoupled_weight_decay))
 
 
 def check_finite_(tensors: Sequence[Tensor], found_inf: Tensor) -> None:

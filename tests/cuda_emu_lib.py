@@ -217,7 +217,7 @@ SIGNATURES = {  # api.cpp's entry points: (result, arguments)
     "emu_bn_leaky_fwd": (None, [P, P, N32, *SHAPE, P, D]),
     "emu_bn_leaky_bwd": (None, [P, P, P, N32, *SHAPE, P, P, P, P, D, N32, D, P, P, P, P, P]),
     "emu_adamw": (N32, [*SLOTS, D, D, D, D, D, N32, N32, P, P, P, P]),
-    "emu_rmsprop": (N32, [*SLOTS, D, D, D, D, D, N32, N32, P, P, P]),
+    "emu_rmsprop": (N32, [*SLOTS, D, D, D, D, D, N32, N32, P, P, P, N32]),
     "emu_unscale": (None, [N32, PP, PL, N32, P, P]),
     "emu_update_scale": (None, [P, P, P, D, D, N32]),
     "emu_l1_work": (L, [N32, PP, PP, PL, PD, PI]),

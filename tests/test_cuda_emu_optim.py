@@ -105,7 +105,7 @@ def adamw_step(emu, grp, h, amsgrad=False, maximize=False, lr_tensor=None, grad_
 
 
 def rmsprop_step(emu, grp, h, centered=False, maximize=False, lr_tensor=None, grad_scale=None,
-                 found_inf=None):
+                 found_inf=None, decoupled=False):
     lr_t, gs, fi = scalars(lr_tensor, grad_scale, found_inf)
     r, momentum = grp.ref, h["momentum"] > 0
     k = 1
@@ -114,10 +114,11 @@ def rmsprop_step(emu, grp, h, centered=False, maximize=False, lr_tensor=None, gr
     buf = r["states"][k] if momentum else []
     OPS.rmsprop_(r["params"], r["grads"], r["states"][0], avg, buf, r["steps"], r["models"],
                  h["lr"], h["alpha"], h["eps"], h["weight_decay"], h["momentum"], centered,
-                 maximize, *clones((lr_t, gs, fi)))
+                 maximize, *clones((lr_t, gs, fi)), decoupled_weight_decay=decoupled)
     names = [0, 1 if centered else None, k if momentum else None]
     ok = emu.rmsprop(*grp.slots(names), h["lr"], h["alpha"], h["eps"], h["weight_decay"],
-                     h["momentum"], int(centered), int(maximize), ptr(lr_t), ptr(gs), ptr(fi))
+                     h["momentum"], int(centered), int(maximize), ptr(lr_t), ptr(gs), ptr(fi),
+                     int(decoupled))
     assert ok
 
 
@@ -223,7 +224,8 @@ def test_rmsprop_kernels_dtypes(lib, pair, misalign):
 @pytest.mark.parametrize("opts", [dict(centered=True), dict(momentum=0.9), dict(maximize=True),
                                   dict(centered=True, momentum=0.9, maximize=True),
                                   dict(lr_tensor=3e-3), dict(grad_scale=1024.0),
-                                  dict(found_inf=1.0)], ids=str)
+                                  dict(found_inf=1.0), dict(decoupled=True),
+                                  dict(decoupled=True, lr_tensor=3e-3, momentum=0.9)], ids=str)
 def test_rmsprop_kernels_options(lib, opts):
     h = dict(RMSPROP, momentum=opts.pop("momentum", 0.0))
     emu = Emulator(lib)

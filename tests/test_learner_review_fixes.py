@@ -129,3 +129,24 @@ def test_training_loaders_drop_a_last_partial_batch(n, batches):
         assert len(dls.train) == batches and len(list(dls.train)) == batches
         assert len(dls.valid) == -(-n // 32)  # validation keeps every sample
     assert len(DataLoaders.from_tensors(x, x, x, x, bs=16, drop_last=False).train) == -(-n // 16)
+
+
+def test_learner_decays_rmsprop_decoupled_as_fastai():
+    """fastai's true_wd: RMSprop's step does not depend on the loss's scale, so neither may
+    the weight decay's pull (coupled L2 swamped a loss divided by 1000)."""
+    from fastext.optim import RMSprop
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 4)
+    y = x @ torch.tensor([[3.0, -2.0, 1.5, 4.0]]).T
+    dls = DataLoaders.from_tensors(x[:192], y[:192], x[192:], y[192:], bs=32, device="cpu",
+                                   shuffle=False)
+    weights = []
+    for scale in (1.0, 1e-3):
+        torch.manual_seed(1)
+        learn = Learner(dls, nn.Linear(4, 1), lambda p, t, s=scale: F.mse_loss(p, t) * s,
+                        opt_func=RMSprop, quiet=True)
+        learn.fit_one_cycle(5, 3e-2)
+        assert all(g["decoupled_weight_decay"] for g in learn.opt.param_groups)
+        weights.append(learn.model.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-3, atol=1e-3)

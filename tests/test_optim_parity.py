@@ -412,15 +412,16 @@ def test_direct_binding_is_the_op(device, kind):
         if kind == "adamw_":
             fn([p], [g], states, [torch.rand(33, device=device)], [], [step], [], 0.1, 0.9,
                0.999, 1e-8, 0.01, False, False, None, None, None)
-        else:
-            fn([p], [g], states, [], [], [step], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False,
-               None, None, None)
+        else:  # decoupled decay (the last argument) on
+            fn([p], [g], states, [], [], [step], [], 0.1, 0.99, 1e-8, 0.1, 0.0, False, False,
+               None, None, None, True)
         return p, states[0], step
 
     for a, b in zip(run(getattr(torch.ops.fastext, kind)), run(getattr(fastext._C, kind)),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     z = torch.zeros(2, device=device)
+    extra = () if kind == "adamw_" else (False,)
     with pytest.raises(RuntimeError, match="same length"):
         getattr(fastext._C, kind)([z], [], [z.clone()], [z.clone()], [z.clone()], [], [], 0.1,
-                                  0.9, 0.9, 1e-8, 0.0, False, False, None, None, None)
+                                  0.9, 0.9, 1e-8, 0.0, False, False, None, None, None, *extra)

@@ -22,29 +22,39 @@ namespace py = pybind11;
 using Tensors = std::vector<at::Tensor>;
 using Opt = std::optional<at::Tensor>;
 
-// The shared schema of both ops (7 tensor lists, 5 floats, 2 bools, 3 optional tensors):
-// they differ only in what the floats and bools mean.
+// The schema both ops share (7 tensor lists, 5 floats, 2 bools, 3 optional tensors; they
+// differ in what the floats and bools mean), RMSprop's followed by its decoupled-decay bool.
 using StepSig = void(at::TensorList, at::TensorList, at::TensorList, at::TensorList,
                      at::TensorList, at::TensorList, at::TensorList, double, double, double,
                      double, double, bool, bool, const Opt&, const Opt&, const Opt&);
+using RMSpropSig = void(at::TensorList, at::TensorList, at::TensorList, at::TensorList,
+                        at::TensorList, at::TensorList, at::TensorList, double, double, double,
+                        double, double, bool, bool, const Opt&, const Opt&, const Opt&, bool);
 
-c10::TypedOperatorHandle<StepSig> handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<StepSig>();
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
-template <const char* Name>
-void step(const Tensors& params, const Tensors& grads, const Tensors& s0, const Tensors& s1,
-          const Tensors& s2, const Tensors& steps, const Tensors& models, double lr, double a,
-          double b, double c, double d, bool f1, bool f2, const Opt& lr_tensor,
-          const Opt& grad_scale, const Opt& found_inf) {
-  static const auto op = handle(Name);
+void adamw_(const Tensors& params, const Tensors& grads, const Tensors& s0, const Tensors& s1,
+            const Tensors& s2, const Tensors& steps, const Tensors& models, double lr, double a,
+            double b, double c, double d, bool f1, bool f2, const Opt& lr_tensor,
+            const Opt& grad_scale, const Opt& found_inf) {
+  static const auto op = handle<StepSig>("fastext::adamw_");
   py::gil_scoped_release no_gil;  // tensors are only borrowed below: no refcounts move
   op.call(params, grads, s0, s1, s2, steps, models, lr, a, b, c, d, f1, f2, lr_tensor,
           grad_scale, found_inf);
 }
 
-constexpr char kAdamW[] = "fastext::adamw_";
-constexpr char kRMSprop[] = "fastext::rmsprop_";
+void rmsprop_(const Tensors& params, const Tensors& grads, const Tensors& s0, const Tensors& s1,
+              const Tensors& s2, const Tensors& steps, const Tensors& models, double lr,
+              double a, double b, double c, double d, bool f1, bool f2, const Opt& lr_tensor,
+              const Opt& grad_scale, const Opt& found_inf, bool decoupled) {
+  static const auto op = handle<RMSpropSig>("fastext::rmsprop_");
+  py::gil_scoped_release no_gil;  // as adamw_
+  op.call(params, grads, s0, s1, s2, steps, models, lr, a, b, c, d, f1, f2, lr_tensor,
+          grad_scale, found_inf, decoupled);
+}
 
 using BnResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
@@ -86,8 +96,8 @@ std::tuple<at::Tensor, at::Tensor> bn_leaky_relu_(at::Tensor input, const Opt& w
 }  // namespace
 
 void bind_direct(py::module_& m) {
-  m.def("adamw_", &step<kAdamW>, "fastext::adamw_ through the dispatcher's unboxed path");
-  m.def("rmsprop_", &step<kRMSprop>, "fastext::rmsprop_ through the dispatcher's unboxed path");
+  m.def("adamw_", &adamw_, "fastext::adamw_ through the dispatcher's unboxed path");
+  m.def("rmsprop_", &rmsprop_, "fastext::rmsprop_ through the dispatcher's unboxed path");
   m.def("bn_relu_forward", &bn_relu_forward,
         "fastext::bn_relu_forward through the dispatcher's unboxed path");
   m.def("bn_leaky_relu_", &bn_leaky_relu_,

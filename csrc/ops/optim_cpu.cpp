@@ -84,7 +84,8 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
                  double lr, double alpha, double eps, double weight_decay, double momentum,
                  bool centered, bool maximize, const std::optional<at::Tensor>& lr_tensor,
                  const std::optional<at::Tensor>& grad_scale,
-                 const std::optional<at::Tensor>& found_inf) {
+                 const std::optional<at::Tensor>& found_inf,
+                 bool decoupled_weight_decay) {
   const char* op = "fastext::rmsprop_";
   TORCH_CHECK(!square_avgs.empty() || params.empty(), op, ": square_avgs is required");
   TORCH_CHECK(!centered || !grad_avgs.empty() || params.empty(), op, ": centered needs grad_avgs");
@@ -97,7 +98,8 @@ void rmsprop_cpu(at::TensorList params, at::TensorList grads, at::TensorList squ
                           kRMSpropStates, steps, model_params, sc.unscale);
   if (sc.skip) return;  // as adamw_cpu
   bump_steps(ps);
-  const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  const kern::RMSpropHyper h{sc.lr, alpha, eps, weight_decay, momentum, centered, maximize,
+                              decoupled_weight_decay};
   run_ranges(ps, [&](const kern::OptimSlot& s, int64_t b, int64_t e) {
     kern::rmsprop_cpu(s, b, e, ps.dtype, ps.grad_dtype, h, sc.lr, sc.inv_scale, sc.unscale);
   });

@@ -86,7 +86,8 @@ void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList sq
                   double lr, double alpha, double eps, double weight_decay, double momentum,
                   bool centered, bool maximize, const std::optional<at::Tensor>& lr_tensor,
                   const std::optional<at::Tensor>& grad_scale,
-                  const std::optional<at::Tensor>& found_inf) {
+                  const std::optional<at::Tensor>& found_inf,
+                 bool decoupled_weight_decay) {
   const char* op = "fastext::rmsprop_";
   if (params.empty()) return;
   TORCH_CHECK(!square_avgs.empty(), op, ": square_avgs is required");
@@ -100,7 +101,8 @@ void rmsprop_cuda(at::TensorList params, at::TensorList grads, at::TensorList sq
                           {square_avgs, centered ? grad_avgs : at::TensorList(),
                            momentum > 0 ? momentum_buffers : at::TensorList()},
                           kRMSpropStates, steps, model_params, sc.grad_scale.has_value());
-  const kern::RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  const kern::RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize,
+                              decoupled_weight_decay};
   TORCH_CHECK(kern::rmsprop_cuda(ps.slots.data(), int(ps.slots.size()), ps.dtype, ps.grad_dtype,
                                  h, sc.ptrs(), c10::cuda::getCurrentCUDAStream().stream()),
               op, ": unsupported dtypes");

@@ -18,7 +18,7 @@ TORCH_LIBRARY(fastext, m) {
       "Tensor(f!)[] model_params, "
       "float lr, float alpha, float eps, float weight_decay, float momentum, bool centered, "
       "bool maximize, Tensor? lr_tensor=None, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
+      "Tensor? found_inf=None, bool decoupled_weight_decay=False) -> ()");
   // Loss scaling: found_inf is raised (set to 1), never cleared, by the checks.
   m.def("check_finite_(Tensor[] tensors, Tensor(a!) found_inf) -> ()");
   m.def("unscale_and_check_(Tensor(a!)[] tensors, Tensor(b!) found_inf, Tensor inv_scale) -> ()");

@@ -75,6 +75,14 @@ def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     return out
 
 
+def _takes(func: Callable[..., Any], name: str) -> bool:
+    """Whether ``func`` has a parameter called ``name`` (a ``**kwargs`` does not count)."""
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+
+
 def _three_moms(moms: Sequence[float]) -> tuple[float, float, float]:
     """1cycle momenta as (start, middle, end): fastai v1's two-value ``(max, min)`` (the
     course's ``moms=(0.8, 0.7)``) goes back up to its first value, as fastai v1's schedule.
@@ -104,8 +112,10 @@ class Learner:
         opt_func: optimizer class or factory ``(param_groups, lr=...) -> Optimizer``
             (default the fused :class:`fastext.optim.AdamW`).
         lr: default learning rate. wd: weight decay (0.1, the course's default), decoupled
-            for AdamW, and not applied to normalisation layers and biases unless
-            ``wd_bn_bias``.
+            (fastai's ``true_wd``) for AdamW and any optimizer taking
+            ``decoupled_weight_decay`` (fastext's RMSprop, torch's Adam), coupled (L2) for
+            the others (torch's SGD, RMSprop), and not applied to normalisation layers and
+            biases unless ``wd_bn_bias``.
         metrics: functions ``f(pred, *targets)`` or :class:`Metric` objects, a list of
             them or one alone (the course's ``metrics=error_rate``).
         cbs: extra callbacks. splitter: ``model -> list of parameter lists`` (layer
@@ -246,6 +256,10 @@ class Learner:
                     groups.append({"params": ps, "weight_decay": wd, "layer_group": i,
                                    "apply_wd": ps is decay})
         kwargs: dict[str, Any] = {"lr": self.lr}
+        if _takes(self.opt_func, "decoupled_weight_decay"):
+            # fastai's true_wd: RMSprop's normalised step would turn an L2 term into a step
+            # of ~lr whatever the weight (fastext RMSprop, torch Adam; AdamW always decouples)
+            kwargs["decoupled_weight_decay"] = True
         if self.precision == "fp16":
             params = inspect.signature(self.opt_func).parameters.values()
             if not any(p.name == "master_weights" or p.kind is p.VAR_KEYWORD for p in params):

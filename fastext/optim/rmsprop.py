@@ -20,8 +20,12 @@ class RMSprop(FusedOptimizer):
     accepted and ignored; ``capturable`` is always true on CUDA (a tensor ``lr`` must then be
     on the device: a CPU one is refused under capture).
 
-    Args: as ``torch.optim.RMSprop``, plus ``flat`` (see :mod:`fastext.optim._flat`) and
-    ``master_weights`` (as :class:`fastext.optim.AdamW`).
+    Args: as ``torch.optim.RMSprop``, plus ``flat`` (see :mod:`fastext.optim._flat`),
+    ``master_weights`` (as :class:`fastext.optim.AdamW`) and ``decoupled_weight_decay``
+    (keyword, default off as in torch): AdamW's decay, the param scaled by
+    ``1 - lr * weight_decay`` instead of ``weight_decay * param`` added to the gradient,
+    which RMSprop's normalisation turns into a step of about ``lr`` whatever the weight's
+    size (fastai's RMSProp decouples by default; the Learner turns it on).
 
     >>> import torch, fastext
     >>> w = torch.nn.Parameter(torch.ones(3))
@@ -37,11 +41,12 @@ class RMSprop(FusedOptimizer):
                  centered: bool = False, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False, *, flat: bool = False,
-                 master_weights: bool = False) -> None:
+                 master_weights: bool = False, decoupled_weight_decay: bool = False) -> None:
         check_hypers(lr, epsilon=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable)
+                        maximize=maximize, differentiable=differentiable,
+                        decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults, flat=flat, master_weights=master_weights)
 
     def _buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
@@ -59,4 +64,6 @@ class RMSprop(FusedOptimizer):
                      eps=group["eps"], weight_decay=group["weight_decay"],
                      momentum=group["momentum"], centered=group["centered"],
                      maximize=group["maximize"], grad_scale=grad_scale,
-                     found_inf=found_inf, model_params=models)
+                     found_inf=found_inf, model_params=models,
+                     # a torch state_dict's groups lack the key: torch's coupled decay
+                     decoupled_weight_decay=group.get("decoupled_weight_decay", False))

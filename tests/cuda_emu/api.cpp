@@ -98,9 +98,10 @@ int emu_rmsprop(int n, void** param, void** grad, void** s0, void** s1, void** s
                 const int64_t* numel, void** step, const int64_t* nsteps, int dt, int grad_dt,
                 double lr, double alpha, double eps, double weight_decay, double momentum,
                 int centered, int maximize, const float* lr_ptr, const float* grad_scale,
-                const float* found_inf) {
+                const float* found_inf, int decoupled) {
   const auto v = slots(n, param, grad, s0, s1, s2, model, numel, step, nsteps);
-  const RMSpropHyper h{lr, alpha, eps, weight_decay, momentum, centered != 0, maximize != 0};
+  const RMSpropHyper h{lr,           alpha,          eps,           weight_decay,
+                       momentum,     centered != 0,  maximize != 0, decoupled != 0};
   return rmsprop_cuda(v.data(), n, DType(dt), DType(grad_dt), h,
                       {lr_ptr, grad_scale, found_inf}, nullptr);
 }
