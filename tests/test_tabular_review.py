@@ -168,7 +168,7 @@ def test_target_name_as_a_list():
 # -- 7. class order: numbers by value, a category dtype's own order ---------------------------
 def test_integer_target_classes_follow_their_values():
     df = pd.DataFrame({"x": [float(i) for i in range(12)], "y": list(range(12))})
-    proc = TabularProcessor([], ["x"], "y").fit(df)
+    proc = TabularProcessor([], ["x"], "y", y_kind="category").fit(df)
     # fastai's CategoryMap: the sorted values, as strings; then class index == label
     assert proc.y_classes == [str(v) for v in sorted(df["y"].unique())]
     assert proc.transform(df).y.tolist() == df["y"].tolist()
@@ -195,7 +195,8 @@ def test_export_in_the_old_class_order_loads_with_its_own_order(tmp_path):
     df = pd.DataFrame({"c": rng.integers(0, 12, n), "x": rng.normal(size=n)})
     df["y"] = (df["c"] + (df["x"] > 0)) % 12
     torch.manual_seed(0)
-    dls = TabularDataLoaders.from_df(df, ["c"], ["x"], "y", bs=32, device="cpu")
+    dls = TabularDataLoaders.from_df(df, ["c"], ["x"], "y", bs=32, device="cpu",
+                                     y_kind="category")
     learn = tabular_learner(dls, layers=[16], quiet=True)
     learn.fit_one_cycle(1, 1e-2)
     path = learn.export(tmp_path / "new.pth")

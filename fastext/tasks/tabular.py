@@ -1,7 +1,8 @@
 """Tabular data with embeddings: preprocessing fitted on the training rows, a model with one
 embedding per categorical column, loaders that slice whole batches out of pre-built tensors,
 ``tabular_learner``, ``predict`` on a row or frame, and ``export`` / :func:`load_tabular`
-(the model travels with its preprocessing).
+(the model travels with its preprocessing); the course's Rossmann helpers
+:func:`add_datepart` and :func:`cont_cat_split` (from :mod:`fastext.tasks.tabular_prep`).
 
 The preprocessing (:class:`TabularProcessor`) runs :class:`FillMissing` (median fill plus a
 ``<col>_na`` indicator, itself categorical), :class:`Categorify` (class 0 is ``#na#``: missing
@@ -24,6 +25,8 @@ from __future__ import annotations
 import datetime
 import math
 import numbers
+import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,11 +42,13 @@ from ..data.camvid import split_indices
 from ..learner import DataLoaders, DeviceLoader, Learner, TensorLoader, accuracy
 from ..learner.data import drops_last_batch
 from ..nn.modes import eval_mode
+from .tabular_prep import add_datepart, cont_cat_split, make_date
 
 __all__ = [
     "NA", "Categorify", "ColumnEmbeddings", "FillMissing", "Normalize", "SlicedTensorLoader",
     "TabularDataLoaders", "TabularLearner", "TabularModel", "TabularPredictor",
-    "TabularProcessor", "TabularTensors", "emb_sz_rule", "load_tabular", "tabular_learner",
+    "TabularProcessor", "TabularTensors", "add_datepart", "auto_y_kind", "cont_cat_split",
+    "emb_sz_rule", "load_tabular", "make_date", "tabular_learner",
 ]
 
 #: The class every categorical column reserves at index 0: missing and unseen values.
@@ -209,6 +214,54 @@ def _classes(s: pd.Series) -> list[str]:
 def _codes(s: pd.Series, classes: Sequence[str]) -> np.ndarray:
     """Index of each value in ``classes`` (whose entry 0 is ``#na#``); missing or unseen -> 0."""
     return pd.Index(list(classes[1:]), dtype=object).get_indexer(_keys(s)).astype(np.int64) + 1
+
+
+def _preview(names: Sequence[str], k: int = 10) -> str:
+    """At most ``k`` names and how many there are: error messages stay one line when a
+    target holds thousands of values.
+
+    >>> _preview(["a", "b"]), _preview([str(i) for i in range(25)], 3)
+    ("['a', 'b']", "['0', '1', '2', ...] (25 in all)")
+    """
+    names = list(names)
+    if len(names) <= k:
+        return repr(names)
+    return f"{repr(names[:k])[:-1]}, ...] ({len(names)} in all)"
+
+
+def auto_y_kind(y: pd.Series) -> str:
+    """The target kind ``y_kind="auto"`` picks, by fastai's rule for ``TabularDataLoaders``
+    without a ``y_block``: a numeric column (integers or floats, nullable ones included) is
+    ``"regression"``; anything else (text, booleans, a category dtype, dates) is
+    ``"category"``. So integer class labels (0/1, digits) need ``y_kind="category"``.
+
+    >>> auto_y_kind(pd.Series([5263, 6064])), auto_y_kind(pd.Series([0.5]))
+    ('regression', 'regression')
+    >>> auto_y_kind(pd.Series(["<50k", ">=50k"])), auto_y_kind(pd.Series([True, False]))
+    ('category', 'category')
+    """
+    numeric = pd.api.types.is_integer_dtype(y.dtype) or pd.api.types.is_float_dtype(y.dtype)
+    return "regression" if numeric else "category"
+
+
+def _warn_if_labels(y: pd.Series, name: str) -> None:
+    """One line when ``auto`` made a 0/1-style integer target (two values or fewer)
+    regression: almost always meant as classes, and the model would get MSE, not accuracy.
+    Wider integer targets (counts, sales, ratings) stay quiet."""
+    if pd.api.types.is_integer_dtype(y.dtype) and y.nunique() <= 2:
+        warnings.warn(f"target {name!r} holds integers with {y.nunique()} distinct value(s): "
+                      "y_kind='auto' treats it as regression (fastai's rule); pass "
+                      "y_kind='category' for classes or 'regression' to silence this",
+                      UserWarning, stacklevel=_outside_stacklevel())
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside this module
+    (the user's ``from_df`` or ``fit`` line, not ours)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # -- the three preprocessing steps -----------------------------------------------------------
@@ -387,8 +440,11 @@ class TabularProcessor:
         cont_names: continuous columns (numbers or booleans).
         y_name: the target column (or a one-element list of it, as fastai's ``y_names``),
             or ``None`` (inference only).
-        y_kind: ``"category"`` (classes, cross-entropy), ``"regression"`` (float values) or
-            ``"auto"``: regression when the training target is a float column.
+        y_kind: ``"category"`` (classes, cross-entropy), ``"regression"`` (values, MSE) or
+            ``"auto"``: fastai's rule (:func:`auto_y_kind`), regression for an integer or
+            float target (Rossmann's ``Sales``), classes for anything else (Adult's
+            ``salary`` text). Integer class labels need ``y_kind="category"``; ``auto``
+            warns when an integer target has two values or fewer.
         fill_missing: run :class:`FillMissing` (else missing continuous values are an error).
         normalize: run :class:`Normalize`.
 
@@ -466,7 +522,9 @@ class TabularProcessor:
             if y.isna().any():
                 raise ValueError(f"target column {self.y_name!r} has missing values")
             if self.y_kind == "auto":
-                self.y_kind = "regression" if pd.api.types.is_float_dtype(y) else "category"
+                self.y_kind = auto_y_kind(y)
+                if self.y_kind == "regression":
+                    _warn_if_labels(y, self.y_name)
             if self.y_kind == "category":
                 self.y_classes = _classes(y)
             else:
@@ -515,12 +573,24 @@ class TabularProcessor:
             raise ValueError(f"target column {self.y_name!r} has missing values")
         if self.y_kind == "regression":  # (N, 1) as the model's output: no (N, N) broadcast
             return torch.from_numpy(_numeric(y, self.y_name).to_numpy(np.float32).reshape(-1, 1))
-        codes = pd.Index(self.y_classes, dtype=object).get_indexer(_keys(y))
+        keys = _keys(y)
+        codes = pd.Index(self.y_classes, dtype=object).get_indexer(keys)
         if (codes < 0).any():
-            unseen = sorted({k for k, c in zip(_keys(y), codes, strict=True) if c < 0})
-            raise ValueError(f"target {self.y_name!r} has label(s) {unseen[:5]} not seen in "
-                             f"training (classes {self.y_classes})")
+            raise ValueError(self._unseen_message(y, codes < 0))
         return torch.from_numpy(codes.astype(np.int64))
+
+    def _unseen_message(self, y: pd.Series, unseen: np.ndarray) -> str:
+        """One line: a few unseen labels (``unseen``: their mask) in class order, a few
+        classes, their counts, and for a numeric target the hint that it may be a
+        regression."""
+        # the values themselves (an object column, not a category dtype's full list):
+        # numbers come out by value, 2334 before 10000
+        unseen_names = _classes(pd.Series(np.asarray(y, dtype=object)[unseen], dtype=object))
+        msg = (f"target {self.y_name!r} has label(s) {_preview(unseen_names)} not seen in "
+               f"training (classes {_preview(self.y_classes)})")
+        if auto_y_kind(y) == "regression":
+            msg += "; numbers to predict? use y_kind='regression'"
+        return msg
 
     def decode_y(self, idx: Tensor | np.ndarray) -> np.ndarray:
         """Class names of class indices (an object array)."""
@@ -743,8 +813,12 @@ class TabularDataLoaders(DataLoaders):
         """Fits the preprocessing on the training rows (``df``, less a random ``valid_pct``
         of it when ``valid_df`` is not given) and builds the loaders.
 
+        ``y_kind`` as :class:`TabularProcessor`'s: ``"auto"`` makes a numeric target a
+        regression, so integer class labels (here 0/1) are passed as ``"category"``.
+
         >>> df = pd.DataFrame({"a": list("xyxy") * 8, "b": range(32), "t": [0, 1] * 16})
-        >>> dls = TabularDataLoaders.from_df(df, ["a"], ["b"], "t", bs=8, device="cpu")
+        >>> dls = TabularDataLoaders.from_df(df, ["a"], ["b"], "t", bs=8, device="cpu",
+        ...                                  y_kind="category")
         >>> cat, cont, y = next(iter(dls.train))
         >>> cat.shape, cont.shape, y.shape, len(dls.valid.dataset[0])
         (torch.Size([8, 1]), torch.Size([8, 1]), torch.Size([8]), 6)
