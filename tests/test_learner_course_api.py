@@ -104,3 +104,13 @@ def test_precision_cannot_change_during_a_fit():
     learn = Learner(_dls(), _model(), F.cross_entropy, quiet=True, cbs=[Switch()])
     with pytest.raises(RuntimeError, match="during a fit"):
         learn.fit(1)
+
+
+def test_get_preds_is_a_learner_method():
+    learn = Learner(_dls(), _model(), F.cross_entropy, quiet=True)
+    probs, targs = learn.get_preds()
+    with torch.no_grad():
+        learn.model.eval()
+        ref = torch.cat([F.softmax(learn.model(x), 1) for x, _ in learn.dls.valid])
+    torch.testing.assert_close(probs, ref)
+    assert torch.equal(targs, torch.cat([y for _, y in learn.dls.valid]))

@@ -595,6 +595,17 @@ class Learner:
         self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start,
                            div=div, **kwargs)
 
+    def get_preds(self, dl: Iterable | None = None, with_input: bool = False,
+                  with_decoded: bool = False, act: Callable[[Tensor], Tensor] | None = None,
+                  ) -> tuple[Any, ...]:
+        """``(preds, targets)`` over ``dl`` (default the validation loader), the model's
+        outputs through the activation its loss implies (softmax for cross-entropy, sigmoid
+        for BCE-with-logits), as fastai's ``get_preds``; see
+        :func:`fastext.learner.predict.get_preds`."""
+        from .predict import get_preds
+
+        return get_preds(self, dl, with_input, with_decoded, act)
+
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
                 stop_div: bool = True, suggest_funcs: Sequence[Callable] | None = None,
                 plot: str | Path | None = None) -> SuggestedLRs:

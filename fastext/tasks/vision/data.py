@@ -23,6 +23,7 @@ data is built, never mid-epoch. Progressive resizing uses the loaders' ``set_siz
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -41,8 +42,8 @@ from ...data.images import to_8bit
 from ...learner.data import DataLoaders, TensorLoader, drops_last_batch
 
 __all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
-           "ImageLoader", "SeededAugment", "get_image_files", "load_images", "multi_hot",
-           "parent_label", "warn_unless_imagenet_stats"]
+           "ImageLoader", "SeededAugment", "get_image_files", "image_tensor", "load_images",
+           "multi_hot", "parent_label", "warn_unless_imagenet_stats"]
 
 #: (mean, std) per RGB channel of ImageNet: the stats of every torchvision backbone.
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -69,22 +70,60 @@ def parent_label(path: Path) -> str:
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
+def _fit_image(im: Any, size: tuple[int, int], channels: int) -> Tensor:
+    """A PIL image as uint8 (channels, h, w) for ``size = (h, w)``: 16-bit images rescaled
+    to 8 bits (:func:`~fastext.data.images.to_8bit`), resized (bilinear, antialiased by PIL)
+    so that it covers ``size`` with its aspect ratio kept (for a square: the shorter side
+    to ``size``), then centre-cropped."""
+    from PIL import Image
+
+    im = to_8bit(im).convert(_MODES[channels])
+    h, w = size
+    iw, ih = im.size
+    scale = max(w / iw, h / ih)
+    nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
+    im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - w) // 2, (nh - h) // 2
+    im = im.crop((left, top, left + w, top + h))
+    t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    return t.view(h, w, channels).permute(2, 0, 1).contiguous()
+
+
 def _decode(path: Path, size: int, channels: int) -> Tensor:
-    """One image as uint8 (channels, size, size): 16-bit files rescaled to 8 bits
-    (:func:`~fastext.data.images.to_8bit`), shorter side resized to ``size`` (bilinear,
-    antialiased by PIL), then centre-cropped."""
+    """One image file as uint8 (channels, size, size): :func:`_fit_image` to a square."""
     from PIL import Image
 
     with Image.open(path) as im:
-        im = to_8bit(im).convert(_MODES[channels])
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    return t.view(size, size, channels).permute(2, 0, 1).contiguous()
+        return _fit_image(im, (size, size), channels)
+
+
+def image_tensor(item: str | os.PathLike[str] | Any, size: int | tuple[int, int],
+                 channels: int = 3) -> Tensor:
+    """One image (a file path, a PIL image or a uint8 tensor (C, H, W) or (H, W)) as the
+    loaders store it: uint8 (channels, h, w), decoded, resized and centre-cropped as
+    :func:`load_images` does (a tensor already of that shape is taken as it is).
+
+    >>> image_tensor(torch.full((3, 6, 9), 7, dtype=torch.uint8), 4).shape
+    torch.Size([3, 4, 4])
+    """
+    from PIL import Image
+
+    h, w = (size, size) if isinstance(size, int) else size
+    if channels not in _MODES:
+        raise ValueError(f"channels must be one of {sorted(_MODES)}, got {channels!r}")
+    if isinstance(item, Tensor):
+        t = item if item.dim() == 3 else item[None]
+        if t.dtype != torch.uint8 or t.dim() != 3 or t.shape[0] not in _MODES:
+            raise TypeError(f"an image tensor must be uint8 (C, H, W) with C in "
+                            f"{sorted(_MODES)}, got {item.dtype} {tuple(item.shape)}")
+        if tuple(t.shape) == (channels, h, w):
+            return t.contiguous()
+        arr = t.permute(1, 2, 0).cpu().numpy()
+        item = Image.fromarray(arr[..., 0] if t.shape[0] == 1 else arr, _MODES[t.shape[0]])
+    if isinstance(item, Image.Image):
+        return _fit_image(item, (h, w), channels)
+    with Image.open(Path(item)) as im:
+        return _fit_image(im, (h, w), channels)
 
 
 def load_images(paths: Sequence[Path], size: int, channels: int = 3,
@@ -160,10 +199,23 @@ class SeededAugment:
 
 
 class BatchAugment(SeededAugment):
-    """Batched augmentation of uint8 image batches on their device: a random-resized crop
-    (area fraction in ``scale``, aspect ratio in ``ratio``) and a horizontal flip with
-    probability ``flip`` per image, done as one affine ``grid_sample``; then ``/255`` and
-    normalisation by ``stats``. With ``train=False`` only the normalisation runs.
+    """Batched augmentation of uint8 image batches on their device, the course's
+    ``get_transforms``: a random-resized crop (area fraction in ``scale``, aspect ratio in
+    ``ratio``), a horizontal flip with probability ``flip`` per image (with ``flip_vert``:
+    one of the 8 dihedral symmetries of the square, drawn uniformly, with probability
+    ``flip``; ``flip=1`` is fastai v1's ``dihedral_affine``), a rotation by up to
+    ``max_rotate`` degrees and a zoom-in by up to ``max_zoom`` (each with probability
+    ``p_affine``), all done as one affine ``grid_sample`` (bilinear, reflection padding);
+    then brightness and contrast changes of up to ``max_lighting`` (each with probability
+    ``p_lighting``), ``/255`` and normalisation by ``stats``. With ``train=False`` only the
+    normalisation runs. The defaults leave rotation, zoom and lighting out.
+
+    As fastai: a rotation draws its angle uniformly in ``[-max_rotate, max_rotate]``; a zoom
+    its factor ``z`` uniformly in ``[1, max_zoom]`` and its centre uniformly where the
+    zoomed window stays inside the image; lighting works on the logits of the pixels in
+    [0, 1]: brightness adds ``logit(b)``, ``b`` uniform in ``0.5 * (1 -+ max_lighting)``,
+    then contrast multiplies by ``c``, log-uniform in ``[1 - max_lighting,
+    1 / (1 - max_lighting)]``.
 
     The random draws come from ``generator`` when one is given: :class:`ImageLoader` passes
     :meth:`epoch_generator` of its epoch, so an epoch's augmentations depend only on
@@ -174,30 +226,47 @@ class BatchAugment(SeededAugment):
     >>> x = torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
     >>> aug(x, train=False).unique().tolist()
     [1.0]
+    >>> planet = BatchAugment(flip_vert=True, max_rotate=10, max_zoom=1.05, max_lighting=0.1)
+    >>> planet(x).shape
+    torch.Size([2, 1, 4, 4])
     """
 
     def __init__(self, stats: tuple[Sequence[float], Sequence[float]] | None = None,
                  flip: float = 0.5, scale: tuple[float, float] = (0.35, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0) -> None:
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0, *,
+                 flip_vert: bool = False, max_rotate: float = 0.0, max_zoom: float = 1.0,
+                 max_lighting: float = 0.0, p_affine: float = 0.75,
+                 p_lighting: float = 0.75) -> None:
         if not 0 < scale[0] <= scale[1]:
             raise ValueError(f"scale must satisfy 0 < lo <= hi, got {scale}")
         if not 0 < ratio[0] <= ratio[1]:
             raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
+        if max_rotate < 0 or max_zoom < 1 or not 0 <= max_lighting < 1:
+            raise ValueError(f"need max_rotate >= 0, max_zoom >= 1 and 0 <= max_lighting < 1, "
+                             f"got {max_rotate}, {max_zoom}, {max_lighting}")
+        if not (0 <= p_affine <= 1 and 0 <= p_lighting <= 1):
+            raise ValueError(f"probabilities must be in [0, 1], got {p_affine}, {p_lighting}")
         super().__init__(seed)
-        self.flip = flip
+        self.flip, self.flip_vert = flip, flip_vert
         self.stats, self.scale, self.ratio = stats, tuple(scale), tuple(ratio)
+        self.max_rotate, self.max_zoom, self.p_affine = max_rotate, max_zoom, p_affine
+        self.max_lighting, self.p_lighting = max_lighting, p_lighting
 
     #: Draws per image before the central-crop fallback (torchvision's RandomResizedCrop).
     tries = 10
 
-    def _affine(self, n: int, generator: torch.Generator | None = None,
-                aspect: float = 1.0) -> Tensor:
-        """(n, 2, 3) ``affine_grid`` thetas for images of width / height ``aspect``: as
-        torchvision's ``RandomResizedCrop``, a crop's area fraction is drawn in ``scale``
-        and its aspect ratio (pixels, width / height) log-uniformly in ``ratio``, up to
-        :attr:`tries` times until it fits the image; else a central crop, the whole image
-        when its own ratio is within ``ratio``, so ``scale=(1, 1)`` keeps it whole."""
-        g = self.generator(generator)
+    @property
+    def geometric(self) -> bool:
+        """Whether training batches are resampled (some flip, crop, rotation or zoom)."""
+        return (self.flip > 0 or self.scale != (1.0, 1.0) or self.max_rotate > 0
+                or self.max_zoom > 1)
+
+    def _crop(self, n: int, g: torch.Generator, aspect: float) -> Tensor:
+        """(n, 3, 3) random-resized crops: as torchvision's ``RandomResizedCrop``, a crop's
+        area fraction is drawn in ``scale`` and its aspect ratio (pixels, width / height)
+        log-uniformly in ``ratio``, up to :attr:`tries` times until it fits the image; else
+        a central crop, the whole image when its own ratio is within ``ratio``, so
+        ``scale=(1, 1)`` keeps it whole."""
         area = torch.empty(n, self.tries).uniform_(*self.scale, generator=g)
         log_r = torch.empty(n, self.tries).uniform_(
             math.log(self.ratio[0]), math.log(self.ratio[1]), generator=g)
@@ -215,20 +284,95 @@ class BatchAugment(SeededAugment):
         sh = torch.where(fallback, torch.tensor(fh), sh)
         tx = (torch.rand(n, generator=g) * 2 - 1) * (1 - sw) * ~fallback
         ty = (torch.rand(n, generator=g) * 2 - 1) * (1 - sh) * ~fallback
-        flip = torch.where(torch.rand(n, generator=g) < self.flip, -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 2] = sw * flip, tx
-        theta[:, 1, 1], theta[:, 1, 2] = sh, ty
-        return theta
+        m = torch.eye(3).repeat(n, 1, 1)
+        m[:, 0, 0], m[:, 0, 2], m[:, 1, 1], m[:, 1, 2] = sw, tx, sh, ty
+        return m
+
+    def _flips(self, n: int, g: torch.Generator) -> Tensor:
+        """(n, 3, 3): a horizontal flip, or with ``flip_vert`` a dihedral symmetry ``k``
+        uniform in 0..7 (bit 0 mirrors x, bit 1 mirrors y, bit 2 swaps the axes), each with
+        probability ``flip``."""
+        on = torch.rand(n, generator=g) < self.flip
+        m = torch.eye(3).repeat(n, 1, 1)
+        if not self.flip_vert:
+            m[:, 0, 0] = torch.where(on, -1.0, 1.0)
+            return m
+        k = torch.randint(0, 8, (n,), generator=g) * on
+        sx = torch.where(k & 1 > 0, -1.0, 1.0)
+        sy = torch.where(k & 2 > 0, -1.0, 1.0)
+        swap = k & 4 > 0
+        m[:, 0, 0] = torch.where(swap, 0.0, sx)
+        m[:, 0, 1] = torch.where(swap, sx, 0.0)
+        m[:, 1, 0] = torch.where(swap, sy, 0.0)
+        m[:, 1, 1] = torch.where(swap, 0.0, sy)
+        return m
+
+    def _rotations(self, n: int, g: torch.Generator, aspect: float) -> Tensor:
+        """(n, 3, 3): with probability ``p_affine`` a rotation by an angle uniform in
+        ``[-max_rotate, max_rotate]`` degrees, counter-clockwise on screen for a positive
+        angle (torchvision's ``rotate``), about the centre, in pixels (the normalised
+        coordinates of a non-square image scaled by its aspect ratio ``width / height``)."""
+        on = torch.rand(n, generator=g) < self.p_affine
+        deg = torch.empty(n).uniform_(-self.max_rotate, self.max_rotate, generator=g) * on
+        a = torch.deg2rad(deg)
+        c, s = a.cos(), a.sin()
+        m = torch.eye(3).repeat(n, 1, 1)
+        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = c, -s / aspect, s * aspect, c
+        return m
+
+    def _zooms(self, n: int, g: torch.Generator) -> Tensor:
+        """(n, 3, 3): with probability ``p_affine`` a zoom-in by ``z`` uniform in
+        ``[1, max_zoom]`` whose window (sides ``1 / z``) has its centre drawn uniformly
+        where the window stays inside the image (fastai's ``rand_zoom``)."""
+        on = torch.rand(n, generator=g) < self.p_affine
+        z = torch.empty(n).uniform_(1.0, self.max_zoom, generator=g)
+        z = torch.where(on, z, 1.0)
+        cx, cy = torch.rand(n, generator=g), torch.rand(n, generator=g)
+        side = 1 / z
+        m = torch.eye(3).repeat(n, 1, 1)
+        m[:, 0, 0] = m[:, 1, 1] = side
+        m[:, 0, 2], m[:, 1, 2] = (1 - side) * (2 * cx - 1), (1 - side) * (2 * cy - 1)
+        return m
+
+    def _affine(self, n: int, generator: torch.Generator | None = None,
+                aspect: float = 1.0) -> Tensor:
+        """(n, 2, 3) ``affine_grid`` thetas for images of width / height ``aspect``: the
+        crop of the flipped, rotated, zoomed output (``crop @ zoom @ rotation @ flip``,
+        mapping output coordinates to input ones). Rotation and zoom draw nothing when
+        they are off, so the default draws are the crop's and flip's alone."""
+        g = self.generator(generator)
+        m = self._crop(n, g, aspect)
+        flips = self._flips(n, g)
+        if self.max_zoom > 1:
+            m = m @ self._zooms(n, g)
+        if self.max_rotate > 0:
+            m = m @ self._rotations(n, g, aspect)
+        return (m @ flips)[:, :2].contiguous()
+
+    def _lighting(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """Brightness then contrast on the logits of ``x`` (in [0, 1], clamped 1e-7 from
+        the ends), each per image with probability ``p_lighting``; images that get
+        neither are left exactly as they were."""
+        n, m = len(x), self.max_lighting
+        b_on = torch.rand(n, generator=g) < self.p_lighting
+        b = torch.empty(n).uniform_(0.5 * (1 - m), 0.5 * (1 + m), generator=g)
+        c_on = torch.rand(n, generator=g) < self.p_lighting
+        log_c = torch.empty(n).uniform_(math.log(1 - m), -math.log(1 - m), generator=g)
+        shift = torch.where(b_on, torch.logit(b), 0.0).view(-1, 1, 1, 1).to(x.device)
+        mult = torch.where(c_on, log_c.exp(), 1.0).view(-1, 1, 1, 1).to(x.device)
+        lit = torch.sigmoid((torch.logit(x, eps=1e-7) + shift) * mult)
+        return torch.where((b_on | c_on).view(-1, 1, 1, 1).to(x.device), lit, x)
 
     def __call__(self, x: Tensor, train: bool = True,
                  generator: torch.Generator | None = None) -> Tensor:
         x = x.float().div_(255)
-        if train and (self.flip > 0 or self.scale != (1.0, 1.0)):
+        if train and self.geometric:
             theta = self._affine(len(x), generator, x.shape[-1] / x.shape[-2]).to(x.device)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
                               align_corners=False)
+        if train and self.max_lighting > 0:
+            x = self._lighting(x, self.generator(generator))
         if self.stats is not None:
             mean = torch.tensor(self.stats[0], device=x.device).view(1, -1, 1, 1)
             std = torch.tensor(self.stats[1], device=x.device).view(1, -1, 1, 1)
@@ -303,10 +447,14 @@ class ImageDataLoaders(DataLoaders):
     @classmethod
     def from_tensors(cls, x_train: Tensor, y_train: Tensor, x_valid: Tensor,  # type: ignore[override]
                      y_valid: Tensor, vocab: Sequence[Hashable], bs: int = 64,
-                     stats: str | tuple = "data", augment: bool = True, flip: float = 0.5,
-                     scale: tuple[float, float] = (0.35, 1.0), seed: int = 0,
-                     device: str | torch.device | None = None, valid_bs: int | None = None,
-                     shuffle: bool = True, drop_last: bool = True) -> ImageDataLoaders:
+                     stats: str | tuple = "data", augment: bool | BatchAugment = True,
+                     flip: float = 0.5, scale: tuple[float, float] = (0.35, 1.0),
+                     seed: int = 0, device: str | torch.device | None = None,
+                     valid_bs: int | None = None, shuffle: bool = True,
+                     drop_last: bool = True, flip_vert: bool = False,
+                     max_rotate: float = 0.0, max_zoom: float = 1.0,
+                     max_lighting: float = 0.0, p_affine: float = 0.75,
+                     p_lighting: float = 0.75) -> ImageDataLoaders:
         """Loaders over uint8 image tensors (N, C, H, W) and targets: class indices, or
         multi-hot float rows for multi-label data. ``stats``: ``"data"`` (the training
         images' own per-channel mean/std), ``"imagenet"`` (3-channel images only), or
@@ -316,15 +464,43 @@ class ImageDataLoaders(DataLoaders):
         ``drop_last`` (default, as in fastai) a last partial training batch is left out when
         there are more than ``bs`` images (a batch of one would break BatchNorm).
         Validation batches hold ``valid_bs`` (default ``2 * bs``) images, none dropped.
-        Unknown keyword arguments raise ``TypeError``."""
+        Unknown keyword arguments raise ``TypeError``.
+
+        Training augmentation (:class:`BatchAugment`; validation batches are only
+        normalised): ``flip``, ``scale`` and the course's ``get_transforms`` options
+        ``flip_vert``, ``max_rotate``, ``max_zoom``, ``max_lighting``, ``p_affine``,
+        ``p_lighting`` (the planet lesson: ``flip_vert=True, max_lighting=0.1,
+        max_zoom=1.05``). ``augment=False`` turns it all off; ``augment=`` a
+        :class:`BatchAugment` uses that one instead (a copy taking the loaders' stats when
+        its own ``stats`` is ``None``), and the options here are then ignored.
+
+        >>> x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+        >>> y = torch.randint(0, 2, (8,))
+        >>> dls = ImageDataLoaders.from_tensors(x[:6], y[:6], x[6:], y[6:], ["a", "b"],
+        ...     bs=3, flip_vert=True, max_rotate=10, max_lighting=0.2, device="cpu")
+        >>> dls.train.loader.augment.max_rotate, dls.train.loader.augment.flip_vert
+        (10, True)
+        """
         if x_train.dtype != torch.uint8 or x_train.dim() != 4:
             raise TypeError(f"images must be uint8 (N, C, H, W), got {x_train.dtype} "
                             f"{tuple(x_train.shape)}")
         dev = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         st = _resolve_stats(stats, x_train)
-        aug = BatchAugment(st, flip=flip if augment else 0.0,
-                           scale=scale if augment else (1.0, 1.0), seed=seed)
+        if isinstance(augment, BatchAugment):
+            aug = augment
+            if aug.stats is None:  # a copy: the caller's object stays as it was
+                aug = copy.copy(aug)
+                aug.stats, aug.gen = st, torch.Generator()
+                aug.gen.set_state(augment.gen.get_state())
+            st = aug.stats
+        elif augment:
+            aug = BatchAugment(st, flip=flip, scale=scale, seed=seed, flip_vert=flip_vert,
+                               max_rotate=max_rotate, max_zoom=max_zoom,
+                               max_lighting=max_lighting, p_affine=p_affine,
+                               p_lighting=p_lighting)
+        else:
+            aug = BatchAugment(st, flip=0.0, scale=(1.0, 1.0), seed=seed)
         multi = y_train.dim() == 2
         train = ImageLoader(x_train, y_train, aug, bs, train=True, device=dev, seed=seed,
                             drop_last=drops_last_batch(len(x_train), bs, drop_last),

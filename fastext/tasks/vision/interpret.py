@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...learner.figures import save_figure as _save
+from ...learner.predict import get_preds
 from ...nn.modes import eval_mode
 
 __all__ = ["ClassificationInterpretation", "bounding_boxes", "grad_cam", "mass_in_box",
@@ -131,12 +132,36 @@ def mass_in_box(cam: Tensor, image: Tensor, thresh: float = 0.0) -> Tensor:
     return torch.stack(fracs)
 
 
+def _display(image: Tensor) -> Any:
+    """What ``imshow`` shows for one image (C, H, W) or (H, W): with 3 or more channels an
+    RGB array (H, W, 3) in [0, 1] (the first three channels, an alpha dropped; uint8 divided
+    by 255, a float image, e.g. a normalised batch's, rescaled from its own min and max);
+    else a grey (H, W) map (the mean over channels), scaled by ``imshow``.
+
+    >>> rgb = _display(torch.tensor([[[255]], [[0]], [[51]]], dtype=torch.uint8))
+    >>> rgb.shape, rgb.astype(float).round(3).tolist()
+    ((1, 1, 3), [[[1.0, 0.0, 0.2]]])
+    """
+    img = image.detach().cpu()
+    if img.dim() == 3 and img.shape[0] >= 3:
+        rgb = img[:3].float()
+        if img.dtype == torch.uint8:
+            rgb = rgb / 255
+        else:
+            lo, hi = rgb.min(), rgb.max()
+            rgb = (rgb - lo) / (hi - lo).clamp_min(1e-6)
+        return rgb.permute(1, 2, 0).numpy()
+    img = img.float()
+    return (img.mean(0) if img.dim() == 3 else img).numpy()
+
+
 def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str],
                       titles: Sequence[str] | None = None,
                       boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
                       ) -> Path:
-    """A PNG grid: each image in grey with its heat map over it (jet, half transparent), and
-    when ``boxes`` (from :func:`bounding_boxes`) are given, each box outlined in white."""
+    """A PNG grid: each image (in colour for RGB, see :func:`_display`; else in grey) with
+    its heat map over it (jet, half transparent), and when ``boxes`` (from
+    :func:`bounding_boxes`) are given, each box outlined in white."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,9 +176,7 @@ def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str]
         ax.axis("off")
         if i >= n:
             continue
-        img = images[i].float()
-        img = img.mean(0) if img.dim() == 3 else img
-        ax.imshow(img.cpu().numpy(), cmap="gray")
+        ax.imshow(_display(images[i]), cmap="gray")  # the colour map only acts on grey
         ax.imshow(cams[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         if boxes is not None and boxes[i] is not None:
             top, bottom, left, right = boxes[i]
@@ -164,6 +187,22 @@ def save_cam_overlays(images: Tensor, cams: Tensor, path: str | os.PathLike[str]
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _logits(x: Tensor) -> Tensor:
+    return x
+
+
+def _class_names(dls: Any, n: int) -> list[str]:
+    """Names of the ``n`` classes: the first of ``dls.classes`` (text), ``dls.proc.y_classes``
+    (tabular) and ``dls.vocab`` (images; a text loader's vocab is its tokens) that lists
+    ``n`` of them, else ``"0"``, ``"1"``..."""
+    for names in (getattr(dls, "classes", None),
+                  getattr(getattr(dls, "proc", None), "y_classes", None),
+                  getattr(dls, "vocab", None)):
+        if isinstance(names, (list, tuple)) and len(names) == n:
+            return list(names)
+    return [str(i) for i in range(n)]
 
 
 _SINGLE_LABEL_ONLY = ("ClassificationInterpretation is for single-label classifiers (class-index "
@@ -177,37 +216,35 @@ class ClassificationInterpretation:
     :meth:`most_confused`, :meth:`plot_top_losses`, :meth:`plot_confusion_matrix`.
     """
 
-    def __init__(self, inputs: Tensor, preds: Tensor, targets: Tensor, losses: Tensor,
-                 vocab: Sequence[str]) -> None:
+    def __init__(self, inputs: Tensor | tuple[Any, ...], preds: Tensor, targets: Tensor,
+                 losses: Tensor, vocab: Sequence[str]) -> None:
         self.inputs, self.preds, self.targets, self.losses = inputs, preds, targets, losses
         self.vocab = list(vocab)
 
     @classmethod
     def from_learner(cls, learn: Any, dl: Any = None) -> ClassificationInterpretation:
-        """Runs ``learn.model`` (eval mode, every submodule's flag restored afterwards) over
-        ``dl`` (default: the validation loader), feeding it batches as the learner does
-        (``Learner.model_output``: its precision and layout). ``inputs`` keep the loader's
-        own batches; ``preds`` are float32.
+        """Runs ``learn.model`` over ``dl`` (default: the validation loader) with
+        :func:`~fastext.learner.predict.get_preds`: eval mode (every submodule's flag
+        restored afterwards), batches split into inputs and target as the Learner splits
+        them and fed as it feeds them (``Learner.model_output``: its precision and layout),
+        so any single-label classifier learner works (image, tabular, text). ``inputs``
+        keep the loader's own batches (a tuple of them for a model of several inputs);
+        ``preds`` are the float32 logits. Class names come from ``dls.classes``, the
+        tabular ``dls.proc.y_classes`` or ``dls.vocab``, whichever names every class.
 
         Raises:
             ValueError: multi-label loaders (``dls.multi_label``, or float / 2-D targets).
         """
         if getattr(learn.dls, "multi_label", False):
             raise ValueError(_SINGLE_LABEL_ONLY)
-        dl = dl if dl is not None else learn.dls.valid
-        xs, ps, ys = [], [], []
-        with eval_mode(learn.model), torch.no_grad():
-            for xb, yb in dl:
-                if yb.is_floating_point() or yb.dim() != 1:  # multi-hot rows, not class ids
-                    raise ValueError(_SINGLE_LABEL_ONLY + f" (got targets {yb.dtype} "
-                                     f"{tuple(yb.shape)})")
-                xs.append(xb.cpu())
-                ps.append(learn.model_output((xb, yb)).float().cpu())
-                ys.append(yb.cpu())
-        preds, targets = torch.cat(ps), torch.cat(ys)
+        inputs, preds, targets = get_preds(learn, dl, with_input=True, act=_logits)
+        if (not isinstance(targets, Tensor) or targets.is_floating_point()
+                or targets.dim() != 1):  # multi-hot rows, not class ids
+            got = (f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, Tensor)
+                   else type(targets).__name__)
+            raise ValueError(_SINGLE_LABEL_ONLY + f" (got targets {got})")
         losses = F.cross_entropy(preds, targets, reduction="none")
-        vocab = getattr(learn.dls, "vocab", [str(i) for i in range(preds.shape[1])])
-        return cls(torch.cat(xs), preds, targets, losses, vocab)
+        return cls(inputs, preds, targets, losses, _class_names(learn.dls, preds.shape[1]))
 
     def top_losses(self, k: int | None = None) -> tuple[Tensor, Tensor]:
         """The ``k`` largest losses (all by default) and their indices, largest first."""
@@ -236,6 +273,9 @@ class ClassificationInterpretation:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        if not (isinstance(self.inputs, Tensor) and self.inputs.dim() == 4):
+            raise ValueError("plot_top_losses shows images: this learner's inputs are not "
+                             "image batches (N, C, H, W)")
         losses, idx = self.top_losses(k)
         cols = min(len(idx), 5)
         rows = -(-len(idx) // cols)

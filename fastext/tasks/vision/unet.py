@@ -38,6 +38,7 @@ from ...nn import fuse_bn_relu
 from ...nn.modes import eval_mode
 from .body import _first_conv, create_body, load_body_weights
 from .data import ImageLoader, SeededAugment, _resolve_stats, warn_unless_imagenet_stats
+from .learner import _params, body_split
 
 __all__ = [
     "DynamicUnet", "PixelAccuracy", "PixelShuffleUpsample", "ResBlock", "SegmentAugment",
@@ -269,13 +270,22 @@ class DynamicUnet(nn.Module):
 
     @property
     def decoder(self) -> nn.ModuleList:
-        """Everything after the encoder (the second layer group)."""
+        """Everything after the encoder (the last layer group)."""
         return nn.ModuleList([self.middle, self.blocks, self.upsample, self.cross, self.final])
 
 
 def unet_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
-    """Layer groups [encoder, decoder]: ``freeze()`` trains the decoder only."""
-    return [list(model.encoder.parameters()), list(model.decoder.parameters())]
+    """Layer groups ``[low encoder, high encoder, decoder]`` for a torchvision encoder,
+    split as fastai's ``unet_learner`` does (its body's ``model_meta`` split, e.g. ResNet
+    ``encoder[:6]`` | ``encoder[6:]``: :func:`~fastext.tasks.vision.learner.body_split`),
+    else ``[encoder, decoder]``; ``freeze()`` trains the decoder only.
+
+    >>> net = DynamicUnet(create_body("resnet18"), n_out=2, img_size=(32, 32))
+    >>> [len(g) for g in unet_splitter(net)][:2]
+    [30, 30]
+    """
+    split = body_split(model.encoder)
+    return _params([*split, model.decoder] if split else [model.encoder, model.decoder])
 
 
 # -- losses and metrics -----------------------------------------------------------------------
@@ -547,8 +557,8 @@ def unet_learner(dls: Any, arch: str | nn.Module = "resnet34", n_out: int | None
     >>> dls = SegmentationDataLoaders.from_tensors(x[:4], y[:4], x[4:], y[4:],
     ...     ["a", "b", "c", "Void"], bs=2, device="cpu")
     >>> learn = unet_learner(dls, "resnet18", quiet=True)
-    >>> [m.name for m in learn.metrics], len(learn.layer_groups())
-    (['pixel_acc_no_void'], 2)
+    >>> [m.name for m in learn.metrics], len(learn.layer_groups())  # low / high encoder, decoder
+    (['pixel_acc_no_void'], 3)
     >>> learn.model(torch.randn(1, 3, 32, 48)).shape
     torch.Size([1, 4, 32, 48])
     """
