@@ -53,15 +53,16 @@ def demo_by_hand(df, seed=0):
     """The IMDB demo's loaders (``fastext.demos.imdb._run``), step by step: one vocabulary
     from every review's text, the language model on all reviews with a random 10% held out,
     the classifier on the ``is_valid`` split."""
-    from fastext.demos.imdb import CLAS_BS, LM_VALID_PCT, MAX_LEN, MIN_FREQ, split_classes
+    from fastext.demos.imdb import (
+        CLAS_BS,
+        LM_VALID_PCT,
+        MAX_LEN,
+        review_arrays,
+        split_classes,
+    )
 
     classes = split_classes(df)
-    toks = tokenize_texts(df["text"])
-    vocab = Vocab.build(toks, min_freq=MIN_FREQ)
-    docs = [vocab.numericalize(t) for t in toks]
-    labels = torch.tensor([classes.index(lab) for lab in df["label"]])
-    is_valid = torch.tensor(df["is_valid"].to_numpy())
-    train_idx, valid_idx = (~is_valid).nonzero().flatten(), is_valid.nonzero().flatten()
+    vocab, docs, labels, train_idx, valid_idx = review_arrays(df, classes)
     perm = torch.randperm(len(docs), generator=torch.Generator().manual_seed(seed)).tolist()
     n_lm_valid = max(1, round(LM_VALID_PCT * len(docs)))
     lm = lm_dataloaders([docs[i] for i in perm[n_lm_valid:]], [docs[i] for i in perm[:n_lm_valid]],

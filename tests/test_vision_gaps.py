@@ -213,15 +213,21 @@ class _TwoInputs(nn.Module):
         return self.emb(cat) + self.lin(cont)
 
 
-def test_get_preds_splits_several_inputs_as_the_learner():
-    from fastext.learner.predict import get_preds
-
+def _two_input_learner():
+    """A learner whose batches hold two inputs (categories, continuous) and a target."""
     g = torch.Generator().manual_seed(0)
     cat, cont = torch.randint(0, 5, (10,), generator=g), torch.randn(10, 2, generator=g)
     y = torch.randint(0, 3, (10,), generator=g)
     batches = [(cat[:6], cont[:6], y[:6]), (cat[6:], cont[6:], y[6:])]
     learn = Learner(DataLoaders(batches, batches, "cpu"), _TwoInputs(), F.cross_entropy,
                     quiet=True)
+    return learn, (cat, cont, y)
+
+
+def test_get_preds_splits_several_inputs_as_the_learner():
+    from fastext.learner.predict import get_preds
+
+    learn, (cat, cont, y) = _two_input_learner()
     (c, x), preds, targs = get_preds(learn, with_input=True)
     assert torch.equal(c, cat) and torch.equal(x, cont) and torch.equal(targs, y)
     with torch.no_grad():
@@ -406,12 +412,7 @@ def test_cam_overlays_show_rgb_images_in_colour(tmp_path, monkeypatch):
 def test_interpretation_inputs_of_several_tensors_do_not_plot(tmp_path):
     from fastext.tasks.vision.interpret import ClassificationInterpretation
 
-    g = torch.Generator().manual_seed(0)
-    cat, cont = torch.randint(0, 5, (10,), generator=g), torch.randn(10, 2, generator=g)
-    y = torch.randint(0, 3, (10,), generator=g)
-    batches = [(cat[:6], cont[:6], y[:6]), (cat[6:], cont[6:], y[6:])]
-    learn = Learner(DataLoaders(batches, batches, "cpu"), _TwoInputs(), F.cross_entropy,
-                    quiet=True)
+    learn, (cat, cont, y) = _two_input_learner()
     interp = ClassificationInterpretation.from_learner(learn)
     assert interp.vocab == ["0", "1", "2"] and torch.equal(interp.targets, y)
     with pytest.raises(ValueError, match="images"):

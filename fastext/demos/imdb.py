@@ -191,6 +191,19 @@ def split_classes(df: pd.DataFrame, source: Any = "the data") -> list[str]:
     return classes
 
 
+def review_arrays(df: pd.DataFrame, classes: list[str],
+                  ) -> tuple[Vocab, list[Tensor], Tensor, Tensor, Tensor]:
+    """The reviews as the demo uses them: one vocabulary from every review's text (the
+    language model sees all of it), each review's ids, its label's index in ``classes``, and
+    the ``is_valid`` split's (train, valid) row indices."""
+    toks = tokenize_texts(df["text"])
+    vocab = Vocab.build(toks, min_freq=MIN_FREQ)
+    docs = [vocab.numericalize(t) for t in toks]
+    labels = torch.tensor([classes.index(lab) for lab in df["label"]])
+    is_valid = torch.tensor(df["is_valid"].to_numpy())
+    return vocab, docs, labels, (~is_valid).nonzero().flatten(), is_valid.nonzero().flatten()
+
+
 def _run(data: Any, lm_epochs: int, quick: bool, json_path: Any, progress: bool, seed: int,
          out: Path) -> dict[str, Any]:
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -199,12 +212,7 @@ def _run(data: Any, lm_epochs: int, quick: bool, json_path: Any, progress: bool,
         df = df.groupby("is_valid", group_keys=False).head(QUICK_ROWS // 2)
     # check the splits and labels now, not after the language model's training
     classes = split_classes(df, find_imdb_sample(data) / "texts.csv")
-    toks = tokenize_texts(df["text"])
-    vocab = Vocab.build(toks, min_freq=MIN_FREQ)
-    docs = [vocab.numericalize(t) for t in toks]
-    labels = torch.tensor([classes.index(lab) for lab in df["label"]])
-    is_valid = torch.tensor(df["is_valid"].to_numpy())
-    train_idx, valid_idx = (~is_valid).nonzero().flatten(), is_valid.nonzero().flatten()
+    vocab, docs, labels, train_idx, valid_idx = review_arrays(df, classes)
     fit_idx, hold_idx = holdout_split(train_idx, QUICK_HOLDOUT if quick else N_HOLDOUT, seed)
     size = QUICK_MODEL if quick else {"emb_sz": EMB_SZ, "n_hid": N_HID, "n_layers": N_LAYERS}
     print(f"imdb: {len(df)} reviews from {find_imdb_sample(data)} ({len(train_idx)} train, "
