@@ -45,8 +45,9 @@ class RMSprop(FusedOptimizer):
         check_hypers(lr, epsilon=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable,
-                        decoupled_weight_decay=decoupled_weight_decay)
+                        maximize=maximize, differentiable=differentiable)
+        if decoupled_weight_decay:  # only then: torch's param-group keys otherwise
+            defaults["decoupled_weight_decay"] = True
         super().__init__(params, defaults, flat=flat, master_weights=master_weights)
 
     def _buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
