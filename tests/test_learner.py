@@ -206,19 +206,26 @@ def test_resume_mid_fit_is_bit_identical(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_cancel_step_keeps_gradients():
-    learn = toy_learner()
-    grads = []
+def test_cancel_step_still_zeroes_and_cancel_batch_keeps_gradients():
+    """fastai's order: CancelStepException skips the step but not the zero_grad after it;
+    CancelBatchException raised in before_step skips both (gradient accumulation). At lr 0
+    the weights stay put, so each batch's own gradient is that of an uncancelled run."""
+    def second_grads(exc):
+        grads = []
 
-    class SkipOdd(Callback):
-        def before_step(self):
-            grads.append(self.learn.model[3].weight.grad.clone())
-            if self.learn.iter % 2 == 0:
-                raise fastext.learner.CancelStepException
+        class SkipFirst(Callback):
+            def before_step(self):
+                grads.append(self.learn.model[3].weight.grad.clone())
+                if exc is not None and self.learn.iter == 0:
+                    raise exc
 
-    learn.fit(1, 1e-3, cbs=[SkipOdd()])
-    # after a skipped step, the next backward accumulates into the kept gradient
-    assert grads[1].norm() > 0 and not torch.equal(grads[1], grads[0])
+        toy_learner().fit(1, 0.0, cbs=[SkipFirst()])
+        return grads[0], grads[1]
+
+    g0, g1 = second_grads(None)
+    assert not torch.allclose(g1, g0 + g1)
+    torch.testing.assert_close(second_grads(fastext.learner.CancelStepException)[1], g1)
+    torch.testing.assert_close(second_grads(fastext.learner.CancelBatchException)[1], g0 + g1)
 
 
 def mnist_10k():

@@ -114,3 +114,47 @@ def test_get_preds_is_a_learner_method():
         ref = torch.cat([F.softmax(learn.model(x), 1) for x, _ in learn.dls.valid])
     torch.testing.assert_close(probs, ref)
     assert torch.equal(targs, torch.cat([y for _, y in learn.dls.valid]))
+
+
+def test_a_refused_to_fp16_leaves_the_learner_as_it_was():
+    from functools import partial
+
+    from fastext.optim import AdamW, RMSprop
+
+    for opt_func in (torch.optim.SGD, partial(AdamW, flat=True)):
+        learn = Learner(_dls(), _model(), F.cross_entropy, quiet=True, opt_func=opt_func)
+        _fit(learn, lr_max=1e-2)
+        weights = {k: v.clone() for k, v in learn.model.state_dict().items()}
+        opt = learn.opt
+        with pytest.raises(ValueError):
+            learn.to_fp16()
+        assert learn.precision == "fp32" and learn.scaler is None and learn.opt is opt
+        for k, v in learn.model.state_dict().items():
+            assert v.dtype == weights[k].dtype and torch.equal(v, weights[k])
+    # an opt_func that binds decoupled_weight_decay keeps the caller's choice
+    learn = Learner(_dls(), _model(), quiet=True,
+                    opt_func=partial(RMSprop, decoupled_weight_decay=False))
+    learn.create_opt()
+    assert not any(g.get("decoupled_weight_decay") for g in learn.opt.param_groups)
+
+
+def test_get_preds_takes_bare_tensor_batches_and_ragged_outputs():
+    from fastext.learner.predict import get_preds
+
+    learn = Learner(_dls(), _model(), F.cross_entropy, quiet=True)
+    x = torch.randn(12, 4)
+    probs, targs = get_preds(learn, dl=[x[:8], x[8:]])  # inputs only, no targets
+    learn.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(probs, F.softmax(learn.model(x), 1))
+    assert targs is None
+
+    class PerStep(nn.Module):  # (bs, seq, classes): sequence lengths differ between batches
+        def forward(self, x):
+            return x.unsqueeze(-1).repeat(1, 1, 3)
+
+    seq = Learner(_dls(), PerStep(), lambda p, t: p.sum(), quiet=True)
+    batches = [(torch.randn(2, 5), torch.zeros(2, 5)), (torch.randn(2, 1), torch.zeros(2, 1))]
+    preds, _ = get_preds(seq, dl=batches, act=lambda t: t * 2)
+    assert len(preds) == 4 and preds[0].shape == (5, 3) and preds[3].shape == (1, 3)
+    torch.testing.assert_close(preds[3], batches[1][0][1].unsqueeze(-1).repeat(1, 3) * 2)

@@ -81,6 +81,11 @@ def test_from_df_valid_col_sets_the_split(tmp_path):
     with pytest.raises(ValueError, match="both sides"):
         ImageDataLoaders.from_df(df.assign(is_valid=True), tmp_path, valid_col="is_valid",
                                  label_delim=" ", **KW)
+    # from a CSV every column is text: "False" must not count as a validation flag
+    df.loc[3, "is_valid"] = False
+    df.to_csv(tmp_path / "labels.csv", index=False)
+    dls = ImageDataLoaders.from_csv(tmp_path, label_delim=" ", valid_col="is_valid", **KW)
+    assert [f.name for f in dls.valid_items] == ["train_1.jpg", "train_4.jpg"]
 
 
 def test_from_df_refuses_missing_files_and_non_string_tags(tmp_path):
@@ -92,7 +97,7 @@ def test_from_df_refuses_missing_files_and_non_string_tags(tmp_path):
     with pytest.raises(TypeError, match="label_delim"):
         ImageDataLoaders.from_df(df, tmp_path, folder="train-jpg", suffix=".jpg",
                                  label_delim=" ", **KW)
-    with pytest.raises(FileNotFoundError, match="no labels file"):
+    with pytest.raises(FileNotFoundError, match="no table"):
         ImageDataLoaders.from_csv(tmp_path, "nope.csv")
 
 

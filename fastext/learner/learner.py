@@ -7,6 +7,7 @@ distributed training) is a callback.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -76,7 +77,10 @@ def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
 
 
 def _takes(func: Callable[..., Any], name: str) -> bool:
-    """Whether ``func`` has a parameter called ``name`` (a ``**kwargs`` does not count)."""
+    """Whether ``func`` has a parameter called ``name`` that the caller left open (a
+    ``**kwargs`` does not count; a ``functools.partial`` that binds it does not take it)."""
+    if isinstance(func, functools.partial) and name in func.keywords:
+        return False
     try:
         return name in inspect.signature(func).parameters
     except (TypeError, ValueError):  # a builtin without a signature
@@ -261,10 +265,7 @@ class Learner:
             # of ~lr whatever the weight (fastext RMSprop, torch Adam; AdamW always decouples)
             kwargs["decoupled_weight_decay"] = True
         if self.precision == "fp16":
-            params = inspect.signature(self.opt_func).parameters.values()
-            if not any(p.name == "master_weights" or p.kind is p.VAR_KEYWORD for p in params):
-                raise ValueError("precision='fp16' keeps fp32 master weights in the optimizer: "
-                                 "use fastext.optim.AdamW or RMSprop (or precision='bf16')")
+            self._check_master_weights()
             kwargs["master_weights"] = True
         self.opt = self.opt_func(groups, **kwargs)
         # numpy hyper-parameters (np.linspace, betas from an array) as Python numbers: the
@@ -303,6 +304,8 @@ class Learner:
             raise RuntimeError("the precision cannot change during a fit")
         if precision == self.precision:
             return self
+        if precision == "fp16":
+            self._check_master_weights()  # refused before anything is converted
         model = unwrap_model(self.model)
         state = self.opt.state_dict() if self.opt is not None else None
         if self.precision == "fp16":
@@ -312,13 +315,29 @@ class Learner:
             with torch.no_grad():
                 for p, master in masters:  # the fp16 params are roundings of these
                     p.copy_(master)
+        before = (self.precision, self.scaler, self.opt)
+        backup = ({k: v.clone() for k, v in model.state_dict().items()}
+                  if precision == "fp16" and state is not None else None)
         if precision == "fp16":
             to_fp16(model)
         self.precision = precision
         self.scaler = LossScaler(self.dls.device) if precision == "fp16" else None
         if state is not None:  # same groups and hyper-parameters, the state carried over
-            self.create_opt().load_state_dict(state)
+            try:
+                self.create_opt().load_state_dict(state)
+            except Exception:  # an optimizer that refuses: the learner as it was
+                self.precision, self.scaler, self.opt = before
+                if backup is not None:
+                    model.float()
+                    model.load_state_dict(backup)
+                raise
         return self
+
+    def _check_master_weights(self) -> None:
+        params = inspect.signature(self.opt_func).parameters.values()
+        if not any(p.name == "master_weights" or p.kind is p.VAR_KEYWORD for p in params):
+            raise ValueError("precision='fp16' keeps fp32 master weights in the optimizer: "
+                             "use fastext.optim.AdamW or RMSprop (or precision='bf16')")
 
     @property
     def n_groups(self) -> int:

@@ -121,12 +121,13 @@ def _cat(parts: Sequence[Any]) -> Any:
     return [row for p in parts for row in p]
 
 
-def _output(learn: Any, batch: Any, xb: tuple[Any, ...]) -> Tensor:
-    """The model's output on ``batch`` fed as the training loop feeds it (precision, memory
-    layout, autocast: ``learn.model_output``), or plainly for a learner without it."""
+def _output(learn: Any, xb: tuple[Any, ...], yb: tuple[Any, ...]) -> Tensor:
+    """The model's output on the batch ``(*xb, *yb)`` fed as the training loop feeds it
+    (precision, memory layout, autocast: ``learn.model_output``), or plainly for a learner
+    without it."""
     feed = getattr(learn, "model_output", None)
     if feed is not None:
-        return feed(batch)
+        return feed((*xb, *yb))  # the batch as split here (a bare tensor is one input)
     return learn.model(*xb)
 
 
@@ -153,17 +154,19 @@ def get_preds(learn: Any, dl: Iterable | None = None, with_input: bool = False,
     with eval_mode(learn.model), torch.no_grad():
         for batch in dl:
             xb, yb = _split_batch(batch)
-            preds.append(_output(learn, batch, xb).float().cpu())
+            preds.append(_output(learn, xb, yb).float().cpu())
             if yb:
                 targets.append(yb[0].cpu() if isinstance(yb[0], Tensor) else yb[0])
             if with_input:
                 inputs.append([x.cpu() if isinstance(x, Tensor) else x for x in xb])
     if not preds:
         raise ValueError("get_preds: the loader gave no batches")
-    out = act(torch.cat(preds))
-    res: list[Any] = [out, _cat(targets) if len(targets) == len(preds) and targets else None]
+    outs = [act(p) for p in preds]  # per batch: the activations work row by row
+    res: list[Any] = [_cat(outs), _cat(targets) if len(targets) == len(preds) and targets
+                      else None]
     if with_decoded:
-        res.append(loss_decodes(learn.loss_func)(out))
+        decodes = loss_decodes(learn.loss_func)
+        res.append(_cat([decodes(o) for o in outs]))
     if with_input:
         cols = [_cat([b[i] for b in inputs]) for i in range(len(inputs[0]))] if inputs else []
         res.insert(0, cols[0] if len(cols) == 1 else tuple(cols))

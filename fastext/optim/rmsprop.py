@@ -66,5 +66,5 @@ class RMSprop(FusedOptimizer):
                      momentum=group["momentum"], centered=group["centered"],
                      maximize=group["maximize"], grad_scale=grad_scale,
                      found_inf=found_inf, model_params=models,
-                     # a torch state_dict's groups lack the key: torch's coupled decay
+                     # groups without the key (built without the flag) decay as torch
                      decoupled_weight_decay=group.get("decoupled_weight_decay", False))

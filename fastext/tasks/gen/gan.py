@@ -86,12 +86,12 @@ class FixedGANSwitcher:
             return not gen_mode
         return gen_mode
 
-
     def state_dict(self) -> dict[str, int]:
         """The batches counted in the current phase (saved by :meth:`GANLearner.save`)."""
         return {"count": self.count}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Takes back the count :meth:`state_dict` gave."""
         self.count = int(state["count"])
 
 

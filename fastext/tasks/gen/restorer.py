@@ -71,5 +71,6 @@ def restoration_unet(arch: str = "resnet18", img_size: tuple[int, int] = (96, 12
 
 
 def residual_splitter(model: ResidualImage) -> list[list[nn.Parameter]]:
-    """Layer groups [encoder, decoder] of the wrapped U-Net."""
+    """Layer groups of the wrapped U-Net (:func:`~fastext.tasks.vision.unet.unet_splitter`:
+    low encoder, high encoder, decoder for a torchvision encoder)."""
     return unet_splitter(model.body)

@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ...data.table import Col, label_column, read_table, split_rows, text_column
 from ...learner import DataLoaders
 from ...learner.data import drops_last_batch
-from .table import Col, label_column, read_table, split_rows, text_column
 from .tokenize import Vocab, tokenize_texts
 
 __all__ = ["SortedTextLoader", "TextClasDataLoaders", "classifier_dataloaders", "pad_batch",
@@ -180,7 +180,7 @@ class TextClasDataLoaders(DataLoaders):
         """The texts of column ``text_col`` labelled by column ``label_col`` (names or
         positions), split on the boolean column ``valid_col`` or, without it, a random
         ``valid_pct`` of the rows drawn with ``seed``
-        (:func:`~fastext.tasks.text.table.split_rows`); the classes are the training
+        (:func:`~fastext.data.table.split_rows`); the classes are the training
         labels, sorted; the texts are tokenised and numericalised with ``vocab`` (pass the
         language model's, ``lm_dls.vocab``, so that its encoder can be loaded) or, by
         default, the vocabulary of the training rows (``min_freq``, ``max_vocab``); then
@@ -196,7 +196,7 @@ class TextClasDataLoaders(DataLoaders):
 
         Raises:
             KeyError: no such column. ValueError: a row without text or label, a bad split
-                (see :func:`~fastext.tasks.text.table.split_rows`), labels found only in
+                (see :func:`~fastext.data.table.split_rows`), labels found only in
                 validation rows, or what :func:`classifier_dataloaders` rejects.
         """
         texts, labels = text_column(df, text_col), label_column(df, label_col)

@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ...data.table import Col, read_table, split_rows, text_column
 from ...learner import DataLoaders
-from .table import Col, read_table, split_rows, text_column
 from .tokenize import Vocab, tokenize_texts
 
 __all__ = ["LMLoader", "TextLMDataLoaders", "lm_dataloaders", "random_window_lengths"]
@@ -151,7 +151,7 @@ class TextLMDataLoaders(DataLoaders):
         (:func:`~fastext.tasks.text.tokenize.tokenize_texts`), split on the boolean column
         ``valid_col`` or, without it, a random ``valid_pct`` of the rows drawn with ``seed``
         (the course's ``split_by_rand_pct(0.1)``;
-        :func:`~fastext.tasks.text.table.split_rows`), numericalised with ``vocab`` or, by
+        :func:`~fastext.data.table.split_rows`), numericalised with ``vocab`` or, by
         default, the vocabulary of the training rows (``min_freq``, ``max_vocab``: see
         :meth:`~fastext.tasks.text.tokenize.Vocab.build`); then :func:`lm_dataloaders` with
         ``bs``, ``seq_len``, ``seed``, ``valid_bs`` and ``device``.
@@ -165,7 +165,7 @@ class TextLMDataLoaders(DataLoaders):
 
         Raises:
             KeyError: no such column. ValueError: a row without text, a bad split (see
-                :func:`~fastext.tasks.text.table.split_rows`), or what
+                :func:`~fastext.data.table.split_rows`), or what
                 :func:`lm_dataloaders` rejects.
         """
         texts = text_column(df, text_col)

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from ...data.camvid import split_indices
 from ...data.images import to_8bit
+from ...data.table import column, label_column, read_table, valid_flags
 from ...learner.data import DataLoaders, TensorLoader, drops_last_batch
 
 __all__ = ["IMAGENET_STATS", "IMAGE_EXTENSIONS", "BatchAugment", "ImageDataLoaders",
@@ -569,23 +570,20 @@ class ImageDataLoaders(DataLoaders):
         >>> dls.vocab, dls.multi_label
         (['clear', 'haze', 'road'], True)
         """
-        def column(col: int | str) -> list[Any]:
-            return (df.iloc[:, col] if isinstance(col, int) else df[col]).tolist()
-
         root = Path(path) / folder if folder is not None else Path(path)
-        files = [root / f"{fn}{suffix}" for fn in column(fn_col)]
+        files = [root / f"{fn}{suffix}" for fn in column(df, fn_col, "file name column")]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} of the {len(files)} files the table names do not exist, "
                 f"e.g. {', '.join(missing[:3])} (check path, folder and suffix)")
-        labels: list[Any] = column(label_col)
+        labels: list[Any] = label_column(df, label_col)
         if label_delim is not None:
             if not all(isinstance(lab, str) for lab in labels):
                 raise TypeError(f"label_delim {label_delim!r} splits strings: column "
                                 f"{label_col!r} holds other values")
             labels = [[t for t in lab.split(label_delim) if t] for lab in labels]
-        valid = None if valid_col is None else [bool(v) for v in column(valid_col)]
+        valid = None if valid_col is None else valid_flags(df, valid_col)
         return cls.from_lists(files, labels, valid=valid, valid_pct=valid_pct, seed=seed,
                               size=size, channels=channels, **kwargs)
 
@@ -594,16 +592,9 @@ class ImageDataLoaders(DataLoaders):
                  **kwargs: Any) -> ImageDataLoaders:
         """:meth:`from_df` on ``path/csv_fname`` read by pandas (header row expected); the
         planet lesson: ``from_csv(path, "train_v2.csv", folder="train-jpg", suffix=".jpg",
-        label_delim=" ")``."""
-        import pandas as pd
-
-        from ...data.files import reading
-
-        file = Path(path) / csv_fname
-        if not file.is_file():
-            raise FileNotFoundError(f"no labels file {file}")
-        with reading(file):
-            df = pd.read_csv(file, dtype=str, keep_default_na=False)
+        label_delim=" ")``. Every column is read as text (file names such as ``0001``
+        stay as written; ``valid_col``'s ``"False"`` is false)."""
+        df = read_table(path, csv_fname, dtype=str, keep_default_na=False)
         return cls.from_df(df, path, **kwargs)
 
     @classmethod

@@ -1,6 +1,7 @@
-"""Texts from a table (a pandas DataFrame or a CSV file), for the loaders' ``from_df`` and
-``from_csv``: a column by name or position, the train/valid split (a boolean column or a
-seeded random share of the rows), and the CSV read.
+"""Data from a table (a pandas DataFrame or a CSV file), for the text and image loaders'
+``from_df`` and ``from_csv``: a column by name or position, the train/valid flags (a boolean
+column, 0/1, or their text in a CSV read as strings) and split (those flags or a seeded
+random share of the rows), and the CSV read.
 
 >>> df = pd.DataFrame({"text": ["a", "b", "c", "d"], "is_valid": [False, True, False, False]})
 >>> [i.tolist() for i in split_rows(df, "is_valid")]
@@ -11,15 +12,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor
 
-from ...data.camvid import split_indices
-from ...data.files import reading
+from .camvid import split_indices
+from .files import reading
 
-__all__ = ["column", "label_column", "read_table", "split_rows", "text_column"]
+__all__ = ["column", "label_column", "read_table", "split_rows", "text_column", "valid_flags"]
 
 Col = int | str
 
@@ -82,11 +84,7 @@ def split_rows(df: pd.DataFrame, valid_col: Col | None = None, valid_pct: float 
     """
     if valid_col is None:
         return split_indices(len(df), valid_pct, seed)
-    flags = column(df, valid_col, "valid column")
-    if not (pd.api.types.is_bool_dtype(flags)
-            or (pd.api.types.is_integer_dtype(flags) and flags.isin([0, 1]).all())):
-        raise ValueError(f"valid column {valid_col!r} must be True/False, got {flags.dtype}")
-    valid = torch.tensor(flags.to_numpy(dtype=bool))
+    valid = torch.tensor(valid_flags(df, valid_col))
     train_idx, valid_idx = (~valid).nonzero().flatten(), valid.nonzero().flatten()
     if len(train_idx) == 0 or len(valid_idx) == 0:
         raise ValueError(f"valid column {valid_col!r} leaves {len(train_idx)} training and "
@@ -94,8 +92,34 @@ def split_rows(df: pd.DataFrame, valid_col: Col | None = None, valid_pct: float 
     return train_idx, valid_idx
 
 
-def read_table(path: str | os.PathLike[str], csv_fname: str) -> pd.DataFrame:
-    """``path/csv_fname`` read by pandas (a header row expected).
+_TRUE, _FALSE = {"true", "1"}, {"false", "0"}
+
+
+def valid_flags(df: pd.DataFrame, col: Col) -> list[bool]:
+    """The boolean column ``col`` (True: a validation row) as a list: bools, 0/1, or those
+    spelled as text (a CSV read with ``dtype=str``: ``"False"`` is not a true flag).
+
+    >>> valid_flags(pd.DataFrame({"v": ["False", "True", "0", "1"]}), "v")
+    [False, True, False, True]
+
+    Raises:
+        ValueError: any other value (naming the column and the value).
+    """
+    flags = column(df, col, "valid column")
+    if pd.api.types.is_bool_dtype(flags):
+        return [bool(v) for v in flags]
+    out = []
+    for v in flags.tolist():
+        key = str(v).strip().lower()
+        if key not in _TRUE | _FALSE:
+            raise ValueError(f"valid column {col!r} must be True/False (or 1/0), got {v!r}")
+        out.append(key in _TRUE)
+    return out
+
+
+def read_table(path: str | os.PathLike[str], csv_fname: str, **read_csv: Any) -> pd.DataFrame:
+    """``path/csv_fname`` read by pandas (a header row expected; ``read_csv`` keywords go to
+    ``pd.read_csv``, e.g. ``dtype=str`` to keep file names such as ``0001`` as written).
 
     Raises:
         FileNotFoundError: no such file. DataError (a ValueError naming the file): not
@@ -105,4 +129,4 @@ def read_table(path: str | os.PathLike[str], csv_fname: str) -> pd.DataFrame:
     if not file.is_file():
         raise FileNotFoundError(f"no table {file}")
     with reading(file, "not a readable CSV file"):
-        return pd.read_csv(file)
+        return pd.read_csv(file, **read_csv)
