@@ -73,6 +73,19 @@ class TensorLoader:
         return self.tensors
 
 
+def resize_batch(x: Tensor, size: int | None) -> Tensor:
+    """An image batch (N, C, H, W) resized to ``size`` x ``size`` (bilinear, antialiased, in
+    its own dtype) for progressive resizing; as it is when ``size`` is None or already met.
+
+    >>> resize_batch(torch.zeros(2, 3, 8, 8), 4).shape
+    torch.Size([2, 3, 4, 4])
+    """
+    if size is None or x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True).to(x.dtype)
+
+
 class DeviceLoader:
     """Wraps a loader: moves every tensor of a batch to ``device`` (non-blocking), and with
     ``size`` set resizes 4-D image batches to ``size`` x ``size`` (progressive resizing)."""
@@ -88,11 +101,8 @@ class DeviceLoader:
             batch = batch if isinstance(batch, (tuple, list)) else (batch,)
             out = tuple(b.to(self.device, non_blocking=True) if isinstance(b, Tensor) else b
                         for b in batch)
-            if (self.size is not None and out[0].dim() == 4
-                    and out[0].shape[-2:] != (self.size, self.size)):
-                out = (F.interpolate(out[0].float(), size=(self.size, self.size), mode="bilinear",
-                                     align_corners=False, antialias=True).to(out[0].dtype),
-                       *out[1:])
+            if self.size is not None and out[0].dim() == 4:
+                out = (resize_batch(out[0], self.size), *out[1:])
             yield out
 
     @property

@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from ..._values import plain
 from ...data.files import save_torch_file
 from ...learner import Learner, body_head_splitter
+from ...learner.data import resize_batch
 from ...learner.metrics import FBeta, accuracy, accuracy_multi
-from ...learner.predict import get_preds
+from ...learner.predict import get_preds, loss_activation, loss_decodes
 from ...nn import fuse_bn_relu
 from ...nn.modes import eval_mode
 from .body import create_body, load_body_weights, num_features
@@ -205,9 +206,10 @@ def _multi_label_loss(pred: Tensor, targ: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(pred, targ.float())
 
 
-# fastai's loss protocol: predictions are sigmoid probabilities decoded at 0.5
-_multi_label_loss.activation = torch.sigmoid  # type: ignore[attr-defined]
-_multi_label_loss.decodes = lambda p: p > 0.5  # type: ignore[attr-defined]
+# fastai's loss protocol: BCE-with-logits' activation and decoding (sigmoid, > 0.5)
+_BCE = F.binary_cross_entropy_with_logits
+_multi_label_loss.activation = loss_activation(_BCE)  # type: ignore[attr-defined]
+_multi_label_loss.decodes = loss_decodes(_BCE)  # type: ignore[attr-defined]
 
 
 def _vision_model(arch: str | nn.Module, n_out: int, pretrained: Any = None,
@@ -320,11 +322,7 @@ class ImagePredictor:
         x = torch.stack([image_tensor(it, self.size, self.channels) for it in items])
         device = next(self.model.parameters()).device
         x = BatchAugment(self.stats)(x.to(device), train=False)
-        if self.resize is not None and x.shape[-2:] != (self.resize, self.resize):
-            # as DeviceLoader resizes a batch
-            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear",
-                              align_corners=False, antialias=True)
-        return x
+        return resize_batch(x, self.resize)  # as DeviceLoader resizes a batch
 
     def probs(self, items: Sequence[Any]) -> Tensor:
         """Class probabilities (N, n_classes), float32 on the CPU: softmax, or sigmoid for
@@ -332,7 +330,7 @@ class ImagePredictor:
         x = self.batch(items)
         with eval_mode(self.model), torch.no_grad():
             out = self.feed(x).float().cpu()
-        return out.sigmoid() if self.multi_label else out.softmax(1)
+        return loss_activation(_multi_label_loss if self.multi_label else F.cross_entropy)(out)
 
     def predict(self, item: Any, thresh: float = 0.5) -> tuple[Any, Tensor, Tensor]:
         """``(decoded, encoded, probs)`` for one image, as fastai's ``learn.predict``:
@@ -468,7 +466,4 @@ class _Resized:
 
     def __iter__(self) -> Any:
         for xb, yb in self.batches:
-            if self.size is not None and xb.shape[-2:] != (self.size, self.size):
-                xb = F.interpolate(xb, size=(self.size, self.size), mode="bilinear",
-                                   align_corners=False, antialias=True)
-            yield xb, yb
+            yield resize_batch(xb, self.size), yb
