@@ -293,7 +293,10 @@ def test_double_backward_is_refused_first_order_still_right(device):
     with pytest.raises(RuntimeError, match="differentiable once"):
         torch.autograd.grad(FeatureLoss(net, [1], [2.0])(x, t), x, create_graph=True)
     plain = FeatureLoss(net, [1], [2.0], fused=False)
-    assert torch.autograd.gradgradcheck(lambda a: plain(a, t), x)
+    # cuDNN's convolution backward accumulates in a nondeterministic order (torch's own
+    # kernels, not ours): repeated float64 backward passes differ in the last bits there.
+    nondet = 1e-12 if x.is_cuda else 0.0
+    assert torch.autograd.gradgradcheck(lambda a: plain(a, t), x, nondet_tol=nondet)
 
 
 @pytest.mark.parametrize("fused", [True, False])
