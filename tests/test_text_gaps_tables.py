@@ -134,7 +134,7 @@ def test_bad_tables(tmp_path):
     df = pd.DataFrame({"text": ["good film", "bad film", "fine", "meh"],
                        "label": ["pos", "neg", "pos", "odd"],
                        "is_valid": [False, False, False, True]})
-    with pytest.raises(ValueError, match=r"\['odd'\] found only in the validation rows"):
+    with pytest.raises(ValueError, match=r"missing from training: \['odd'\]"):
         TextClasDataLoaders.from_df(df, valid_col="is_valid", bs=2, device="cpu")
     with pytest.raises(KeyError, match="no text column 'review'"):
         TextLMDataLoaders.from_df(df, text_col="review")

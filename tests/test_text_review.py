@@ -198,7 +198,7 @@ def test_imdb_demo_rejects_labels_only_in_validation(tmp_path, monkeypatch):
     monkeypatch.setattr(imdb, "language_model_learner", no_training)
     labels = ["positive", "negative"] * 20 + ["neutral", "positive"] * 5
     data = imdb_dir(tmp_path, labels, [False] * 40 + [True] * 10)
-    with pytest.raises(ValueError, match=r"\['neutral'\] found only in the validation rows"):
+    with pytest.raises(ValueError, match=r"missing from training: \['neutral'\]"):
         imdb.run(data=data, quick=True, progress=False, out_dir=tmp_path / "out")
     # reference: classes come from the training rows
     df = pd.DataFrame({"label": ["b", "a", "b"], "is_valid": [False, False, True]})

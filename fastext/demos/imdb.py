@@ -80,6 +80,7 @@ import torch
 from torch import Tensor
 
 from ..data.files import DataError
+from ..data.labels import training_classes
 from ..data.text import find_imdb_sample, load_imdb_sample
 from ..tasks.text.clas_data import classifier_dataloaders
 from ..tasks.text.learners import (
@@ -176,19 +177,17 @@ def split_classes(df: pd.DataFrame, source: Any = "the data") -> list[str]:
 
     Raises:
         DataError (a ValueError starting with ``source``): an empty training or validation
-            split, or labels found only in the validation rows (named).
+            split, or labels missing from training (named).
     """
     valid = df["is_valid"].to_numpy(dtype=bool)
     for name, rows in (("training", ~valid), ("validation", valid)):
         if not rows.any():
             raise DataError(f"{source}: no {name} rows (is_valid is "
                             f"{name == 'training'} on every row); the demo needs both splits")
-    classes = sorted(df["label"][~valid].unique())
-    unseen = sorted(set(df["label"][valid]) - set(classes))
-    if unseen:
-        raise DataError(f"{source}: label(s) {unseen} found only in the validation rows "
-                        f"(training labels: {classes})")
-    return classes
+    try:
+        return training_classes(df["label"][~valid].tolist(), df["label"][valid].tolist())
+    except ValueError as e:
+        raise DataError(f"{source}: {e}") from None
 
 
 def review_arrays(df: pd.DataFrame, classes: list[str],

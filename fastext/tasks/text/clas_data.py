@@ -25,10 +25,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ...data.labels import training_classes
 from ...data.table import Col, label_column, read_table, split_rows, text_column
 from ...learner import DataLoaders
 from ...learner.data import drops_last_batch
-from .tokenize import Vocab, tokenize_texts
+from .tokenize import Vocab, numericalize_split
 
 __all__ = ["SortedTextLoader", "TextClasDataLoaders", "classifier_dataloaders", "pad_batch",
            "truncation"]
@@ -143,24 +144,6 @@ class SortedTextLoader:
             yield x, lengths, self.labels[idx]
 
 
-def training_classes(labels: Sequence[Any], train_idx: Tensor, valid_idx: Tensor) -> list[Any]:
-    """The classes of the training rows' ``labels``, sorted, after checking that every
-    validation label is one (a class never trained on could only be scored wrong).
-
-    >>> training_classes(["pos", "neg", "pos"], torch.tensor([0, 1]), torch.tensor([2]))
-    ['neg', 'pos']
-
-    Raises:
-        ValueError: labels found only in the validation rows (named).
-    """
-    classes = sorted({labels[i] for i in train_idx.tolist()})
-    unseen = sorted({labels[i] for i in valid_idx.tolist()} - set(classes))
-    if unseen:
-        raise ValueError(f"label(s) {unseen} found only in the validation rows (training "
-                         f"labels: {classes})")
-    return classes
-
-
 class TextClasDataLoaders(DataLoaders):
     """Classifier loaders (:func:`classifier_dataloaders` builds them) with ``dls.vocab``,
     ``dls.classes``, ``dls.max_len`` and ``dls.keep``, and the course's
@@ -201,16 +184,13 @@ class TextClasDataLoaders(DataLoaders):
         """
         texts, labels = text_column(df, text_col), label_column(df, label_col)
         train_idx, valid_idx = split_rows(df, valid_col, valid_pct, seed)
-        classes = training_classes(labels, train_idx, valid_idx)
-        toks = tokenize_texts(texts)
-        if vocab is None:
-            vocab = Vocab.build([toks[i] for i in train_idx.tolist()], min_freq, max_vocab)
-        docs = [vocab.numericalize(t) for t in toks]
+        classes = training_classes([labels[i] for i in train_idx.tolist()],
+                                   [labels[i] for i in valid_idx.tolist()])
+        vocab, train_docs, valid_docs = numericalize_split(texts, train_idx, valid_idx, vocab,
+                                                           min_freq, max_vocab)
         ys = torch.tensor([classes.index(lab) for lab in labels])
-        return classifier_dataloaders(
-            [docs[i] for i in train_idx.tolist()], ys[train_idx],
-            [docs[i] for i in valid_idx.tolist()], ys[valid_idx], vocab, classes, bs, seed,
-            max_len, keep, device)
+        return classifier_dataloaders(train_docs, ys[train_idx], valid_docs, ys[valid_idx],
+                                      vocab, classes, bs, seed, max_len, keep, device)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str], csv_fname: str = "texts.csv",

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ...data.table import Col, read_table, split_rows, text_column
 from ...learner import DataLoaders
-from .tokenize import Vocab, tokenize_texts
+from .tokenize import Vocab, numericalize_split
 
 __all__ = ["LMLoader", "TextLMDataLoaders", "lm_dataloaders", "random_window_lengths"]
 
@@ -170,13 +170,9 @@ class TextLMDataLoaders(DataLoaders):
         """
         texts = text_column(df, text_col)
         train_idx, valid_idx = split_rows(df, valid_col, valid_pct, seed)
-        toks = tokenize_texts(texts)
-        if vocab is None:
-            vocab = Vocab.build([toks[i] for i in train_idx.tolist()], min_freq, max_vocab)
-        docs = [vocab.numericalize(t) for t in toks]
-        return lm_dataloaders([docs[i] for i in train_idx.tolist()],
-                              [docs[i] for i in valid_idx.tolist()], vocab, bs, seq_len, seed,
-                              valid_bs, device)
+        vocab, train_docs, valid_docs = numericalize_split(texts, train_idx, valid_idx, vocab,
+                                                           min_freq, max_vocab)
+        return lm_dataloaders(train_docs, valid_docs, vocab, bs, seq_len, seed, valid_bs, device)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str], csv_fname: str = "texts.csv",

@@ -42,7 +42,7 @@ from torch import Tensor
 __all__ = [
     "BOS", "EOS", "FLD", "MAJ", "PAD", "REP", "SPECIAL_TOKENS", "UNK", "UP", "WREP", "Vocab",
     "decode", "fix_html", "replace_case", "replace_rep", "replace_wrep", "split_words",
-    "tokenize", "tokenize_texts",
+    "numericalize_split", "tokenize", "tokenize_texts",
 ]
 
 UNK, PAD, BOS, EOS, FLD = "xxunk", "xxpad", "xxbos", "xxeos", "xxfld"
@@ -443,3 +443,23 @@ class Vocab:
     def decode(self, ids: Tensor | Sequence[int]) -> str:
         """Text of ``ids`` (see :func:`decode`)."""
         return decode(self.tokens(ids))
+
+
+def numericalize_split(texts: Sequence[str], train_idx: Tensor, valid_idx: Tensor,
+                       vocab: Vocab | None = None, min_freq: int = 3, max_vocab: int = 60000,
+                       ) -> tuple[Vocab, list[Tensor], list[Tensor]]:
+    """``texts`` tokenised (:func:`tokenize_texts`) and numericalised with ``vocab`` or, by
+    default, the vocabulary of the rows ``train_idx`` (:meth:`Vocab.build` with
+    ``min_freq``, ``max_vocab``): the vocabulary and the training and validation documents,
+    the table loaders' shared pipeline.
+
+    >>> v, tr, va = numericalize_split(["a b", "a c"], torch.tensor([0]), torch.tensor([1]),
+    ...                                min_freq=1)
+    >>> v.tokens(tr[0]), v.tokens(va[0])
+    (['xxbos', 'a', 'b'], ['xxbos', 'a', 'xxunk'])
+    """
+    toks = tokenize_texts(texts)
+    if vocab is None:
+        vocab = Vocab.build([toks[i] for i in train_idx.tolist()], min_freq, max_vocab)
+    return (vocab, [vocab.numericalize(toks[i]) for i in train_idx.tolist()],
+            [vocab.numericalize(toks[i]) for i in valid_idx.tolist()])

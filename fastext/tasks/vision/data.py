@@ -39,6 +39,7 @@ from torch import Tensor
 
 from ...data.camvid import split_indices
 from ...data.images import to_8bit
+from ...data.labels import sorted_classes, training_classes
 from ...data.table import column, label_column, read_table, valid_flags
 from ...learner.data import DataLoaders, TensorLoader, drops_last_batch
 
@@ -629,11 +630,9 @@ class ImageDataLoaders(DataLoaders):
             if len(ti) == 0 or len(vi) == 0:
                 raise ValueError(f"the valid flags leave {len(ti)} training and {len(vi)} "
                                  "validation images: both sides need one")
-            unseen = _sorted_classes(list({lab for i in vi.tolist() for lab in lists[i]}
-                                          - {lab for i in ti.tolist() for lab in lists[i]}))
-            if unseen:
-                raise ValueError(f"validation classes missing from training: {unseen}")
-        vocab = _sorted_classes([lab for labs in lists for lab in labs])
+            training_classes([lab for i in ti.tolist() for lab in lists[i]],
+                             [lab for i in vi.tolist() for lab in lists[i]])
+        vocab = sorted_classes([lab for labs in lists for lab in labs])
         if multi:
             targets = multi_hot(lists, vocab)
         else:
@@ -664,11 +663,8 @@ class ImageDataLoaders(DataLoaders):
         ti, tk = load_images(tf, size, channels)
         vi, vk = load_images(vf, size, channels)
         tf, vf = [tf[i] for i in tk], [vf[i] for i in vk]
-        vocab = sorted({parent_label(f) for f in tf})
+        vocab = training_classes([parent_label(f) for f in tf], [parent_label(f) for f in vf])
         index = {v: i for i, v in enumerate(vocab)}
-        unknown = sorted({parent_label(f) for f in vf} - set(vocab))
-        if unknown:
-            raise ValueError(f"validation classes missing from training: {unknown}")
         dls = cls.from_tensors(ti, torch.tensor([index[parent_label(f)] for f in tf]), vi,
                                torch.tensor([index[parent_label(f)] for f in vf]), vocab,
                                seed=seed, **kwargs)
@@ -678,24 +674,6 @@ class ImageDataLoaders(DataLoaders):
 
 #: Label types that ``from_label_func`` reads as several classes of one image.
 _MULTI = (list, tuple, set, frozenset)
-
-
-def _sorted_classes(labels: Sequence[Hashable]) -> list[Hashable]:
-    """The distinct ``labels``, sorted (names alphabetically, ``[False, True]``...).
-
-    >>> _sorted_classes([True, False, True]), _sorted_classes(["dog", "cat", "dog"])
-    ([False, True], ['cat', 'dog'])
-    """
-    try:
-        distinct = set(labels)
-    except TypeError as e:
-        raise TypeError(f"labels must be hashable (or a list of them per image): {e}") from None
-    try:
-        return sorted(distinct)
-    except TypeError:
-        kinds = sorted({type(lab).__name__ for lab in distinct})
-        raise TypeError(f"labels of mixed types cannot be sorted into a vocabulary: {kinds}"
-                        ) from None
 
 
 def _channel_stats(x: Tensor, chunk: int = 1 << 20,
