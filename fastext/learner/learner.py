@@ -106,6 +106,17 @@ def _default_loss(pred: Tensor, *yb: Tensor) -> Tensor:
     raise ValueError("Learner needs a loss_func")
 
 
+def float32_cpu(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state_dict`` detached on the CPU, floating-point tensors as float32 (what an
+    export writes, whatever precision the model trained in).
+
+    >>> float32_cpu({"w": torch.ones(2, dtype=torch.float16), "n": torch.tensor(3)})
+    {'w': tensor([1., 1.]), 'n': tensor(3)}
+    """
+    return {k: (v.float() if v.is_floating_point() else v).detach().cpu()
+            for k, v in state_dict.items()}
+
+
 class Learner:
     """Trains ``model`` on ``dls`` with ``loss_func``.
 
@@ -309,11 +320,10 @@ class Learner:
         model = unwrap_model(self.model)
         state = self.opt.state_dict() if self.opt is not None else None
         if self.precision == "fp16":
-            masters = [(p, st["master"]) for p, st in (self.opt.state.items() if self.opt else ())
-                       if isinstance(st, dict) and "master" in st]
+            masters = self._master_weights()
             model.float()
             with torch.no_grad():
-                for p, master in masters:  # the fp16 params are roundings of these
+                for p, master in masters.items():  # the fp16 params are roundings of these
                     p.copy_(master)
         before = (self.precision, self.scaler, self.opt)
         backup = ({k: v.clone() for k, v in model.state_dict().items()}
@@ -332,6 +342,30 @@ class Learner:
                     model.load_state_dict(backup)
                 raise
         return self
+
+    def _master_weights(self) -> dict[nn.Parameter, Tensor]:
+        """The optimizer's fp32 master copy of each param that has one (fp16 training)."""
+        items = self.opt.state.items() if self.opt is not None else ()
+        return {p: st["master"] for p, st in items if isinstance(st, dict) and "master" in st}
+
+    def fp32_state_dict(self) -> dict[str, Tensor]:
+        """The model's weights as a float32 CPU ``state_dict`` for export: after fp16
+        training each param is its fp32 master weight, not the fp16 rounding the model
+        holds; integer buffers keep their dtype.
+
+        >>> import torch
+        >>> x, y = torch.randn(8, 2), torch.randn(8, 1)
+        >>> dls = DataLoaders.from_tensors(x, y, x, y, bs=4, device="cpu")
+        >>> learn = Learner(dls, nn.Linear(2, 1), nn.MSELoss(), precision="fp16", quiet=True)
+        >>> learn.fit(1, 1e-2)
+        >>> sd, master = learn.fp32_state_dict(), learn.opt.state[learn.model.weight]["master"]
+        >>> sd["weight"].dtype, torch.equal(sd["weight"], master), learn.model.weight.dtype
+        (torch.float32, True, torch.float16)
+        """
+        model = unwrap_model(self.model)
+        masters = self._master_weights()
+        by_name = {name: masters[p] for name, p in model.named_parameters() if p in masters}
+        return float32_cpu({k: by_name.get(k, v) for k, v in model.state_dict().items()})
 
     def _check_master_weights(self) -> None:
         params = inspect.signature(self.opt_func).parameters.values()

@@ -39,8 +39,10 @@ from torch import Tensor, nn
 
 from .._values import plain
 from ..data.camvid import split_indices
+from ..data.files import save_torch_file
 from ..learner import DataLoaders, DeviceLoader, Learner, TensorLoader, accuracy
 from ..learner.data import drops_last_batch
+from ..learner.learner import float32_cpu
 from ..nn.modes import eval_mode
 from .tabular_prep import add_datepart, cont_cat_split, make_date
 
@@ -884,18 +886,14 @@ class TabularPredictor:
         values = out.reshape(-1)
         return (float(values[0]), values[0]) if single else (values.numpy(), values)
 
-    def export(self, path: str | Path) -> Path:
-        """Writes model config, weights and preprocessing to one file (readable with
-        ``torch.load(weights_only=True)``); :func:`load_tabular` reads it back."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def export(self, path: str | Path, state_dict: dict[str, Tensor] | None = None) -> Path:
+        """Writes model config, weights (float32, CPU: ``state_dict``, default the model's)
+        and preprocessing to one file (readable with ``torch.load(weights_only=True)``);
+        :func:`load_tabular` reads it back."""
         state = {"format": EXPORT_FORMAT, "config": self.model.config,
-                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                 "model": float32_cpu(state_dict or self.model.state_dict()),
                  "proc": self.proc.state_dict()}
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
+        return save_torch_file(state, path)
 
 
 def load_tabular(path: str | Path, device: str | torch.device = "cpu") -> TabularPredictor:
@@ -932,8 +930,9 @@ class TabularLearner(Learner):
         return self.predictor().predict(rows, bs)
 
     def export(self, path: str | Path) -> Path:
-        """See :meth:`TabularPredictor.export`."""
-        return self.predictor().export(path)
+        """See :meth:`TabularPredictor.export`. After fp16 training the weights written
+        are the fp32 master weights (:meth:`~fastext.learner.Learner.fp32_state_dict`)."""
+        return self.predictor().export(path, self.fp32_state_dict())
 
 
 def tabular_learner(dls: TabularDataLoaders, layers: Sequence[int] = (200, 100),

@@ -35,6 +35,7 @@ from ..._values import plain
 from ...data.files import save_torch_file
 from ...learner import Learner, body_head_splitter
 from ...learner.data import resize_batch
+from ...learner.learner import float32_cpu
 from ...learner.metrics import FBeta, accuracy, accuracy_multi
 from ...learner.predict import get_preds, loss_activation, loss_decodes
 from ...nn import fuse_bn_relu
@@ -344,16 +345,17 @@ class ImagePredictor:
         idx = probs.argmax()
         return self.vocab[int(idx)], idx, probs
 
-    def export(self, path: str | os.PathLike[str]) -> Path:
-        """Writes the weights (float32, CPU) and what :meth:`predict` needs to one file,
-        readable with ``torch.load(weights_only=True)``; :func:`load_learner` reads it."""
+    def export(self, path: str | os.PathLike[str],
+               state_dict: dict[str, Tensor] | None = None) -> Path:
+        """Writes the weights (float32, CPU: ``state_dict``, default the model's) and what
+        :meth:`predict` needs to one file, readable with ``torch.load(weights_only=True)``;
+        :func:`load_learner` reads it."""
         vocab = plain(self.vocab)
         if not all(isinstance(v, (str, int, float, bool)) for v in vocab):
             raise TypeError("export needs classes that are str, int, float or bool, got "
                             f"{sorted({type(v).__name__ for v in vocab})}")
         state = {"format": EXPORT_FORMAT, "config": self.config,
-                 "model": {k: (v.float() if v.is_floating_point() else v).detach().cpu()
-                           for k, v in self.model.state_dict().items()},
+                 "model": float32_cpu(state_dict or self.model.state_dict()),
                  "vocab": vocab, "channels": self.channels, "size": list(self.size),
                  "multi_label": self.multi_label, "resize": self.resize,
                  "stats": None if self.stats is None else [[float(v) for v in part]
@@ -434,8 +436,10 @@ class VisionLearner(Learner):
         return self.predictor().predict(item, thresh)
 
     def export(self, path: str | os.PathLike[str] = "export.pth") -> Path:
-        """See :meth:`ImagePredictor.export`; relative to the learner's ``path``."""
-        return self.predictor().export(self.path / path)
+        """See :meth:`ImagePredictor.export`; relative to the learner's ``path``. After fp16
+        training the weights written are the fp32 master weights
+        (:meth:`~fastext.learner.Learner.fp32_state_dict`)."""
+        return self.predictor().export(self.path / path, self.fp32_state_dict())
 
     def tta(self, dl: Any = None, n: int = 4, beta: float = 0.25) -> tuple[Tensor, Tensor]:
         """Test-time augmentation, as fastai's ``tta``: ``(preds, targets)`` over ``dl``
