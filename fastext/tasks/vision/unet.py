@@ -38,7 +38,7 @@ from ...nn import fuse_bn_relu
 from ...nn.modes import eval_mode
 from .body import _first_conv, create_body, load_body_weights
 from .data import ImageLoader, SeededAugment, _resolve_stats, warn_unless_imagenet_stats
-from .learner import _params, body_split
+from .model import _params, body_split
 
 __all__ = [
     "DynamicUnet", "PixelAccuracy", "PixelShuffleUpsample", "ResBlock", "SegmentAugment",
@@ -277,7 +277,7 @@ class DynamicUnet(nn.Module):
 def unet_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     """Layer groups ``[low encoder, high encoder, decoder]`` for a torchvision encoder,
     split as fastai's ``unet_learner`` does (its body's ``model_meta`` split, e.g. ResNet
-    ``encoder[:6]`` | ``encoder[6:]``: :func:`~fastext.tasks.vision.learner.body_split`),
+    ``encoder[:6]`` | ``encoder[6:]``: :func:`~fastext.tasks.vision.model.body_split`),
     else ``[encoder, decoder]``; ``freeze()`` trains the decoder only.
 
     >>> net = DynamicUnet(create_body("resnet18"), n_out=2, img_size=(32, 32))
