@@ -60,6 +60,24 @@ class LossScaler:
         backoff_factor: multiplier on overflow (0.5).
         growth_interval: clean steps between growths (2000).
         enabled: when False every method is a pass-through, as GradScaler's.
+
+    With a fastext optimizer the overflow check and the unscale run inside its fused step,
+    on the device; an overflowing step is skipped and the scale backs off:
+
+    >>> from fastext.optim import AdamW
+    >>> w = torch.nn.Parameter(torch.ones(3))
+    >>> opt = AdamW([w], lr=0.1, weight_decay=0.0)
+    >>> scaler = LossScaler("cpu", init_scale=1024.0)
+    >>> scaler.scale((w * 2).sum()).backward()
+    >>> w.grad  # scaled by 1024
+    tensor([2048., 2048., 2048.])
+    >>> scaler.step(opt); scaler.update()
+    >>> w.grad, w.detach()  # unscaled in the step; Adam's first step is lr times the sign
+    (tensor([2., 2., 2.]), tensor([0.9000, 0.9000, 0.9000]))
+    >>> opt.zero_grad(); w.grad = torch.full((3,), float("inf"))
+    >>> scaler.step(opt); scaler.update()
+    >>> w.detach(), scaler.get_scale()  # skipped, scale halved
+    (tensor([0.9000, 0.9000, 0.9000]), 512.0)
     """
 
     def __init__(self, device: str | torch.device | None = None, init_scale: float = 2.0**16,

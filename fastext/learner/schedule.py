@@ -25,12 +25,20 @@ Sched = Callable[[float], Any]
 
 
 def sched_lin(start: Any, end: Any) -> Sched:
-    """Linear from ``start`` to ``end``."""
+    """Linear from ``start`` to ``end``.
+
+    >>> [sched_lin(1.0, 3.0)(p) for p in (0.0, 0.25, 1.0)]
+    [1.0, 1.5, 3.0]
+    """
     return lambda pos: start + pos * (end - start)
 
 
 def sched_cos(start: Any, end: Any) -> Sched:
-    """Cosine annealing from ``start`` to ``end``."""
+    """Cosine annealing from ``start`` to ``end``: flat at both ends, halfway at 0.5.
+
+    >>> [round(sched_cos(1.0, 0.0)(p), 4) for p in (0.0, 0.25, 0.5, 1.0)]
+    [1.0, 0.8536, 0.5, 0.0]
+    """
     return lambda pos: start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
 
 
@@ -45,7 +53,16 @@ def sched_exp(start: Any, end: Any) -> Sched:
 
 
 def combine_scheds(pcts: Sequence[float], scheds: Sequence[Sched]) -> Sched:
-    """Runs ``scheds[i]`` over the fraction ``pcts[i]`` of the fit, one after the other."""
+    """Runs ``scheds[i]`` over the fraction ``pcts[i]`` of the fit, one after the other,
+    each seeing its own part as positions 0 to 1.
+
+    >>> s = combine_scheds([0.25, 0.75], [sched_lin(0.0, 1.0), sched_lin(1.0, 0.0)])
+    >>> [round(float(s(p)), 4) for p in (0.0, 0.125, 0.25, 0.625, 1.0)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+
+    Raises:
+        ValueError: ``pcts`` negative, not summing to 1, or not one per schedule.
+    """
     if len(pcts) != len(scheds) or abs(sum(pcts) - 1.0) > 1e-6 or min(pcts) < 0:
         raise ValueError("pcts must be non-negative, sum to 1 and match scheds")
     bounds = np.concatenate([[0.0], np.cumsum(pcts)])
@@ -63,7 +80,13 @@ def combine_scheds(pcts: Sequence[float], scheds: Sequence[Sched]) -> Sched:
 
 
 def combined_cos(pct: float, start: Any, middle: Any, end: Any) -> Sched:
-    """Cosine from ``start`` to ``middle`` over ``pct`` of the fit, then to ``end``."""
+    """Cosine from ``start`` to ``middle`` over ``pct`` of the fit, then to ``end``: the
+    one-cycle learning rate (``combined_cos(0.25, lr / 25, lr, lr / 1e5)``).
+
+    >>> s = combined_cos(0.25, 0.1, 1.0, 0.0)
+    >>> [round(float(s(p)), 4) for p in (0.0, 0.25, 0.625, 1.0)]
+    [0.1, 1.0, 0.5, 0.0]
+    """
     return combine_scheds([pct, 1 - pct], [sched_cos(start, middle), sched_cos(middle, end)])
 
 

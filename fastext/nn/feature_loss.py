@@ -47,7 +47,16 @@ __all__ = ["FeatureLoss", "feature_terms", "gram_matrix", "relu_before_pools"]
 
 def gram_matrix(x: Tensor) -> Tensor:
     """Per-image Gram matrix of (N, C, H, W) features: ``f f^T / (C H W)``, (N, C, C); (N, C)
-    features are (N, C, 1)."""
+    features are (N, C, 1). The course's style term compares these: which channels fire
+    together, wherever they fire.
+
+    >>> x = torch.tensor([[[[1.0, 0.0]], [[2.0, 2.0]]]])  # one image, C=2, H=1, W=2
+    >>> gram_matrix(x)
+    tensor([[[0.2500, 0.5000],
+             [0.5000, 2.0000]]])
+    >>> torch.equal(gram_matrix(x), gram_matrix(x.flip(-1)))  # blind to where
+    True
+    """
     n, c = x.shape[:2]
     f = x.reshape(n, c, -1)
     return f @ f.transpose(1, 2) / f[0].numel()

@@ -30,7 +30,14 @@ def _check(pred: Tensor, target: Tensor) -> None:
 
 def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio in dB per image: ``10 log10(range^2 / MSE)`` (inf when the
-    images are equal)."""
+    images are equal).
+
+    >>> target = torch.zeros(2, 3, 8, 8)
+    >>> psnr(target + 0.1, target)  # MSE 0.01 of a range of 1: 20 dB
+    tensor([20., 20.])
+    >>> psnr(target, target)
+    tensor([inf, inf])
+    """
     _check(pred, target)
     mse = (pred.double() - target.double()).pow(2).flatten(1).mean(1)
     return (10 * torch.log10(data_range ** 2 / mse)).float()
@@ -45,7 +52,19 @@ def _gaussian(window: int, sigma: float, device: torch.device) -> Tensor:
 def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0, window: int = 11,
          sigma: float = 1.5) -> Tensor:
     """Structural similarity per image (Wang et al. 2004): Gaussian window, K1 = 0.01,
-    K2 = 0.03, computed per channel over the 'valid' positions, then averaged."""
+    K2 = 0.03, computed per channel over the 'valid' positions, then averaged.
+
+    >>> _ = torch.manual_seed(0)
+    >>> x = torch.rand(2, 3, 16, 16)
+    >>> ssim(x, x)
+    tensor([1., 1.])
+    >>> bool((ssim((x + 0.2 * torch.randn_like(x)).clamp(0, 1), x) < 0.9).all())
+    True
+
+    Raises:
+        ValueError: images smaller than ``window`` on a side (and what the shape check
+            refuses).
+    """
     _check(pred, target)
     if min(pred.shape[-2:]) < window:
         raise ValueError(f"images must be at least {window} pixels on each side")
